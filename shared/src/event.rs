@@ -1,0 +1,552 @@
+//! The tracking event and its NDJSON wire format (schema version 1).
+//!
+//! One event is one JSON object on one line, ending in `\n`. The edge writes
+//! it, Firehose lands it in S3, Athena and the loader read it, so the field
+//! names and meanings below are a public, versioned contract (see
+//! `docs/WIRE_FORMAT.md`). Additive changes keep `v = 1`; anything else bumps
+//! it, and decoders refuse versions they do not know instead of guessing.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::ser::SerializeStruct;
+use serde::{Deserialize, Serialize, Serializer};
+use time::{OffsetDateTime, UtcOffset};
+use uuid::Uuid;
+
+use crate::ids::{CampaignId, CreativeId, EpisodeId, ShowId};
+use crate::listener::ListenerId;
+
+/// Version written into every line's `v` field.
+pub const WIRE_SCHEMA_VERSION: u32 = 1;
+
+/// User agents are kept for audit, but a hostile client can send megabytes.
+/// 512 bytes holds every user agent in the OPAWG examples.
+pub const MAX_UA_LEN: usize = 512;
+/// W3C traceparent is 55 chars, an X-Ray header about 80; 128 leaves room.
+pub const MAX_TRACE_ID_LEN: usize = 128;
+/// Free-text fields (reason, app, device, os) are short labels.
+pub const MAX_LABEL_LEN: usize = 128;
+
+/// A VAST 4 tracking event (VAST 4.2 §3.14.1 names), plus the impression.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EventKind {
+    Impression,
+    Start,
+    FirstQuartile,
+    Midpoint,
+    ThirdQuartile,
+    Complete,
+    Skip,
+    Click,
+    Error,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 9] = [
+        EventKind::Impression,
+        EventKind::Start,
+        EventKind::FirstQuartile,
+        EventKind::Midpoint,
+        EventKind::ThirdQuartile,
+        EventKind::Complete,
+        EventKind::Skip,
+        EventKind::Click,
+        EventKind::Error,
+    ];
+
+    /// The VAST name, as used in `ev=` and on the wire.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Impression => "impression",
+            EventKind::Start => "start",
+            EventKind::FirstQuartile => "firstQuartile",
+            EventKind::Midpoint => "midpoint",
+            EventKind::ThirdQuartile => "thirdQuartile",
+            EventKind::Complete => "complete",
+            EventKind::Skip => "skip",
+            EventKind::Click => "click",
+            EventKind::Error => "error",
+        }
+    }
+}
+
+/// The value is not one of the VAST event names.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown event {0:?}; expected one of impression, start, firstQuartile, midpoint, thirdQuartile, complete, skip, click, error")]
+pub struct UnknownEvent(pub String);
+
+impl FromStr for EventKind {
+    type Err = UnknownEvent;
+    /// VAST spells these in camelCase; ad servers are not always careful,
+    /// so the match ignores ASCII case.
+    fn from_str(s: &str) -> Result<Self, UnknownEvent> {
+        EventKind::ALL
+            .into_iter()
+            .find(|k| k.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| UnknownEvent(s.chars().take(MAX_LABEL_LEN).collect()))
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where in the episode the ad ran.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Placement {
+    Pre,
+    Mid,
+    Post,
+}
+
+impl Placement {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Placement::Pre => "pre",
+            Placement::Mid => "mid",
+            Placement::Post => "post",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown placement {0:?}; expected pre, mid or post")]
+pub struct UnknownPlacement(pub String);
+
+impl FromStr for Placement {
+    type Err = UnknownPlacement;
+    fn from_str(s: &str) -> Result<Self, UnknownPlacement> {
+        match s.to_ascii_lowercase().as_str() {
+            "pre" => Ok(Placement::Pre),
+            "mid" => Ok(Placement::Mid),
+            "post" => Ok(Placement::Post),
+            _ => Err(UnknownPlacement(s.chars().take(MAX_LABEL_LEN).collect())),
+        }
+    }
+}
+
+/// Whether a hit can be billed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// Well-formed, correctly signed (when required), from a non-bot.
+    Valid,
+    /// Well-formed but from a bot: recorded, shown in reports, never billed.
+    Bot,
+    /// Malformed, forged or tampered: recorded, never billed.
+    Invalid,
+}
+
+impl Verdict {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Valid => "valid",
+            Verdict::Bot => "bot",
+            Verdict::Invalid => "invalid",
+        }
+    }
+}
+
+impl FromStr for Verdict {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "valid" => Ok(Verdict::Valid),
+            "bot" => Ok(Verdict::Bot),
+            "invalid" => Ok(Verdict::Invalid),
+            _ => Err(format!(
+                "unknown verdict {s:?}; expected valid, bot or invalid"
+            )),
+        }
+    }
+}
+
+/// An ISO 3166-1 alpha-2 country code, upper case (as CloudFront sends it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CountryCode([u8; 2]);
+
+impl CountryCode {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.as_bytes() {
+            [a, b] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => {
+                Some(Self([a.to_ascii_uppercase(), b.to_ascii_uppercase()]))
+            }
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Both bytes are ASCII letters by construction.
+        std::str::from_utf8(&self.0).unwrap_or("??")
+    }
+}
+
+impl fmt::Display for CountryCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One pixel hit, as recorded by the edge. Every GET yields exactly one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrackingEvent {
+    /// UUIDv7: unique, and ordered by time, which keeps index inserts local.
+    pub id: Uuid,
+    /// When the edge received the hit, UTC, millisecond precision.
+    pub ts: OffsetDateTime,
+    pub campaign: Option<CampaignId>,
+    pub creative: Option<CreativeId>,
+    pub episode: Option<EpisodeId>,
+    pub show: Option<ShowId>,
+    pub placement: Option<Placement>,
+    pub event: Option<EventKind>,
+    /// VAST error code (`err=`), for `error` events.
+    pub error_code: Option<u16>,
+    pub listener: ListenerId,
+    pub ua: Option<String>,
+    pub app: Option<String>,
+    pub device: Option<String>,
+    pub os: Option<String>,
+    pub country: Option<CountryCode>,
+    pub verdict: Verdict,
+    /// Why the verdict is not `valid` (see `docs/WIRE_FORMAT.md`).
+    pub reason: Option<String>,
+    pub trace_id: Option<String>,
+}
+
+/// Truncates to whole milliseconds in UTC, the precision of the wire format.
+pub fn to_wire_precision(ts: OffsetDateTime) -> OffsetDateTime {
+    let ts = ts.to_offset(UtcOffset::UTC);
+    let ms = ts.millisecond();
+    ts.replace_millisecond(ms).unwrap_or(ts)
+}
+
+/// Cuts a string to at most `max` bytes on a character boundary.
+pub fn truncate_to(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Formats `2026-11-27T00:14:48.123Z`.
+pub fn format_ts(ts: OffsetDateTime) -> String {
+    let ts = ts.to_offset(UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        ts.year(),
+        u8::from(ts.month()),
+        ts.day(),
+        ts.hour(),
+        ts.minute(),
+        ts.second(),
+        ts.millisecond()
+    )
+}
+
+fn parse_ts(s: &str) -> Result<OffsetDateTime, String> {
+    OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map(to_wire_precision)
+        .map_err(|e| format!("ts {s:?} is not RFC 3339: {e}"))
+}
+
+impl Serialize for TrackingEvent {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("TrackingEvent", 19)?;
+        st.serialize_field("v", &WIRE_SCHEMA_VERSION)?;
+        st.serialize_field("id", &self.id)?;
+        st.serialize_field("ts", &format_ts(self.ts))?;
+        st.serialize_field("campaign", &self.campaign.as_ref().map(|x| x.as_str()))?;
+        st.serialize_field("creative", &self.creative.as_ref().map(|x| x.as_str()))?;
+        st.serialize_field("episode", &self.episode.as_ref().map(|x| x.as_str()))?;
+        st.serialize_field("show", &self.show.as_ref().map(|x| x.as_str()))?;
+        st.serialize_field("placement", &self.placement.map(Placement::as_str))?;
+        st.serialize_field("event", &self.event.map(EventKind::as_str))?;
+        st.serialize_field("error_code", &self.error_code)?;
+        st.serialize_field("listener", self.listener.as_str())?;
+        st.serialize_field("ua", &self.ua)?;
+        st.serialize_field("app", &self.app)?;
+        st.serialize_field("device", &self.device)?;
+        st.serialize_field("os", &self.os)?;
+        st.serialize_field("country", &self.country.as_ref().map(|c| c.as_str()))?;
+        st.serialize_field("verdict", self.verdict.as_str())?;
+        st.serialize_field("reason", &self.reason)?;
+        st.serialize_field("trace_id", &self.trace_id)?;
+        st.end()
+    }
+}
+
+/// What a line on the wire looks like to the decoder. Unknown fields are
+/// ignored (additive changes within a version); missing optional fields are
+/// null.
+#[derive(Deserialize)]
+struct WireIn<'a> {
+    v: u32,
+    id: Uuid,
+    #[serde(borrow)]
+    ts: std::borrow::Cow<'a, str>,
+    #[serde(default)]
+    campaign: Option<CampaignId>,
+    #[serde(default)]
+    creative: Option<CreativeId>,
+    #[serde(default)]
+    episode: Option<EpisodeId>,
+    #[serde(default)]
+    show: Option<ShowId>,
+    #[serde(default, borrow)]
+    placement: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    event: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    error_code: Option<u16>,
+    listener: ListenerId,
+    #[serde(default)]
+    ua: Option<String>,
+    #[serde(default)]
+    app: Option<String>,
+    #[serde(default)]
+    device: Option<String>,
+    #[serde(default)]
+    os: Option<String>,
+    #[serde(default, borrow)]
+    country: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    verdict: std::borrow::Cow<'a, str>,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    trace_id: Option<String>,
+}
+
+/// Why a line could not be decoded. The message is what the quarantine
+/// table records, so it names the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("empty line")]
+    Empty,
+    #[error("not a v{WIRE_SCHEMA_VERSION} event: {0}")]
+    Json(String),
+    #[error("unsupported schema version {0}; this decoder reads v{WIRE_SCHEMA_VERSION}")]
+    UnsupportedVersion(u32),
+    #[error("bad field: {0}")]
+    Field(String),
+    #[error("inconsistent event: {0}")]
+    Inconsistent(&'static str),
+}
+
+impl TrackingEvent {
+    /// Appends the event as one NDJSON line (JSON, then `\n`).
+    pub fn write_ndjson(&self, out: &mut Vec<u8>) {
+        // Serializing plain strings, numbers and nulls into a Vec cannot fail.
+        serde_json::to_writer(&mut *out, self).expect("serializing an event into memory");
+        out.push(b'\n');
+    }
+
+    pub fn to_ndjson(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(512);
+        self.write_ndjson(&mut out);
+        out
+    }
+
+    /// Decodes one line (with or without its trailing newline). Any bytes
+    /// give a value or an error, never a panic.
+    pub fn decode(line: &[u8]) -> Result<TrackingEvent, DecodeError> {
+        let line = line.strip_suffix(b"\n").unwrap_or(line);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return Err(DecodeError::Empty);
+        }
+        // One parse on the hot path; only when it fails is the version looked
+        // at alone, so a v2 line says "unsupported version" rather than
+        // whatever v2 changed.
+        #[derive(Deserialize)]
+        struct VersionOnly {
+            v: u32,
+        }
+        let w: WireIn<'_> = match serde_json::from_slice(line) {
+            Ok(w) => w,
+            Err(e) => {
+                return Err(match serde_json::from_slice::<VersionOnly>(line) {
+                    Ok(VersionOnly { v }) if v != WIRE_SCHEMA_VERSION => DecodeError::UnsupportedVersion(v),
+                    _ => DecodeError::Json(e.to_string()),
+                })
+            }
+        };
+        if w.v != WIRE_SCHEMA_VERSION {
+            return Err(DecodeError::UnsupportedVersion(w.v));
+        }
+        let placement = w
+            .placement
+            .map(|p| p.parse::<Placement>())
+            .transpose()
+            .map_err(|e| DecodeError::Field(e.to_string()))?;
+        let event = w
+            .event
+            .map(|p| p.parse::<EventKind>())
+            .transpose()
+            .map_err(|e| DecodeError::Field(e.to_string()))?;
+        let country = match w.country {
+            None => None,
+            Some(c) => Some(
+                CountryCode::parse(&c)
+                    .ok_or_else(|| DecodeError::Field(format!("country {c:?} is not ISO 3166-1 alpha-2")))?,
+            ),
+        };
+        let verdict = w.verdict.parse::<Verdict>().map_err(DecodeError::Field)?;
+        let ev = TrackingEvent {
+            id: w.id,
+            ts: parse_ts(&w.ts).map_err(DecodeError::Field)?,
+            campaign: w.campaign,
+            creative: w.creative,
+            episode: w.episode,
+            show: w.show,
+            placement,
+            event,
+            error_code: w.error_code,
+            listener: w.listener,
+            ua: w.ua,
+            app: w.app,
+            device: w.device,
+            os: w.os,
+            country,
+            verdict,
+            reason: w.reason,
+            trace_id: w.trace_id,
+        };
+        ev.check_consistency()?;
+        Ok(ev)
+    }
+
+    /// The invariants the edge guarantees; a line that breaks them did not
+    /// come from a correct edge and is not counted.
+    fn check_consistency(&self) -> Result<(), DecodeError> {
+        if self.verdict != Verdict::Invalid {
+            if self.campaign.is_none() {
+                return Err(DecodeError::Inconsistent("a valid or bot event needs a campaign"));
+            }
+            if self.creative.is_none() {
+                return Err(DecodeError::Inconsistent("a valid or bot event needs a creative"));
+            }
+            if self.event.is_none() {
+                return Err(DecodeError::Inconsistent("a valid or bot event needs an event kind"));
+            }
+        }
+        if self.verdict == Verdict::Valid && self.reason.is_some() {
+            return Err(DecodeError::Inconsistent("a valid event has no reason"));
+        }
+        if self.verdict != Verdict::Valid && self.reason.is_none() {
+            return Err(DecodeError::Inconsistent("a bot or invalid event needs a reason"));
+        }
+        Ok(())
+    }
+
+    /// The UTC day the event belongs to (counting, partitions, listener key).
+    pub fn day(&self) -> time::Date {
+        self.ts.to_offset(UtcOffset::UTC).date()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::listener::ListenerId;
+
+    pub(crate) fn sample() -> TrackingEvent {
+        TrackingEvent {
+            id: Uuid::parse_str("01935f3e-8a4b-7c3d-9e2f-0123456789ab").unwrap(),
+            ts: time::macros::datetime!(2026-11-27 13:45:01.234 UTC),
+            campaign: Some(CampaignId::parse("spring-sale").unwrap()),
+            creative: Some(CreativeId::parse("cr_30s").unwrap()),
+            episode: Some(EpisodeId::parse("ep.101").unwrap()),
+            show: Some(ShowId::parse("dailytech").unwrap()),
+            placement: Some(Placement::Mid),
+            event: Some(EventKind::FirstQuartile),
+            error_code: None,
+            listener: ListenerId::parse("0123456789abcdef0123456789abcdef").unwrap(),
+            ua: Some("Overcast/3.0 (+http://overcast.fm/; iOS podcast app)".into()),
+            app: Some("Overcast".into()),
+            device: Some("Apple iPhone".into()),
+            os: Some("ios".into()),
+            country: CountryCode::parse("de"),
+            verdict: Verdict::Valid,
+            reason: None,
+            trace_id: Some("Root=1-5759e988-bd862e3fe1be46a994272793".into()),
+        }
+    }
+
+    #[test]
+    fn line_has_the_documented_fields_in_order() {
+        let line = String::from_utf8(sample().to_ndjson()).unwrap();
+        assert_eq!(
+            line,
+            concat!(
+                r#"{"v":1,"id":"01935f3e-8a4b-7c3d-9e2f-0123456789ab","ts":"2026-11-27T13:45:01.234Z","#,
+                r#""campaign":"spring-sale","creative":"cr_30s","episode":"ep.101","show":"dailytech","#,
+                r#""placement":"mid","event":"firstQuartile","error_code":null,"#,
+                r#""listener":"0123456789abcdef0123456789abcdef","#,
+                r#""ua":"Overcast/3.0 (+http://overcast.fm/; iOS podcast app)","app":"Overcast","#,
+                r#""device":"Apple iPhone","os":"ios","country":"DE","verdict":"valid","reason":null,"#,
+                r#""trace_id":"Root=1-5759e988-bd862e3fe1be46a994272793"}"#,
+                "\n"
+            )
+        );
+    }
+
+    #[test]
+    fn decoding_an_encoded_event_gives_it_back() {
+        let ev = sample();
+        assert_eq!(TrackingEvent::decode(&ev.to_ndjson()).unwrap(), ev);
+        let mut invalid = sample();
+        invalid.campaign = None;
+        invalid.event = None;
+        invalid.verdict = Verdict::Invalid;
+        invalid.reason = Some("bad_campaign_id".into());
+        assert_eq!(TrackingEvent::decode(&invalid.to_ndjson()).unwrap(), invalid);
+    }
+
+    #[test]
+    fn decode_errors_name_what_is_wrong() {
+        assert_eq!(TrackingEvent::decode(b"\n"), Err(DecodeError::Empty));
+        assert!(matches!(
+            TrackingEvent::decode(b"{\"v\":1"),
+            Err(DecodeError::Json(_))
+        ));
+        let line = String::from_utf8(sample().to_ndjson()).unwrap();
+        assert_eq!(
+            TrackingEvent::decode(line.replace("\"v\":1", "\"v\":2").as_bytes()),
+            Err(DecodeError::UnsupportedVersion(2))
+        );
+        let bad_campaign = line.replace("spring-sale", "spring sale");
+        let err = TrackingEvent::decode(bad_campaign.as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("campaign id has the character ' '"), "{err}");
+        let bad_event = line.replace("firstQuartile", "halfway");
+        assert_eq!(
+            TrackingEvent::decode(bad_event.as_bytes()).unwrap_err().to_string(),
+            "bad field: unknown event \"halfway\"; expected one of impression, start, firstQuartile, midpoint, thirdQuartile, complete, skip, click, error"
+        );
+        let valid_with_reason = line.replace("\"reason\":null", "\"reason\":\"x\"");
+        assert_eq!(
+            TrackingEvent::decode(valid_with_reason.as_bytes()),
+            Err(DecodeError::Inconsistent("a valid event has no reason"))
+        );
+    }
+
+    #[test]
+    fn event_names_ignore_case_but_print_canonically() {
+        assert_eq!("FIRSTQUARTILE".parse::<EventKind>().unwrap(), EventKind::FirstQuartile);
+        assert_eq!(EventKind::ThirdQuartile.to_string(), "thirdQuartile");
+        assert!("quarter".parse::<EventKind>().is_err());
+    }
+
+    #[test]
+    fn truncation_respects_char_boundaries() {
+        assert_eq!(truncate_to("héllo", 2), "h");
+        assert_eq!(truncate_to("abc", 10), "abc");
+    }
+}

@@ -1,0 +1,17 @@
+#![doc = include_str!("../README.md")]
+
+pub mod event;
+pub mod ids;
+pub mod listener;
+pub mod pixel;
+pub mod signing;
+pub mod ua;
+
+pub use event::{
+    CountryCode, DecodeError, EventKind, Placement, TrackingEvent, Verdict, WIRE_SCHEMA_VERSION,
+};
+pub use ids::{CampaignId, CreativeId, EpisodeId, IdError, ShowId};
+pub use listener::{ListenerHasher, ListenerId, ListenerSecret};
+pub use pixel::{CheckedHit, InvalidReason, PixelParams};
+pub use signing::{KeyId, SignatureError, SignedFields, SigningKey, SigningKeys};
+pub use ua::{UaClass, UaClassifier, UaInfo, UaLoadReport};

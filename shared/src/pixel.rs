@@ -1,0 +1,269 @@
+//! The pixel's query string: parsed without ever failing, then checked into
+//! typed fields and a verdict reason.
+
+use std::borrow::Cow;
+
+use crate::event::{EventKind, Placement};
+use crate::ids::{CampaignId, CreativeId, EpisodeId, ShowId};
+use crate::signing::{SignatureError, SignedFields, SigningKeys};
+
+/// Query strings longer than this are not parsed (the hit is recorded as
+/// invalid). Real pixel URLs are a few hundred bytes; CloudFront caps URLs
+/// at 8,192 bytes, so nothing legitimate is longer.
+pub const MAX_QUERY_LEN: usize = 8192;
+
+/// The pixel's parameters, percent-decoded. Unknown parameters are ignored;
+/// a repeated parameter keeps its first value.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PixelParams<'a> {
+    pub c: Option<Cow<'a, str>>,
+    pub cr: Option<Cow<'a, str>>,
+    pub ep: Option<Cow<'a, str>>,
+    pub sh: Option<Cow<'a, str>>,
+    pub pos: Option<Cow<'a, str>>,
+    pub ev: Option<Cow<'a, str>>,
+    pub err: Option<Cow<'a, str>>,
+    pub k: Option<Cow<'a, str>>,
+    pub sig: Option<Cow<'a, str>>,
+    pub cb: Option<Cow<'a, str>>,
+    /// The query string was over [`MAX_QUERY_LEN`] and was not parsed.
+    pub too_long: bool,
+}
+
+/// Why a hit is invalid. `as_str` gives the `reason` written on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidReason {
+    #[error("query_too_long")]
+    QueryTooLong,
+    #[error("missing_campaign")]
+    MissingCampaign,
+    #[error("bad_campaign_id")]
+    BadCampaignId,
+    #[error("missing_creative")]
+    MissingCreative,
+    #[error("bad_creative_id")]
+    BadCreativeId,
+    #[error("bad_episode_id")]
+    BadEpisodeId,
+    #[error("bad_show_id")]
+    BadShowId,
+    #[error("bad_placement")]
+    BadPlacement,
+    #[error("missing_event")]
+    MissingEvent,
+    #[error("unknown_event")]
+    UnknownEvent,
+    #[error("{0}")]
+    Signature(SignatureError),
+}
+
+/// The typed fields of a hit, plus the first reason it is invalid, if any.
+/// Fields that parse are kept even on an invalid hit, so a forged hit still
+/// shows up against the campaign it claimed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckedHit {
+    pub campaign: Option<CampaignId>,
+    pub creative: Option<CreativeId>,
+    pub episode: Option<EpisodeId>,
+    pub show: Option<ShowId>,
+    pub placement: Option<Placement>,
+    pub event: Option<EventKind>,
+    pub error_code: Option<u16>,
+    pub invalid: Option<InvalidReason>,
+}
+
+fn non_empty<'s>(v: &'s Option<Cow<'_, str>>) -> Option<&'s str> {
+    v.as_deref().filter(|s| !s.is_empty())
+}
+
+impl<'a> PixelParams<'a> {
+    /// Parses a raw query string (without `?`). Never fails: anything that is
+    /// not a known `name=value` pair is ignored.
+    pub fn parse(query: &'a str) -> Self {
+        if query.len() > MAX_QUERY_LEN {
+            return Self {
+                too_long: true,
+                ..Self::default()
+            };
+        }
+        let mut p = Self::default();
+        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+            let slot = match name.as_ref() {
+                "c" => &mut p.c,
+                "cr" => &mut p.cr,
+                "ep" => &mut p.ep,
+                "sh" => &mut p.sh,
+                "pos" => &mut p.pos,
+                "ev" => &mut p.ev,
+                "err" => &mut p.err,
+                "k" => &mut p.k,
+                "sig" => &mut p.sig,
+                "cb" => &mut p.cb,
+                _ => continue,
+            };
+            if slot.is_none() {
+                *slot = Some(value);
+            }
+        }
+        p
+    }
+
+    /// The fields covered by the signature, as the ad server signed them.
+    pub fn signed_fields(&self) -> SignedFields<'_> {
+        SignedFields {
+            c: non_empty(&self.c),
+            cr: non_empty(&self.cr),
+            ep: non_empty(&self.ep),
+            sh: non_empty(&self.sh),
+            pos: non_empty(&self.pos),
+            ev: non_empty(&self.ev),
+        }
+    }
+
+    /// Types every field and decides whether the hit is invalid. The first
+    /// problem found, in parameter order, is the reason; the signature is
+    /// checked last, and only when `require_signature` is set.
+    pub fn check(&self, keys: &SigningKeys, require_signature: bool) -> CheckedHit {
+        let mut hit = CheckedHit::default();
+        let mut first: Option<InvalidReason> = None;
+        let mut fail = |r: InvalidReason| {
+            first.get_or_insert(r);
+        };
+        if self.too_long {
+            fail(InvalidReason::QueryTooLong);
+        }
+        match non_empty(&self.c) {
+            None => fail(InvalidReason::MissingCampaign),
+            Some(c) => match CampaignId::parse(c) {
+                Ok(id) => hit.campaign = Some(id),
+                Err(_) => fail(InvalidReason::BadCampaignId),
+            },
+        }
+        match non_empty(&self.cr) {
+            None => fail(InvalidReason::MissingCreative),
+            Some(c) => match CreativeId::parse(c) {
+                Ok(id) => hit.creative = Some(id),
+                Err(_) => fail(InvalidReason::BadCreativeId),
+            },
+        }
+        if let Some(e) = non_empty(&self.ep) {
+            match EpisodeId::parse(e) {
+                Ok(id) => hit.episode = Some(id),
+                Err(_) => fail(InvalidReason::BadEpisodeId),
+            }
+        }
+        if let Some(s) = non_empty(&self.sh) {
+            match ShowId::parse(s) {
+                Ok(id) => hit.show = Some(id),
+                Err(_) => fail(InvalidReason::BadShowId),
+            }
+        }
+        if let Some(p) = non_empty(&self.pos) {
+            match p.parse::<Placement>() {
+                Ok(pl) => hit.placement = Some(pl),
+                Err(_) => fail(InvalidReason::BadPlacement),
+            }
+        }
+        match non_empty(&self.ev) {
+            None => fail(InvalidReason::MissingEvent),
+            Some(e) => match e.parse::<EventKind>() {
+                Ok(k) => hit.event = Some(k),
+                Err(_) => fail(InvalidReason::UnknownEvent),
+            },
+        }
+        if hit.event == Some(EventKind::Error) {
+            // An unfilled macro ("[ERRORCODE]") or junk leaves the code empty;
+            // the error event itself still happened and is valid.
+            hit.error_code = non_empty(&self.err).and_then(|e| e.parse::<u16>().ok());
+        }
+        drop(fail);
+        if require_signature && first.is_none() {
+            if let Err(e) = keys.verify(
+                non_empty(&self.k),
+                non_empty(&self.sig),
+                &self.signed_fields().canonical(),
+            ) {
+                first = Some(InvalidReason::Signature(e));
+            }
+        }
+        hit.invalid = first;
+        hit
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> SigningKeys {
+        SigningKeys::parse("k1:k1-secret-0123456789").unwrap()
+    }
+
+    fn signed(query: &str) -> String {
+        let p = PixelParams::parse(query);
+        let sig = keys().newest().unwrap().sign(&p.signed_fields().canonical());
+        format!("{query}&k=k1&sig={sig}")
+    }
+
+    #[test]
+    fn a_complete_signed_hit_is_valid() {
+        let q = signed("c=camp1&cr=cr1&ep=e1&sh=s1&pos=pre&ev=start");
+        let hit = PixelParams::parse(&q).check(&keys(), true);
+        assert_eq!(hit.invalid, None);
+        assert_eq!(hit.campaign.unwrap().as_str(), "camp1");
+        assert_eq!(hit.event, Some(EventKind::Start));
+        assert_eq!(hit.placement, Some(Placement::Pre));
+    }
+
+    #[test]
+    fn each_problem_gives_its_own_reason() {
+        let k = keys();
+        let cases = [
+            ("cr=cr1&ev=start", InvalidReason::MissingCampaign),
+            ("c=a%20b&cr=cr1&ev=start", InvalidReason::BadCampaignId),
+            ("c=c1&ev=start", InvalidReason::MissingCreative),
+            ("c=c1&cr=cr%2F1&ev=start", InvalidReason::BadCreativeId),
+            ("c=c1&cr=cr1&ep=%00&ev=start", InvalidReason::BadEpisodeId),
+            ("c=c1&cr=cr1&sh=s%201&ev=start", InvalidReason::BadShowId),
+            ("c=c1&cr=cr1&pos=middle&ev=start", InvalidReason::BadPlacement),
+            ("c=c1&cr=cr1", InvalidReason::MissingEvent),
+            ("c=c1&cr=cr1&ev=halfway", InvalidReason::UnknownEvent),
+            ("c=c1&cr=cr1&ev=start", InvalidReason::Signature(SignatureError::Missing)),
+            ("c=c1&cr=cr1&ev=start&sig=x", InvalidReason::Signature(SignatureError::MissingKeyId)),
+            ("c=c1&cr=cr1&ev=start&k=k9&sig=x", InvalidReason::Signature(SignatureError::UnknownKey)),
+            ("c=c1&cr=cr1&ev=start&k=k1&sig=AAAAAAAAAAAAAAAAAAAAAA", InvalidReason::Signature(SignatureError::Bad)),
+        ];
+        for (q, reason) in cases {
+            assert_eq!(PixelParams::parse(q).check(&k, true).invalid, Some(reason), "{q}");
+        }
+        let long = format!("c={}", "a".repeat(MAX_QUERY_LEN));
+        assert_eq!(PixelParams::parse(&long).check(&k, false).invalid, Some(InvalidReason::QueryTooLong));
+    }
+
+    #[test]
+    fn tampering_with_a_signed_field_invalidates_but_unsigned_macros_do_not() {
+        let q = signed("c=camp1&cr=cr1&ev=error");
+        let with_err = format!("{q}&err=405&cb=12345");
+        let hit = PixelParams::parse(&with_err).check(&keys(), true);
+        assert_eq!(hit.invalid, None);
+        assert_eq!(hit.error_code, Some(405));
+        let tampered = q.replace("cr=cr1", "cr=cr2");
+        let hit = PixelParams::parse(&tampered).check(&keys(), true);
+        assert_eq!(hit.invalid, Some(InvalidReason::Signature(SignatureError::Bad)));
+        // Fields still typed, so the forged hit is attributed to its claimed campaign.
+        assert_eq!(hit.campaign.unwrap().as_str(), "camp1");
+    }
+
+    #[test]
+    fn signatures_are_not_checked_when_not_required() {
+        let hit = PixelParams::parse("c=c1&cr=cr1&ev=click").check(&SigningKeys::default(), false);
+        assert_eq!(hit.invalid, None);
+    }
+
+    #[test]
+    fn first_value_wins_and_unknown_params_are_ignored() {
+        let p = PixelParams::parse("c=first&c=second&zzz=1&&=&cr");
+        assert_eq!(p.c.as_deref(), Some("first"));
+        assert_eq!(p.cr.as_deref(), Some(""));
+    }
+}
