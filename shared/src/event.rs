@@ -373,7 +373,9 @@ impl TrackingEvent {
             Ok(w) => w,
             Err(e) => {
                 return Err(match serde_json::from_slice::<VersionOnly>(line) {
-                    Ok(VersionOnly { v }) if v != WIRE_SCHEMA_VERSION => DecodeError::UnsupportedVersion(v),
+                    Ok(VersionOnly { v }) if v != WIRE_SCHEMA_VERSION => {
+                        DecodeError::UnsupportedVersion(v)
+                    }
                     _ => DecodeError::Json(e.to_string()),
                 })
             }
@@ -393,10 +395,9 @@ impl TrackingEvent {
             .map_err(|e| DecodeError::Field(e.to_string()))?;
         let country = match w.country {
             None => None,
-            Some(c) => Some(
-                CountryCode::parse(&c)
-                    .ok_or_else(|| DecodeError::Field(format!("country {c:?} is not ISO 3166-1 alpha-2")))?,
-            ),
+            Some(c) => Some(CountryCode::parse(&c).ok_or_else(|| {
+                DecodeError::Field(format!("country {c:?} is not ISO 3166-1 alpha-2"))
+            })?),
         };
         let verdict = w.verdict.parse::<Verdict>().map_err(DecodeError::Field)?;
         let ev = TrackingEvent {
@@ -428,20 +429,28 @@ impl TrackingEvent {
     fn check_consistency(&self) -> Result<(), DecodeError> {
         if self.verdict != Verdict::Invalid {
             if self.campaign.is_none() {
-                return Err(DecodeError::Inconsistent("a valid or bot event needs a campaign"));
+                return Err(DecodeError::Inconsistent(
+                    "a valid or bot event needs a campaign",
+                ));
             }
             if self.creative.is_none() {
-                return Err(DecodeError::Inconsistent("a valid or bot event needs a creative"));
+                return Err(DecodeError::Inconsistent(
+                    "a valid or bot event needs a creative",
+                ));
             }
             if self.event.is_none() {
-                return Err(DecodeError::Inconsistent("a valid or bot event needs an event kind"));
+                return Err(DecodeError::Inconsistent(
+                    "a valid or bot event needs an event kind",
+                ));
             }
         }
         if self.verdict == Verdict::Valid && self.reason.is_some() {
             return Err(DecodeError::Inconsistent("a valid event has no reason"));
         }
         if self.verdict != Verdict::Valid && self.reason.is_none() {
-            return Err(DecodeError::Inconsistent("a bot or invalid event needs a reason"));
+            return Err(DecodeError::Inconsistent(
+                "a bot or invalid event needs a reason",
+            ));
         }
         Ok(())
     }
@@ -507,7 +516,10 @@ mod tests {
         invalid.event = None;
         invalid.verdict = Verdict::Invalid;
         invalid.reason = Some("bad_campaign_id".into());
-        assert_eq!(TrackingEvent::decode(&invalid.to_ndjson()).unwrap(), invalid);
+        assert_eq!(
+            TrackingEvent::decode(&invalid.to_ndjson()).unwrap(),
+            invalid
+        );
     }
 
     #[test]
@@ -524,7 +536,11 @@ mod tests {
         );
         let bad_campaign = line.replace("spring-sale", "spring sale");
         let err = TrackingEvent::decode(bad_campaign.as_bytes()).unwrap_err();
-        assert!(err.to_string().contains("campaign id has the character ' '"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("campaign id has the character ' '"),
+            "{err}"
+        );
         let bad_event = line.replace("firstQuartile", "halfway");
         assert_eq!(
             TrackingEvent::decode(bad_event.as_bytes()).unwrap_err().to_string(),
@@ -539,7 +555,10 @@ mod tests {
 
     #[test]
     fn event_names_ignore_case_but_print_canonically() {
-        assert_eq!("FIRSTQUARTILE".parse::<EventKind>().unwrap(), EventKind::FirstQuartile);
+        assert_eq!(
+            "FIRSTQUARTILE".parse::<EventKind>().unwrap(),
+            EventKind::FirstQuartile
+        );
         assert_eq!(EventKind::ThirdQuartile.to_string(), "thirdQuartile");
         assert!("quarter".parse::<EventKind>().is_err());
     }

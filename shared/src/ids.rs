@@ -14,7 +14,9 @@ pub enum IdError {
     Empty { kind: &'static str },
     #[error("{kind} id is {len} characters long; the limit is {MAX_ID_LEN}")]
     TooLong { kind: &'static str, len: usize },
-    #[error("{kind} id has the character {ch:?} at position {pos}; only A-Z a-z 0-9 . _ - are allowed")]
+    #[error(
+        "{kind} id has the character {ch:?} at position {pos}; only A-Z a-z 0-9 . _ - are allowed"
+    )]
     BadChar {
         kind: &'static str,
         ch: char,

@@ -110,7 +110,15 @@ impl fmt::Debug for ListenerHasher {
 fn day_mac(secret: &ListenerSecret, day: Date) -> HmacSha256 {
     let mut mac = HmacSha256::new_from_slice(&secret.0).expect("HMAC takes keys of any length");
     mac.update(b"earshot/listener/v1/");
-    mac.update(format!("{:04}-{:02}-{:02}", day.year(), u8::from(day.month()), day.day()).as_bytes());
+    mac.update(
+        format!(
+            "{:04}-{:02}-{:02}",
+            day.year(),
+            u8::from(day.month()),
+            day.day()
+        )
+        .as_bytes(),
+    );
     let day_key = mac.finalize().into_bytes();
     HmacSha256::new_from_slice(&day_key).expect("HMAC takes keys of any length")
 }
@@ -191,7 +199,11 @@ mod tests {
         // day_key = HMAC(secret, b"earshot/listener/v1/2026-11-27")
         // HMAC(day_key, b"\x04" + inet_aton("203.0.113.7") + b"\x00" + b"Overcast/3.0").hex()[:32]
         let h = hasher();
-        let id = h.listener_id(date!(2026 - 11 - 27), "203.0.113.7".parse().unwrap(), "Overcast/3.0");
+        let id = h.listener_id(
+            date!(2026 - 11 - 27),
+            "203.0.113.7".parse().unwrap(),
+            "Overcast/3.0",
+        );
         assert_eq!(id.as_str(), KNOWN_VECTOR);
     }
     const KNOWN_VECTOR: &str = include_str!("../testdata/listener_vector.txt");
@@ -212,7 +224,10 @@ mod tests {
 
     #[test]
     fn weak_secrets_are_refused_and_secrets_never_print() {
-        assert_eq!(ListenerSecret::new("short").unwrap_err(), WeakListenerSecret(5));
+        assert_eq!(
+            ListenerSecret::new("short").unwrap_err(),
+            WeakListenerSecret(5)
+        );
         let s = ListenerSecret::new("0123456789abcdef").unwrap();
         assert_eq!(format!("{s:?}"), "ListenerSecret(<redacted>)");
     }

@@ -176,7 +176,6 @@ impl<'a> PixelParams<'a> {
             // the error event itself still happened and is valid.
             hit.error_code = non_empty(&self.err).and_then(|e| e.parse::<u16>().ok());
         }
-        drop(fail);
         if require_signature && first.is_none() {
             if let Err(e) = keys.verify(
                 non_empty(&self.k),
@@ -201,7 +200,10 @@ mod tests {
 
     fn signed(query: &str) -> String {
         let p = PixelParams::parse(query);
-        let sig = keys().newest().unwrap().sign(&p.signed_fields().canonical());
+        let sig = keys()
+            .newest()
+            .unwrap()
+            .sign(&p.signed_fields().canonical());
         format!("{query}&k=k1&sig={sig}")
     }
 
@@ -225,19 +227,41 @@ mod tests {
             ("c=c1&cr=cr%2F1&ev=start", InvalidReason::BadCreativeId),
             ("c=c1&cr=cr1&ep=%00&ev=start", InvalidReason::BadEpisodeId),
             ("c=c1&cr=cr1&sh=s%201&ev=start", InvalidReason::BadShowId),
-            ("c=c1&cr=cr1&pos=middle&ev=start", InvalidReason::BadPlacement),
+            (
+                "c=c1&cr=cr1&pos=middle&ev=start",
+                InvalidReason::BadPlacement,
+            ),
             ("c=c1&cr=cr1", InvalidReason::MissingEvent),
             ("c=c1&cr=cr1&ev=halfway", InvalidReason::UnknownEvent),
-            ("c=c1&cr=cr1&ev=start", InvalidReason::Signature(SignatureError::Missing)),
-            ("c=c1&cr=cr1&ev=start&sig=x", InvalidReason::Signature(SignatureError::MissingKeyId)),
-            ("c=c1&cr=cr1&ev=start&k=k9&sig=x", InvalidReason::Signature(SignatureError::UnknownKey)),
-            ("c=c1&cr=cr1&ev=start&k=k1&sig=AAAAAAAAAAAAAAAAAAAAAA", InvalidReason::Signature(SignatureError::Bad)),
+            (
+                "c=c1&cr=cr1&ev=start",
+                InvalidReason::Signature(SignatureError::Missing),
+            ),
+            (
+                "c=c1&cr=cr1&ev=start&sig=x",
+                InvalidReason::Signature(SignatureError::MissingKeyId),
+            ),
+            (
+                "c=c1&cr=cr1&ev=start&k=k9&sig=x",
+                InvalidReason::Signature(SignatureError::UnknownKey),
+            ),
+            (
+                "c=c1&cr=cr1&ev=start&k=k1&sig=AAAAAAAAAAAAAAAAAAAAAA",
+                InvalidReason::Signature(SignatureError::Bad),
+            ),
         ];
         for (q, reason) in cases {
-            assert_eq!(PixelParams::parse(q).check(&k, true).invalid, Some(reason), "{q}");
+            assert_eq!(
+                PixelParams::parse(q).check(&k, true).invalid,
+                Some(reason),
+                "{q}"
+            );
         }
         let long = format!("c={}", "a".repeat(MAX_QUERY_LEN));
-        assert_eq!(PixelParams::parse(&long).check(&k, false).invalid, Some(InvalidReason::QueryTooLong));
+        assert_eq!(
+            PixelParams::parse(&long).check(&k, false).invalid,
+            Some(InvalidReason::QueryTooLong)
+        );
     }
 
     #[test]
@@ -249,7 +273,10 @@ mod tests {
         assert_eq!(hit.error_code, Some(405));
         let tampered = q.replace("cr=cr1", "cr=cr2");
         let hit = PixelParams::parse(&tampered).check(&keys(), true);
-        assert_eq!(hit.invalid, Some(InvalidReason::Signature(SignatureError::Bad)));
+        assert_eq!(
+            hit.invalid,
+            Some(InvalidReason::Signature(SignatureError::Bad))
+        );
         // Fields still typed, so the forged hit is attributed to its claimed campaign.
         assert_eq!(hit.campaign.unwrap().as_str(), "camp1");
     }

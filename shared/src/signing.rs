@@ -40,7 +40,8 @@ impl KeyId {
     pub fn parse(s: &str) -> Option<Self> {
         let ok = !s.is_empty()
             && s.len() <= MAX_KEY_ID_LEN
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         ok.then(|| Self(s.to_owned()))
     }
 
@@ -84,7 +85,8 @@ impl SigningKey {
     pub fn sign(&self, canonical: &str) -> String {
         let mut mac = self.mac.clone();
         mac.update(canonical.as_bytes());
-        let full = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        let full =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
         full[..SIGNATURE_LEN].to_owned()
     }
 }
@@ -94,9 +96,13 @@ impl SigningKey {
 pub enum KeysError {
     #[error("signing keys: entry {0} is not `id:secret`")]
     NotAPair(usize),
-    #[error("signing keys: entry {0} has a key id that is not 1-{MAX_KEY_ID_LEN} of A-Z a-z 0-9 _ -")]
+    #[error(
+        "signing keys: entry {0} has a key id that is not 1-{MAX_KEY_ID_LEN} of A-Z a-z 0-9 _ -"
+    )]
     BadId(usize),
-    #[error("signing keys: key {0:?} has a secret shorter than {MIN_SIGNING_SECRET_LEN} characters")]
+    #[error(
+        "signing keys: key {0:?} has a secret shorter than {MIN_SIGNING_SECRET_LEN} characters"
+    )]
     WeakSecret(String),
     #[error("signing keys: key id {0:?} appears twice")]
     Duplicate(String),
@@ -128,7 +134,12 @@ impl SigningKeys {
     /// An empty string gives no keys.
     pub fn parse(spec: &str) -> Result<Self, KeysError> {
         let mut keys: Vec<SigningKey> = Vec::new();
-        for (i, entry) in spec.split(',').map(str::trim).filter(|e| !e.is_empty()).enumerate() {
+        for (i, entry) in spec
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .enumerate()
+        {
             let (id, secret) = entry.split_once(':').ok_or(KeysError::NotAPair(i + 1))?;
             let id = KeyId::parse(id.trim()).ok_or(KeysError::BadId(i + 1))?;
             if secret.len() < MIN_SIGNING_SECRET_LEN {
@@ -162,8 +173,12 @@ impl SigningKeys {
         sig: Option<&str>,
         canonical: &str,
     ) -> Result<(), SignatureError> {
-        let sig = sig.filter(|s| !s.is_empty()).ok_or(SignatureError::Missing)?;
-        let key_id = key_id.filter(|s| !s.is_empty()).ok_or(SignatureError::MissingKeyId)?;
+        let sig = sig
+            .filter(|s| !s.is_empty())
+            .ok_or(SignatureError::Missing)?;
+        let key_id = key_id
+            .filter(|s| !s.is_empty())
+            .ok_or(SignatureError::MissingKeyId)?;
         let key = self
             .keys
             .iter()
@@ -255,9 +270,18 @@ mod tests {
 
     #[test]
     fn canonical_keeps_order_skips_absent_and_uses_decoded_values() {
-        assert_eq!(fields().canonical(), "c=spring-sale&cr=cr_30s&ep=ep 101&pos=mid&ev=impression");
-        let empty_ep = SignedFields { ep: Some(""), ..fields() };
-        assert_eq!(empty_ep.canonical(), "c=spring-sale&cr=cr_30s&pos=mid&ev=impression");
+        assert_eq!(
+            fields().canonical(),
+            "c=spring-sale&cr=cr_30s&ep=ep 101&pos=mid&ev=impression"
+        );
+        let empty_ep = SignedFields {
+            ep: Some(""),
+            ..fields()
+        };
+        assert_eq!(
+            empty_ep.canonical(),
+            "c=spring-sale&cr=cr_30s&pos=mid&ev=impression"
+        );
     }
 
     #[test]
@@ -271,32 +295,67 @@ mod tests {
 
     #[test]
     fn verify_accepts_any_active_key_and_names_each_failure() {
-        let keys = SigningKeys::parse("old:old-secret-0123456789, new:new-secret-0123456789").unwrap();
+        let keys =
+            SigningKeys::parse("old:old-secret-0123456789, new:new-secret-0123456789").unwrap();
         let canonical = fields().canonical();
-        let old_sig = SigningKeys::parse("old:old-secret-0123456789").unwrap().newest().unwrap().sign(&canonical);
+        let old_sig = SigningKeys::parse("old:old-secret-0123456789")
+            .unwrap()
+            .newest()
+            .unwrap()
+            .sign(&canonical);
         assert_eq!(keys.newest().unwrap().id().as_str(), "new");
         assert_eq!(keys.verify(Some("old"), Some(&old_sig), &canonical), Ok(()));
-        assert_eq!(keys.verify(Some("new"), Some(&old_sig), &canonical), Err(SignatureError::Bad));
-        assert_eq!(keys.verify(Some("gone"), Some(&old_sig), &canonical), Err(SignatureError::UnknownKey));
-        assert_eq!(keys.verify(None, Some(&old_sig), &canonical), Err(SignatureError::MissingKeyId));
-        assert_eq!(keys.verify(Some("old"), None, &canonical), Err(SignatureError::Missing));
-        assert_eq!(keys.verify(Some("old"), Some(&old_sig[..21]), &canonical), Err(SignatureError::Bad));
+        assert_eq!(
+            keys.verify(Some("new"), Some(&old_sig), &canonical),
+            Err(SignatureError::Bad)
+        );
+        assert_eq!(
+            keys.verify(Some("gone"), Some(&old_sig), &canonical),
+            Err(SignatureError::UnknownKey)
+        );
+        assert_eq!(
+            keys.verify(None, Some(&old_sig), &canonical),
+            Err(SignatureError::MissingKeyId)
+        );
+        assert_eq!(
+            keys.verify(Some("old"), None, &canonical),
+            Err(SignatureError::Missing)
+        );
+        assert_eq!(
+            keys.verify(Some("old"), Some(&old_sig[..21]), &canonical),
+            Err(SignatureError::Bad)
+        );
         let tampered = canonical.replace("cr_30s", "cr_60s");
-        assert_eq!(keys.verify(Some("old"), Some(&old_sig), &tampered), Err(SignatureError::Bad));
+        assert_eq!(
+            keys.verify(Some("old"), Some(&old_sig), &tampered),
+            Err(SignatureError::Bad)
+        );
     }
 
     #[test]
     fn key_spec_errors_are_specific() {
-        assert_eq!(SigningKeys::parse("nocolon").unwrap_err(), KeysError::NotAPair(1));
-        assert_eq!(SigningKeys::parse("a:0123456789abcdef,b c:0123456789abcdef").unwrap_err(), KeysError::BadId(2));
-        assert_eq!(SigningKeys::parse("a:short").unwrap_err(), KeysError::WeakSecret("a".into()));
+        assert_eq!(
+            SigningKeys::parse("nocolon").unwrap_err(),
+            KeysError::NotAPair(1)
+        );
+        assert_eq!(
+            SigningKeys::parse("a:0123456789abcdef,b c:0123456789abcdef").unwrap_err(),
+            KeysError::BadId(2)
+        );
+        assert_eq!(
+            SigningKeys::parse("a:short").unwrap_err(),
+            KeysError::WeakSecret("a".into())
+        );
         assert_eq!(
             SigningKeys::parse("a:0123456789abcdef,a:0123456789abcdeg").unwrap_err(),
             KeysError::Duplicate("a".into())
         );
         assert!(SigningKeys::parse("").unwrap().is_empty());
         let keys = SigningKeys::parse("a:0123456789abcdef").unwrap();
-        assert_eq!(format!("{:?}", keys.newest().unwrap()), "SigningKey(a:<redacted>)");
+        assert_eq!(
+            format!("{:?}", keys.newest().unwrap()),
+            "SigningKey(a:<redacted>)"
+        );
     }
 
     #[test]
@@ -308,6 +367,13 @@ mod tests {
         let query = url.split_once('?').unwrap().1;
         let p = crate::pixel::PixelParams::parse(query);
         assert_eq!(p.signed_fields(), fields());
-        assert_eq!(keys.verify(p.k.as_deref(), p.sig.as_deref(), &p.signed_fields().canonical()), Ok(()));
+        assert_eq!(
+            keys.verify(
+                p.k.as_deref(),
+                p.sig.as_deref(),
+                &p.signed_fields().canonical()
+            ),
+            Ok(())
+        );
     }
 }

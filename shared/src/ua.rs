@@ -68,7 +68,11 @@ impl PatternList {
         let mut entries = Vec::new();
         let mut patterns = Vec::new();
         for (name, pattern, is_bot) in items {
-            match RegexSetBuilder::new([&pattern]).unicode(false).size_limit(REGEX_SIZE_LIMIT).build() {
+            match RegexSetBuilder::new([&pattern])
+                .unicode(false)
+                .size_limit(REGEX_SIZE_LIMIT)
+                .build()
+            {
                 Ok(_) => {
                     entries.push(Entry { name, is_bot });
                     patterns.push(pattern);
@@ -102,7 +106,10 @@ const BUILTIN_BOTS: &[(&str, &str)] = &[
     ("Wget", "^Wget/"),
 ];
 const BUILTIN_APPS: &[(&str, &str)] = &[
-    ("Apple Podcasts", "^Podcasts/|^AirPodcasts/|^Balados/|^Podcast/"),
+    (
+        "Apple Podcasts",
+        "^Podcasts/|^AirPodcasts/|^Balados/|^Podcast/",
+    ),
     ("Spotify", "^Spotify/|^spotify"),
     ("Overcast", "^Overcast/"),
     ("Pocket Casts", "^Pocket Casts|PocketCasts/"),
@@ -207,7 +214,9 @@ impl std::fmt::Debug for UaClassifier {
 type Items = Vec<(String, String, bool)>;
 
 fn builtin(list: &[(&str, &str)]) -> Items {
-    list.iter().map(|(n, p)| (n.to_string(), p.to_string(), false)).collect()
+    list.iter()
+        .map(|(n, p)| (n.to_string(), p.to_string(), false))
+        .collect()
 }
 
 impl UaClassifier {
@@ -220,16 +229,27 @@ impl UaClassifier {
     pub fn with_opawg_dir(dir: &Path) -> Result<(Self, UaLoadReport), UaLoadError> {
         let mut report = UaLoadReport::default();
         let mut lists: [Items; 5] = Default::default();
-        for (i, file) in ["bots", "apps", "libraries", "browsers", "devices"].iter().enumerate() {
+        for (i, file) in ["bots", "apps", "libraries", "browsers", "devices"]
+            .iter()
+            .enumerate()
+        {
             let path = dir.join(format!("{file}.json"));
             let shown = path.display().to_string();
             let bytes = match std::fs::read(&path) {
                 Ok(b) => b,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(source) => return Err(UaLoadError::Read { path: shown, source }),
+                Err(source) => {
+                    return Err(UaLoadError::Read {
+                        path: shown,
+                        source,
+                    })
+                }
             };
             let parsed: OpawgFile =
-                serde_json::from_slice(&bytes).map_err(|source| UaLoadError::Parse { path: shown.clone(), source })?;
+                serde_json::from_slice(&bytes).map_err(|source| UaLoadError::Parse {
+                    path: shown.clone(),
+                    source,
+                })?;
             report.patterns += parsed.entries.len();
             report.files.push(shown);
             lists[i] = parsed
@@ -254,7 +274,10 @@ impl UaClassifier {
             first.extend(then);
             first
         };
-        let libs_builtin = BUILTIN_LIBRARIES.iter().map(|(n, p, b)| (n.to_string(), p.to_string(), *b)).collect();
+        let libs_builtin = BUILTIN_LIBRARIES
+            .iter()
+            .map(|(n, p, b)| (n.to_string(), p.to_string(), *b))
+            .collect();
         Self {
             bots: PatternList::build(chain(bots, builtin(BUILTIN_BOTS)), skipped),
             apps: PatternList::build(chain(apps, builtin(BUILTIN_APPS)), skipped),
@@ -298,13 +321,18 @@ impl UaClassifier {
             name,
             device: None,
             os: None,
-            bot_reason: Some(crate::event::truncate_to(&reason, crate::event::MAX_LABEL_LEN).to_owned()),
+            bot_reason: Some(
+                crate::event::truncate_to(&reason, crate::event::MAX_LABEL_LEN).to_owned(),
+            ),
         };
         if let Some(e) = self.bots.first_match(bytes) {
             return bot(Some(e.name.clone()), format!("ua_listed:{}", e.name));
         }
         // Self-declared bots come after the list so listed bots keep their name.
-        if ["bot", "crawler", "spider"].iter().any(|w| lower.contains(w)) {
+        if ["bot", "crawler", "spider"]
+            .iter()
+            .any(|w| lower.contains(w))
+        {
             return bot(None, "ua_self_declared".into());
         }
         let (class, entry) = if let Some(e) = self.apps.first_match(bytes) {
@@ -350,7 +378,10 @@ fn guess_os(ua: &str) -> Option<&'static str> {
         ("Darwin", "ios"),
         ("Linux", "linux"),
     ];
-    RULES.iter().find(|(token, _)| ua.contains(token)).map(|(_, os)| *os)
+    RULES
+        .iter()
+        .find(|(token, _)| ua.contains(token))
+        .map(|(_, os)| *os)
 }
 
 #[cfg(test)]
@@ -358,16 +389,23 @@ mod tests {
     use super::*;
 
     fn opawg_dir() -> std::path::PathBuf {
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/opawg-user-agents-v2")
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/data/opawg-user-agents-v2")
     }
 
     #[test]
     fn missing_and_self_declared_user_agents_are_bots() {
         let c = UaClassifier::builtin();
         assert_eq!(c.classify(None).bot_reason.as_deref(), Some("ua_missing"));
-        assert_eq!(c.classify(Some("  ")).bot_reason.as_deref(), Some("ua_missing"));
+        assert_eq!(
+            c.classify(Some("  ")).bot_reason.as_deref(),
+            Some("ua_missing")
+        );
         let s = c.classify(Some("Mozilla/5.0 (compatible; ExampleSpider/2.1)"));
-        assert_eq!((s.class, s.bot_reason.as_deref()), (UaClass::Bot, Some("ua_self_declared")));
+        assert_eq!(
+            (s.class, s.bot_reason.as_deref()),
+            (UaClass::Bot, Some("ua_self_declared"))
+        );
         let listed = c.classify(Some("curl/8.5.0"));
         assert_eq!(listed.bot_reason.as_deref(), Some("ua_listed:curl"));
     }
@@ -381,11 +419,20 @@ mod tests {
         assert_eq!(i.device.as_deref(), Some("Apple iPhone"));
         assert_eq!(i.os, Some("ios"));
         let s = c.classify(Some("Spotify/8.8.0 Android/33 (SM-G991B)"));
-        assert_eq!((s.name.as_deref(), s.os), (Some("Spotify"), Some("android")));
+        assert_eq!(
+            (s.name.as_deref(), s.os),
+            (Some("Spotify"), Some("android"))
+        );
         let b = c.classify(Some("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36"));
-        assert_eq!((b.class, b.name.as_deref()), (UaClass::Browser, Some("Chrome")));
+        assert_eq!(
+            (b.class, b.name.as_deref()),
+            (UaClass::Browser, Some("Chrome"))
+        );
         let u = c.classify(Some("SomethingElse/1.0"));
-        assert_eq!((u.class, u.name.as_deref(), u.bot_reason.as_deref()), (UaClass::Unknown, None, None));
+        assert_eq!(
+            (u.class, u.name.as_deref(), u.bot_reason.as_deref()),
+            (UaClass::Unknown, None, None)
+        );
     }
 
     #[test]
@@ -405,7 +452,10 @@ mod tests {
         }
         assert!(checked > 200, "{checked}");
         let app = c.classify(Some("Overcast/3.0 (+http://overcast.fm/; iOS podcast app)"));
-        assert_eq!((app.class, app.name.as_deref()), (UaClass::App, Some("Overcast")));
+        assert_eq!(
+            (app.class, app.name.as_deref()),
+            (UaClass::App, Some("Overcast"))
+        );
         let lib = c.classify(Some("Go-http-client/1.1"));
         assert_eq!(lib.bot_reason.as_deref(), Some("ua_listed:Go Http Client"));
     }

@@ -1,0 +1,371 @@
+//! The edge's configuration: read once from the environment at start-up; a
+//! bad or missing variable stops the process with a message naming it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use earshot_domain::signing::KeysError;
+use earshot_domain::{ListenerSecret, SigningKeys};
+
+/// Local mode's listen address when `EARSHOT_EDGE_ADDR` is unset.
+pub const DEFAULT_EDGE_ADDR: &str = "127.0.0.1:8787";
+/// Local mode's sink when `EARSHOT_SINK` is unset.
+pub const DEFAULT_LOCAL_SINK: &str = "dir:./data/events";
+/// Local mode only: a fixed secret so listener ids are stable across
+/// restarts on a laptop. Never used under Lambda.
+const DEV_LISTENER_SECRET: &str = "earshot-dev-listener-secret-not-for-production";
+/// Buffered mode defaults: flush at this many events or this age, whichever
+/// comes first. 1,000 events of ~450 bytes pack into one ~450 KB record.
+pub const DEFAULT_BUFFER_MAX_EVENTS: usize = 1000;
+pub const DEFAULT_BUFFER_MAX_AGE: Duration = Duration::from_millis(1000);
+/// Attempts per Firehose batch (first try plus retries) before dead-lettering.
+pub const DEFAULT_FIREHOSE_MAX_ATTEMPTS: u32 = 6;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunMode {
+    /// Under the Lambda runtime (`AWS_LAMBDA_RUNTIME_API` is set).
+    Lambda,
+    /// A local HTTP server.
+    Local { addr: SocketAddr },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkConfig {
+    Firehose { stream: String },
+    Dir { path: PathBuf },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushMode {
+    /// Each hit returns after its event is acknowledged.
+    Sync,
+    /// Hits return at once; events are flushed by size or age, and on shutdown.
+    Buffered {
+        max_events: usize,
+        max_age: Duration,
+    },
+}
+
+/// Which client-supplied headers are believed. All off by default: a header
+/// is only as trustworthy as whatever sits in front of the function.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TrustConfig {
+    /// `X-Forwarded-For` (leftmost address) replaces the connection's address.
+    pub forwarded: bool,
+    /// `CloudFront-Viewer-Country` gives the country.
+    pub cloudfront: bool,
+    /// VAST server-side beacons: `X-Device-IP` / `X-Device-User-Agent`
+    /// replace the caller's address and user agent.
+    pub device_headers: bool,
+}
+
+#[derive(Debug)]
+pub struct EdgeConfig {
+    pub mode: RunMode,
+    pub sink: SinkConfig,
+    pub flush: FlushMode,
+    pub listener_secret: ListenerSecret,
+    /// True when the dev default secret is in use (local mode only).
+    pub listener_secret_is_dev_default: bool,
+    pub signing_keys: SigningKeys,
+    pub require_signature: bool,
+    pub trust: TrustConfig,
+    pub ua_patterns_dir: Option<PathBuf>,
+    pub firehose_max_attempts: u32,
+}
+
+/// A variable that is missing or wrong, by name.
+#[derive(Debug, thiserror::Error)]
+#[error("{var}: {message}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub message: String,
+}
+
+fn err(var: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        var,
+        message: message.into(),
+    }
+}
+
+fn parse_bool(var: &'static str, v: &str) -> Result<bool, ConfigError> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(err(
+            var,
+            format!("{v:?} is not a boolean (use true or false)"),
+        )),
+    }
+}
+
+fn parse_num<T>(var: &'static str, v: &str, min: T) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+{
+    let n: T = v
+        .trim()
+        .parse()
+        .map_err(|_| err(var, format!("{v:?} is not a number")))?;
+    if n < min {
+        return Err(err(var, format!("{n} is below the minimum {min}")));
+    }
+    Ok(n)
+}
+
+impl EdgeConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+    }
+
+    /// Builds the configuration from any variable source (tests pass a map).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mode = if get("AWS_LAMBDA_RUNTIME_API").is_some() {
+            RunMode::Lambda
+        } else {
+            let addr = get("EARSHOT_EDGE_ADDR").unwrap_or_else(|| DEFAULT_EDGE_ADDR.into());
+            let addr = addr
+                .parse()
+                .map_err(|_| err("EARSHOT_EDGE_ADDR", format!("{addr:?} is not host:port")))?;
+            RunMode::Local { addr }
+        };
+        let lambda = mode == RunMode::Lambda;
+
+        let sink_spec = get("EARSHOT_SINK").unwrap_or_else(|| {
+            if lambda {
+                "firehose".into()
+            } else {
+                DEFAULT_LOCAL_SINK.into()
+            }
+        });
+        let sink = if sink_spec == "firehose" {
+            let stream = get("EARSHOT_FIREHOSE_STREAM").ok_or_else(|| {
+                err(
+                    "EARSHOT_FIREHOSE_STREAM",
+                    "required when EARSHOT_SINK=firehose",
+                )
+            })?;
+            SinkConfig::Firehose { stream }
+        } else if let Some(path) = sink_spec.strip_prefix("dir:") {
+            if path.is_empty() {
+                return Err(err(
+                    "EARSHOT_SINK",
+                    "dir: needs a path, e.g. dir:./data/events",
+                ));
+            }
+            SinkConfig::Dir { path: path.into() }
+        } else {
+            return Err(err(
+                "EARSHOT_SINK",
+                format!("{sink_spec:?} is not `firehose` or `dir:PATH`"),
+            ));
+        };
+
+        let flush = match get("EARSHOT_FLUSH").as_deref().unwrap_or("sync") {
+            "sync" => FlushMode::Sync,
+            "buffered" => FlushMode::Buffered {
+                max_events: match get("EARSHOT_BUFFER_MAX_EVENTS") {
+                    Some(v) => parse_num("EARSHOT_BUFFER_MAX_EVENTS", &v, 1usize)?,
+                    None => DEFAULT_BUFFER_MAX_EVENTS,
+                },
+                max_age: match get("EARSHOT_BUFFER_MAX_AGE_MS") {
+                    Some(v) => {
+                        Duration::from_millis(parse_num("EARSHOT_BUFFER_MAX_AGE_MS", &v, 1u64)?)
+                    }
+                    None => DEFAULT_BUFFER_MAX_AGE,
+                },
+            },
+            other => {
+                return Err(err(
+                    "EARSHOT_FLUSH",
+                    format!("{other:?} is not `sync` or `buffered`"),
+                ))
+            }
+        };
+
+        let (listener_secret, listener_secret_is_dev_default) = match get("EARSHOT_LISTENER_SECRET")
+        {
+            Some(s) => (
+                ListenerSecret::new(s)
+                    .map_err(|e| err("EARSHOT_LISTENER_SECRET", e.to_string()))?,
+                false,
+            ),
+            None if lambda => {
+                return Err(err(
+                    "EARSHOT_LISTENER_SECRET",
+                    "required under Lambda (listener ids would be guessable without it)",
+                ))
+            }
+            None => (
+                ListenerSecret::new(DEV_LISTENER_SECRET).expect("dev secret is long enough"),
+                true,
+            ),
+        };
+
+        let signing_keys = SigningKeys::parse(&get("EARSHOT_SIGNING_KEYS").unwrap_or_default())
+            .map_err(|e: KeysError| err("EARSHOT_SIGNING_KEYS", e.to_string()))?;
+        let require_signature = match get("EARSHOT_REQUIRE_SIGNATURE") {
+            Some(v) => parse_bool("EARSHOT_REQUIRE_SIGNATURE", &v)?,
+            None => !signing_keys.is_empty(),
+        };
+        if require_signature && signing_keys.is_empty() {
+            return Err(err(
+                "EARSHOT_REQUIRE_SIGNATURE",
+                "is true but EARSHOT_SIGNING_KEYS is empty: every hit would be invalid",
+            ));
+        }
+
+        let flag = |var: &'static str| -> Result<bool, ConfigError> {
+            get(var)
+                .map(|v| parse_bool(var, &v))
+                .transpose()
+                .map(|b| b.unwrap_or(false))
+        };
+        let trust = TrustConfig {
+            forwarded: flag("EARSHOT_TRUST_FORWARDED")?,
+            cloudfront: flag("EARSHOT_TRUST_CLOUDFRONT")?,
+            device_headers: flag("EARSHOT_TRUST_DEVICE_HEADERS")?,
+        };
+
+        let ua_patterns_dir = get("EARSHOT_UA_PATTERNS_DIR").map(PathBuf::from);
+        let firehose_max_attempts = match get("EARSHOT_FIREHOSE_MAX_ATTEMPTS") {
+            Some(v) => parse_num("EARSHOT_FIREHOSE_MAX_ATTEMPTS", &v, 1u32)?,
+            None => DEFAULT_FIREHOSE_MAX_ATTEMPTS,
+        };
+
+        Ok(Self {
+            mode,
+            sink,
+            flush,
+            listener_secret,
+            listener_secret_is_dev_default,
+            signing_keys,
+            require_signature,
+            trust,
+            ua_patterns_dir,
+            firehose_max_attempts,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn cfg(vars: &[(&str, &str)]) -> Result<EdgeConfig, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        EdgeConfig::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn local_defaults_need_no_variables() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(
+            c.mode,
+            RunMode::Local {
+                addr: "127.0.0.1:8787".parse().unwrap()
+            }
+        );
+        assert_eq!(
+            c.sink,
+            SinkConfig::Dir {
+                path: "./data/events".into()
+            }
+        );
+        assert_eq!(c.flush, FlushMode::Sync);
+        assert!(c.listener_secret_is_dev_default);
+        assert!(!c.require_signature);
+        assert_eq!(c.trust, TrustConfig::default());
+    }
+
+    #[test]
+    fn lambda_requires_a_secret_and_a_stream() {
+        let e = cfg(&[
+            ("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001"),
+            ("EARSHOT_FIREHOSE_STREAM", "s"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.var, "EARSHOT_LISTENER_SECRET");
+        let e = cfg(&[
+            ("AWS_LAMBDA_RUNTIME_API", "x"),
+            ("EARSHOT_LISTENER_SECRET", "0123456789abcdef"),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "EARSHOT_FIREHOSE_STREAM: required when EARSHOT_SINK=firehose"
+        );
+        let ok = cfg(&[
+            ("AWS_LAMBDA_RUNTIME_API", "x"),
+            ("EARSHOT_LISTENER_SECRET", "0123456789abcdef"),
+            ("EARSHOT_FIREHOSE_STREAM", "events"),
+        ])
+        .unwrap();
+        assert_eq!(
+            ok.sink,
+            SinkConfig::Firehose {
+                stream: "events".into()
+            }
+        );
+    }
+
+    #[test]
+    fn keys_turn_signature_checks_on_unless_told_otherwise() {
+        let c = cfg(&[("EARSHOT_SIGNING_KEYS", "k1:0123456789abcdef")]).unwrap();
+        assert!(c.require_signature);
+        let c = cfg(&[
+            ("EARSHOT_SIGNING_KEYS", "k1:0123456789abcdef"),
+            ("EARSHOT_REQUIRE_SIGNATURE", "false"),
+        ])
+        .unwrap();
+        assert!(!c.require_signature);
+        let e = cfg(&[("EARSHOT_REQUIRE_SIGNATURE", "true")]).unwrap_err();
+        assert_eq!(e.var, "EARSHOT_REQUIRE_SIGNATURE");
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (var, value) in [
+            ("EARSHOT_SINK", "kafka"),
+            ("EARSHOT_FLUSH", "sometimes"),
+            ("EARSHOT_EDGE_ADDR", "nowhere"),
+            ("EARSHOT_SIGNING_KEYS", "k1"),
+            ("EARSHOT_TRUST_FORWARDED", "maybe"),
+            ("EARSHOT_LISTENER_SECRET", "short"),
+        ] {
+            assert_eq!(cfg(&[(var, value)]).unwrap_err().var, var, "{var}={value}");
+        }
+        let e = cfg(&[
+            ("EARSHOT_FLUSH", "buffered"),
+            ("EARSHOT_BUFFER_MAX_EVENTS", "0"),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "EARSHOT_BUFFER_MAX_EVENTS: 0 is below the minimum 1"
+        );
+    }
+
+    #[test]
+    fn buffered_mode_reads_its_limits() {
+        let c = cfg(&[
+            ("EARSHOT_FLUSH", "buffered"),
+            ("EARSHOT_BUFFER_MAX_EVENTS", "50"),
+            ("EARSHOT_BUFFER_MAX_AGE_MS", "250"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.flush,
+            FlushMode::Buffered {
+                max_events: 50,
+                max_age: Duration::from_millis(250)
+            }
+        );
+    }
+}

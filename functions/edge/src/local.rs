@@ -1,0 +1,87 @@
+//! The local server: the same handler over plain HTTP/1.1 on a socket, for
+//! development, the local stack and benchmarks. Stops on SIGTERM or SIGINT
+//! after delivering what it holds and finalizing its files.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::hit::HitRequest;
+use crate::App;
+
+/// Serves on `listener` until `shutdown` resolves, then drains.
+pub async fn serve(
+    app: Arc<App>,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    tokio::pin!(shutdown);
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        conns.spawn(async move {
+            let svc = service_fn(move |req: hyper::Request<Incoming>| {
+                let app = app.clone();
+                async move { Ok::<_, std::convert::Infallible>(answer(&app, req, peer).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+        // Reap finished connections so the set does not grow forever.
+        while conns.try_join_next().is_some() {}
+    }
+    // In-flight requests finish (their events are submitted), then the
+    // pipeline delivers everything and the sink closes its files.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    app.shutdown().await;
+    Ok(())
+}
+
+async fn answer(
+    app: &App,
+    req: hyper::Request<Incoming>,
+    peer: SocketAddr,
+) -> hyper::Response<Full<Bytes>> {
+    let resp = app
+        .handle(HitRequest {
+            method: req.method(),
+            path: req.uri().path(),
+            query: req.uri().query(),
+            headers: req.headers(),
+            source_ip: Some(peer.ip()),
+            runtime_trace_id: None,
+        })
+        .await;
+    resp.map(Full::new)
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}

@@ -1,0 +1,163 @@
+//! The local sink: the same NDJSON Firehose would carry, written to files in
+//! a directory that `earshot load` reads (`EARSHOT_SOURCE=dir:PATH`).
+//!
+//! Lines go to a hidden temporary file (`.events-….ndjson.tmp`); the file is
+//! renamed to `events-….ndjson` when it reaches [`ROTATE_BYTES`] or
+//! [`ROTATE_AFTER`], and at shutdown. A reader therefore only ever sees
+//! whole files, and a file it sees never changes.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Mutex;
+
+use super::{dead_letter, Deliver};
+
+/// Close a file at this size (similar to a Firehose object).
+pub const ROTATE_BYTES: u64 = 8 * 1024 * 1024;
+/// Close a file this long after it was opened, so events reach the loader
+/// within about a second locally.
+pub const ROTATE_AFTER: Duration = Duration::from_secs(1);
+
+struct OpenFile {
+    file: tokio::fs::File,
+    tmp: PathBuf,
+    done: PathBuf,
+    bytes: u64,
+    opened: Instant,
+}
+
+pub struct DirSink {
+    dir: PathBuf,
+    current: Mutex<Option<OpenFile>>,
+}
+
+impl DirSink {
+    /// Creates the directory if needed.
+    pub fn new(dir: &Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        Ok(Self {
+            dir: dir.to_owned(),
+            current: Mutex::new(None),
+        })
+    }
+
+    async fn open(&self) -> std::io::Result<OpenFile> {
+        let now = time::OffsetDateTime::now_utc();
+        let stamp = format!(
+            "{:04}{:02}{:02}T{:02}{:02}{:02}",
+            now.year(),
+            u8::from(now.month()),
+            now.day(),
+            now.hour(),
+            now.minute(),
+            now.second()
+        );
+        let name = format!("events-{stamp}-{}.ndjson", uuid::Uuid::now_v7().simple());
+        let tmp = self.dir.join(format!(".{name}.tmp"));
+        let file = tokio::fs::File::create(&tmp).await?;
+        Ok(OpenFile {
+            file,
+            tmp,
+            done: self.dir.join(name),
+            bytes: 0,
+            opened: Instant::now(),
+        })
+    }
+
+    async fn close(f: OpenFile) -> std::io::Result<()> {
+        let OpenFile {
+            mut file,
+            tmp,
+            done,
+            ..
+        } = f;
+        file.flush().await?;
+        file.sync_data().await?;
+        drop(file);
+        tokio::fs::rename(&tmp, &done).await
+    }
+
+    async fn write(&self, data: &[u8]) -> std::io::Result<()> {
+        let mut cur = self.current.lock().await;
+        if cur.is_none() {
+            *cur = Some(self.open().await?);
+        }
+        let f = cur.as_mut().expect("opened above");
+        f.file.write_all(data).await?;
+        f.file.flush().await?;
+        f.bytes += data.len() as u64;
+        if f.bytes >= ROTATE_BYTES {
+            Self::close(cur.take().expect("open")).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Deliver for DirSink {
+    async fn deliver(&self, lines: Vec<Vec<u8>>) {
+        let data = lines.concat();
+        if let Err(e) = self.write(&data).await {
+            dead_letter(&data, &format!("writing to {}: {e}", self.dir.display()));
+        }
+    }
+
+    async fn maintain(&self, closing: bool) {
+        let mut cur = self.current.lock().await;
+        let due = cur
+            .as_ref()
+            .is_some_and(|f| closing || f.opened.elapsed() >= ROTATE_AFTER);
+        if due {
+            let f = cur.take().expect("checked");
+            let tmp = f.tmp.clone();
+            if let Err(e) = Self::close(f).await {
+                tracing::error!(file = %tmp.display(), error = %e, "could not finalize events file; it stays under its temporary name");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[tokio::test]
+    async fn files_appear_whole_only_after_rotation_or_close() {
+        let dir = std::env::temp_dir().join(format!(
+            "earshot-dir-sink-{}",
+            uuid::Uuid::now_v7().simple()
+        ));
+        let sink = DirSink::new(&dir).unwrap();
+        sink.deliver(vec![b"{\"a\":1}\n".to_vec(), b"{\"a\":2}\n".to_vec()])
+            .await;
+        let n = names(&dir);
+        assert_eq!(n.len(), 1);
+        assert!(
+            n[0].starts_with(".events-") && n[0].ends_with(".ndjson.tmp"),
+            "{n:?}"
+        );
+        sink.maintain(false).await;
+        assert_eq!(names(&dir).len(), 1, "not rotated before its time");
+        sink.maintain(true).await;
+        let n = names(&dir);
+        assert!(
+            n[0].starts_with("events-") && n[0].ends_with(".ndjson"),
+            "{n:?}"
+        );
+        assert_eq!(
+            std::fs::read(dir.join(&n[0])).unwrap(),
+            b"{\"a\":1}\n{\"a\":2}\n"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
