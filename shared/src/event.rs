@@ -427,6 +427,18 @@ impl TrackingEvent {
     /// The invariants the edge guarantees; a line that breaks them did not
     /// come from a correct edge and is not counted.
     fn check_consistency(&self) -> Result<(), DecodeError> {
+        // The id is a UUIDv7 of ts: this is what makes (id, ts) unique mean
+        // id unique in the partitioned events table.
+        match self.id.get_timestamp() {
+            Some(t) if self.id.get_version_num() == 7 => {
+                let (secs, nanos) = t.to_unix();
+                let id_ms = secs as i128 * 1000 + (nanos / 1_000_000) as i128;
+                if id_ms != self.ts.unix_timestamp_nanos() / 1_000_000 {
+                    return Err(DecodeError::Inconsistent("the id's timestamp is not ts"));
+                }
+            }
+            _ => return Err(DecodeError::Inconsistent("the id is not a UUIDv7")),
+        }
         if self.verdict != Verdict::Invalid {
             if self.campaign.is_none() {
                 return Err(DecodeError::Inconsistent(
@@ -468,7 +480,7 @@ mod tests {
 
     pub(crate) fn sample() -> TrackingEvent {
         TrackingEvent {
-            id: Uuid::parse_str("01935f3e-8a4b-7c3d-9e2f-0123456789ab").unwrap(),
+            id: Uuid::parse_str("01a21d40-9432-7c3d-9e2f-0123456789ab").unwrap(),
             ts: time::macros::datetime!(2026-11-27 13:45:01.234 UTC),
             campaign: Some(CampaignId::parse("spring-sale").unwrap()),
             creative: Some(CreativeId::parse("cr_30s").unwrap()),
@@ -495,7 +507,7 @@ mod tests {
         assert_eq!(
             line,
             concat!(
-                r#"{"v":1,"id":"01935f3e-8a4b-7c3d-9e2f-0123456789ab","ts":"2026-11-27T13:45:01.234Z","#,
+                r#"{"v":1,"id":"01a21d40-9432-7c3d-9e2f-0123456789ab","ts":"2026-11-27T13:45:01.234Z","#,
                 r#""campaign":"spring-sale","creative":"cr_30s","episode":"ep.101","show":"dailytech","#,
                 r#""placement":"mid","event":"firstQuartile","error_code":null,"#,
                 r#""listener":"0123456789abcdef0123456789abcdef","#,
@@ -545,6 +557,16 @@ mod tests {
         assert_eq!(
             TrackingEvent::decode(bad_event.as_bytes()).unwrap_err().to_string(),
             "bad field: unknown event \"halfway\"; expected one of impression, start, firstQuartile, midpoint, thirdQuartile, complete, skip, click, error"
+        );
+        let other_time = line.replace("13:45:01.234Z", "13:45:01.235Z");
+        assert_eq!(
+            TrackingEvent::decode(other_time.as_bytes()),
+            Err(DecodeError::Inconsistent("the id's timestamp is not ts"))
+        );
+        let v4 = line.replace("-7c3d-", "-4c3d-");
+        assert_eq!(
+            TrackingEvent::decode(v4.as_bytes()),
+            Err(DecodeError::Inconsistent("the id is not a UUIDv7"))
         );
         let valid_with_reason = line.replace("\"reason\":null", "\"reason\":\"x\"");
         assert_eq!(

@@ -1,0 +1,93 @@
+//! earshot: wires configuration, telemetry and the subcommands.
+
+mod ops;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use earshot_loader::{LoadOptions, Loader, Source, SourceSpec};
+use earshot_platform::{db, shutdown, telemetry, Settings};
+
+#[derive(Parser)]
+#[command(
+    name = "earshot",
+    version,
+    about = "earshot reporting tier: migrate, load, serve, admin"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply the database migrations, then exit.
+    Migrate,
+    /// Load events from the source into PostgreSQL.
+    Load {
+        /// Process what is there now, then exit 0.
+        #[arg(long)]
+        once: bool,
+        /// Overrides EARSHOT_SOURCE: sqs:QUEUE_URL, s3://bucket/prefix or dir:PATH.
+        #[arg(long)]
+        source: Option<String>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    telemetry::init();
+    let settings = Settings::load()?;
+    match cli.command {
+        Command::Migrate => {
+            let pool = db::connect(&settings).await?;
+            db::migrate(&pool).await?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::Load { once, source } => {
+            let spec: SourceSpec = source.unwrap_or_else(|| settings.source.clone()).parse()?;
+            let pool = db::connect(&settings).await?;
+            let src = Source::open(&spec).await?;
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            tokio::spawn(async move {
+                shutdown::signal().await;
+                tracing::info!("stopping after the object in hand");
+                let _ = stop_tx.send(true);
+            });
+            if !once {
+                let addr = settings.loader_addr.clone();
+                let listener = tokio::net::TcpListener::bind(&addr)
+                    .await
+                    .with_context(|| format!("EARSHOT_LOADER_ADDR: cannot listen on {addr}"))?;
+                tokio::spawn(ops::serve(
+                    listener,
+                    earshot_platform::metrics::prometheus(),
+                ));
+            } else {
+                earshot_platform::metrics::prometheus();
+            }
+            let mut loader = Loader::new(
+                pool,
+                src,
+                LoadOptions {
+                    once,
+                    poll_interval: std::time::Duration::from_secs(settings.poll_interval_seconds),
+                    retention_days: settings.retention_days,
+                },
+            );
+            let summary = loader.run(stop_rx).await?;
+            tracing::info!(?summary, "loader stopped");
+            println!(
+                "objects_loaded={} objects_skipped={} events_new={} duplicates={} quarantined={} counted={}",
+                summary.objects_loaded,
+                summary.objects_skipped,
+                summary.events_new,
+                summary.duplicates,
+                summary.quarantined,
+                summary.counted
+            );
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,10 @@
+#![doc = include_str!("../README.md")]
+
+pub mod parse;
+pub mod partitions;
+pub mod run;
+pub mod source;
+pub mod store;
+
+pub use run::{LoadOptions, Loader, RunSummary};
+pub use source::{Object, Source, SourceSpec};

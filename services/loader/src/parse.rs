@@ -1,0 +1,314 @@
+//! Object bytes → events to load and lines to quarantine.
+
+use std::collections::HashSet;
+use std::io::Read;
+
+use earshot_domain::{EventKind, TrackingEvent, Verdict};
+use sha2::{Digest, Sha256};
+use time::{Date, Duration, OffsetDateTime};
+use uuid::Uuid;
+
+/// gzip's magic bytes (RFC 1952). Firehose gzips objects; moto and the
+/// local sink do not, and keys do not say which: the bytes do.
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+/// A decompressed object larger than this is refused rather than risk the
+/// loader's memory: Firehose objects are at most 128 MiB before gzip.
+pub const MAX_OBJECT_BYTES: u64 = 1 << 30;
+/// Raw bytes kept of a quarantined line: enough to diagnose, bounded.
+pub const MAX_QUARANTINED_LINE: usize = 64 * 1024;
+/// Events further in the future than this are refused: the edge stamps
+/// events with its own clock, so these are corrupt, and each distinct day
+/// would create a partition.
+pub const MAX_FUTURE_SKEW: Duration = Duration::days(2);
+
+/// One event ready to be staged, with its counting keys.
+#[derive(Debug, Clone)]
+pub struct Staged {
+    pub event: TrackingEvent,
+    pub day: Date,
+    /// Counting key (valid events only).
+    pub count_key: Option<Uuid>,
+    /// Unique-listener keys (valid impressions only): campaign-wide and per creative.
+    pub uniq_campaign_key: Option<Uuid>,
+    pub uniq_creative_key: Option<Uuid>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quarantined {
+    /// 1-based line number within the (decompressed) object.
+    pub line_no: u32,
+    pub raw: Vec<u8>,
+    pub reason: String,
+}
+
+#[derive(Debug, Default)]
+pub struct Parsed {
+    pub events: Vec<Staged>,
+    pub quarantined: Vec<Quarantined>,
+    pub lines: u32,
+    /// Lines repeating an event id already seen in this object.
+    pub duplicates_in_object: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    #[error("object is gzip but does not decompress: {0}")]
+    Gzip(std::io::Error),
+    #[error("object decompresses to more than {MAX_OBJECT_BYTES} bytes")]
+    TooLarge,
+}
+
+/// Decompresses if gzip.
+pub fn decompress(bytes: &[u8]) -> Result<Vec<u8>, ObjectError> {
+    if bytes.starts_with(&GZIP_MAGIC) {
+        let mut out = Vec::with_capacity(bytes.len() * 8);
+        flate2::read::MultiGzDecoder::new(bytes)
+            .take(MAX_OBJECT_BYTES + 1)
+            .read_to_end(&mut out)
+            .map_err(ObjectError::Gzip)?;
+        if out.len() as u64 > MAX_OBJECT_BYTES {
+            return Err(ObjectError::TooLarge);
+        }
+        Ok(out)
+    } else {
+        Ok(bytes.to_vec())
+    }
+}
+
+/// A 128-bit key from parts, separated so that ("ab","c") ≠ ("a","bc").
+fn key(tag: &[u8], parts: &[&str]) -> Uuid {
+    let mut h = Sha256::new();
+    h.update(tag);
+    for p in parts {
+        h.update([0x1f]);
+        h.update(p.as_bytes());
+    }
+    let d = h.finalize();
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&d[..16]);
+    Uuid::from_bytes(b)
+}
+
+/// The counting key of a valid event: (campaign, creative, episode, event,
+/// listener); the UTC day is the partition column beside it.
+pub fn count_key(ev: &TrackingEvent) -> Option<Uuid> {
+    if ev.verdict != Verdict::Valid {
+        return None;
+    }
+    Some(key(
+        b"count/v1",
+        &[
+            ev.campaign.as_ref()?.as_str(),
+            ev.creative.as_ref()?.as_str(),
+            ev.episode.as_ref().map_or("", |e| e.as_str()),
+            ev.event?.as_str(),
+            ev.listener.as_str(),
+        ],
+    ))
+}
+
+fn uniq_keys(ev: &TrackingEvent) -> (Option<Uuid>, Option<Uuid>) {
+    if ev.verdict != Verdict::Valid || ev.event != Some(EventKind::Impression) {
+        return (None, None);
+    }
+    let (Some(c), Some(cr)) = (ev.campaign.as_ref(), ev.creative.as_ref()) else {
+        return (None, None);
+    };
+    (
+        Some(key(b"uniq/v1", &[c.as_str(), "", ev.listener.as_str()])),
+        Some(key(
+            b"uniq/v1",
+            &[c.as_str(), cr.as_str(), ev.listener.as_str()],
+        )),
+    )
+}
+
+fn has_nul(ev: &TrackingEvent) -> bool {
+    [
+        &ev.ua,
+        &ev.app,
+        &ev.device,
+        &ev.os,
+        &ev.reason,
+        &ev.trace_id,
+    ]
+    .iter()
+    .any(|f| f.as_deref().is_some_and(|s| s.contains('\0')))
+}
+
+/// Decodes every line. `now` bounds how far in the future an event may be;
+/// `oldest` how far in the past (older than retention would be dropped at once).
+pub fn parse(data: &[u8], now: OffsetDateTime, oldest: Date) -> Parsed {
+    let mut out = Parsed::default();
+    let mut seen: HashSet<Uuid> = HashSet::new();
+    let latest = now + MAX_FUTURE_SKEW;
+    for (i, raw) in data.split(|b| *b == b'\n').enumerate() {
+        let line_no = (i + 1) as u32;
+        if raw.is_empty() || raw == b"\r" {
+            continue; // the final newline, or blank lines between objects
+        }
+        out.lines += 1;
+        let mut quarantine = |reason: String| {
+            out.quarantined.push(Quarantined {
+                line_no,
+                raw: raw[..raw.len().min(MAX_QUARANTINED_LINE)].to_vec(),
+                reason,
+            })
+        };
+        let ev = match TrackingEvent::decode(raw) {
+            Ok(ev) => ev,
+            Err(e) => {
+                quarantine(e.to_string());
+                continue;
+            }
+        };
+        if ev.ts > latest {
+            quarantine(format!(
+                "ts {} is more than 2 days in the future",
+                earshot_domain::event::format_ts(ev.ts)
+            ));
+            continue;
+        }
+        let day = ev.day();
+        if day < oldest {
+            quarantine(format!(
+                "ts {} is older than the retention period",
+                earshot_domain::event::format_ts(ev.ts)
+            ));
+            continue;
+        }
+        if has_nul(&ev) {
+            quarantine(
+                "a text field holds a NUL character, which PostgreSQL text cannot store".into(),
+            );
+            continue;
+        }
+        if !seen.insert(ev.id) {
+            out.duplicates_in_object += 1;
+            continue;
+        }
+        let (uc, ucr) = uniq_keys(&ev);
+        out.events.push(Staged {
+            count_key: count_key(&ev),
+            uniq_campaign_key: uc,
+            uniq_creative_key: ucr,
+            day,
+            event: ev,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use earshot_domain::{CampaignId, CreativeId, ListenerId};
+    use std::io::Write;
+    use time::macros::datetime;
+
+    fn event(listener: &str, ev: EventKind, verdict: Verdict) -> TrackingEvent {
+        let ts = datetime!(2026-11-27 10:00:00.5 UTC);
+        let ms = (ts.unix_timestamp_nanos() / 1_000_000) as u64;
+        TrackingEvent {
+            id: Uuid::new_v7(uuid::Timestamp::from_unix(
+                uuid::NoContext,
+                ms / 1000,
+                (ms % 1000) as u32 * 1_000_000,
+            )),
+            ts,
+            campaign: Some(CampaignId::parse("c1").unwrap()),
+            creative: Some(CreativeId::parse("cr1").unwrap()),
+            episode: None,
+            show: None,
+            placement: None,
+            event: Some(ev),
+            error_code: None,
+            listener: ListenerId::parse(listener).unwrap(),
+            ua: None,
+            app: None,
+            device: None,
+            os: None,
+            country: None,
+            verdict,
+            reason: (verdict != Verdict::Valid).then(|| "ua_missing".into()),
+            trace_id: None,
+        }
+    }
+
+    const L1: &str = "0123456789abcdef0123456789abcdef";
+    const L2: &str = "fedcba9876543210fedcba9876543210";
+
+    #[test]
+    fn bad_lines_are_quarantined_with_their_line_number_and_reason() {
+        let good = event(L1, EventKind::Impression, Verdict::Valid);
+        let mut data = good.to_ndjson();
+        data.extend_from_slice(b"not json\n");
+        data.extend_from_slice(&good.to_ndjson()); // same id again
+        data.extend_from_slice(b"\n");
+        let p = parse(
+            &data,
+            datetime!(2026-11-27 12:00 UTC),
+            time::macros::date!(2026 - 01 - 01),
+        );
+        assert_eq!(p.lines, 3);
+        assert_eq!(p.events.len(), 1);
+        assert_eq!(p.duplicates_in_object, 1);
+        assert_eq!(p.quarantined.len(), 1);
+        assert_eq!(p.quarantined[0].line_no, 2);
+        assert_eq!(p.quarantined[0].raw, b"not json");
+        assert!(
+            p.quarantined[0].reason.starts_with("not a v1 event"),
+            "{}",
+            p.quarantined[0].reason
+        );
+    }
+
+    #[test]
+    fn events_outside_the_time_window_are_quarantined() {
+        let ev = event(L1, EventKind::Impression, Verdict::Valid);
+        let p = parse(
+            &ev.to_ndjson(),
+            datetime!(2026-11-20 00:00 UTC),
+            time::macros::date!(2026 - 01 - 01),
+        );
+        assert_eq!(
+            p.quarantined[0].reason,
+            "ts 2026-11-27T10:00:00.500Z is more than 2 days in the future"
+        );
+        let p = parse(
+            &ev.to_ndjson(),
+            datetime!(2026-11-27 12:00 UTC),
+            time::macros::date!(2026 - 11 - 28),
+        );
+        assert_eq!(
+            p.quarantined[0].reason,
+            "ts 2026-11-27T10:00:00.500Z is older than the retention period"
+        );
+    }
+
+    #[test]
+    fn keys_follow_the_counting_rule() {
+        let a = event(L1, EventKind::Impression, Verdict::Valid);
+        let b = event(L1, EventKind::Impression, Verdict::Valid);
+        let other_listener = event(L2, EventKind::Impression, Verdict::Valid);
+        let start = event(L1, EventKind::Start, Verdict::Valid);
+        let bot = event(L1, EventKind::Impression, Verdict::Bot);
+        assert_eq!(count_key(&a), count_key(&b));
+        assert_ne!(count_key(&a), count_key(&other_listener));
+        assert_ne!(count_key(&a), count_key(&start));
+        assert_eq!(count_key(&bot), None);
+        assert_eq!(uniq_keys(&start), (None, None));
+        let (ua, _) = uniq_keys(&a);
+        assert_eq!(ua, uniq_keys(&b).0);
+    }
+
+    #[test]
+    fn gzip_is_detected_by_magic_bytes() {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(b"hello\n").unwrap();
+        let bytes = gz.finish().unwrap();
+        assert_eq!(decompress(&bytes).unwrap(), b"hello\n");
+        assert_eq!(decompress(b"plain\n").unwrap(), b"plain\n");
+        assert!(decompress(&[0x1f, 0x8b, 0, 1, 2]).is_err());
+    }
+}

@@ -1,0 +1,267 @@
+//! The loader's loop: poll, load each object in its own transaction, ack,
+//! keep partitions ahead, and stop cleanly.
+
+use std::time::{Duration, Instant};
+
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use tokio::sync::watch;
+
+use crate::parse::{self, Parsed, Quarantined};
+use crate::partitions::Partitions;
+use crate::source::{Delivery, Object, Source};
+use crate::store::{self, LoadStats, ObjectId};
+
+/// How long `--once` keeps retrying one object through database or AWS
+/// errors before giving up with an error exit.
+pub const ONCE_PATIENCE: Duration = Duration::from_secs(120);
+/// Backoff between retries of one object: doubling from 200 ms to 30 s.
+const RETRY_BASE: Duration = Duration::from_millis(200);
+const RETRY_CAP: Duration = Duration::from_secs(30);
+/// Partition upkeep (create ahead, drop expired) runs this often.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(3600);
+
+#[derive(Debug, Clone, Copy)]
+pub struct LoadOptions {
+    /// Process what is there, then return.
+    pub once: bool,
+    /// Pause between polls of a directory or S3 prefix when idle.
+    pub poll_interval: Duration,
+    /// Days of raw events kept.
+    pub retention_days: u32,
+}
+
+/// Totals over a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    pub objects_loaded: u64,
+    pub objects_skipped: u64,
+    pub events_new: u64,
+    pub duplicates: u64,
+    pub quarantined: u64,
+    pub counted: u64,
+}
+
+pub struct Loader {
+    pool: PgPool,
+    source: Source,
+    partitions: Partitions,
+    opts: LoadOptions,
+    last_maintenance: Option<Instant>,
+}
+
+fn backoff(attempt: u32) -> Duration {
+    let ceiling = RETRY_BASE
+        .saturating_mul(1 << attempt.min(10))
+        .min(RETRY_CAP);
+    ceiling.mul_f64(0.5 + fastrand::f64() / 2.0)
+}
+
+impl Loader {
+    pub fn new(pool: PgPool, source: Source, opts: LoadOptions) -> Self {
+        Self {
+            pool,
+            source,
+            partitions: Partitions::default(),
+            opts,
+            last_maintenance: None,
+        }
+    }
+
+    fn oldest_kept(&self, now: OffsetDateTime) -> time::Date {
+        now.date() - time::Duration::days(self.opts.retention_days as i64)
+    }
+
+    async fn maintain(&mut self) -> Result<(), sqlx::Error> {
+        if self
+            .last_maintenance
+            .is_some_and(|t| t.elapsed() < MAINTENANCE_INTERVAL)
+        {
+            return Ok(());
+        }
+        let now = OffsetDateTime::now_utc();
+        self.partitions.ensure_ahead(&self.pool, now.date()).await?;
+        let dropped = self
+            .partitions
+            .drop_before(&self.pool, self.oldest_kept(now))
+            .await?;
+        if !dropped.is_empty() {
+            tracing::info!(days = dropped.len(), first = %dropped[0], "dropped expired event partitions");
+        }
+        self.last_maintenance = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Runs until the source is drained (`once`) or `stop` turns true. The
+    /// object in hand is always finished before stopping.
+    pub async fn run(&mut self, mut stop: watch::Receiver<bool>) -> anyhow::Result<RunSummary> {
+        let mut summary = RunSummary::default();
+        let mut poll_failures = 0u32;
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            if let Err(e) = self.maintain().await {
+                tracing::warn!(error = %e, "partition maintenance failed; will retry");
+            }
+            let deliveries = match self.source.poll(self.opts.once).await {
+                Ok(d) => {
+                    poll_failures = 0;
+                    d
+                }
+                Err(e) => {
+                    poll_failures += 1;
+                    metrics::counter!("earshot_loader_errors_total", "stage" => "poll")
+                        .increment(1);
+                    tracing::warn!(error = %format!("{e:#}"), attempt = poll_failures, "polling the source failed; backing off");
+                    if self.opts.once && poll_failures > 5 {
+                        return Err(e.context("polling the source"));
+                    }
+                    self.pause(backoff(poll_failures), &mut stop).await;
+                    continue;
+                }
+            };
+            if deliveries.is_empty() {
+                if self.opts.once {
+                    break;
+                }
+                if !self.source.waits_by_itself() {
+                    self.pause(self.opts.poll_interval, &mut stop).await;
+                }
+                continue;
+            }
+            for d in deliveries {
+                if *stop.borrow() {
+                    break; // not started: left for the next run (SQS redelivers)
+                }
+                self.deliver(&d, &mut summary).await?;
+            }
+        }
+        Ok(summary)
+    }
+
+    async fn pause(&self, d: Duration, stop: &mut watch::Receiver<bool>) {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => {},
+            _ = stop.changed() => {},
+        }
+    }
+
+    async fn deliver(&mut self, d: &Delivery, summary: &mut RunSummary) -> anyhow::Result<()> {
+        for obj in &d.objects {
+            let stats = self.load_with_retries(obj).await?;
+            if stats.loaded {
+                summary.objects_loaded += 1;
+                summary.events_new += stats.new_events as u64;
+                summary.duplicates += stats.duplicates as u64;
+                summary.quarantined += stats.quarantined as u64;
+                summary.counted += stats.counted as u64;
+            } else {
+                summary.objects_skipped += 1;
+            }
+        }
+        let mut attempt = 0;
+        loop {
+            match self.source.ack(d).await {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt < 5 => {
+                    attempt += 1;
+                    tracing::warn!(error = %format!("{e:#}"), "acknowledging failed; retrying");
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                // Not acknowledged: SQS redelivers and the ledger skips it.
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "could not acknowledge; the delivery will come again and be skipped");
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    async fn load_with_retries(&mut self, obj: &Object) -> anyhow::Result<LoadStats> {
+        let started = Instant::now();
+        let mut attempt = 0;
+        loop {
+            match self.load_one(obj).await {
+                Ok(s) => return Ok(s),
+                Err(e) => {
+                    attempt += 1;
+                    metrics::counter!("earshot_loader_errors_total", "stage" => "load")
+                        .increment(1);
+                    if self.opts.once && started.elapsed() > ONCE_PATIENCE {
+                        return Err(e.context(format!("loading {} {}", obj.source, obj.key)));
+                    }
+                    let wait = backoff(attempt);
+                    tracing::warn!(source = %obj.source, key = %obj.key, attempt, error = %format!("{e:#}"), retry_in_ms = wait.as_millis() as u64, "loading an object failed; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    /// Fetches, parses and loads one object.
+    pub async fn load_one(&mut self, obj: &Object) -> anyhow::Result<LoadStats> {
+        if let Some(etag) = &obj.etag {
+            if store::already_loaded(&self.pool, &obj.source, &obj.key, etag).await? {
+                metrics::counter!("earshot_loader_objects_total", "outcome" => "skipped")
+                    .increment(1);
+                tracing::debug!(source = %obj.source, key = %obj.key, "already loaded; skipped");
+                return Ok(LoadStats::default());
+            }
+        }
+        let (bytes, etag) = self.source.fetch(obj).await?;
+        let id = ObjectId {
+            source: obj.source.clone(),
+            key: obj.key.clone(),
+            etag,
+            bytes: bytes.len() as u64,
+        };
+        let now = OffsetDateTime::now_utc();
+        let parsed = match parse::decompress(&bytes) {
+            Ok(data) => parse::parse(&data, now, self.oldest_kept(now)),
+            // A corrupt object is recorded whole in quarantine, so it is
+            // neither lost nor retried forever.
+            Err(e) => Parsed {
+                quarantined: vec![Quarantined {
+                    line_no: 0,
+                    raw: bytes[..bytes.len().min(parse::MAX_QUARANTINED_LINE)].to_vec(),
+                    reason: e.to_string(),
+                }],
+                ..Default::default()
+            },
+        };
+        self.partitions
+            .ensure(&self.pool, parsed.events.iter().map(|s| s.day))
+            .await?;
+        let stats = store::load_object(&self.pool, &id, &parsed).await?;
+        if stats.loaded {
+            metrics::counter!("earshot_loader_objects_total", "outcome" => "loaded").increment(1);
+            metrics::counter!("earshot_loader_events_total", "kind" => "new")
+                .increment(stats.new_events as u64);
+            metrics::counter!("earshot_loader_events_total", "kind" => "duplicate")
+                .increment(stats.duplicates as u64);
+            metrics::counter!("earshot_loader_counted_total").increment(stats.counted as u64);
+            metrics::counter!("earshot_loader_quarantined_lines_total")
+                .increment(stats.quarantined as u64);
+            if let Some(max) = parsed.events.iter().map(|s| s.event.ts).max() {
+                metrics::gauge!("earshot_loader_lag_seconds").set((now - max).as_seconds_f64());
+            }
+            // Trace ids of the events: one hit can be followed from the pixel
+            // (edge log / X-Ray) to this object and its row.
+            for s in &parsed.events {
+                if let Some(t) = &s.event.trace_id {
+                    tracing::debug!(target: "earshot_loader::trace", trace_id = %t, event_id = %s.event.id, object_id = stats.ledger_id, "event loaded");
+                }
+            }
+            tracing::info!(
+                source = %id.source, key = %id.key, object_id = stats.ledger_id, lines = stats.lines,
+                new_events = stats.new_events, duplicates = stats.duplicates,
+                quarantined = stats.quarantined, counted = stats.counted,
+                "object loaded"
+            );
+        } else {
+            metrics::counter!("earshot_loader_objects_total", "outcome" => "skipped").increment(1);
+        }
+        Ok(stats)
+    }
+}

@@ -1,0 +1,171 @@
+//! S3 ObjectCreated notifications from SQS (production). A message is
+//! deleted only after every object it names is committed; a message that
+//! is not a notification is left for the queue's redrive policy to move to
+//! the dead-letter queue.
+
+use serde::Deserialize;
+
+use super::{Delivery, Object};
+
+/// SQS returns at most 10 messages per ReceiveMessage.
+pub const MAX_MESSAGES: i32 = 10;
+/// Long polling: SQS's maximum wait, so an idle loader costs few requests.
+pub const LONG_POLL_SECONDS: i32 = 20;
+
+pub struct SqsSource {
+    sqs: aws_sdk_sqs::Client,
+    s3: aws_sdk_s3::Client,
+    queue_url: String,
+}
+
+#[derive(Deserialize)]
+struct Notification {
+    #[serde(rename = "Records", default)]
+    records: Vec<NotificationRecord>,
+    #[serde(rename = "Event", default)]
+    event: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct NotificationRecord {
+    #[serde(rename = "eventName", default)]
+    event_name: String,
+    s3: S3Entity,
+}
+
+#[derive(Deserialize)]
+struct S3Entity {
+    bucket: S3Bucket,
+    object: S3Object,
+}
+
+#[derive(Deserialize)]
+struct S3Bucket {
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct S3Object {
+    key: String,
+    #[serde(rename = "eTag", default)]
+    etag: Option<String>,
+}
+
+/// Keys in notifications are URL-encoded, with `+` for spaces (moto even
+/// encodes `/`).
+pub fn decode_key(k: &str) -> String {
+    let spaced = k.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// The objects a message body names: `Ok(vec![])` for the `s3:TestEvent`
+/// S3 sends when notifications are configured, `Err` for anything that is
+/// not a notification.
+pub fn objects_of(body: &str) -> Result<Vec<Object>, String> {
+    let n: Notification =
+        serde_json::from_str(body).map_err(|e| format!("not an S3 notification: {e}"))?;
+    if n.event.as_deref() == Some("s3:TestEvent") {
+        return Ok(vec![]);
+    }
+    if n.records.is_empty() {
+        return Err("S3 notification without Records".into());
+    }
+    Ok(n.records
+        .into_iter()
+        .filter(|r| r.event_name.starts_with("ObjectCreated"))
+        .map(|r| Object {
+            source: format!("s3://{}", r.s3.bucket.name),
+            key: decode_key(&r.s3.object.key),
+            etag: r.s3.object.etag.map(|e| super::s3::bare_etag(&e)),
+        })
+        .collect())
+}
+
+impl SqsSource {
+    pub fn new(sqs: aws_sdk_sqs::Client, s3: aws_sdk_s3::Client, queue_url: String) -> Self {
+        Self { sqs, s3, queue_url }
+    }
+
+    pub fn s3(&self) -> &aws_sdk_s3::Client {
+        &self.s3
+    }
+
+    pub async fn poll(&mut self, short: bool) -> anyhow::Result<Vec<Delivery>> {
+        let out = self
+            .sqs
+            .receive_message()
+            .queue_url(&self.queue_url)
+            .max_number_of_messages(MAX_MESSAGES)
+            .wait_time_seconds(if short { 1 } else { LONG_POLL_SECONDS })
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "receiving from {}: {}",
+                    self.queue_url,
+                    aws_sdk_sqs::error::DisplayErrorContext(e)
+                )
+            })?;
+        let mut deliveries = Vec::new();
+        for m in out.messages() {
+            let Some(receipt) = m.receipt_handle() else {
+                continue;
+            };
+            match objects_of(m.body().unwrap_or_default()) {
+                Ok(objects) => deliveries.push(Delivery {
+                    objects,
+                    receipt: Some(receipt.to_owned()),
+                }),
+                Err(why) => {
+                    tracing::error!(message_id = m.message_id().unwrap_or_default(), reason = %why, "unusable SQS message left for the dead-letter queue");
+                    metrics::counter!("earshot_loader_bad_messages_total").increment(1);
+                }
+            }
+        }
+        Ok(deliveries)
+    }
+
+    pub async fn ack(&self, d: &Delivery) -> anyhow::Result<()> {
+        if let Some(receipt) = &d.receipt {
+            self.sqs
+                .delete_message()
+                .queue_url(&self.queue_url)
+                .receipt_handle(receipt)
+                .send()
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "deleting an SQS message: {}",
+                        aws_sdk_sqs::error::DisplayErrorContext(e)
+                    )
+                })?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notifications_name_decoded_keys_and_test_events_name_nothing() {
+        let body = r#"{"Records":[{"eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"raw"},
+            "object":{"key":"events%2F2026%2F11%2F27%2Fa+b.gz","size":10,"eTag":"\"abc\""}}}]}"#;
+        assert_eq!(
+            objects_of(body).unwrap(),
+            vec![Object {
+                source: "s3://raw".into(),
+                key: "events/2026/11/27/a b.gz".into(),
+                etag: Some("abc".into())
+            }]
+        );
+        let test = r#"{"Service":"Amazon S3","Event":"s3:TestEvent","Time":"2026-11-27T00:00:00Z","Bucket":"raw"}"#;
+        assert_eq!(objects_of(test).unwrap(), vec![]);
+        assert!(objects_of("hello")
+            .unwrap_err()
+            .starts_with("not an S3 notification"));
+    }
+}
