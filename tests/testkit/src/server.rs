@@ -1,0 +1,93 @@
+//! A tiny HTTP/1.1 server on 127.0.0.1:0 for the test doubles that speak
+//! HTTP (the Firehose proxy, the Lambda Runtime API emulator).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// A request with its body read.
+pub type Req = http::Request<Bytes>;
+pub type Resp = http::Response<Full<Bytes>>;
+pub type BoxFut = Pin<Box<dyn Future<Output = Resp> + Send>>;
+pub type Handler = Arc<dyn Fn(Req) -> BoxFut + Send + Sync>;
+
+/// A running server; stops (and drops its connections) when dropped.
+pub struct Server {
+    addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Server {
+    pub async fn start(handler: Handler) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let task = tokio::spawn(async move {
+            // Connections live in the set, so aborting this task ends them too.
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let handler = handler.clone();
+                conns.spawn(async move {
+                    let svc = service_fn(move |req: http::Request<Incoming>| {
+                        let handler = handler.clone();
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let resp = match body.collect().await {
+                                Ok(b) => {
+                                    handler(http::Request::from_parts(parts, b.to_bytes())).await
+                                }
+                                Err(e) => text(400, &format!("reading the body: {e}")),
+                            };
+                            Ok::<_, Infallible>(resp)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .keep_alive(true)
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+                while conns.try_join_next().is_some() {}
+            }
+        });
+        Ok(Self { addr, task })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub fn text(status: u16, body: &str) -> Resp {
+    http::Response::builder()
+        .status(status)
+        .header("content-type", "text/plain")
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .expect("valid response")
+}
+
+pub fn json(status: u16, content_type: &str, body: &serde_json::Value) -> Resp {
+    http::Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("valid response")
+}
