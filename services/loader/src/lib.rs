@@ -5,6 +5,7 @@ pub mod partitions;
 pub mod run;
 pub mod source;
 pub mod store;
+pub mod verify;
 
 pub use run::{LoadOptions, Loader, RunSummary};
 pub use source::{Object, Source, SourceSpec};

@@ -151,10 +151,10 @@ const INSERT_EVENTS: &str = "WITH ins AS (
 /// that committed first: the unique index makes the second one wait, then
 /// skip).
 const INSERT_COUNTED: &str = "WITH cand AS (
-    SELECT DISTINCT ON (s.count_key) s.count_key, (s.ts AT TIME ZONE 'UTC')::date AS day, s.id
+    SELECT DISTINCT ON (day, s.count_key) s.count_key, (s.ts AT TIME ZONE 'UTC')::date AS day, s.id
     FROM stage s JOIN fresh f USING (id)
     WHERE s.count_key IS NOT NULL
-    ORDER BY s.count_key, s.ts, s.id
+    ORDER BY day, s.count_key, s.ts, s.id
 ), ins AS (
     INSERT INTO counted_keys (day, key)
     SELECT day, count_key FROM cand ORDER BY day, count_key

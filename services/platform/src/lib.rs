@@ -5,5 +5,7 @@ pub mod db;
 pub mod metrics;
 pub mod shutdown;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use config::Settings;

@@ -1,0 +1,88 @@
+//! Recounts from the raw `events` table, independently of the loader's
+//! incremental bookkeeping, and compares with the rollups and uniques. Used
+//! by the tests and by `earshot verify` (an operator's audit).
+//!
+//! The rollups attribute a counted event to the hour of its first
+//! occurrence, so the comparison is per UTC day, where the counting rule
+//! makes the number exact: distinct (campaign, creative, episode, event,
+//! listener) among valid events of that day.
+
+use sqlx::PgPool;
+
+/// One (campaign, creative, episode, event, day) whose numbers disagree.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Mismatch {
+    pub what: String,
+    pub key: String,
+    pub from_events: i64,
+    pub from_rollups: i64,
+}
+
+const RECOUNT: &str = "
+WITH raw AS (
+    SELECT coalesce(campaign, '') AS campaign, coalesce(creative, '') AS creative,
+           coalesce(episode, '') AS episode, coalesce(event, '') AS event,
+           (ts AT TIME ZONE 'UTC')::date AS day,
+           count(*) AS raw_hits,
+           count(DISTINCT listener) FILTER (WHERE verdict = 'valid') AS counted_hits,
+           count(*) FILTER (WHERE verdict = 'bot') AS bot_hits,
+           count(*) FILTER (WHERE verdict = 'invalid') AS invalid_hits
+    FROM events
+    WHERE $1::text IS NULL OR campaign = $1
+    GROUP BY 1, 2, 3, 4, 5
+), rolled AS (
+    SELECT campaign, creative, episode, event, (hour AT TIME ZONE 'UTC')::date AS day,
+           sum(raw_hits)::bigint AS raw_hits, sum(counted_hits)::bigint AS counted_hits,
+           sum(bot_hits)::bigint AS bot_hits, sum(invalid_hits)::bigint AS invalid_hits
+    FROM rollup_hourly
+    WHERE $1::text IS NULL OR campaign = $1
+    GROUP BY 1, 2, 3, 4, 5
+), joined AS (
+    SELECT concat_ws('/', coalesce(r.campaign, o.campaign), coalesce(r.creative, o.creative),
+                     coalesce(r.episode, o.episode), coalesce(r.event, o.event),
+                     coalesce(r.day, o.day)::text) AS key,
+           coalesce(r.raw_hits, 0) AS e_raw, coalesce(o.raw_hits, 0) AS o_raw,
+           coalesce(r.counted_hits, 0) AS e_counted, coalesce(o.counted_hits, 0) AS o_counted,
+           coalesce(r.bot_hits, 0) AS e_bot, coalesce(o.bot_hits, 0) AS o_bot,
+           coalesce(r.invalid_hits, 0) AS e_invalid, coalesce(o.invalid_hits, 0) AS o_invalid
+    FROM raw r FULL JOIN rolled o
+      ON (r.campaign, r.creative, r.episode, r.event, r.day) = (o.campaign, o.creative, o.episode, o.event, o.day)
+)
+SELECT 'raw_hits' AS what, key, e_raw AS from_events, o_raw AS from_rollups FROM joined WHERE e_raw <> o_raw
+UNION ALL SELECT 'counted_hits', key, e_counted, o_counted FROM joined WHERE e_counted <> o_counted
+UNION ALL SELECT 'bot_hits', key, e_bot, o_bot FROM joined WHERE e_bot <> o_bot
+UNION ALL SELECT 'invalid_hits', key, e_invalid, o_invalid FROM joined WHERE e_invalid <> o_invalid
+ORDER BY 1, 2";
+
+const RECOUNT_UNIQUES: &str = "
+WITH raw AS (
+    SELECT campaign, creative, (ts AT TIME ZONE 'UTC')::date AS day, count(DISTINCT listener) AS n
+    FROM events WHERE verdict = 'valid' AND event = 'impression' AND ($1::text IS NULL OR campaign = $1)
+    GROUP BY GROUPING SETS ((campaign, day), (campaign, creative, day))
+), raw2 AS (
+    SELECT campaign, coalesce(creative, '') AS creative, day, n FROM raw
+), stored AS (
+    SELECT campaign, creative, day, listeners AS n FROM daily_uniques WHERE $1::text IS NULL OR campaign = $1
+)
+SELECT 'unique_listeners' AS what,
+       concat_ws('/', coalesce(r.campaign, s.campaign), coalesce(r.creative, s.creative), coalesce(r.day, s.day)::text) AS key,
+       coalesce(r.n, 0) AS from_events, coalesce(s.n, 0) AS from_rollups
+FROM raw2 r FULL JOIN stored s ON (r.campaign, r.creative, r.day) = (s.campaign, s.creative, s.day)
+WHERE coalesce(r.n, 0) <> coalesce(s.n, 0)
+ORDER BY 2";
+
+/// Every disagreement between raw events and the rollups/uniques (empty
+/// when the books balance), optionally for one campaign.
+pub async fn verify(pool: &PgPool, campaign: Option<&str>) -> Result<Vec<Mismatch>, sqlx::Error> {
+    let mut out: Vec<Mismatch> = sqlx::query_as(RECOUNT)
+        .bind(campaign)
+        .fetch_all(pool)
+        .await?;
+    out.extend(
+        sqlx::query_as::<_, Mismatch>(RECOUNT_UNIQUES)
+            .bind(campaign)
+            .fetch_all(pool)
+            .await?,
+    );
+    Ok(out)
+}

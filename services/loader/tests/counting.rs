@@ -1,0 +1,189 @@
+//! The counting rules, table-driven, against a real PostgreSQL.
+
+mod support;
+
+use earshot_domain::{EventKind, Verdict};
+use earshot_platform::testing::TestDb;
+use support::*;
+use time::macros::datetime;
+
+struct Case {
+    name: &'static str,
+    /// Objects, each a list of events, loaded in order.
+    objects: Vec<Vec<earshot_domain::TrackingEvent>>,
+    /// (raw, counted, bot, invalid) for campaign "c1".
+    want: (i64, i64, i64, i64),
+}
+
+#[tokio::test]
+async fn counting_rules_hold_for_every_case() {
+    use EventKind::*;
+    use Verdict::*;
+    let t = datetime!(2026-11-26 10:00 UTC);
+    let late = datetime!(2026-11-26 23:59:59.999 UTC);
+    let next_day = datetime!(2026-11-27 00:00:00.000 UTC);
+    let cases = vec![
+        Case {
+            name: "one valid impression counts once",
+            objects: vec![vec![ev(t, "c1", "cr1", Some("e1"), Impression, 1, Valid)]],
+            want: (1, 1, 0, 0),
+        },
+        Case {
+            name: "the same listener twice on one day counts once",
+            objects: vec![vec![
+                ev(t, "c1", "cr1", Some("e1"), Impression, 1, Valid),
+                ev(
+                    t + time::Duration::hours(5),
+                    "c1",
+                    "cr1",
+                    Some("e1"),
+                    Impression,
+                    1,
+                    Valid,
+                ),
+            ]],
+            want: (2, 1, 0, 0),
+        },
+        Case {
+            name: "duplicates across objects count once",
+            objects: vec![
+                vec![ev(t, "c1", "cr1", Some("e1"), Impression, 1, Valid)],
+                vec![ev(
+                    t + time::Duration::minutes(1),
+                    "c1",
+                    "cr1",
+                    Some("e1"),
+                    Impression,
+                    1,
+                    Valid,
+                )],
+            ],
+            want: (2, 1, 0, 0),
+        },
+        Case {
+            name: "across the UTC day boundary the listener counts again",
+            objects: vec![vec![
+                ev(late, "c1", "cr1", Some("e1"), Impression, 1, Valid),
+                ev(next_day, "c1", "cr1", Some("e1"), Impression, 1, Valid),
+            ]],
+            want: (2, 2, 0, 0),
+        },
+        Case {
+            name: "another episode, creative or event kind is another count",
+            objects: vec![vec![
+                ev(t, "c1", "cr1", Some("e1"), Impression, 1, Valid),
+                ev(t, "c1", "cr1", Some("e2"), Impression, 1, Valid),
+                ev(t, "c1", "cr2", Some("e1"), Impression, 1, Valid),
+                ev(t, "c1", "cr1", Some("e1"), Start, 1, Valid),
+                ev(t, "c1", "cr1", None, Impression, 1, Valid),
+            ]],
+            want: (5, 5, 0, 0),
+        },
+        Case {
+            name: "other listeners count separately",
+            objects: vec![vec![
+                ev(t, "c1", "cr1", Some("e1"), Impression, 1, Valid),
+                ev(t, "c1", "cr1", Some("e1"), Impression, 2, Valid),
+                ev(t, "c1", "cr1", Some("e1"), Impression, 3, Valid),
+            ]],
+            want: (3, 3, 0, 0),
+        },
+        Case {
+            name: "bots are recorded and never counted",
+            objects: vec![vec![
+                ev(t, "c1", "cr1", Some("e1"), Impression, 1, Bot),
+                ev(t, "c1", "cr1", Some("e1"), Impression, 1, Bot),
+                ev(t, "c1", "cr1", Some("e1"), Impression, 2, Valid),
+            ]],
+            want: (3, 1, 2, 0),
+        },
+        Case {
+            name: "forged signatures are recorded as invalid and never counted",
+            objects: vec![vec![
+                ev(t, "c1", "cr1", Some("e1"), Impression, 1, Invalid),
+                ev(t, "c1", "cr1", Some("e1"), Complete, 1, Invalid),
+            ]],
+            want: (2, 0, 0, 2),
+        },
+        Case {
+            name: "a bot hit does not use up the listener's count",
+            objects: vec![
+                vec![ev(t, "c1", "cr1", Some("e1"), Impression, 1, Bot)],
+                vec![ev(t, "c1", "cr1", Some("e1"), Impression, 1, Valid)],
+            ],
+            want: (2, 1, 1, 0),
+        },
+    ];
+
+    for case in cases {
+        let db = TestDb::new().await;
+        let dir = temp_dir("counting");
+        for (i, events) in case.objects.iter().enumerate() {
+            // One object per load, in order, as separate deliveries would come.
+            write_object(&dir, &format!("events-{i:03}.ndjson"), &ndjson(events));
+            load_dir(&db.pool, &dir).await;
+        }
+        assert_eq!(totals(&db.pool, "c1").await, case.want, "{}", case.name);
+        assert_books_balance(&db.pool).await;
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn unknown_campaigns_are_kept_and_counted() {
+    let db = TestDb::new().await;
+    let dir = temp_dir("unknown");
+    let t = datetime!(2026-11-26 10:00 UTC);
+    write_object(
+        &dir,
+        "a.ndjson",
+        &ndjson(&[ev(
+            t,
+            "not-registered",
+            "cr1",
+            None,
+            EventKind::Impression,
+            1,
+            Verdict::Valid,
+        )]),
+    );
+    load_dir(&db.pool, &dir).await;
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM campaigns").await, 0);
+    assert_eq!(totals(&db.pool, "not-registered").await, (1, 1, 0, 0));
+    assert_eq!(
+        count(&db.pool, "SELECT listeners FROM daily_uniques WHERE campaign = 'not-registered' AND creative = ''").await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn daily_uniques_count_listeners_with_a_valid_impression_per_campaign_and_creative() {
+    let db = TestDb::new().await;
+    let dir = temp_dir("uniques");
+    let t = datetime!(2026-11-26 10:00 UTC);
+    use EventKind::*;
+    use Verdict::*;
+    write_object(
+        &dir,
+        "a.ndjson",
+        &ndjson(&[
+            ev(t, "c1", "cr1", Some("e1"), Impression, 1, Valid),
+            ev(t, "c1", "cr2", Some("e1"), Impression, 1, Valid), // same listener, other creative
+            ev(t, "c1", "cr1", Some("e2"), Impression, 2, Valid),
+            ev(t, "c1", "cr1", Some("e1"), Start, 3, Valid), // no impression: not a unique
+            ev(t, "c1", "cr1", Some("e1"), Impression, 4, Bot), // bot: not a unique
+        ]),
+    );
+    load_dir(&db.pool, &dir).await;
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT creative, listeners FROM daily_uniques WHERE campaign = 'c1' ORDER BY creative",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        vec![("".into(), 2), ("cr1".into(), 2), ("cr2".into(), 1)]
+    );
+    assert_books_balance(&db.pool).await;
+}

@@ -1,0 +1,249 @@
+//! Redelivery, restarts and bad data: every event lands once, and the
+//! counts equal a clean run's.
+
+mod support;
+
+use std::io::Write;
+
+use earshot_domain::{EventKind, Verdict};
+use earshot_loader::store;
+use earshot_platform::testing::TestDb;
+use support::*;
+use time::macros::datetime;
+
+fn sample(n: u32, base: time::OffsetDateTime) -> Vec<earshot_domain::TrackingEvent> {
+    (0..n)
+        .map(|i| {
+            let kind =
+                [EventKind::Impression, EventKind::Start, EventKind::Complete][(i % 3) as usize];
+            let verdict = if i % 17 == 0 {
+                Verdict::Bot
+            } else {
+                Verdict::Valid
+            };
+            ev(
+                base + time::Duration::seconds(i as i64),
+                "c1",
+                &format!("cr{}", i % 4),
+                Some("e1"),
+                kind,
+                i % 50,
+                verdict,
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_same_object_loaded_twice_changes_nothing() {
+    let db = TestDb::new().await;
+    let dir = temp_dir("twice");
+    write_object(
+        &dir,
+        "a.ndjson",
+        &ndjson(&sample(300, datetime!(2026-11-26 10:00 UTC))),
+    );
+    let first = load_dir(&db.pool, &dir).await;
+    assert_eq!((first.objects_loaded, first.events_new), (1, 300));
+    let before = totals(&db.pool, "c1").await;
+    // A new process (empty memory of what it did) sees the same file again.
+    let second = load_dir(&db.pool, &dir).await;
+    assert_eq!(
+        (
+            second.objects_loaded,
+            second.objects_skipped,
+            second.events_new
+        ),
+        (0, 1, 0)
+    );
+    assert_eq!(totals(&db.pool, "c1").await, before);
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM events").await, 300);
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM loaded_objects").await,
+        1
+    );
+    assert_books_balance(&db.pool).await;
+}
+
+#[tokio::test]
+async fn events_repeated_in_another_object_are_kept_once() {
+    let db = TestDb::new().await;
+    let dir = temp_dir("overlap");
+    let events = sample(200, datetime!(2026-11-26 10:00 UTC));
+    write_object(&dir, "a.ndjson", &ndjson(&events[..150]));
+    // A Firehose retry after a timeout: the second object repeats 50 events.
+    write_object(&dir, "b.ndjson", &ndjson(&events[100..]));
+    let s = load_dir(&db.pool, &dir).await;
+    assert_eq!((s.objects_loaded, s.events_new, s.duplicates), (2, 200, 50));
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM events").await, 200);
+
+    let clean = TestDb::new().await;
+    let clean_dir = temp_dir("overlap-clean");
+    write_object(&clean_dir, "all.ndjson", &ndjson(&events));
+    load_dir(&clean.pool, &clean_dir).await;
+    assert_eq!(
+        totals(&db.pool, "c1").await,
+        totals(&clean.pool, "c1").await
+    );
+    assert_books_balance(&db.pool).await;
+}
+
+#[tokio::test]
+async fn one_percent_malformed_lines_are_quarantined_and_the_rest_loaded() {
+    let db = TestDb::new().await;
+    let dir = temp_dir("malformed");
+    let events = sample(990, datetime!(2026-11-26 10:00 UTC));
+    let mut data = Vec::new();
+    let mut bad = Vec::new();
+    for (i, e) in events.iter().enumerate() {
+        e.write_ndjson(&mut data);
+        if i % 99 == 0 {
+            let line = match (i / 99) % 3 {
+                0 => b"{\"v\":1,\"id\":\"not-a-uuid\"}".to_vec(),
+                1 => b"\xff\xfe garbage".to_vec(),
+                _ => e.to_ndjson()[..40].to_vec(), // truncated mid-line
+            };
+            data.extend_from_slice(&line);
+            data.push(b'\n');
+            bad.push(line);
+        }
+    }
+    assert_eq!(bad.len(), 10);
+    // Gzipped, as Firehose delivers.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&data).unwrap();
+    write_object(&dir, "a.ndjson.gz", &gz.finish().unwrap());
+    let s = load_dir(&db.pool, &dir).await;
+    assert_eq!((s.events_new, s.quarantined), (990, 10));
+    let rows: Vec<(Vec<u8>, String)> =
+        sqlx::query_as("SELECT raw_line, reason FROM quarantine ORDER BY line_no")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(rows.iter().map(|r| r.0.clone()).collect::<Vec<_>>(), bad);
+    assert!(
+        rows.iter().all(|r| r.1.starts_with("not a v1 event")),
+        "{rows:?}"
+    );
+    assert_eq!(
+        count(&db.pool, "SELECT quarantined::bigint FROM loaded_objects").await,
+        10
+    );
+    assert_books_balance(&db.pool).await;
+}
+
+#[tokio::test]
+async fn a_corrupt_gzip_object_is_quarantined_whole_not_retried_forever() {
+    let db = TestDb::new().await;
+    let dir = temp_dir("corrupt");
+    write_object(&dir, "bad.gz", &[0x1f, 0x8b, 8, 0, 1, 2, 3, 4]);
+    let s = load_dir(&db.pool, &dir).await;
+    assert_eq!((s.objects_loaded, s.quarantined), (1, 1));
+    let reason: String = sqlx::query_scalar("SELECT reason FROM quarantine")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert!(
+        reason.starts_with("object is gzip but does not decompress"),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_loaders_claiming_the_same_object_load_it_once() {
+    let db = TestDb::new().await;
+    let dir = temp_dir("race");
+    write_object(
+        &dir,
+        "a.ndjson",
+        &ndjson(&sample(500, datetime!(2026-11-26 10:00 UTC))),
+    );
+    let (a, b) = tokio::join!(load_dir(&db.pool, &dir), load_dir(&db.pool, &dir));
+    assert_eq!(a.objects_loaded + b.objects_loaded, 1);
+    assert_eq!(a.objects_skipped + b.objects_skipped, 1);
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM events").await, 500);
+    assert_books_balance(&db.pool).await;
+}
+
+#[tokio::test]
+async fn loader_survives_its_connections_being_killed_mid_load() {
+    // What a PostgreSQL restart looks like from the loader: every connection
+    // dies. The object in hand is retried in a new transaction.
+    let db = TestDb::new().await;
+    let dir = temp_dir("killed");
+    let base = datetime!(2026-11-26 10:00 UTC);
+    for i in 0..20 {
+        let events = sample(2000, base + time::Duration::hours(i));
+        write_object(&dir, &format!("o{i:02}.ndjson"), &ndjson(&events));
+    }
+    let pool = db.pool.clone();
+    let name = db.name.clone();
+    let killer = tokio::spawn(async move {
+        let admin = sqlx::PgPool::connect(
+            &std::env::var("DATABASE_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
+        )
+        .await
+        .unwrap();
+        let mut kills = 0;
+        for _ in 0..40 {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            let n: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE datname = $1 AND pid <> pg_backend_pid() AND query ILIKE '%stage%') t",
+            )
+            .bind(&name)
+            .fetch_one(&admin)
+            .await
+            .unwrap();
+            kills += n;
+        }
+        kills
+    });
+    let s = load_dir(&pool, &dir).await;
+    let kills = killer.await.unwrap();
+    assert!(
+        kills > 0,
+        "the test must actually kill connections mid-load"
+    );
+    assert_eq!(s.objects_loaded, 20);
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM events").await, 40_000);
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM loaded_objects").await,
+        20
+    );
+    assert_books_balance(&db.pool).await;
+
+    let clean = TestDb::new().await;
+    load_dir(&clean.pool, &dir).await;
+    assert_eq!(
+        totals(&db.pool, "c1").await,
+        totals(&clean.pool, "c1").await
+    );
+}
+
+#[tokio::test]
+async fn already_loaded_is_answered_from_the_ledger() {
+    let db = TestDb::new().await;
+    let dir = temp_dir("ledger");
+    write_object(
+        &dir,
+        "a.ndjson",
+        &ndjson(&sample(3, datetime!(2026-11-26 10:00 UTC))),
+    );
+    load_dir(&db.pool, &dir).await;
+    let (source, key, etag): (String, String, String) =
+        sqlx::query_as("SELECT source, object_key, etag FROM loaded_objects")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(source, dir_object(&dir, "a.ndjson").source);
+    assert!(store::already_loaded(&db.pool, &source, &key, &etag)
+        .await
+        .unwrap());
+    assert!(
+        !store::already_loaded(&db.pool, &source, &key, "other-etag")
+            .await
+            .unwrap()
+    );
+}
