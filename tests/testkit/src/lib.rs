@@ -5,6 +5,7 @@ pub mod firehose_proxy;
 pub mod lambda;
 pub mod moto;
 pub mod process;
+pub mod s3_notify;
 pub mod server;
 
 pub use edge::LocalEdge;
