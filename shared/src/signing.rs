@@ -238,12 +238,24 @@ impl SignedFields<'_> {
     /// unsigned VAST macros `err=[ERRORCODE]` (error events) and
     /// `cb=[CACHEBUSTING]` that players fill in.
     pub fn tracking_url(&self, base: &str, key: &SigningKey) -> String {
+        self.url(base, Some(key))
+    }
+
+    /// The same URL without `k` and `sig`, for an edge that does not
+    /// require signatures.
+    pub fn unsigned_url(&self, base: &str) -> String {
+        self.url(base, None)
+    }
+
+    fn url(&self, base: &str, key: Option<&SigningKey>) -> String {
         let mut q = form_urlencoded::Serializer::new(String::new());
         for (name, value) in self.pairs() {
             q.append_pair(name, value);
         }
-        q.append_pair("k", key.id.as_str());
-        q.append_pair("sig", &key.sign(&self.canonical()));
+        if let Some(key) = key {
+            q.append_pair("k", key.id.as_str());
+            q.append_pair("sig", &key.sign(&self.canonical()));
+        }
         let mut url = format!("{}?{}", base, q.finish());
         if self.ev.is_some_and(|e| e.eq_ignore_ascii_case("error")) {
             url.push_str("&err=[ERRORCODE]");

@@ -1,5 +1,6 @@
 //! earshot: wires configuration, telemetry and the subcommands.
 
+mod admin;
 mod ops;
 
 use anyhow::Context;
@@ -31,6 +32,21 @@ enum Command {
         #[arg(long)]
         source: Option<String>,
     },
+    /// Serve the reporting API on EARSHOT_API_ADDR.
+    Serve,
+    /// Bootstrap and manage the catalog and keys from a shell. Each command
+    /// prints the new id or key alone on the last line of stdout.
+    Admin {
+        #[command(subcommand)]
+        command: admin::AdminCommand,
+    },
+    /// Recount from raw events and compare with the rollups; exits 1 on any
+    /// difference.
+    Verify {
+        /// Only this campaign.
+        #[arg(long)]
+        campaign: Option<String>,
+    },
 }
 
 #[tokio::main]
@@ -44,6 +60,36 @@ async fn main() -> anyhow::Result<()> {
             db::migrate(&pool).await?;
             tracing::info!("migrations applied");
             Ok(())
+        }
+        Command::Serve => {
+            let pool = db::connect(&settings).await?;
+            let app = earshot_reporting::Application::build(&settings, pool).await?;
+            tracing::info!(port = app.port, addr = %settings.api_addr, "earshot API listening");
+            app.server.await?;
+            Ok(())
+        }
+        Command::Admin { command } => {
+            let pool = db::connect(&settings).await?;
+            admin::run(&pool, command).await
+        }
+        Command::Verify { campaign } => {
+            let pool = db::connect(&settings).await?;
+            let mismatches = earshot_loader::verify::verify(&pool, campaign.as_deref()).await?;
+            for m in &mismatches {
+                println!(
+                    "{}\t{}\tevents={}\trollups={}",
+                    m.what, m.key, m.from_events, m.from_rollups
+                );
+            }
+            if mismatches.is_empty() {
+                println!("ok: rollups and uniques equal a recount of the raw events");
+                Ok(())
+            } else {
+                anyhow::bail!(
+                    "{} mismatches between raw events and rollups",
+                    mismatches.len()
+                )
+            }
         }
         Command::Load { once, source } => {
             let spec: SourceSpec = source.unwrap_or_else(|| settings.source.clone()).parse()?;

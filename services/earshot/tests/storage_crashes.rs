@@ -1,0 +1,285 @@
+//! The real `earshot load` dying or losing its database mid-object: what
+//! it had not committed is invisible, and after a restart the numbers are
+//! exactly a clean run's.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use earshot_platform::testing::TestDb;
+use earshot_testkit::s3_notify::{notify_queue_on_object_created, queue_depth};
+use earshot_testkit::{ChildProcess, Moto};
+use sqlx::PgPool;
+use support::*;
+
+/// Is a loader's object transaction open in `db` right now, with its rows
+/// on their way in (COPY into `stage`, or the insert from it into `events`)?
+/// Those are the long statements of a load, well before its commit.
+async fn load_in_progress(admin: &PgPool, db: &str) -> bool {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity
+         WHERE datname = $1 AND application_name = 'earshot' AND state = 'active'
+           AND (query LIKE 'COPY stage %' OR query LIKE '%INSERT INTO events%FROM stage%')",
+    )
+    .bind(db)
+    .fetch_one(admin)
+    .await
+    .unwrap();
+    n > 0
+}
+
+/// Waits until a load is in progress in `db`; fails if the loader exits first.
+async fn wait_for_load_in_progress(admin: &PgPool, db: &str, loader: &mut ChildProcess) {
+    eventually("the loader's transaction to be in progress", || {
+        let exited = loader.try_wait().unwrap();
+        async move {
+            assert!(
+                exited.is_none(),
+                "the loader exited before loading: {exited:?}"
+            );
+            load_in_progress(admin, db).await.then_some(())
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn loader_killed_with_sigkill_mid_object_then_restarted_counts_like_a_clean_run() {
+    const EVENTS: usize = 300_000;
+    let db = TestDb::new().await;
+    let clean = TestDb::new().await;
+    let dir = temp_dir("sigkill");
+    let events = synth_events(EVENTS, 7, yesterday(), time::Duration::hours(20));
+    std::fs::write(dir.join("big.ndjson"), ndjson(&events)).unwrap();
+    drop(events);
+    let source = format!("dir:{}", dir.display());
+
+    // Long-running mode: it would go on polling; only SIGKILL stops it.
+    let mut loader = ChildProcess::spawn(&loader_spec(&db.url, &["--source", &source], &[]))
+        .expect("start earshot load");
+    wait_for_load_in_progress(&db.pool, &db.name, &mut loader).await;
+    let status = loader.kill().await.unwrap();
+    assert!(!status.success());
+    assert!(
+        !loader
+            .stderr_lines()
+            .iter()
+            .any(|l| l.contains("\"object loaded\"")),
+        "the object was committed before the kill\n{}",
+        loader.output_text()
+    );
+
+    // Nothing of the object is visible: its transaction never committed.
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM loaded_objects").await,
+        0
+    );
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM events").await, 0);
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM rollup_hourly").await,
+        0
+    );
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM counted_keys").await,
+        0
+    );
+
+    let restarted = load_once(&db.url, &source, &[]).await;
+    assert_eq!(
+        (restarted.objects_loaded, restarted.events_new),
+        (1, EVENTS as u64)
+    );
+    let reference = load_once(&clean.url, &source, &[]).await;
+    assert_eq!(restarted, reference);
+    assert_same(&snapshot(&db.pool).await, &snapshot(&clean.pool).await);
+    assert_books_balance(&db.pool).await;
+}
+
+/// Takes the s3:TestEvent off the queue, so the queue then holds only the
+/// notifications of objects.
+async fn drain_test_event(moto: &Moto, url: &str) {
+    let sqs = moto.sqs();
+    eventually("the s3:TestEvent", || {
+        let sqs = sqs.clone();
+        async move {
+            let out = sqs
+                .receive_message()
+                .queue_url(url)
+                .max_number_of_messages(10)
+                .send()
+                .await
+                .expect("receive");
+            let m = out.messages().first()?;
+            assert!(m.body().unwrap_or_default().contains("s3:TestEvent"));
+            sqs.delete_message()
+                .queue_url(url)
+                .set_receipt_handle(m.receipt_handle().map(str::to_owned))
+                .send()
+                .await
+                .expect("delete");
+            Some(())
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_sqs_message_stays_on_the_queue_until_its_object_is_committed() {
+    const EVENTS: usize = 100_000;
+    let moto = Moto::start().await.expect("moto");
+    moto.s3()
+        .create_bucket()
+        .bucket("earshot-raw")
+        .send()
+        .await
+        .unwrap();
+    // Short visibility timeout: the message of a killed loader comes back soon.
+    let url = notify_queue_on_object_created(&moto, "earshot-raw", "earshot-loader", 3)
+        .await
+        .expect("notifications");
+    drain_test_event(&moto, &url).await;
+    let db = TestDb::new().await;
+    let events = synth_events(EVENTS, 8, yesterday(), time::Duration::hours(3));
+    moto.s3()
+        .put_object()
+        .bucket("earshot-raw")
+        .key("events/2026/11/26/00/big")
+        .body(gzip(&ndjson(&events)).into())
+        .send()
+        .await
+        .unwrap();
+    drop(events);
+    let source = format!("sqs:{url}");
+    let aws = moto.aws_env();
+
+    let mut loader = ChildProcess::spawn(&loader_spec(&db.url, &["--source", &source], &aws))
+        .expect("start earshot load");
+    wait_for_load_in_progress(&db.pool, &db.name, &mut loader).await;
+    // The loader has the message in hand and has not deleted it.
+    let (visible, in_flight) = queue_depth(&moto, &url).await.unwrap();
+    assert_eq!(
+        visible + in_flight,
+        1,
+        "the object's notification is still queued"
+    );
+    loader.kill().await.unwrap();
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM loaded_objects").await,
+        0
+    );
+
+    // SQS hands the message out again once its visibility timeout passes.
+    eventually("the notification to be visible again", || async {
+        (queue_depth(&moto, &url).await.unwrap() == (1, 0)).then_some(())
+    })
+    .await;
+    let s = load_once(&db.url, &source, &aws).await;
+    assert_eq!((s.objects_loaded, s.events_new), (1, EVENTS as u64));
+    assert_eq!(queue_depth(&moto, &url).await.unwrap(), (0, 0));
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM events").await,
+        EVENTS as i64
+    );
+    assert_books_balance(&db.pool).await;
+}
+
+/// Terminates every `earshot` connection to `db` each time a load is in
+/// progress there, up to `max_rounds` times or until `stop`. Returns the
+/// rounds that hit a load in progress.
+async fn kill_connections_during_loads(
+    admin: PgPool,
+    db: String,
+    max_rounds: u32,
+    stop: Arc<AtomicBool>,
+) -> u32 {
+    let mut rounds = 0;
+    let mut rng = fastrand::Rng::with_seed(42);
+    while rounds < max_rounds && !stop.load(Ordering::SeqCst) {
+        if load_in_progress(&admin, &db).await {
+            // Let the load get a little further, at a different point each time.
+            tokio::time::sleep(std::time::Duration::from_millis(rng.u64(0..40))).await;
+            let killed: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE datname = $1 AND application_name = 'earshot') t",
+            )
+            .bind(&db)
+            .fetch_one(&admin)
+            .await
+            .unwrap();
+            if killed > 0 {
+                rounds += 1;
+            }
+            // Room for the loader to reconnect and finish an object now and then.
+            tokio::time::sleep(std::time::Duration::from_millis(rng.u64(100..600))).await;
+        } else {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+    rounds
+}
+
+#[tokio::test]
+async fn loader_rides_through_postgresql_connections_dying_during_a_load() {
+    const OBJECTS: usize = 24;
+    const PER_OBJECT: usize = 4_000;
+    const OVERLAP: usize = 100;
+    let db = TestDb::new().await;
+    let clean = TestDb::new().await;
+    let dir = temp_dir("pgkill");
+    let events = synth_events(
+        OBJECTS * PER_OBJECT,
+        9,
+        yesterday(),
+        time::Duration::hours(30),
+    );
+    for i in 0..OBJECTS {
+        // Each object also repeats the first events of the next one, as a
+        // Firehose retry after a timeout would.
+        let end = ((i + 1) * PER_OBJECT + OVERLAP).min(events.len());
+        std::fs::write(
+            dir.join(format!("o{i:03}.ndjson")),
+            ndjson(&events[i * PER_OBJECT..end]),
+        )
+        .unwrap();
+    }
+    let source = format!("dir:{}", dir.display());
+
+    let mut loader = ChildProcess::spawn(&loader_spec(&db.url, &["--source", &source], &[]))
+        .expect("start earshot load");
+    let stop = Arc::new(AtomicBool::new(false));
+    let killer = tokio::spawn(kill_connections_during_loads(
+        db.pool.clone(),
+        db.name.clone(),
+        12,
+        stop.clone(),
+    ));
+    eventually("every object to be in the ledger", || {
+        let exited = loader.try_wait().unwrap();
+        let pool = db.pool.clone();
+        async move {
+            assert!(exited.is_none(), "the loader exited: {exited:?}");
+            let n = count(&pool, "SELECT count(*) FROM loaded_objects").await;
+            (n == OBJECTS as i64).then_some(())
+        }
+    })
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    let rounds = killer.await.unwrap();
+    assert!(
+        rounds > 0,
+        "the test must actually kill connections during loads"
+    );
+    let status = loader.terminate().await.unwrap();
+    assert!(status.success(), "{status}\n{}", loader.output_text());
+    let s = summary_of(&loader);
+    // A commit whose answer was lost is retried and found in the ledger
+    // (skipped), so only the sum is exact; the database says the rest.
+    assert_eq!(s.objects_loaded + s.objects_skipped, OBJECTS as u64);
+
+    let reference = load_once(&clean.url, &source, &[]).await;
+    assert_eq!(reference.events_new, events.len() as u64);
+    assert_eq!(reference.duplicates, (OBJECTS as u64 - 1) * OVERLAP as u64);
+    assert_same(&snapshot(&db.pool).await, &snapshot(&clean.pool).await);
+    assert_books_balance(&db.pool).await;
+}

@@ -1,0 +1,232 @@
+//! The real `earshot load` against moto's S3 and SQS: S3 ObjectCreated
+//! notifications through a queue (production), and S3 prefix polling
+//! (backfills). Each test has its own moto and its own database.
+
+mod support;
+
+use earshot_platform::testing::TestDb;
+use earshot_testkit::s3_notify::{notify_queue_on_object_created, queue_depth};
+use earshot_testkit::Moto;
+use support::*;
+
+const BUCKET: &str = "earshot-raw";
+const QUEUE: &str = "earshot-loader";
+
+async fn put(moto: &Moto, key: &str, bytes: Vec<u8>) -> String {
+    let out = moto
+        .s3()
+        .put_object()
+        .bucket(BUCKET)
+        .key(key)
+        .body(bytes.into())
+        .send()
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "putting {key}: {}",
+                aws_sdk_s3::error::DisplayErrorContext(e)
+            )
+        });
+    out.e_tag().expect("an ETag").trim_matches('"').to_owned()
+}
+
+/// Reads the notification bodies naming objects (not the s3:TestEvent)
+/// without taking them off the queue: received with a visibility timeout of
+/// zero, they are visible again at once.
+async fn peek_notifications(moto: &Moto, url: &str, want: usize) -> Vec<String> {
+    let sqs = moto.sqs();
+    eventually("the object notifications", || {
+        let sqs = sqs.clone();
+        async move {
+            let out = sqs
+                .receive_message()
+                .queue_url(url)
+                .max_number_of_messages(10)
+                .visibility_timeout(0)
+                .send()
+                .await
+                .expect("receive");
+            let bodies: Vec<String> = out
+                .messages()
+                .iter()
+                .filter_map(|m| m.body().map(str::to_owned))
+                .filter(|b| b.contains("ObjectCreated"))
+                .collect();
+            (bodies.len() == want).then_some(bodies)
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_same_sqs_message_delivered_twice_changes_nothing() {
+    let moto = Moto::start().await.expect("moto");
+    moto.s3()
+        .create_bucket()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .unwrap();
+    let url = notify_queue_on_object_created(&moto, BUCKET, QUEUE, 30)
+        .await
+        .expect("bucket notifications");
+    let db = TestDb::new().await;
+    let day = yesterday();
+    let plain = synth_events(
+        600,
+        1,
+        day + time::Duration::hours(10),
+        time::Duration::hours(1),
+    );
+    let zipped = synth_events(
+        400,
+        2,
+        day + time::Duration::hours(11),
+        time::Duration::hours(1),
+    );
+    // Keys as Firehose writes them; gzip is known by its bytes, not the key.
+    let key_plain = "events/2026/11/26/10/earshot-events-1-2026-11-26-10-00-00-a1";
+    let key_zipped = "events/2026/11/26/11/earshot-events-1-2026-11-26-11-00-00-b2";
+    let etag_plain = put(&moto, key_plain, ndjson(&plain)).await;
+    let etag_zipped = put(&moto, key_zipped, gzip(&ndjson(&zipped))).await;
+    let bodies = peek_notifications(&moto, &url, 2).await;
+    let source = format!("sqs:{url}");
+    let aws = moto.aws_env();
+
+    let first = load_once(&db.url, &source, &aws).await;
+    assert_eq!(
+        (
+            first.objects_loaded,
+            first.objects_skipped,
+            first.events_new
+        ),
+        (2, 0, 1000)
+    );
+    assert_eq!(queue_depth(&moto, &url).await.unwrap(), (0, 0));
+    let before = snapshot(&db.pool).await;
+    let ledger: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT source, object_key, etag FROM loaded_objects ORDER BY object_key")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        ledger,
+        vec![
+            (format!("s3://{BUCKET}"), key_plain.to_owned(), etag_plain),
+            (format!("s3://{BUCKET}"), key_zipped.to_owned(), etag_zipped),
+        ]
+    );
+
+    // SQS delivers at least once: the same notifications come again.
+    let sqs = moto.sqs();
+    for b in &bodies {
+        sqs.send_message()
+            .queue_url(&url)
+            .message_body(b)
+            .send()
+            .await
+            .unwrap();
+    }
+    assert_eq!(queue_depth(&moto, &url).await.unwrap(), (2, 0));
+    let second = load_once(&db.url, &source, &aws).await;
+    assert_eq!(
+        second,
+        Summary {
+            objects_skipped: 2,
+            ..Summary::default()
+        }
+    );
+    assert_same(&snapshot(&db.pool).await, &before);
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM events").await, 1000);
+    assert_eq!(queue_depth(&moto, &url).await.unwrap(), (0, 0));
+    assert_books_balance(&db.pool).await;
+}
+
+#[tokio::test]
+async fn s3_prefix_source_loads_every_object_once() {
+    let moto = Moto::start().await.expect("moto");
+    moto.s3()
+        .create_bucket()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .unwrap();
+    let db = TestDb::new().await;
+    let day = yesterday();
+    let batch = |seed: u64, hour: i64, n: usize| {
+        synth_events(
+            n,
+            seed,
+            day + time::Duration::hours(hour),
+            time::Duration::minutes(50),
+        )
+    };
+    let a = batch(11, 1, 300);
+    let b = batch(12, 2, 200);
+    let c = batch(13, 25, 250); // the next day
+    let outside = batch(14, 3, 100);
+    put(&moto, "events/2026/11/26/01/obj-a", ndjson(&a)).await;
+    put(&moto, "events/2026/11/26/02/obj-b", gzip(&ndjson(&b))).await;
+    put(&moto, "events/2026/11/27/01/obj-c", ndjson(&c)).await;
+    // A "folder" marker and an object outside the prefix: neither is loaded.
+    put(&moto, "events/2026/11/27/", Vec::new()).await;
+    put(&moto, "replays/2026/11/26/obj-x", ndjson(&outside)).await;
+    let source = format!("s3://{BUCKET}/events/");
+    let aws = moto.aws_env();
+
+    let first = load_once(&db.url, &source, &aws).await;
+    assert_eq!(
+        (
+            first.objects_loaded,
+            first.objects_skipped,
+            first.events_new
+        ),
+        (3, 0, 750)
+    );
+    let after_first = snapshot(&db.pool).await;
+
+    let second = load_once(&db.url, &source, &aws).await;
+    assert_eq!(
+        second,
+        Summary {
+            objects_skipped: 3,
+            ..Summary::default()
+        }
+    );
+    assert_same(&snapshot(&db.pool).await, &after_first);
+
+    // A new object under another prefix: only it is loaded.
+    let d = batch(15, 26, 150);
+    put(&moto, "events/2026/11/27/02/obj-d", ndjson(&d)).await;
+    let third = load_once(&db.url, &source, &aws).await;
+    assert_eq!(
+        (
+            third.objects_loaded,
+            third.objects_skipped,
+            third.events_new
+        ),
+        (1, 3, 150)
+    );
+
+    let keys: Vec<String> =
+        sqlx::query_scalar("SELECT object_key FROM loaded_objects ORDER BY object_key")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        keys,
+        [
+            "events/2026/11/26/01/obj-a",
+            "events/2026/11/26/02/obj-b",
+            "events/2026/11/27/01/obj-c",
+            "events/2026/11/27/02/obj-d"
+        ]
+    );
+    let mut want: Vec<uuid::Uuid> = [&a, &b, &c, &d]
+        .iter()
+        .flat_map(|v| v.iter().map(|e| e.id))
+        .collect();
+    want.sort();
+    assert_eq!(event_ids(&db.pool).await, want);
+    assert_books_balance(&db.pool).await;
+}

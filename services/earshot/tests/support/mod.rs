@@ -1,0 +1,478 @@
+//! Running the real `earshot` (and `earshot-edge`) binaries in tests, making
+//! events for them, and reading back what the database holds.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use earshot_domain::{
+    CampaignId, CountryCode, CreativeId, EpisodeId, EventKind, ListenerId, Placement, ShowId,
+    TrackingEvent, Verdict,
+};
+use earshot_testkit::{ChildProcess, ProcessSpec};
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// A guard against hangs, not a speed assertion: the slowest test here
+/// (300k events through a debug build, three times) needs a few minutes on
+/// two busy cores.
+pub const PATIENCE: Duration = Duration::from_secs(900);
+
+pub fn earshot_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_earshot"))
+}
+
+/// The real edge, built in the same target directory. Cargo offers
+/// `CARGO_BIN_EXE_*` only for a package's own binaries, so this is the
+/// sibling of `earshot`; `cargo test --workspace` (and `scripts/test`) build
+/// both.
+pub fn edge_bin() -> PathBuf {
+    let p = earshot_bin().with_file_name("earshot-edge");
+    assert!(
+        p.exists(),
+        "{} is missing: build it first (`cargo build -p earshot-edge`), or run \
+         `cargo test --workspace`, which builds every binary",
+        p.display()
+    );
+    p
+}
+
+/// The environment of a loader child: its database, JSON logs, an ops
+/// server on a free port (tests run in parallel), quick polls.
+pub fn loader_env(db_url: &str) -> Vec<(String, String)> {
+    [
+        ("DATABASE_URL", db_url),
+        ("RUST_LOG", "info,sqlx=warn"),
+        ("EARSHOT_LOADER_ADDR", "127.0.0.1:0"),
+        ("EARSHOT_POLL_INTERVAL_SECONDS", "1"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+pub fn loader_spec(db_url: &str, args: &[&str], aws: &[(String, String)]) -> ProcessSpec {
+    ProcessSpec::new(earshot_bin())
+        .arg("load")
+        .args(args.iter().copied())
+        .envs(loader_env(db_url))
+        .envs(aws.iter().cloned())
+}
+
+/// The line `earshot load` prints when it stops.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub objects_loaded: u64,
+    pub objects_skipped: u64,
+    pub events_new: u64,
+    pub duplicates: u64,
+    pub quarantined: u64,
+    pub counted: u64,
+}
+
+pub fn summary_of(p: &ChildProcess) -> Summary {
+    let lines = p.stdout_lines();
+    let line = lines
+        .iter()
+        .find(|l| l.starts_with("objects_loaded="))
+        .unwrap_or_else(|| panic!("no summary line\n{}", p.output_text()));
+    let mut s = Summary::default();
+    for kv in line.split_whitespace() {
+        let (k, v) = kv.split_once('=').expect("key=value");
+        let v: u64 = v.parse().expect("a number");
+        match k {
+            "objects_loaded" => s.objects_loaded = v,
+            "objects_skipped" => s.objects_skipped = v,
+            "events_new" => s.events_new = v,
+            "duplicates" => s.duplicates = v,
+            "quarantined" => s.quarantined = v,
+            "counted" => s.counted = v,
+            other => panic!("unknown summary field {other} in {line:?}"),
+        }
+    }
+    s
+}
+
+/// `earshot load --once --source SOURCE` into the database at `db_url`;
+/// fails the test unless it exits 0.
+pub async fn load_once(db_url: &str, source: &str, aws: &[(String, String)]) -> Summary {
+    let mut p = ChildProcess::spawn(&loader_spec(db_url, &["--once", "--source", source], aws))
+        .expect("start earshot load --once");
+    let status = match tokio::time::timeout(PATIENCE, p.wait()).await {
+        Ok(s) => s.expect("wait for earshot"),
+        Err(_) => panic!("earshot load --once hung\n{}", p.output_text()),
+    };
+    assert!(
+        status.success(),
+        "earshot load --once: {status}\n{}",
+        p.output_text()
+    );
+    summary_of(&p)
+}
+
+/// Polls `check` until it gives a value, failing the test after [`PATIENCE`].
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gave up waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub async fn count(pool: &PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+}
+
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("earshot-{tag}-{}", Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+pub fn ndjson(events: &[TrackingEvent]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(events.len() * 480);
+    for e in events {
+        e.write_ndjson(&mut out);
+    }
+    out
+}
+
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(bytes).unwrap();
+    gz.finish().unwrap()
+}
+
+/// Realistic user agents: (user agent, app, os). Bots get the edge's reason.
+const APPS: &[(&str, &str, &str)] = &[
+    (
+        "Podcasts/1555.2.1 CFNetwork/1410.0.3 Darwin/22.6.0",
+        "Apple Podcasts",
+        "ios",
+    ),
+    ("Spotify/8.8.56 iOS/17.0 (iPhone15,2)", "Spotify", "ios"),
+    (
+        "Overcast/3.0 (+http://overcast.fm/; iOS podcast app)",
+        "Overcast",
+        "ios",
+    ),
+    (
+        "PodcastAddict/v5 (+https://podcastaddict.com/; Android podcast app)",
+        "Podcast Addict",
+        "android",
+    ),
+    ("AntennaPod/3.2.0", "AntennaPod", "android"),
+];
+const BOTS: &[(&str, &str)] = &[
+    ("curl/8.5.0", "ua_listed:curl"),
+    (
+        "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+        "ua_self_declared",
+    ),
+];
+
+/// Deterministic events between `start` and `start + span`, in time order:
+/// three campaigns, their creatives and episodes, ~4% bots, ~1% invalid,
+/// and ~10% repeating the counting key (listener, creative, episode, event)
+/// of a recent valid event. Ids are UUIDv7 of `ts`, as the edge makes them.
+pub fn synth_events(
+    n: usize,
+    seed: u64,
+    start: OffsetDateTime,
+    span: time::Duration,
+) -> Vec<TrackingEvent> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let campaigns = ["spring-sale", "acme-q4", "podco-launch"];
+    let start = earshot_domain::event::to_wire_precision(start);
+    let step_ms = (span.whole_milliseconds() as i64 / n.max(1) as i64).max(1);
+    let mut out: Vec<TrackingEvent> = Vec::with_capacity(n);
+    let mut recent_valid: Vec<usize> = Vec::new();
+    for i in 0..n {
+        let ts = start + time::Duration::milliseconds(i as i64 * step_ms + rng.i64(0..step_ms));
+        let ms = (ts.unix_timestamp_nanos() / 1_000_000) as u64;
+        let mut rand = [0u8; 10];
+        rng.fill(&mut rand);
+        let id = uuid::Builder::from_unix_timestamp_millis(ms, &rand).into_uuid();
+        if !recent_valid.is_empty() && rng.f64() < 0.10 {
+            let j = recent_valid[rng.usize(..recent_valid.len())];
+            let mut e = out[j].clone();
+            e.id = id;
+            e.ts = ts;
+            out.push(e);
+            continue;
+        }
+        let c = rng.usize(..campaigns.len());
+        let r = rng.f64();
+        let (verdict, reason, ua, app, os) = if r < 0.04 {
+            let (ua, reason) = BOTS[rng.usize(..BOTS.len())];
+            (Verdict::Bot, Some(reason.to_owned()), ua, None, None)
+        } else {
+            let (ua, app, os) = APPS[rng.usize(..APPS.len())];
+            if r < 0.05 {
+                (
+                    Verdict::Invalid,
+                    Some("bad_signature".to_owned()),
+                    ua,
+                    Some(app),
+                    Some(os),
+                )
+            } else {
+                (Verdict::Valid, None, ua, Some(app), Some(os))
+            }
+        };
+        let kind = if rng.f64() < 0.6 {
+            EventKind::Impression
+        } else {
+            EventKind::ALL[rng.usize(1..7)]
+        };
+        let who = rng.u32(..4000);
+        out.push(TrackingEvent {
+            id,
+            ts,
+            campaign: Some(CampaignId::parse(campaigns[c]).unwrap()),
+            creative: Some(
+                CreativeId::parse(&format!("cr_{}", [15, 30, 60][rng.usize(..3)])).unwrap(),
+            ),
+            episode: (rng.f64() < 0.95)
+                .then(|| EpisodeId::parse(&format!("ep{:03}", rng.u32(..40))).unwrap()),
+            show: Some(ShowId::parse(&format!("show{}", rng.u32(..5))).unwrap()),
+            placement: Some([Placement::Pre, Placement::Mid, Placement::Post][rng.usize(..3)]),
+            event: Some(kind),
+            error_code: None,
+            listener: ListenerId::parse(&format!(
+                "{:032x}",
+                (who as u128 + 1) * 0x9e37_79b9_7f4a_7c15
+            ))
+            .unwrap(),
+            ua: Some(ua.to_owned()),
+            app: app.map(str::to_owned),
+            device: None,
+            os: os.map(str::to_owned),
+            country: CountryCode::parse(["US", "GB", "DE", "CA", "AU"][rng.usize(..5)]),
+            verdict,
+            reason,
+            trace_id: Some(format!(
+                "Root=1-{:08x}-{:024x}",
+                ms / 1000,
+                rng.u128(..) >> 32
+            )),
+        });
+        if verdict == Verdict::Valid {
+            recent_valid.push(i);
+            if recent_valid.len() > 200 {
+                recent_valid.remove(0);
+            }
+        }
+    }
+    out
+}
+
+/// Midnight UTC of the day before today: events there are inside the
+/// loader's window (not future, not past retention) whenever the test runs.
+pub fn yesterday() -> OffsetDateTime {
+    let now = OffsetDateTime::now_utc();
+    now.date().midnight().assume_utc() - time::Duration::days(1)
+}
+
+/// Everything the loader wrote, in a comparable form. Ledger ids and
+/// `events.object_id` are left out: identity values used by rolled-back
+/// transactions are not reused, so they differ between runs that retried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub events: (i64, String),
+    pub counted_keys: (i64, String),
+    pub daily_listeners: (i64, String),
+    pub rollups: Vec<String>,
+    pub uniques: Vec<String>,
+    pub versions: Vec<String>,
+    pub ledger: Vec<String>,
+    pub quarantine: Vec<String>,
+}
+
+const EVENTS_DIGEST: &str = "SELECT count(*)::bigint, coalesce(md5(string_agg(md5(row(id, ts, campaign, creative, episode, show,
+    placement, event, error_code, listener, ua, app, device, os, country, verdict, reason, trace_id)::text),
+    '' ORDER BY id)), '') FROM events";
+
+pub async fn snapshot(pool: &PgPool) -> Snapshot {
+    async fn digest(pool: &PgPool, sql: &str) -> (i64, String) {
+        sqlx::query_as(sql).fetch_one(pool).await.unwrap()
+    }
+    async fn rows(pool: &PgPool, sql: &str) -> Vec<String> {
+        sqlx::query_scalar(sql).fetch_all(pool).await.unwrap()
+    }
+    Snapshot {
+        events: digest(pool, EVENTS_DIGEST).await,
+        counted_keys: digest(
+            pool,
+            "SELECT count(*)::bigint, coalesce(md5(string_agg(day::text || key::text, ',' ORDER BY day, key)), '') FROM counted_keys",
+        )
+        .await,
+        daily_listeners: digest(
+            pool,
+            "SELECT count(*)::bigint, coalesce(md5(string_agg(day::text || key::text, ',' ORDER BY day, key)), '') FROM daily_listeners",
+        )
+        .await,
+        rollups: rows(
+            pool,
+            "SELECT r::text FROM rollup_hourly r
+             ORDER BY campaign, hour, creative, episode, show, placement, event, country, app, device",
+        )
+        .await,
+        uniques: rows(
+            pool,
+            "SELECT u::text FROM daily_uniques u ORDER BY campaign, day, creative",
+        )
+        .await,
+        versions: rows(
+            pool,
+            "SELECT campaign || '=' || version FROM campaign_data_versions ORDER BY campaign",
+        )
+        .await,
+        ledger: rows(
+            pool,
+            "SELECT concat_ws('|', source, object_key, etag, bytes, lines, events, new_events,
+                              duplicates, quarantined, max_event_ts)
+             FROM loaded_objects ORDER BY source, object_key, etag",
+        )
+        .await,
+        quarantine: rows(
+            pool,
+            "SELECT concat_ws('|', l.object_key, q.line_no, q.reason, encode(q.raw_line, 'hex'))
+             FROM quarantine q JOIN loaded_objects l ON l.id = q.object_id
+             ORDER BY l.object_key, q.line_no",
+        )
+        .await,
+    }
+}
+
+/// Compares two snapshots field by field, so a failure says which table.
+pub fn assert_same(got: &Snapshot, want: &Snapshot) {
+    assert_eq!(got.events, want.events, "events differ");
+    assert_eq!(got.counted_keys, want.counted_keys, "counted_keys differ");
+    assert_eq!(
+        got.daily_listeners, want.daily_listeners,
+        "daily_listeners differ"
+    );
+    assert_eq!(got.rollups, want.rollups, "rollup_hourly differs");
+    assert_eq!(got.uniques, want.uniques, "daily_uniques differs");
+    assert_eq!(got.versions, want.versions, "campaign_data_versions differ");
+    assert_eq!(got.ledger, want.ledger, "loaded_objects differ");
+    assert_eq!(got.quarantine, want.quarantine, "quarantine differs");
+}
+
+/// The books balance: rollups and uniques equal `verify`'s recount.
+pub async fn assert_books_balance(pool: &PgPool) {
+    let mismatches = earshot_loader::verify::verify(pool, None).await.unwrap();
+    assert!(
+        mismatches.is_empty(),
+        "rollups disagree with raw events: {mismatches:#?}"
+    );
+}
+
+/// (raw, counted, bot, invalid) per campaign ('' for none).
+pub type Totals = BTreeMap<String, (i64, i64, i64, i64)>;
+
+/// Totals computed here from the raw `events` rows with the counting rule
+/// (a valid event counts once per campaign, creative, episode, event,
+/// listener and UTC day), independently of the loader's bookkeeping.
+pub async fn totals_from_events(pool: &PgPool) -> Totals {
+    let rows: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT coalesce(campaign, ''), count(*),
+                count(DISTINCT (coalesce(creative, ''), coalesce(episode, ''), coalesce(event, ''),
+                                listener, (ts AT TIME ZONE 'UTC')::date)) FILTER (WHERE verdict = 'valid'),
+                count(*) FILTER (WHERE verdict = 'bot'), count(*) FILTER (WHERE verdict = 'invalid')
+         FROM events GROUP BY 1",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    rows.into_iter()
+        .map(|(c, a, b, d, e)| (c, (a, b, d, e)))
+        .collect()
+}
+
+/// The same totals as the rollups hold them.
+pub async fn totals_from_rollups(pool: &PgPool) -> Totals {
+    let rows: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT campaign, sum(raw_hits)::bigint, sum(counted_hits)::bigint, sum(bot_hits)::bigint,
+                sum(invalid_hits)::bigint
+         FROM rollup_hourly GROUP BY 1",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    rows.into_iter()
+        .map(|(c, a, b, d, e)| (c, (a, b, d, e)))
+        .collect()
+}
+
+/// Totals computed from events as the edge wrote them (before any database).
+pub fn totals_of(events: &[TrackingEvent]) -> Totals {
+    use std::collections::HashSet;
+    let mut out = Totals::new();
+    let mut keys = HashSet::new();
+    for e in events {
+        let c = e.campaign.as_ref().map_or("", |c| c.as_str()).to_owned();
+        let t = out.entry(c.clone()).or_default();
+        t.0 += 1;
+        match e.verdict {
+            Verdict::Valid => {
+                let key = (
+                    c,
+                    e.creative.as_ref().map(|x| x.as_str().to_owned()),
+                    e.episode.as_ref().map(|x| x.as_str().to_owned()),
+                    e.event,
+                    e.listener.clone(),
+                    e.day(),
+                );
+                if keys.insert(key) {
+                    t.1 += 1;
+                }
+            }
+            Verdict::Bot => t.2 += 1,
+            Verdict::Invalid => t.3 += 1,
+        }
+    }
+    out
+}
+
+/// Event ids in the database, sorted.
+pub async fn event_ids(pool: &PgPool) -> Vec<Uuid> {
+    sqlx::query_scalar("SELECT id FROM events ORDER BY id")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+/// Every non-hidden `*.ndjson` file under `dir`, recursively.
+pub fn ndjson_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        if name.starts_with('.') {
+            continue;
+        }
+        if path.is_dir() {
+            out.extend(ndjson_files(&path));
+        } else if name.ends_with(".ndjson") {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}

@@ -1,0 +1,167 @@
+#![doc = include_str!("../README.md")]
+
+pub mod admin;
+pub mod auth;
+pub mod error;
+pub mod keys;
+pub mod redis_store;
+pub mod report;
+pub mod routes;
+pub mod state;
+
+use std::net::TcpListener;
+use std::time::Instant;
+
+use actix_web::dev::{Server, Service};
+use actix_web::{web, App, HttpServer};
+use anyhow::Context;
+use earshot_domain::SigningKeys;
+use earshot_platform::Settings;
+use futures::FutureExt;
+use secrecy::ExposeSecret;
+use sqlx::PgPool;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::redis_store::RedisStore;
+use crate::state::AppState;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An earshot API key: `esk_<prefix>_<secret>`"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "earshot reporting API",
+        description = "Podcast ad delivery, counted the way the IAB podcast measurement guidelines count. Errors are RFC 9457 problem details (application/problem+json) naming the bad parameter in `param`."
+    ),
+    paths(
+        routes::campaigns::list,
+        routes::campaigns::get_one,
+        routes::campaigns::creatives,
+        routes::campaigns::report,
+        routes::campaigns::pacing,
+        routes::admin::create_advertiser,
+        routes::admin::list_advertisers,
+        routes::admin::update_advertiser,
+        routes::admin::create_campaign,
+        routes::admin::update_campaign,
+        routes::admin::put_creative,
+        routes::admin::create_key,
+        routes::admin::list_keys,
+        routes::admin::revoke_key,
+        routes::admin::tracking_urls,
+        routes::ops::healthz,
+        routes::ops::readyz,
+        routes::ops::metrics,
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "campaigns", description = "What an advertiser's key can see"),
+        (name = "admin", description = "Admin keys only"),
+        (name = "ops", description = "Probes and metrics"),
+    )
+)]
+pub struct ApiDoc;
+
+/// Registers every route (tests build the same app).
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(
+        web::JsonConfig::default()
+            .limit(64 * 1024)
+            .error_handler(error::json_error),
+    )
+    .app_data(web::QueryConfig::default().error_handler(error::query_error))
+    .app_data(web::PathConfig::default().error_handler(error::path_error))
+    .service(routes::ops::healthz)
+    .service(routes::ops::readyz)
+    .service(routes::ops::metrics)
+    .service(routes::ops::openapi)
+    .service(routes::ops::docs)
+    .service(routes::campaigns::list)
+    .service(routes::admin::create_campaign)
+    .service(routes::campaigns::report)
+    .service(routes::campaigns::pacing)
+    .service(routes::campaigns::creatives)
+    .service(routes::admin::put_creative)
+    .service(routes::admin::tracking_urls)
+    .service(routes::campaigns::get_one)
+    .service(routes::admin::update_campaign)
+    .service(routes::admin::create_advertiser)
+    .service(routes::admin::list_advertisers)
+    .service(routes::admin::update_advertiser)
+    .service(routes::admin::create_key)
+    .service(routes::admin::list_keys)
+    .service(routes::admin::revoke_key)
+    .default_service(web::to(|| async {
+        Err::<actix_web::HttpResponse, _>(error::ApiError::NotFound(
+            "no such endpoint; see /v1/openapi.json".into(),
+        ))
+    }));
+}
+
+/// The running API: its address (port 0 picks one) and its server.
+pub struct Application {
+    pub port: u16,
+    pub server: Server,
+}
+
+impl Application {
+    pub async fn build(settings: &Settings, pool: PgPool) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(&settings.api_addr)
+            .with_context(|| format!("EARSHOT_API_ADDR: cannot listen on {}", settings.api_addr))?;
+        let port = listener.local_addr()?.port();
+        let redis = match &settings.redis_url {
+            Some(url) => RedisStore::new(url.expose_secret())?,
+            None => RedisStore::disabled(),
+        };
+        let signing_keys = SigningKeys::parse(settings.signing_keys.expose_secret())
+            .context("EARSHOT_SIGNING_KEYS")?;
+        let state = web::Data::new(AppState {
+            pool,
+            redis,
+            rate_limit_per_minute: settings.rate_limit_per_minute,
+            cache_ttl_seconds: settings.cache_ttl_seconds,
+            signing_keys,
+            pixel_base_url: settings.pixel_base_url.clone(),
+            metrics: earshot_platform::metrics::prometheus(),
+        });
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .wrap_fn(|req, srv| {
+                    let started = Instant::now();
+                    let method = req.method().to_string();
+                    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+                    srv.call(req).map(move |res| {
+                        let status = match &res {
+                            Ok(r) => r.status().as_u16().to_string(),
+                            Err(e) => e.as_response_error().status_code().as_u16().to_string(),
+                        };
+                        metrics::counter!("earshot_api_requests_total", "method" => method, "route" => route.clone(), "status" => status).increment(1);
+                        metrics::histogram!("earshot_api_request_duration_seconds", "route" => route).record(started.elapsed().as_secs_f64());
+                        res
+                    })
+                })
+                .configure(configure)
+        })
+        .listen(listener)?
+        .shutdown_timeout(10)
+        .run();
+        Ok(Self { port, server })
+    }
+}

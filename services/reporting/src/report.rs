@@ -1,0 +1,860 @@
+//! Campaign reports over the hourly rollups: parameters parsed into a
+//! normalized spec (every error names its parameter), SQL built from
+//! whitelisted column names and bound values only, and keyset pagination.
+
+use std::fmt::Write as _;
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use time::format_description::well_known::Rfc3339;
+use time::{Date, Duration, OffsetDateTime, Time, UtcOffset};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::error::{bad, ApiError};
+
+/// Longest range a report may span: a 13-month lookback covers a year on
+/// year, and it bounds the rollup rows a single request can scan.
+pub const MAX_RANGE_DAYS: i64 = 400;
+/// Longest range at hourly granularity (31 days = 744 rows per group).
+pub const MAX_HOURLY_RANGE_DAYS: i64 = 31;
+/// Range when `from` is omitted.
+pub const DEFAULT_RANGE_DAYS: i64 = 30;
+/// Rows per page, by default and at most.
+pub const DEFAULT_PAGE_ROWS: u32 = 1000;
+pub const MAX_PAGE_ROWS: u32 = 10_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Granularity {
+    Hour,
+    Day,
+    Total,
+}
+
+/// A dimension rows can be grouped by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Dim {
+    Creative,
+    Episode,
+    Show,
+    Placement,
+    Country,
+    App,
+    Device,
+}
+
+impl Dim {
+    pub const ALL: [Dim; 7] = [
+        Dim::Creative,
+        Dim::Episode,
+        Dim::Show,
+        Dim::Placement,
+        Dim::Country,
+        Dim::App,
+        Dim::Device,
+    ];
+
+    /// The rollup column (also the name in responses).
+    pub fn column(self) -> &'static str {
+        match self {
+            Dim::Creative => "creative",
+            Dim::Episode => "episode",
+            Dim::Show => "show",
+            Dim::Placement => "placement",
+            Dim::Country => "country",
+            Dim::App => "app",
+            Dim::Device => "device",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Csv,
+}
+
+/// The report's query string, as received. Everything is optional and
+/// parsed by hand so each error names its parameter.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ReportParams {
+    /// Start, included: `YYYY-MM-DD` (midnight UTC) or RFC 3339 on an hour boundary. Default: 30 days before `to`.
+    pub from: Option<String>,
+    /// End, excluded: `YYYY-MM-DD` or RFC 3339 on an hour boundary. Default: the end of the current hour.
+    pub to: Option<String>,
+    /// `hour`, `day` (default) or `total`.
+    pub granularity: Option<String>,
+    /// Comma-separated: creative, episode, show, placement, country, app, device.
+    pub group_by: Option<String>,
+    /// `true` adds bot hits per event kind to each row (`bots`). Bots are never in the counted numbers.
+    pub include_bots: Option<String>,
+    /// `json` (default) or `csv`; `Accept: text/csv` also selects CSV.
+    pub format: Option<String>,
+    /// Rows per page (1-10000, default 1000).
+    pub limit: Option<String>,
+    /// The `next_page_token` of the previous page.
+    pub page_token: Option<String>,
+}
+
+/// A report request, normalized.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportSpec {
+    pub from: OffsetDateTime,
+    pub to: OffsetDateTime,
+    pub granularity: Granularity,
+    /// Sorted, deduplicated.
+    pub group_by: Vec<Dim>,
+    pub include_bots: bool,
+    pub limit: u32,
+    pub format: Format,
+    /// Keyset position: the sort key of the last row of the previous page.
+    pub after: Option<Vec<String>>,
+}
+
+fn parse_instant(param: &str, v: &str) -> Result<OffsetDateTime, ApiError> {
+    let v = v.trim();
+    let t = if v.len() == 10 {
+        let d = Date::parse(
+            v,
+            &time::macros::format_description!("[year]-[month]-[day]"),
+        )
+        .map_err(|_| {
+            bad(
+                param,
+                format!("{param} {v:?} is not a date (YYYY-MM-DD) or RFC 3339 time"),
+            )
+        })?;
+        d.with_time(Time::MIDNIGHT).assume_utc()
+    } else {
+        OffsetDateTime::parse(v, &Rfc3339)
+            .map_err(|_| {
+                bad(
+                    param,
+                    format!("{param} {v:?} is not a date (YYYY-MM-DD) or RFC 3339 time"),
+                )
+            })?
+            .to_offset(UtcOffset::UTC)
+    };
+    if t.minute() != 0 || t.second() != 0 || t.nanosecond() != 0 {
+        return Err(bad(
+            param,
+            format!("{param} {v:?} is not on an hour boundary; reports are hourly at the finest"),
+        ));
+    }
+    Ok(t)
+}
+
+fn parse_bool(param: &str, v: &str) -> Result<bool, ApiError> {
+    match v.trim() {
+        "true" | "1" => Ok(true),
+        "false" | "0" | "" => Ok(false),
+        other => Err(bad(
+            param,
+            format!("{param} {other:?} is not true or false"),
+        )),
+    }
+}
+
+/// The end of the current hour.
+fn next_hour(now: OffsetDateTime) -> OffsetDateTime {
+    let floor = now.to_offset(UtcOffset::UTC).replace_time(
+        Time::from_hms(now.to_offset(UtcOffset::UTC).hour(), 0, 0).expect("valid hour"),
+    );
+    floor + Duration::hours(1)
+}
+
+pub fn format_instant(t: OffsetDateTime) -> String {
+    t.to_offset(UtcOffset::UTC)
+        .format(&Rfc3339)
+        .unwrap_or_default()
+}
+
+impl ReportSpec {
+    /// Parses and checks the parameters. `accept_csv`: the request's Accept
+    /// header asked for CSV.
+    pub fn parse(
+        p: &ReportParams,
+        accept_csv: bool,
+        now: OffsetDateTime,
+    ) -> Result<Self, ApiError> {
+        let to = match &p.to {
+            Some(v) => parse_instant("to", v)?,
+            None => next_hour(now),
+        };
+        let from = match &p.from {
+            Some(v) => parse_instant("from", v)?,
+            None => to - Duration::days(DEFAULT_RANGE_DAYS),
+        };
+        if from >= to {
+            return Err(bad(
+                "from",
+                format!(
+                    "from ({}) must be before to ({})",
+                    format_instant(from),
+                    format_instant(to)
+                ),
+            ));
+        }
+        if to - from > Duration::days(MAX_RANGE_DAYS) {
+            return Err(bad(
+                "to",
+                format!(
+                    "the range from..to spans {} days; at most {MAX_RANGE_DAYS} are allowed",
+                    (to - from).whole_days()
+                ),
+            ));
+        }
+        let granularity = match p.granularity.as_deref().map(str::trim) {
+            None | Some("") | Some("day") => Granularity::Day,
+            Some("hour") => Granularity::Hour,
+            Some("total") => Granularity::Total,
+            Some(other) => {
+                return Err(bad(
+                    "granularity",
+                    format!("granularity {other:?} is not hour, day or total"),
+                ))
+            }
+        };
+        if granularity == Granularity::Hour && to - from > Duration::days(MAX_HOURLY_RANGE_DAYS) {
+            return Err(bad(
+                "granularity",
+                format!("hour granularity allows at most {MAX_HOURLY_RANGE_DAYS} days; use day or a shorter range"),
+            ));
+        }
+        let mut group_by = Vec::new();
+        if let Some(g) = &p.group_by {
+            for name in g.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                let dim = Dim::ALL
+                    .into_iter()
+                    .find(|d| d.column() == name)
+                    .ok_or_else(|| {
+                        bad(
+                            "group_by",
+                            format!("cannot group by {name:?}; use creative, episode, show, placement, country, app or device"),
+                        )
+                    })?;
+                group_by.push(dim);
+            }
+        }
+        group_by.sort();
+        group_by.dedup();
+        let include_bots = match &p.include_bots {
+            Some(v) => parse_bool("include_bots", v)?,
+            None => false,
+        };
+        let format = match p.format.as_deref().map(str::trim) {
+            Some("csv") => Format::Csv,
+            Some("json") => Format::Json,
+            None | Some("") => {
+                if accept_csv {
+                    Format::Csv
+                } else {
+                    Format::Json
+                }
+            }
+            Some(other) => {
+                return Err(bad(
+                    "format",
+                    format!("format {other:?} is not json or csv"),
+                ))
+            }
+        };
+        let limit = match &p.limit {
+            None => DEFAULT_PAGE_ROWS,
+            Some(v) => match v.trim().parse::<u32>() {
+                Ok(n) if (1..=MAX_PAGE_ROWS).contains(&n) => n,
+                _ => {
+                    return Err(bad(
+                        "limit",
+                        format!("limit {v:?} is not a number from 1 to {MAX_PAGE_ROWS}"),
+                    ))
+                }
+            },
+        };
+        let mut spec = ReportSpec {
+            from,
+            to,
+            granularity,
+            group_by,
+            include_bots,
+            limit,
+            format,
+            after: None,
+        };
+        if let Some(token) = p.page_token.as_deref().filter(|t| !t.is_empty()) {
+            spec.after = Some(spec.decode_token(token)?);
+        }
+        Ok(spec)
+    }
+
+    /// Identifies the query (not the page): a token only continues the query
+    /// it came from.
+    pub fn fingerprint(&self) -> String {
+        let mut s = format!(
+            "{}|{}|{:?}|{}|{}",
+            format_instant(self.from),
+            format_instant(self.to),
+            self.granularity,
+            self.group_by
+                .iter()
+                .map(|d| d.column())
+                .collect::<Vec<_>>()
+                .join(","),
+            self.include_bots
+        );
+        let _ = write!(s, "|{}", self.limit);
+        hex::encode(&Sha256::digest(s.as_bytes())[..8])
+    }
+
+    /// A stable string for cache keys: the whole normalized request.
+    pub fn cache_key(&self, campaign: &str, version: i64) -> String {
+        let after = self
+            .after
+            .as_ref()
+            .map(|a| a.join("\u{1f}"))
+            .unwrap_or_default();
+        let raw = format!(
+            "{campaign}|{version}|{}|{:?}|{after}",
+            self.fingerprint(),
+            self.format
+        );
+        format!(
+            "earshot:report:v1:{}",
+            hex::encode(Sha256::digest(raw.as_bytes()))
+        )
+    }
+
+    fn encode_token(&self, key: &[String]) -> String {
+        let doc = serde_json::json!({"q": self.fingerprint(), "k": key});
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(doc.to_string())
+    }
+
+    fn decode_token(&self, token: &str) -> Result<Vec<String>, ApiError> {
+        let bad_token = || {
+            bad(
+                "page_token",
+                "page_token is not a token this query returned",
+            )
+        };
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token.trim())
+            .map_err(|_| bad_token())?;
+        #[derive(Deserialize)]
+        struct Tok {
+            q: String,
+            k: Vec<String>,
+        }
+        let t: Tok = serde_json::from_slice(&raw).map_err(|_| bad_token())?;
+        if t.q != self.fingerprint() || t.k.len() != 1 + self.group_by.len() {
+            return Err(bad_token());
+        }
+        OffsetDateTime::parse(&t.k[0], &Rfc3339).map_err(|_| bad_token())?;
+        Ok(t.k)
+    }
+
+    pub fn uniques_available(&self) -> bool {
+        self.granularity != Granularity::Hour && self.group_by.iter().all(|d| *d == Dim::Creative)
+    }
+}
+
+/// Counted events per VAST kind, and the hit counts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, ToSchema)]
+pub struct Metrics {
+    /// Counted impressions: valid, deduplicated per listener, creative, episode and UTC day.
+    pub impressions: i64,
+    /// Every pixel hit of every kind, counted or not.
+    pub raw_hits: i64,
+    /// Hits from bots (recorded, never counted).
+    pub bot_hits: i64,
+    /// Malformed, unsigned or forged hits (recorded, never counted).
+    pub invalid_hits: i64,
+    /// Daily unique listeners with a counted impression, summed over the row's days.
+    /// Null at hour granularity and when grouping by anything but creative.
+    pub unique_listeners: Option<i64>,
+    pub starts: i64,
+    pub first_quartiles: i64,
+    pub midpoints: i64,
+    pub third_quartiles: i64,
+    pub completes: i64,
+    /// completes / starts; null when there are no starts.
+    pub completion_rate: Option<f64>,
+    pub clicks: i64,
+    pub skips: i64,
+    pub errors: i64,
+    /// With `include_bots=true`: bot hits per event kind.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bots: Option<BotHits>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, ToSchema)]
+pub struct BotHits {
+    pub impressions: i64,
+    pub starts: i64,
+    pub completes: i64,
+    pub clicks: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct ReportRow {
+    /// Start of the row's hour or day (UTC); for `total`, the range start.
+    pub bucket: String,
+    /// One field per `group_by` dimension (creative, country, ...); null where the pixel did not say.
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub dims: std::collections::BTreeMap<String, Option<String>>,
+    #[serde(flatten)]
+    pub metrics: Metrics,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Report {
+    pub campaign: String,
+    pub from: String,
+    pub to: String,
+    pub granularity: Granularity,
+    pub group_by: Vec<Dim>,
+    pub rows: Vec<ReportRow>,
+    /// Over the whole range, all pages.
+    pub totals: Metrics,
+    /// Pass as `page_token` for the next page; null on the last page.
+    pub next_page_token: Option<String>,
+}
+
+/// The metric expressions and the column names `read_metrics` reads.
+const METRICS: [(&str, &str); 16] = [
+    (
+        "sum(counted_hits) FILTER (WHERE event = 'impression')",
+        "m_impressions",
+    ),
+    ("sum(raw_hits)", "m_raw"),
+    ("sum(bot_hits)", "m_bot"),
+    ("sum(invalid_hits)", "m_invalid"),
+    (
+        "sum(counted_hits) FILTER (WHERE event = 'start')",
+        "m_starts",
+    ),
+    (
+        "sum(counted_hits) FILTER (WHERE event = 'firstQuartile')",
+        "m_q1",
+    ),
+    (
+        "sum(counted_hits) FILTER (WHERE event = 'midpoint')",
+        "m_mid",
+    ),
+    (
+        "sum(counted_hits) FILTER (WHERE event = 'thirdQuartile')",
+        "m_q3",
+    ),
+    (
+        "sum(counted_hits) FILTER (WHERE event = 'complete')",
+        "m_complete",
+    ),
+    (
+        "sum(counted_hits) FILTER (WHERE event = 'click')",
+        "m_click",
+    ),
+    ("sum(counted_hits) FILTER (WHERE event = 'skip')", "m_skip"),
+    (
+        "sum(counted_hits) FILTER (WHERE event = 'error')",
+        "m_error",
+    ),
+    (
+        "sum(bot_hits) FILTER (WHERE event = 'impression')",
+        "b_impressions",
+    ),
+    ("sum(bot_hits) FILTER (WHERE event = 'start')", "b_starts"),
+    (
+        "sum(bot_hits) FILTER (WHERE event = 'complete')",
+        "b_completes",
+    ),
+    ("sum(bot_hits) FILTER (WHERE event = 'click')", "b_clicks"),
+];
+
+fn metrics_select() -> String {
+    METRICS
+        .iter()
+        .map(|(expr, name)| format!("coalesce({expr}, 0)::bigint AS {name}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn read_metrics(
+    row: &sqlx::postgres::PgRow,
+    include_bots: bool,
+    uniques: Option<i64>,
+) -> Result<Metrics, sqlx::Error> {
+    use sqlx::Row;
+    let g = |c: &str| row.try_get::<i64, _>(c);
+    let starts = g("m_starts")?;
+    let completes = g("m_complete")?;
+    Ok(Metrics {
+        impressions: g("m_impressions")?,
+        raw_hits: g("m_raw")?,
+        bot_hits: g("m_bot")?,
+        invalid_hits: g("m_invalid")?,
+        unique_listeners: uniques,
+        starts,
+        first_quartiles: g("m_q1")?,
+        midpoints: g("m_mid")?,
+        third_quartiles: g("m_q3")?,
+        completes,
+        completion_rate: (starts > 0).then(|| completes as f64 / starts as f64),
+        clicks: g("m_click")?,
+        skips: g("m_skip")?,
+        errors: g("m_error")?,
+        bots: if include_bots {
+            Some(BotHits {
+                impressions: g("b_impressions")?,
+                starts: g("b_starts")?,
+                completes: g("b_completes")?,
+                clicks: g("b_clicks")?,
+            })
+        } else {
+            None
+        },
+    })
+}
+
+/// Runs the report for one campaign (already authorized).
+pub async fn run(pool: &PgPool, campaign: &str, spec: &ReportSpec) -> Result<Report, ApiError> {
+    use sqlx::Row;
+    let bucket = match spec.granularity {
+        Granularity::Hour => "hour",
+        Granularity::Day => "(date_trunc('day', hour AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')",
+        Granularity::Total => "$2::timestamptz",
+    };
+    let dims: Vec<&str> = spec.group_by.iter().map(|d| d.column()).collect();
+    let dim_select: String = dims.iter().map(|d| format!(", {d}")).collect();
+    let group_cols: String = (0..=dims.len())
+        .map(|i| (i + 1).to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    // Uniques: daily_uniques, by day (and creative when grouped by it).
+    let uniq_creative = if spec.group_by.contains(&Dim::Creative) {
+        "b.creative"
+    } else {
+        "''"
+    };
+    let uniq_join = match (spec.uniques_available(), spec.granularity) {
+        (true, Granularity::Day) => format!(
+            "LEFT JOIN daily_uniques u ON u.campaign = $1 AND u.day = (b.bucket AT TIME ZONE 'UTC')::date AND u.creative = {uniq_creative}"
+        ),
+        (true, _) => format!(
+            "LEFT JOIN (SELECT creative, sum(listeners)::bigint AS listeners FROM daily_uniques
+                        WHERE campaign = $1 AND day >= ($2 AT TIME ZONE 'UTC')::date AND day < ($3 AT TIME ZONE 'UTC')::date + (($3 AT TIME ZONE 'UTC')::time > '00:00')::int
+                        GROUP BY creative) u ON u.creative = {uniq_creative}"
+        ),
+        (false, _) => "LEFT JOIN (SELECT NULL::bigint AS listeners) u ON false".to_owned(),
+    };
+    let mut args: Vec<String> = Vec::new();
+    let keyset = match &spec.after {
+        None => String::new(),
+        Some(k) => {
+            let mut lhs = vec!["b.bucket".to_owned()];
+            let mut rhs = vec!["$4::timestamptz".to_owned()];
+            for (i, d) in dims.iter().enumerate() {
+                lhs.push(format!("b.{d}"));
+                rhs.push(format!("${}::text", 5 + i));
+            }
+            args.extend(k.iter().cloned());
+            format!("WHERE ({}) > ({})", lhs.join(", "), rhs.join(", "))
+        }
+    };
+    let order: String = std::iter::once("b.bucket".to_owned())
+        .chain(dims.iter().map(|d| format!("b.{d}")))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "WITH b AS (
+            SELECT {bucket} AS bucket{dim_select}, {metrics}
+            FROM rollup_hourly
+            WHERE campaign = $1 AND hour >= $2 AND hour < $3
+            GROUP BY {group_cols}
+        )
+        SELECT b.*, u.listeners AS uniq FROM b {uniq_join} {keyset}
+        ORDER BY {order} LIMIT {limit}",
+        metrics = metrics_select(),
+        limit = spec.limit as i64 + 1,
+    );
+    let mut q = sqlx::query(&sql)
+        .bind(campaign)
+        .bind(spec.from)
+        .bind(spec.to);
+    if let Some(k) = &spec.after {
+        q = q.bind(
+            OffsetDateTime::parse(&k[0], &Rfc3339).map_err(|_| bad("page_token", "bad token"))?,
+        );
+        for v in &args[1..] {
+            q = q.bind(v);
+        }
+    }
+    let rows = q.fetch_all(pool).await?;
+    let more = rows.len() > spec.limit as usize;
+    let mut out = Vec::with_capacity(rows.len().min(spec.limit as usize));
+    let mut last_key = None;
+    for r in rows.iter().take(spec.limit as usize) {
+        let bucket: OffsetDateTime = r.try_get("bucket")?;
+        let mut dmap = std::collections::BTreeMap::new();
+        let mut key = vec![format_instant(bucket)];
+        for d in &dims {
+            let v: String = r.try_get(*d)?;
+            key.push(v.clone());
+            dmap.insert((*d).to_owned(), (!v.is_empty()).then_some(v));
+        }
+        let uniq: Option<i64> = r.try_get("uniq")?;
+        let uniq = if spec.uniques_available() {
+            Some(uniq.unwrap_or(0))
+        } else {
+            None
+        };
+        out.push(ReportRow {
+            bucket: format_instant(bucket),
+            dims: dmap,
+            metrics: read_metrics(r, spec.include_bots, uniq)?,
+        });
+        last_key = Some(key);
+    }
+    let totals_sql = format!(
+        "SELECT {metrics}, (SELECT sum(listeners)::bigint FROM daily_uniques WHERE campaign = $1 AND creative = ''
+                AND day >= ($2 AT TIME ZONE 'UTC')::date AND day < ($3 AT TIME ZONE 'UTC')::date + (($3 AT TIME ZONE 'UTC')::time > '00:00')::int) AS uniq
+         FROM rollup_hourly WHERE campaign = $1 AND hour >= $2 AND hour < $3",
+        metrics = metrics_select()
+    );
+    let t = sqlx::query(&totals_sql)
+        .bind(campaign)
+        .bind(spec.from)
+        .bind(spec.to)
+        .fetch_one(pool)
+        .await?;
+    let total_uniq: Option<i64> = t.try_get("uniq")?;
+    let totals = read_metrics(
+        &t,
+        spec.include_bots,
+        (spec.granularity != Granularity::Hour).then(|| total_uniq.unwrap_or(0)),
+    )?;
+    Ok(Report {
+        campaign: campaign.to_owned(),
+        from: format_instant(spec.from),
+        to: format_instant(spec.to),
+        granularity: spec.granularity,
+        group_by: spec.group_by.clone(),
+        rows: out,
+        totals,
+        next_page_token: if more {
+            last_key.map(|k| spec.encode_token(&k))
+        } else {
+            None
+        },
+    })
+}
+
+/// The same rows as CSV: a header, then one line per row.
+pub fn to_csv(report: &Report, spec: &ReportSpec) -> String {
+    let mut out = String::new();
+    let mut header: Vec<&str> = vec!["bucket"];
+    header.extend(spec.group_by.iter().map(|d| d.column()));
+    header.extend([
+        "impressions",
+        "raw_hits",
+        "bot_hits",
+        "invalid_hits",
+        "unique_listeners",
+        "starts",
+        "first_quartiles",
+        "midpoints",
+        "third_quartiles",
+        "completes",
+        "completion_rate",
+        "clicks",
+        "skips",
+        "errors",
+    ]);
+    if spec.include_bots {
+        header.extend([
+            "bot_impressions",
+            "bot_starts",
+            "bot_completes",
+            "bot_clicks",
+        ]);
+    }
+    out.push_str(&header.join(","));
+    out.push_str("\r\n");
+    for r in &report.rows {
+        let mut cells: Vec<String> = vec![r.bucket.clone()];
+        for d in &spec.group_by {
+            cells.push(csv_cell(
+                r.dims
+                    .get(d.column())
+                    .cloned()
+                    .flatten()
+                    .as_deref()
+                    .unwrap_or(""),
+            ));
+        }
+        let m = &r.metrics;
+        cells.extend([
+            m.impressions.to_string(),
+            m.raw_hits.to_string(),
+            m.bot_hits.to_string(),
+            m.invalid_hits.to_string(),
+            m.unique_listeners
+                .map(|u| u.to_string())
+                .unwrap_or_default(),
+            m.starts.to_string(),
+            m.first_quartiles.to_string(),
+            m.midpoints.to_string(),
+            m.third_quartiles.to_string(),
+            m.completes.to_string(),
+            m.completion_rate
+                .map(|c| format!("{c}"))
+                .unwrap_or_default(),
+            m.clicks.to_string(),
+            m.skips.to_string(),
+            m.errors.to_string(),
+        ]);
+        if let Some(b) = &m.bots {
+            cells.extend([b.impressions, b.starts, b.completes, b.clicks].map(|v| v.to_string()));
+        }
+        out.push_str(&cells.join(","));
+        out.push_str("\r\n");
+    }
+    out
+}
+
+/// RFC 4180 quoting, and a leading quote mark against spreadsheet formula
+/// injection (`=`, `+`, `-`, `@` at the start of a cell).
+fn csv_cell(v: &str) -> String {
+    let v = if v.starts_with(['=', '+', '-', '@']) {
+        format!("'{v}")
+    } else {
+        v.to_owned()
+    };
+    if v.contains([',', '"', '\r', '\n']) {
+        format!("\"{}\"", v.replace('"', "\"\""))
+    } else {
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    fn p(pairs: &[(&str, &str)]) -> ReportParams {
+        let mut r = ReportParams::default();
+        for (k, v) in pairs {
+            let v = Some(v.to_string());
+            match *k {
+                "from" => r.from = v,
+                "to" => r.to = v,
+                "granularity" => r.granularity = v,
+                "group_by" => r.group_by = v,
+                "include_bots" => r.include_bots = v,
+                "format" => r.format = v,
+                "limit" => r.limit = v,
+                "page_token" => r.page_token = v,
+                _ => panic!("{k}"),
+            }
+        }
+        r
+    }
+
+    const NOW: OffsetDateTime = datetime!(2026-11-27 10:30 UTC);
+
+    fn err_param(pairs: &[(&str, &str)]) -> String {
+        match ReportSpec::parse(&p(pairs), false, NOW).unwrap_err() {
+            ApiError::BadParam { param, .. } => param,
+            e => panic!("{e:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_last_30_days_by_day() {
+        let s = ReportSpec::parse(&p(&[]), false, NOW).unwrap();
+        assert_eq!(s.to, datetime!(2026-11-27 11:00 UTC));
+        assert_eq!(s.from, datetime!(2026-10-28 11:00 UTC));
+        assert_eq!(
+            (s.granularity, s.format, s.limit),
+            (Granularity::Day, Format::Json, 1000)
+        );
+    }
+
+    #[test]
+    fn every_bad_parameter_is_named() {
+        assert_eq!(
+            err_param(&[("from", "2026-11-10"), ("to", "2026-11-01")]),
+            "from"
+        );
+        assert_eq!(
+            err_param(&[("from", "2026-11-01"), ("to", "2026-11-01")]),
+            "from"
+        );
+        assert_eq!(
+            err_param(&[("from", "2025-01-01"), ("to", "2026-11-01")]),
+            "to"
+        );
+        assert_eq!(err_param(&[("from", "yesterday")]), "from");
+        assert_eq!(err_param(&[("to", "2026-11-01T10:30:00Z")]), "to");
+        assert_eq!(err_param(&[("granularity", "week")]), "granularity");
+        assert_eq!(
+            err_param(&[
+                ("from", "2026-09-01"),
+                ("to", "2026-11-01"),
+                ("granularity", "hour")
+            ]),
+            "granularity"
+        );
+        assert_eq!(err_param(&[("group_by", "creative,planet")]), "group_by");
+        assert_eq!(err_param(&[("include_bots", "maybe")]), "include_bots");
+        assert_eq!(err_param(&[("format", "xml")]), "format");
+        assert_eq!(err_param(&[("limit", "0")]), "limit");
+        assert_eq!(err_param(&[("limit", "10001")]), "limit");
+        assert_eq!(err_param(&[("page_token", "garbage")]), "page_token");
+    }
+
+    #[test]
+    fn group_by_is_normalized_and_tokens_bind_to_their_query() {
+        let s = ReportSpec::parse(&p(&[("group_by", "country, creative,country")]), false, NOW)
+            .unwrap();
+        assert_eq!(s.group_by, vec![Dim::Creative, Dim::Country]);
+        let tok = s.encode_token(&["2026-11-01T00:00:00Z".into(), "cr1".into(), "DE".into()]);
+        let again = ReportSpec::parse(
+            &p(&[("group_by", "creative,country"), ("page_token", &tok)]),
+            false,
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(again.after.unwrap()[1], "cr1");
+        assert_eq!(
+            err_param(&[("group_by", "creative"), ("page_token", &tok)]),
+            "page_token"
+        );
+    }
+
+    #[test]
+    fn accept_header_selects_csv_unless_format_says_otherwise() {
+        assert_eq!(
+            ReportSpec::parse(&p(&[]), true, NOW).unwrap().format,
+            Format::Csv
+        );
+        assert_eq!(
+            ReportSpec::parse(&p(&[("format", "json")]), true, NOW)
+                .unwrap()
+                .format,
+            Format::Json
+        );
+    }
+
+    #[test]
+    fn csv_cells_are_quoted_and_defused() {
+        assert_eq!(csv_cell("plain"), "plain");
+        assert_eq!(csv_cell("a,b"), "\"a,b\"");
+        assert_eq!(csv_cell("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_cell("=SUM(A1)"), "'=SUM(A1)");
+    }
+}

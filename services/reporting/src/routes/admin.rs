@@ -1,0 +1,279 @@
+//! Admin scope: the catalog, API keys and signed tracking URLs.
+
+use std::collections::BTreeMap;
+
+use actix_web::{delete, get, patch, post, web, HttpResponse};
+use earshot_domain::{CreativeId, EpisodeId, EventKind, Placement, ShowId, SignedFields};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::admin::{
+    self, Advertiser, ApiKeyInfo, Campaign, CampaignPatch, CreatedKey, Creative, NewCampaign,
+    NewCreative, Scope,
+};
+use crate::auth::Principal;
+use crate::error::{bad, ApiError};
+use crate::state::AppState;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdvertiserBody {
+    pub name: String,
+}
+
+/// Create an advertiser.
+#[utoipa::path(post, path = "/v1/advertisers", tag = "admin", request_body = AdvertiserBody,
+    responses((status = 201, body = Advertiser), (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+              (status = 401, body = crate::error::Problem, content_type = "application/problem+json"), (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
+              (status = 429, body = crate::error::Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+#[post("/v1/advertisers")]
+pub async fn create_advertiser(
+    state: web::Data<AppState>,
+    who: Principal,
+    body: web::Json<AdvertiserBody>,
+) -> Result<HttpResponse, ApiError> {
+    who.require_admin()?;
+    Ok(HttpResponse::Created().json(admin::create_advertiser(&state.pool, &body.name).await?))
+}
+
+/// List advertisers.
+#[utoipa::path(get, path = "/v1/advertisers", tag = "admin",
+    responses((status = 200, body = Vec<Advertiser>), (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
+              (status = 403, body = crate::error::Problem, content_type = "application/problem+json"), (status = 429, body = crate::error::Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+#[get("/v1/advertisers")]
+pub async fn list_advertisers(
+    state: web::Data<AppState>,
+    who: Principal,
+) -> Result<HttpResponse, ApiError> {
+    who.require_admin()?;
+    Ok(HttpResponse::Ok().json(admin::list_advertisers(&state.pool).await?))
+}
+
+/// Rename an advertiser.
+#[utoipa::path(patch, path = "/v1/advertisers/{id}", tag = "admin", request_body = AdvertiserBody,
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = Advertiser), (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+              (status = 401, body = crate::error::Problem, content_type = "application/problem+json"), (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
+              (status = 404, body = crate::error::Problem, content_type = "application/problem+json"), (status = 429, body = crate::error::Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+#[patch("/v1/advertisers/{id}")]
+pub async fn update_advertiser(
+    state: web::Data<AppState>,
+    who: Principal,
+    id: web::Path<String>,
+    body: web::Json<AdvertiserBody>,
+) -> Result<HttpResponse, ApiError> {
+    who.require_admin()?;
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound(format!("no advertiser {id}")))?;
+    Ok(HttpResponse::Ok().json(admin::update_advertiser(&state.pool, id, &body.name).await?))
+}
+
+/// Create a campaign.
+#[utoipa::path(post, path = "/v1/campaigns", tag = "admin", request_body = NewCampaign,
+    responses((status = 201, body = Campaign), (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+              (status = 401, body = crate::error::Problem, content_type = "application/problem+json"), (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
+              (status = 409, description = "The id is taken", body = crate::error::Problem, content_type = "application/problem+json"),
+              (status = 429, body = crate::error::Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+#[post("/v1/campaigns")]
+pub async fn create_campaign(
+    state: web::Data<AppState>,
+    who: Principal,
+    body: web::Json<NewCampaign>,
+) -> Result<HttpResponse, ApiError> {
+    who.require_admin()?;
+    Ok(HttpResponse::Created().json(admin::create_campaign(&state.pool, &body).await?))
+}
+
+/// Change a campaign's name, flight or goal.
+#[utoipa::path(patch, path = "/v1/campaigns/{id}", tag = "admin", request_body = CampaignPatch,
+    params(("id" = String, Path)),
+    responses((status = 200, body = Campaign), (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+              (status = 401, body = crate::error::Problem, content_type = "application/problem+json"), (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
+              (status = 404, body = crate::error::Problem, content_type = "application/problem+json"), (status = 429, body = crate::error::Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+#[patch("/v1/campaigns/{id}")]
+pub async fn update_campaign(
+    state: web::Data<AppState>,
+    who: Principal,
+    id: web::Path<String>,
+    body: web::Json<CampaignPatch>,
+) -> Result<HttpResponse, ApiError> {
+    who.require_admin()?;
+    Ok(HttpResponse::Ok().json(admin::update_campaign(&state.pool, &id, &body).await?))
+}
+
+/// Create or update a creative of a campaign.
+#[utoipa::path(post, path = "/v1/campaigns/{id}/creatives", tag = "admin", request_body = NewCreative,
+    params(("id" = String, Path)),
+    responses((status = 201, body = Creative), (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+              (status = 401, body = crate::error::Problem, content_type = "application/problem+json"), (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
+              (status = 404, body = crate::error::Problem, content_type = "application/problem+json"), (status = 429, body = crate::error::Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+#[post("/v1/campaigns/{id}/creatives")]
+pub async fn put_creative(
+    state: web::Data<AppState>,
+    who: Principal,
+    id: web::Path<String>,
+    body: web::Json<NewCreative>,
+) -> Result<HttpResponse, ApiError> {
+    who.require_admin()?;
+    Ok(HttpResponse::Created().json(admin::put_creative(&state.pool, &id, &body).await?))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyBody {
+    /// `admin`, or `advertiser` with `advertiser_id`.
+    pub scope: String,
+    pub advertiser_id: Option<Uuid>,
+    #[serde(default)]
+    pub name: String,
+}
+
+/// Create an API key. The response holds the key once; only its hash is kept.
+#[utoipa::path(post, path = "/v1/keys", tag = "admin", request_body = KeyBody,
+    responses((status = 201, body = CreatedKey), (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+              (status = 401, body = crate::error::Problem, content_type = "application/problem+json"), (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
+              (status = 429, body = crate::error::Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+#[post("/v1/keys")]
+pub async fn create_key(
+    state: web::Data<AppState>,
+    who: Principal,
+    body: web::Json<KeyBody>,
+) -> Result<HttpResponse, ApiError> {
+    who.require_admin()?;
+    let scope = match (body.scope.as_str(), body.advertiser_id) {
+        ("admin", None) => Scope::Admin,
+        ("admin", Some(_)) => {
+            return Err(bad("advertiser_id", "an admin key has no advertiser_id"))
+        }
+        ("advertiser", Some(a)) => Scope::Advertiser(a),
+        ("advertiser", None) => {
+            return Err(bad(
+                "advertiser_id",
+                "an advertiser key needs advertiser_id",
+            ))
+        }
+        (other, _) => {
+            return Err(bad(
+                "scope",
+                format!("scope {other:?} is not admin or advertiser"),
+            ))
+        }
+    };
+    Ok(HttpResponse::Created().json(admin::create_key(&state.pool, scope, &body.name).await?))
+}
+
+/// List API keys (prefixes only, never the keys).
+#[utoipa::path(get, path = "/v1/keys", tag = "admin",
+    responses((status = 200, body = Vec<ApiKeyInfo>), (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
+              (status = 403, body = crate::error::Problem, content_type = "application/problem+json"), (status = 429, body = crate::error::Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+#[get("/v1/keys")]
+pub async fn list_keys(
+    state: web::Data<AppState>,
+    who: Principal,
+) -> Result<HttpResponse, ApiError> {
+    who.require_admin()?;
+    Ok(HttpResponse::Ok().json(admin::list_keys(&state.pool).await?))
+}
+
+/// Revoke a key (by id or prefix), effective on the next request.
+#[utoipa::path(delete, path = "/v1/keys/{id}", tag = "admin", params(("id" = String, Path, description = "Key id or prefix")),
+    responses((status = 200, body = ApiKeyInfo), (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
+              (status = 403, body = crate::error::Problem, content_type = "application/problem+json"), (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+              (status = 429, body = crate::error::Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+#[delete("/v1/keys/{id}")]
+pub async fn revoke_key(
+    state: web::Data<AppState>,
+    who: Principal,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    who.require_admin()?;
+    Ok(HttpResponse::Ok().json(admin::revoke_key(&state.pool, &id).await?))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrackingUrlsBody {
+    pub creative: String,
+    pub episode: Option<String>,
+    pub show: Option<String>,
+    /// pre, mid or post.
+    pub placement: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TrackingUrls {
+    /// The signing key used (the newest of EARSHOT_SIGNING_KEYS); null when
+    /// no keys are configured and the URLs are unsigned.
+    pub key_id: Option<String>,
+    /// One URL per VAST event kind. Players fill `[CACHEBUSTING]` and, for
+    /// errors, `[ERRORCODE]`.
+    #[schema(value_type = Object)]
+    pub urls: BTreeMap<String, String>,
+}
+
+/// Signed pixel URLs for each event kind of one creative.
+#[utoipa::path(post, path = "/v1/campaigns/{id}/tracking-urls", tag = "admin", request_body = TrackingUrlsBody,
+    params(("id" = String, Path)),
+    responses((status = 200, body = TrackingUrls), (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+              (status = 401, body = crate::error::Problem, content_type = "application/problem+json"), (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
+              (status = 404, body = crate::error::Problem, content_type = "application/problem+json"), (status = 429, body = crate::error::Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+#[post("/v1/campaigns/{id}/tracking-urls")]
+pub async fn tracking_urls(
+    state: web::Data<AppState>,
+    who: Principal,
+    id: web::Path<String>,
+    body: web::Json<TrackingUrlsBody>,
+) -> Result<HttpResponse, ApiError> {
+    who.require_admin()?;
+    let c = admin::get_campaign(&state.pool, &id, None).await?;
+    let creative = CreativeId::parse(&body.creative).map_err(|e| bad("creative", e.to_string()))?;
+    let episode = body
+        .episode
+        .as_deref()
+        .map(EpisodeId::parse)
+        .transpose()
+        .map_err(|e| bad("episode", e.to_string()))?;
+    let show = body
+        .show
+        .as_deref()
+        .map(ShowId::parse)
+        .transpose()
+        .map_err(|e| bad("show", e.to_string()))?;
+    let placement = body
+        .placement
+        .as_deref()
+        .map(|p| p.parse::<Placement>())
+        .transpose()
+        .map_err(|e| bad("placement", e.to_string()))?;
+    let key = state.signing_keys.newest();
+    let mut urls = BTreeMap::new();
+    for kind in EventKind::ALL {
+        let fields = SignedFields {
+            c: Some(&c.id),
+            cr: Some(creative.as_str()),
+            ep: episode.as_ref().map(|e| e.as_str()),
+            sh: show.as_ref().map(|s| s.as_str()),
+            pos: placement.map(|p| p.as_str()),
+            ev: Some(kind.as_str()),
+        };
+        let url = match key {
+            Some(k) => fields.tracking_url(&state.pixel_base_url, k),
+            None => fields.unsigned_url(&state.pixel_base_url),
+        };
+        urls.insert(kind.as_str().to_owned(), url);
+    }
+    Ok(HttpResponse::Ok().json(TrackingUrls {
+        key_id: key.map(|k| k.id().as_str().to_owned()),
+        urls,
+    }))
+}

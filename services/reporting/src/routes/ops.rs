@@ -1,0 +1,96 @@
+//! Health, readiness, metrics, and the API's own description.
+
+use actix_web::{get, web, HttpResponse};
+use serde::Serialize;
+use utoipa::{OpenApi, ToSchema};
+
+use crate::state::AppState;
+
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    pub status: &'static str,
+}
+
+/// Liveness: the process is up.
+#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, body = Health)))]
+#[get("/healthz")]
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(Health { status: "ok" })
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ready`, `degraded` (Redis down: answers come from PostgreSQL,
+    /// uncached, and rate limits are not enforced) or `unavailable`.
+    pub status: &'static str,
+    /// `ok` or `down`.
+    pub postgres: &'static str,
+    /// `ok`, `down` or `disabled` (no REDIS_URL).
+    pub redis: &'static str,
+}
+
+/// Readiness: PostgreSQL answers (503 if not); Redis is reported, and its
+/// absence only degrades.
+#[utoipa::path(get, path = "/readyz", tag = "ops",
+    responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
+#[get("/readyz")]
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let pg = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.pool),
+    )
+    .await
+    .is_ok_and(|r| r.is_ok());
+    let redis = if !state.redis.enabled() {
+        "disabled"
+    } else if state.redis.ping().await {
+        "ok"
+    } else {
+        "down"
+    };
+    let r = Readiness {
+        status: match (pg, redis) {
+            (false, _) => "unavailable",
+            (true, "down") => "degraded",
+            _ => "ready",
+        },
+        postgres: if pg { "ok" } else { "down" },
+        redis,
+    };
+    if pg {
+        HttpResponse::Ok().json(r)
+    } else {
+        HttpResponse::ServiceUnavailable().json(r)
+    }
+}
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
+#[get("/metrics")]
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render())
+}
+
+/// This document.
+#[get("/v1/openapi.json")]
+pub async fn openapi() -> HttpResponse {
+    HttpResponse::Ok().json(crate::ApiDoc::openapi())
+}
+
+/// A readable page over the document (Scalar, loaded from its CDN by the browser).
+#[get("/docs")]
+pub async fn docs() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(
+            r#"<!doctype html>
+<html><head><title>earshot API</title><meta charset="utf-8"/>
+<meta name="viewport" content="width=device-width, initial-scale=1"/></head>
+<body><script id="api-reference" data-url="/v1/openapi.json"></script>
+<script src="https://cdn.jsdelivr.net/npm/@scalar/api-reference"></script>
+<noscript>The API description is at <a href="/v1/openapi.json">/v1/openapi.json</a>.</noscript>
+</body></html>"#,
+        )
+}

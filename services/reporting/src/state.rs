@@ -1,0 +1,17 @@
+//! What every request handler shares.
+
+use earshot_domain::SigningKeys;
+use metrics_exporter_prometheus::PrometheusHandle;
+use sqlx::PgPool;
+
+use crate::redis_store::RedisStore;
+
+pub struct AppState {
+    pub pool: PgPool,
+    pub redis: RedisStore,
+    pub rate_limit_per_minute: u32,
+    pub cache_ttl_seconds: u64,
+    pub signing_keys: SigningKeys,
+    pub pixel_base_url: String,
+    pub metrics: PrometheusHandle,
+}
