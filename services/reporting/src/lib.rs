@@ -131,6 +131,10 @@ impl Application {
         };
         let signing_keys = SigningKeys::parse(settings.signing_keys.expose_secret())
             .context("EARSHOT_SIGNING_KEYS")?;
+        let cache_namespace: String = sqlx::query_scalar("SELECT current_database()::text")
+            .fetch_one(&pool)
+            .await
+            .context("reading the database name")?;
         let state = web::Data::new(AppState {
             pool,
             redis,
@@ -139,6 +143,7 @@ impl Application {
             signing_keys,
             pixel_base_url: settings.pixel_base_url.clone(),
             metrics: earshot_platform::metrics::prometheus(),
+            cache_namespace,
         });
         let server = HttpServer::new(move || {
             App::new()

@@ -311,14 +311,14 @@ impl ReportSpec {
     }
 
     /// A stable string for cache keys: the whole normalized request.
-    pub fn cache_key(&self, campaign: &str, version: i64) -> String {
+    pub fn cache_key(&self, namespace: &str, campaign: &str, version: i64) -> String {
         let after = self
             .after
             .as_ref()
             .map(|a| a.join("\u{1f}"))
             .unwrap_or_default();
         let raw = format!(
-            "{campaign}|{version}|{}|{:?}|{after}",
+            "{namespace}|{campaign}|{version}|{}|{:?}|{after}",
             self.fingerprint(),
             self.format
         );
@@ -710,7 +710,7 @@ pub fn to_csv(report: &Report, spec: &ReportSpec) -> String {
             m.third_quartiles.to_string(),
             m.completes.to_string(),
             m.completion_rate
-                .map(|c| format!("{c}"))
+                .map(|c| serde_json::to_string(&c).unwrap_or_default())
                 .unwrap_or_default(),
             m.clicks.to_string(),
             m.skips.to_string(),

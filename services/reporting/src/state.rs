@@ -14,4 +14,7 @@ pub struct AppState {
     pub signing_keys: SigningKeys,
     pub pixel_base_url: String,
     pub metrics: PrometheusHandle,
+    /// Prefix of cache keys: the database's name, so two deployments (or
+    /// test databases) sharing a Redis never read each other's reports.
+    pub cache_namespace: String,
 }

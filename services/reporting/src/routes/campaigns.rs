@@ -123,7 +123,7 @@ pub async fn report(
         Format::Csv => "text/csv; charset=utf-8",
     };
     let version = data_version(&state, &campaign.id).await?;
-    let key = spec.cache_key(&campaign.id, version);
+    let key = spec.cache_key(&state.cache_namespace, &campaign.id, version);
     if let Some(body) = state.redis.get(&key).await {
         metrics::counter!("earshot_api_cache_total", "outcome" => "hit").increment(1);
         return Ok(HttpResponse::Ok()

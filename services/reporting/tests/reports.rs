@@ -1,0 +1,457 @@
+//! Report numbers against an independent recount over the raw events table;
+//! CSV against JSON; pages; the cache; Redis going away; rate limits.
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+use sqlx::Row;
+use support::*;
+use time::{Duration, OffsetDateTime, Time};
+
+fn start() -> OffsetDateTime {
+    // Inside the retention window, on a day boundary.
+    (OffsetDateTime::now_utc() - Duration::days(5)).replace_time(Time::MIDNIGHT)
+}
+
+fn iso(t: OffsetDateTime) -> String {
+    earshot_reporting::report::format_instant(t)
+}
+
+/// The expected rows, computed from `events` alone: the first valid
+/// occurrence of each (campaign, creative, episode, event, listener, UTC day)
+/// counts, in its own hour; hits are counted from every row.
+async fn expected(
+    pool: &sqlx::PgPool,
+    campaign: &str,
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+    bucket: &str,
+    dims: &[&str],
+) -> BTreeMap<Vec<String>, BTreeMap<&'static str, i64>> {
+    let bucket_expr = match bucket {
+        "hour" => "date_trunc('hour', ts AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'",
+        "day" => "date_trunc('day', ts AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'",
+        _ => "$2::timestamptz",
+    };
+    let dim_cols: String = dims
+        .iter()
+        .map(|d| format!(", coalesce({d}, '')"))
+        .collect();
+    let groups: String = (1..=dims.len() + 1)
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let sql = format!(
+        "WITH firsts AS (
+            SELECT DISTINCT ON (creative, coalesce(episode, ''), event, listener, (ts AT TIME ZONE 'UTC')::date) *
+            FROM events WHERE campaign = $1 AND verdict = 'valid'
+            ORDER BY creative, coalesce(episode, ''), event, listener, (ts AT TIME ZONE 'UTC')::date, ts, id
+         ), counted AS (
+            SELECT {bucket_expr} AS b {dim_cols},
+                   count(*) FILTER (WHERE event = 'impression') AS impressions,
+                   count(*) FILTER (WHERE event = 'start') AS starts,
+                   count(*) FILTER (WHERE event = 'firstQuartile') AS first_quartiles,
+                   count(*) FILTER (WHERE event = 'midpoint') AS midpoints,
+                   count(*) FILTER (WHERE event = 'thirdQuartile') AS third_quartiles,
+                   count(*) FILTER (WHERE event = 'complete') AS completes,
+                   count(*) FILTER (WHERE event = 'click') AS clicks,
+                   0::bigint AS raw_hits, 0::bigint AS bot_hits, 0::bigint AS invalid_hits
+            FROM firsts WHERE ts >= $2 AND ts < $3 GROUP BY {groups}
+         ), hits AS (
+            SELECT {bucket_expr} AS b {dim_cols},
+                   0::bigint, 0::bigint, 0::bigint, 0::bigint, 0::bigint, 0::bigint, 0::bigint,
+                   count(*) AS raw_hits,
+                   count(*) FILTER (WHERE verdict = 'bot') AS bot_hits,
+                   count(*) FILTER (WHERE verdict = 'invalid') AS invalid_hits
+            FROM events WHERE campaign = $1 AND ts >= $2 AND ts < $3 GROUP BY {groups}
+         )
+         SELECT * FROM counted UNION ALL SELECT * FROM hits"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(campaign)
+        .bind(from)
+        .bind(to)
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    let names = [
+        "impressions",
+        "starts",
+        "first_quartiles",
+        "midpoints",
+        "third_quartiles",
+        "completes",
+        "clicks",
+        "raw_hits",
+        "bot_hits",
+        "invalid_hits",
+    ];
+    let mut out: BTreeMap<Vec<String>, BTreeMap<&'static str, i64>> = BTreeMap::new();
+    for r in rows {
+        let b: OffsetDateTime = r.get(0);
+        let mut key = vec![iso(b)];
+        for i in 0..dims.len() {
+            key.push(r.get::<String, _>(i + 1));
+        }
+        let entry = out.entry(key).or_default();
+        for (j, n) in names.iter().enumerate() {
+            *entry.entry(n).or_default() += r.get::<i64, _>(dims.len() + 1 + j);
+        }
+    }
+    out
+}
+
+fn actual(report: &Value, dims: &[&str]) -> BTreeMap<Vec<String>, BTreeMap<&'static str, i64>> {
+    let names = [
+        "impressions",
+        "starts",
+        "first_quartiles",
+        "midpoints",
+        "third_quartiles",
+        "completes",
+        "clicks",
+        "raw_hits",
+        "bot_hits",
+        "invalid_hits",
+    ];
+    report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let mut key = vec![r["bucket"].as_str().unwrap().to_owned()];
+            for d in dims {
+                key.push(r[*d].as_str().unwrap_or("").to_owned());
+            }
+            (
+                key,
+                names
+                    .iter()
+                    .map(|n| (*n, r[*n].as_i64().unwrap()))
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn report_numbers_equal_a_recount_from_raw_events() {
+    let app = spawn_app(AppOptions::default()).await;
+    let (_a, key) = app.advertiser("Acme", &["acme"]).await;
+    let s = start();
+    let events = synthetic_events("acme", s, 3, 120, 7);
+    assert!(events.len() > 1000, "{}", events.len());
+    load(&app.db, &events).await;
+    let from = s;
+    let to = s + Duration::days(3);
+    let cases: &[(&str, &[&str])] = &[
+        ("day", &[]),
+        ("total", &[]),
+        ("hour", &[]),
+        ("day", &["creative"]),
+        ("total", &["creative", "country"]),
+        ("day", &["app", "device"]),
+        ("hour", &["placement"]),
+        ("total", &["episode", "show"]),
+    ];
+    for (gran, dims) in cases {
+        let path = format!(
+            "/v1/campaigns/acme/report?from={}&to={}&granularity={gran}&group_by={}&limit=10000",
+            iso(from),
+            iso(to),
+            dims.join(",")
+        );
+        let report = app.json(&path, &key).await;
+        let want = expected(&app.db.pool, "acme", from, to, gran, dims).await;
+        let got = actual(&report, dims);
+        assert_eq!(got, want, "{gran} by {dims:?}");
+        assert!(!got.is_empty());
+        // Totals equal the sum of the rows.
+        let sum: i64 = got.values().map(|m| m["impressions"]).sum();
+        assert_eq!(
+            report["totals"]["impressions"].as_i64().unwrap(),
+            sum,
+            "{gran} by {dims:?}"
+        );
+    }
+    // Uniques: daily unique listeners with a valid impression.
+    let by_day = app
+        .json(
+            &format!(
+                "/v1/campaigns/acme/report?from={}&to={}&granularity=day",
+                iso(from),
+                iso(to)
+            ),
+            &key,
+        )
+        .await;
+    for row in by_day["rows"].as_array().unwrap() {
+        let day = OffsetDateTime::parse(
+            row["bucket"].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap();
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(DISTINCT listener) FROM events WHERE campaign = 'acme' AND verdict = 'valid'
+             AND event = 'impression' AND ts >= $1 AND ts < $1 + interval '1 day'",
+        )
+        .bind(day)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+        assert_eq!(row["unique_listeners"].as_i64().unwrap(), n);
+        let rate = row["completion_rate"].as_f64().unwrap();
+        assert!(
+            (rate - row["completes"].as_f64().unwrap() / row["starts"].as_f64().unwrap()).abs()
+                < 1e-12
+        );
+    }
+    let hourly = app
+        .json(
+            &format!(
+                "/v1/campaigns/acme/report?from={}&to={}&granularity=hour",
+                iso(from),
+                iso(to)
+            ),
+            &key,
+        )
+        .await;
+    assert_eq!(hourly["rows"][0]["unique_listeners"], Value::Null);
+}
+
+#[tokio::test]
+async fn csv_and_json_carry_the_same_rows_and_pages_cover_everything_once() {
+    let app = spawn_app(AppOptions::default()).await;
+    let (_a, key) = app.advertiser("Acme", &["acme"]).await;
+    let s = start();
+    load(&app.db, &synthetic_events("acme", s, 2, 80, 11)).await;
+    let q = format!(
+        "from={}&to={}&granularity=day&group_by=creative,country",
+        iso(s),
+        iso(s + Duration::days(2))
+    );
+    let json = app
+        .json(&format!("/v1/campaigns/acme/report?{q}"), &key)
+        .await;
+    let rows = json["rows"].as_array().unwrap();
+    let csv = app
+        .client
+        .get(format!("{}/v1/campaigns/acme/report?{q}", app.base))
+        .bearer_auth(&key)
+        .header("accept", "text/csv")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(csv.headers()["content-type"], "text/csv; charset=utf-8");
+    let text = csv.text().await.unwrap();
+    let lines: Vec<&str> = text.trim_end().split("\r\n").collect();
+    let header: Vec<&str> = lines[0].split(',').collect();
+    assert_eq!(
+        &header[..4],
+        ["bucket", "creative", "country", "impressions"]
+    );
+    assert_eq!(lines.len() - 1, rows.len());
+    for (line, row) in lines[1..].iter().zip(rows) {
+        let cells: Vec<&str> = line.split(',').collect();
+        for (h, c) in header.iter().zip(&cells) {
+            let v = &row[*h];
+            let expect = match v {
+                Value::Null => String::new(),
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            assert_eq!(*c, expect, "column {h}");
+        }
+    }
+    // Pages of 3 rows, followed by token, give exactly the rows of one big page.
+    let mut paged = Vec::new();
+    let mut token: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut path = format!("/v1/campaigns/acme/report?{q}&limit=3");
+        if let Some(t) = &token {
+            path.push_str(&format!("&page_token={t}"));
+        }
+        let page = app.json(&path, &key).await;
+        paged.extend(page["rows"].as_array().unwrap().iter().cloned());
+        pages += 1;
+        match page["next_page_token"].as_str() {
+            Some(t) => token = Some(t.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(&paged, rows);
+    assert_eq!(pages, rows.len().div_ceil(3));
+}
+
+#[tokio::test]
+async fn a_load_invalidates_the_cached_report_of_its_campaign_only() {
+    let app = spawn_app(AppOptions::default()).await;
+    let (_a, key) = app.advertiser("Acme", &["acme", "other"]).await;
+    let s = start();
+    load(&app.db, &synthetic_events("acme", s, 1, 40, 1)).await;
+    load(&app.db, &synthetic_events("other", s, 1, 40, 2)).await;
+    let q = |c: &str| {
+        format!(
+            "/v1/campaigns/{c}/report?from={}&to={}&granularity=total",
+            iso(s),
+            iso(s + Duration::days(2))
+        )
+    };
+    let first = app.get(&q("acme"), Some(&key)).await;
+    assert_eq!(first.headers()["x-cache"], "miss");
+    let first: Value = first.json().await.unwrap();
+    let second = app.get(&q("acme"), Some(&key)).await;
+    assert_eq!(second.headers()["x-cache"], "hit");
+    assert_eq!(second.json::<Value>().await.unwrap(), first);
+    assert_eq!(
+        app.get(&q("other"), Some(&key)).await.headers()["x-cache"],
+        "miss"
+    );
+    assert_eq!(
+        app.get(&q("other"), Some(&key)).await.headers()["x-cache"],
+        "hit"
+    );
+
+    // New events for acme, on its second day.
+    load(
+        &app.db,
+        &synthetic_events("acme", s + Duration::days(1), 1, 40, 3),
+    )
+    .await;
+    let after = app.get(&q("acme"), Some(&key)).await;
+    assert_eq!(after.headers()["x-cache"], "miss");
+    let after: Value = after.json().await.unwrap();
+    assert!(after["totals"]["raw_hits"].as_i64() > first["totals"]["raw_hits"].as_i64());
+    // The other campaign's cached report is untouched.
+    assert_eq!(
+        app.get(&q("other"), Some(&key)).await.headers()["x-cache"],
+        "hit"
+    );
+}
+
+/// A private redis-server on a free port, so stopping it affects this test only.
+struct PrivateRedis {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl PrivateRedis {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH (scripts/test installs it)");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Self { child, port };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("redis-server did not start");
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[tokio::test]
+async fn with_redis_stopped_the_api_answers_the_same_numbers_and_says_degraded() {
+    let mut redis = PrivateRedis::start();
+    let app = spawn_app(AppOptions {
+        redis_url: Some(format!("redis://127.0.0.1:{}", redis.port)),
+        ..AppOptions::default()
+    })
+    .await;
+    let (_a, key) = app.advertiser("Acme", &["acme"]).await;
+    let s = start();
+    load(&app.db, &synthetic_events("acme", s, 1, 50, 5)).await;
+    let path = format!(
+        "/v1/campaigns/acme/report?from={}&to={}&group_by=creative",
+        iso(s),
+        iso(s + Duration::days(1))
+    );
+    assert_eq!(app.json("/readyz", &key).await["status"], "ready");
+    let warm = app.get(&path, Some(&key)).await;
+    assert_eq!(warm.headers()["x-cache"], "miss");
+    let before: Value = warm.json().await.unwrap();
+    assert_eq!(app.get(&path, Some(&key)).await.headers()["x-cache"], "hit");
+
+    redis.stop();
+    for _ in 0..3 {
+        let r = app.get(&path, Some(&key)).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-cache"], "miss");
+        assert_eq!(r.json::<Value>().await.unwrap(), before);
+    }
+    let ready = app.get("/readyz", None).await;
+    assert_eq!(ready.status(), 200);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(
+        (ready["status"].as_str(), ready["redis"].as_str()),
+        (Some("degraded"), Some("down"))
+    );
+    assert_eq!(app.get("/v1/campaigns", Some(&key)).await.status(), 200);
+}
+
+#[tokio::test]
+async fn keys_over_their_rate_limit_get_429_with_retry_after() {
+    let app = spawn_app(AppOptions {
+        rate_limit_per_minute: 5,
+        ..AppOptions::default()
+    })
+    .await;
+    let (_a, key) = app.advertiser("Acme", &["acme"]).await;
+    let (_b, other) = app.advertiser("Globex", &["globex"]).await;
+    // The limit is a fixed one-minute window: start well inside one.
+    let second = OffsetDateTime::now_utc().second();
+    if second > 50 {
+        tokio::time::sleep(std::time::Duration::from_secs(61 - second as u64)).await;
+    }
+    let mut statuses = Vec::new();
+    let mut retry_after = None;
+    for _ in 0..7 {
+        let r = app.get("/v1/campaigns", Some(&key)).await;
+        if r.status() == 429 {
+            assert_eq!(r.headers()["content-type"], "application/problem+json");
+            retry_after = Some(
+                r.headers()["retry-after"]
+                    .to_str()
+                    .unwrap()
+                    .parse::<u64>()
+                    .unwrap(),
+            );
+        }
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(statuses, vec![200, 200, 200, 200, 200, 429, 429]);
+    let ra = retry_after.unwrap();
+    assert!((1..=60).contains(&ra), "{ra}");
+    // Limits are per key.
+    assert_eq!(app.get("/v1/campaigns", Some(&other)).await.status(), 200);
+}

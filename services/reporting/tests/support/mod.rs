@@ -1,0 +1,270 @@
+//! spawn_app: the real API on port 0 over a fresh, migrated database, plus
+//! synthetic data loaded through the real loader.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use earshot_domain::{
+    CampaignId, CountryCode, CreativeId, EpisodeId, EventKind, ListenerId, Placement, ShowId,
+    TrackingEvent, Verdict,
+};
+use earshot_loader::source::{Source, SourceSpec};
+use earshot_loader::{LoadOptions, Loader};
+use earshot_platform::testing::TestDb;
+use earshot_platform::Settings;
+use secrecy::SecretString;
+use serde_json::Value;
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+
+pub struct TestApp {
+    pub base: String,
+    pub db: TestDb,
+    pub client: reqwest::Client,
+    pub admin_key: String,
+}
+
+pub struct AppOptions {
+    pub redis_url: Option<String>,
+    pub rate_limit_per_minute: u32,
+    pub signing_keys: String,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        Self {
+            redis_url: std::env::var("REDIS_URL")
+                .ok()
+                .or_else(|| Some("redis://127.0.0.1:6379".into())),
+            rate_limit_per_minute: 100_000,
+            signing_keys: "k1:k1-secret-0123456789".into(),
+        }
+    }
+}
+
+pub async fn spawn_app(opts: AppOptions) -> TestApp {
+    let db = TestDb::new().await;
+    let settings = Settings {
+        api_addr: "127.0.0.1:0".into(),
+        redis_url: opts.redis_url.map(SecretString::from),
+        rate_limit_per_minute: opts.rate_limit_per_minute,
+        signing_keys: SecretString::from(opts.signing_keys),
+        pixel_base_url: "https://px.example/v1/t".into(),
+        ..Settings::default()
+    };
+    let app = earshot_reporting::Application::build(&settings, db.pool.clone())
+        .await
+        .expect("app builds");
+    let base = format!("http://127.0.0.1:{}", app.port);
+    tokio::spawn(app.server);
+    let admin = earshot_reporting::admin::create_key(
+        &db.pool,
+        earshot_reporting::admin::Scope::Admin,
+        "test-admin",
+    )
+    .await
+    .unwrap();
+    TestApp {
+        base,
+        db,
+        client: reqwest::Client::new(),
+        admin_key: admin.key,
+    }
+}
+
+impl TestApp {
+    pub async fn get(&self, path: &str, key: Option<&str>) -> reqwest::Response {
+        let mut r = self.client.get(format!("{}{path}", self.base));
+        if let Some(k) = key {
+            r = r.bearer_auth(k);
+        }
+        r.send().await.unwrap()
+    }
+
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> reqwest::Response {
+        let mut r = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(k) = key {
+            r = r.bearer_auth(k);
+        }
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        r.send().await.unwrap()
+    }
+
+    pub async fn json(&self, path: &str, key: &str) -> Value {
+        let r = self.get(path, Some(key)).await;
+        let status = r.status();
+        let text = r.text().await.unwrap();
+        assert_eq!(status, 200, "GET {path}: {text}");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// An advertiser with campaigns and a key of its own: (advertiser id, key).
+    pub async fn advertiser(&self, name: &str, campaigns: &[&str]) -> (Uuid, String) {
+        let pool = &self.db.pool;
+        let a = earshot_reporting::admin::create_advertiser(pool, name)
+            .await
+            .unwrap();
+        for c in campaigns {
+            earshot_reporting::admin::create_campaign(
+                pool,
+                &earshot_reporting::admin::NewCampaign {
+                    id: c.to_string(),
+                    advertiser_id: a.id,
+                    name: None,
+                    flight_start: None,
+                    flight_end: None,
+                    impression_goal: None,
+                },
+            )
+            .await
+            .unwrap();
+        }
+        let k = earshot_reporting::admin::create_key(
+            pool,
+            earshot_reporting::admin::Scope::Advertiser(a.id),
+            name,
+        )
+        .await
+        .unwrap();
+        (a.id, k.key)
+    }
+}
+
+fn v7_at(ts: OffsetDateTime) -> Uuid {
+    let ms = (ts.unix_timestamp_nanos() / 1_000_000) as u64;
+    Uuid::new_v7(uuid::Timestamp::from_unix(
+        uuid::NoContext,
+        ms / 1000,
+        (ms % 1000) as u32 * 1_000_000,
+    ))
+}
+
+/// Deterministic synthetic traffic for `campaign`: listeners keep their
+/// country, app and device; the funnel drops off; some repeats, bots and
+/// invalid hits. Spread over `days` days from `start`.
+pub fn synthetic_events(
+    campaign: &str,
+    start: OffsetDateTime,
+    days: i64,
+    listeners: u32,
+    seed: u64,
+) -> Vec<TrackingEvent> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let countries = ["US", "DE", "GB", "FR"];
+    let apps = [
+        ("Apple Podcasts", "Apple iPhone", "ios"),
+        ("Spotify", "Android Phone", "android"),
+        ("Overcast", "Apple iPhone", "ios"),
+    ];
+    let funnel = [
+        EventKind::Impression,
+        EventKind::Start,
+        EventKind::FirstQuartile,
+        EventKind::Midpoint,
+        EventKind::ThirdQuartile,
+        EventKind::Complete,
+    ];
+    let mut out = Vec::new();
+    for day in 0..days {
+        for l in 0..listeners {
+            if rng.u8(..) < 60 {
+                continue; // not every listener hears an ad every day
+            }
+            let (app, device, os) = apps[(l as usize) % apps.len()];
+            let country = countries[(l as usize / 3) % countries.len()];
+            let creative = format!("cr{}", rng.u8(..3));
+            let episode = format!("ep{}", rng.u8(..2));
+            let verdict = match rng.u8(..100) {
+                0..=4 => Verdict::Bot,
+                5..=7 => Verdict::Invalid,
+                _ => Verdict::Valid,
+            };
+            let mut ts = start + Duration::days(day) + Duration::minutes(rng.i64(0..1380));
+            let depth = rng.usize(1..=funnel.len());
+            for kind in &funnel[..depth] {
+                ts += Duration::seconds(rng.i64(1..30));
+                let repeats = if rng.u8(..10) == 0 { 2 } else { 1 };
+                for _ in 0..repeats {
+                    ts += Duration::milliseconds(rng.i64(1..500));
+                    let ts = earshot_domain::event::to_wire_precision(ts);
+                    out.push(TrackingEvent {
+                        id: v7_at(ts),
+                        ts,
+                        campaign: Some(CampaignId::parse(campaign).unwrap()),
+                        creative: Some(CreativeId::parse(&creative).unwrap()),
+                        episode: Some(EpisodeId::parse(&episode).unwrap()),
+                        show: Some(ShowId::parse("show1").unwrap()),
+                        placement: Some(
+                            [Placement::Pre, Placement::Mid, Placement::Post][rng.usize(..3)],
+                        ),
+                        event: Some(*kind),
+                        error_code: None,
+                        // A listener id is per day (the key rotates at UTC midnight).
+                        listener: ListenerId::parse(&format!(
+                            "{:016x}{:016x}",
+                            day as u64, l as u64
+                        ))
+                        .unwrap(),
+                        ua: Some(format!("{app}/1.0")),
+                        app: Some(app.into()),
+                        device: Some(device.into()),
+                        os: Some(os.into()),
+                        country: CountryCode::parse(country),
+                        verdict,
+                        reason: match verdict {
+                            Verdict::Valid => None,
+                            Verdict::Bot => Some("ua_self_declared".into()),
+                            Verdict::Invalid => Some("bad_signature".into()),
+                        },
+                        trace_id: None,
+                    });
+                }
+            }
+            if rng.u8(..20) == 0 {
+                ts += Duration::seconds(5);
+                let ts = earshot_domain::event::to_wire_precision(ts);
+                let mut click = out.last().unwrap().clone();
+                click.id = v7_at(ts);
+                click.ts = ts;
+                click.event = Some(EventKind::Click);
+                out.push(click);
+            }
+        }
+    }
+    out
+}
+
+/// Writes the events as NDJSON objects and loads them with the real loader.
+pub async fn load(db: &TestDb, events: &[TrackingEvent]) {
+    let dir: PathBuf =
+        std::env::temp_dir().join(format!("earshot-api-{}", Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (i, chunk) in events.chunks(700).enumerate() {
+        let mut data = Vec::new();
+        for e in chunk {
+            e.write_ndjson(&mut data);
+        }
+        std::fs::write(dir.join(format!("part-{i:04}.ndjson")), data).unwrap();
+    }
+    let src = Source::open(&SourceSpec::Dir(dir.clone())).await.unwrap();
+    let mut loader = Loader::new(
+        db.pool.clone(),
+        src,
+        LoadOptions {
+            once: true,
+            poll_interval: std::time::Duration::from_millis(50),
+            retention_days: 400,
+        },
+    );
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    loader.run(rx).await.unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}
