@@ -359,12 +359,14 @@ impl PrivateRedis {
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("redis-server on PATH (scripts/test installs it)");
+        let mut me = Self { child, port };
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Self { child, port };
+                return me;
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
+        me.stop();
         panic!("redis-server did not start");
     }
 
