@@ -179,6 +179,21 @@ ON CONFLICT (campaign, hour, creative, episode, show, placement, event, country,
     bot_hits = r.bot_hits + EXCLUDED.bot_hits,
     invalid_hits = r.invalid_hits + EXCLUDED.invalid_hits";
 
+const UPSERT_DAILY: &str = "INSERT INTO rollup_daily AS r
+    (campaign, day, creative, country, event, raw_hits, counted_hits, bot_hits, invalid_hits)
+SELECT coalesce(s.campaign, ''), (s.ts AT TIME ZONE 'UTC')::date, coalesce(s.creative, ''),
+       coalesce(s.country, ''), coalesce(s.event, ''),
+       count(*), count(c.id),
+       count(*) FILTER (WHERE s.verdict = 'bot'), count(*) FILTER (WHERE s.verdict = 'invalid')
+FROM stage s JOIN fresh f USING (id) LEFT JOIN counted c USING (id)
+GROUP BY 1, 2, 3, 4, 5
+ORDER BY 1, 2, 3, 4, 5
+ON CONFLICT (campaign, day, creative, country, event) DO UPDATE SET
+    raw_hits = r.raw_hits + EXCLUDED.raw_hits,
+    counted_hits = r.counted_hits + EXCLUDED.counted_hits,
+    bot_hits = r.bot_hits + EXCLUDED.bot_hits,
+    invalid_hits = r.invalid_hits + EXCLUDED.invalid_hits";
+
 const UPSERT_UNIQUES: &str = "WITH cand AS (
     SELECT (s.ts AT TIME ZONE 'UTC')::date AS day, s.campaign, '' AS creative, s.uniq_campaign_key AS key
     FROM stage s JOIN fresh f USING (id) WHERE s.uniq_campaign_key IS NOT NULL
@@ -248,6 +263,7 @@ pub async fn load_object(
             .rows_affected() as u32;
         if stats.new_events > 0 {
             sqlx::query(UPSERT_ROLLUPS).execute(&mut *tx).await?;
+            sqlx::query(UPSERT_DAILY).execute(&mut *tx).await?;
             sqlx::query(UPSERT_UNIQUES).execute(&mut *tx).await?;
             sqlx::query(BUMP_VERSIONS).execute(&mut *tx).await?;
         }

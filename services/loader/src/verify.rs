@@ -71,6 +71,25 @@ FROM raw2 r FULL JOIN stored s ON (r.campaign, r.creative, r.day) = (s.campaign,
 WHERE coalesce(r.n, 0) <> coalesce(s.n, 0)
 ORDER BY 2";
 
+/// The daily creative x country table against the hourly rollups.
+const RECOUNT_DAILY: &str = "
+WITH h AS (
+    SELECT campaign, (hour AT TIME ZONE 'UTC')::date AS day, creative, country, event,
+           sum(raw_hits)::bigint AS raw_hits, sum(counted_hits)::bigint AS counted_hits
+    FROM rollup_hourly WHERE $1::text IS NULL OR campaign = $1 GROUP BY 1, 2, 3, 4, 5
+), d AS (
+    SELECT campaign, day, creative, country, event, raw_hits, counted_hits
+    FROM rollup_daily WHERE $1::text IS NULL OR campaign = $1
+)
+SELECT 'daily_rollup' AS what,
+       concat_ws('/', coalesce(h.campaign, d.campaign), coalesce(h.creative, d.creative), coalesce(h.country, d.country),
+                 coalesce(h.event, d.event), coalesce(h.day, d.day)::text) AS key,
+       coalesce(h.raw_hits, 0) * 1000000 + coalesce(h.counted_hits, 0) AS from_events,
+       coalesce(d.raw_hits, 0) * 1000000 + coalesce(d.counted_hits, 0) AS from_rollups
+FROM h FULL JOIN d ON (h.campaign, h.day, h.creative, h.country, h.event) = (d.campaign, d.day, d.creative, d.country, d.event)
+WHERE coalesce(h.raw_hits, 0) <> coalesce(d.raw_hits, 0) OR coalesce(h.counted_hits, 0) <> coalesce(d.counted_hits, 0)
+ORDER BY 2";
+
 /// Every disagreement between raw events and the rollups/uniques (empty
 /// when the books balance), optionally for one campaign.
 pub async fn verify(pool: &PgPool, campaign: Option<&str>) -> Result<Vec<Mismatch>, sqlx::Error> {
@@ -80,6 +99,12 @@ pub async fn verify(pool: &PgPool, campaign: Option<&str>) -> Result<Vec<Mismatc
         .await?;
     out.extend(
         sqlx::query_as::<_, Mismatch>(RECOUNT_UNIQUES)
+            .bind(campaign)
+            .fetch_all(pool)
+            .await?,
+    );
+    out.extend(
+        sqlx::query_as::<_, Mismatch>(RECOUNT_DAILY)
             .bind(campaign)
             .fetch_all(pool)
             .await?,

@@ -356,6 +356,20 @@ impl ReportSpec {
         Ok(t.k)
     }
 
+    /// Day and total reports over whole UTC days, grouped by nothing but
+    /// creative and country, read the daily table (same numbers, a fraction
+    /// of the rows).
+    pub fn uses_daily_rollup(&self) -> bool {
+        let midnight = |t: OffsetDateTime| t.hour() == 0;
+        self.granularity != Granularity::Hour
+            && midnight(self.from)
+            && midnight(self.to)
+            && self
+                .group_by
+                .iter()
+                .all(|d| matches!(d, Dim::Creative | Dim::Country))
+    }
+
     pub fn uniques_available(&self) -> bool {
         self.granularity != Granularity::Hour && self.group_by.iter().all(|d| *d == Dim::Creative)
     }
@@ -522,10 +536,22 @@ fn read_metrics(
 /// Runs the report for one campaign (already authorized).
 pub async fn run(pool: &PgPool, campaign: &str, spec: &ReportSpec) -> Result<Report, ApiError> {
     use sqlx::Row;
-    let bucket = match spec.granularity {
-        Granularity::Hour => "hour",
-        Granularity::Day => "(date_trunc('day', hour AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')",
-        Granularity::Total => "$2::timestamptz",
+    let daily = spec.uses_daily_rollup();
+    let (table, range) = if daily {
+        (
+            "rollup_daily",
+            "day >= ($2 AT TIME ZONE 'UTC')::date AND day < ($3 AT TIME ZONE 'UTC')::date",
+        )
+    } else {
+        ("rollup_hourly", "hour >= $2 AND hour < $3")
+    };
+    let bucket = match (spec.granularity, daily) {
+        (Granularity::Hour, _) => "hour",
+        (Granularity::Day, true) => "(day::timestamp AT TIME ZONE 'UTC')",
+        (Granularity::Day, false) => {
+            "(date_trunc('day', hour AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')"
+        }
+        (Granularity::Total, _) => "$2::timestamptz",
     };
     let dims: Vec<&str> = spec.group_by.iter().map(|d| d.column()).collect();
     let dim_select: String = dims.iter().map(|d| format!(", {d}")).collect();
@@ -571,8 +597,8 @@ pub async fn run(pool: &PgPool, campaign: &str, spec: &ReportSpec) -> Result<Rep
     let sql = format!(
         "WITH b AS (
             SELECT {bucket} AS bucket{dim_select}, {metrics}
-            FROM rollup_hourly
-            WHERE campaign = $1 AND hour >= $2 AND hour < $3
+            FROM {table}
+            WHERE campaign = $1 AND {range}
             GROUP BY {group_cols}
         )
         SELECT b.*, u.listeners AS uniq FROM b {uniq_join} {keyset}
@@ -621,7 +647,7 @@ pub async fn run(pool: &PgPool, campaign: &str, spec: &ReportSpec) -> Result<Rep
     let totals_sql = format!(
         "SELECT {metrics}, (SELECT sum(listeners)::bigint FROM daily_uniques WHERE campaign = $1 AND creative = ''
                 AND day >= ($2 AT TIME ZONE 'UTC')::date AND day < ($3 AT TIME ZONE 'UTC')::date + (($3 AT TIME ZONE 'UTC')::time > '00:00')::int) AS uniq
-         FROM rollup_hourly WHERE campaign = $1 AND hour >= $2 AND hour < $3",
+         FROM {table} WHERE campaign = $1 AND {range}",
         metrics = metrics_select()
     );
     let t = sqlx::query(&totals_sql)
