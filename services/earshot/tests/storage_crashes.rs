@@ -31,16 +31,11 @@ async fn load_in_progress(admin: &PgPool, db: &str) -> bool {
 
 /// Waits until a load is in progress in `db`; fails if the loader exits first.
 async fn wait_for_load_in_progress(admin: &PgPool, db: &str, loader: &mut ChildProcess) {
-    eventually("the loader's transaction to be in progress", || {
-        let exited = loader.try_wait().unwrap();
-        async move {
-            assert!(
-                exited.is_none(),
-                "the loader exited before loading: {exited:?}"
-            );
-            load_in_progress(admin, db).await.then_some(())
-        }
-    })
+    while_running(
+        loader,
+        "the loader's transaction to be in progress",
+        || async { load_in_progress(admin, db).await.then_some(()) },
+    )
     .await;
 }
 
@@ -100,7 +95,7 @@ async fn loader_killed_with_sigkill_mid_object_then_restarted_counts_like_a_clea
 /// notifications of objects.
 async fn drain_test_event(moto: &Moto, url: &str) {
     let sqs = moto.sqs();
-    eventually("the s3:TestEvent", || {
+    eventually("the s3:TestEvent", String::new, || {
         let sqs = sqs.clone();
         async move {
             let out = sqs
@@ -170,9 +165,11 @@ async fn an_sqs_message_stays_on_the_queue_until_its_object_is_committed() {
     );
 
     // SQS hands the message out again once its visibility timeout passes.
-    eventually("the notification to be visible again", || async {
-        (queue_depth(&moto, &url).await.unwrap() == (1, 0)).then_some(())
-    })
+    eventually(
+        "the notification to be visible again",
+        String::new,
+        || async { (queue_depth(&moto, &url).await.unwrap() == (1, 0)).then_some(()) },
+    )
     .await;
     let s = load_once(&db.url, &source, &aws).await;
     assert_eq!((s.objects_loaded, s.events_new), (1, EVENTS as u64));
@@ -184,9 +181,10 @@ async fn an_sqs_message_stays_on_the_queue_until_its_object_is_committed() {
     assert_books_balance(&db.pool).await;
 }
 
-/// Terminates every `earshot` connection to `db` each time a load is in
-/// progress there, up to `max_rounds` times or until `stop`. Returns the
-/// rounds that hit a load in progress.
+/// Terminates every `earshot` connection to `db` while a load is in
+/// progress there, then waits for the next object to be committed before
+/// striking again (so the loader's backoff never grows past its first
+/// step), up to `max_rounds` times or until `stop`. Returns the rounds.
 async fn kill_connections_during_loads(
     admin: PgPool,
     db: String,
@@ -195,25 +193,30 @@ async fn kill_connections_during_loads(
 ) -> u32 {
     let mut rounds = 0;
     let mut rng = fastrand::Rng::with_seed(42);
+    let pause = |ms| tokio::time::sleep(std::time::Duration::from_millis(ms));
     while rounds < max_rounds && !stop.load(Ordering::SeqCst) {
-        if load_in_progress(&admin, &db).await {
-            // Let the load get a little further, at a different point each time.
-            tokio::time::sleep(std::time::Duration::from_millis(rng.u64(0..40))).await;
-            let killed: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-                 WHERE datname = $1 AND application_name = 'earshot') t",
-            )
-            .bind(&db)
-            .fetch_one(&admin)
-            .await
-            .unwrap();
-            if killed > 0 {
-                rounds += 1;
-            }
-            // Room for the loader to reconnect and finish an object now and then.
-            tokio::time::sleep(std::time::Duration::from_millis(rng.u64(100..600))).await;
-        } else {
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        if !load_in_progress(&admin, &db).await {
+            pause(5).await;
+            continue;
+        }
+        // Let the load get a little further: a different point each time.
+        pause(rng.u64(0..60)).await;
+        let committed = count(&admin, "SELECT count(*) FROM loaded_objects").await;
+        let killed: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = $1 AND application_name = 'earshot') t",
+        )
+        .bind(&db)
+        .fetch_one(&admin)
+        .await
+        .unwrap();
+        if killed > 0 {
+            rounds += 1;
+        }
+        while !stop.load(Ordering::SeqCst)
+            && count(&admin, "SELECT count(*) FROM loaded_objects").await <= committed
+        {
+            pause(10).await;
         }
     }
     rounds
@@ -254,14 +257,9 @@ async fn loader_rides_through_postgresql_connections_dying_during_a_load() {
         12,
         stop.clone(),
     ));
-    eventually("every object to be in the ledger", || {
-        let exited = loader.try_wait().unwrap();
-        let pool = db.pool.clone();
-        async move {
-            assert!(exited.is_none(), "the loader exited: {exited:?}");
-            let n = count(&pool, "SELECT count(*) FROM loaded_objects").await;
-            (n == OBJECTS as i64).then_some(())
-        }
+    while_running(&mut loader, "every object to be in the ledger", || async {
+        let n = count(&db.pool, "SELECT count(*) FROM loaded_objects").await;
+        (n == OBJECTS as i64).then_some(())
     })
     .await;
     stop.store(true, Ordering::SeqCst);

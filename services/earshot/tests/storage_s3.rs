@@ -35,7 +35,7 @@ async fn put(moto: &Moto, key: &str, bytes: Vec<u8>) -> String {
 /// zero, they are visible again at once.
 async fn peek_notifications(moto: &Moto, url: &str, want: usize) -> Vec<String> {
     let sqs = moto.sqs();
-    eventually("the object notifications", || {
+    eventually("the object notifications", String::new, || {
         let sqs = sqs.clone();
         async move {
             let out = sqs

@@ -113,8 +113,9 @@ pub async fn load_once(db_url: &str, source: &str, aws: &[(String, String)]) -> 
     summary_of(&p)
 }
 
-/// Polls `check` until it gives a value, failing the test after [`PATIENCE`].
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+/// Polls `check` until it gives a value, failing the test after [`PATIENCE`]
+/// with `context()` (e.g. a child's output) in the message.
+pub async fn eventually<T, F, Fut>(what: &str, context: impl Fn() -> String, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -126,7 +127,36 @@ where
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "gave up waiting for {what}"
+            "gave up waiting for {what}\n{}",
+            context()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// [`eventually`] while `child` runs: fails at once, with its output, if it
+/// exits, and with its output on the deadline.
+pub async fn while_running<T, F, Fut>(child: &mut ChildProcess, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "{} exited ({status}) while waiting for {what}\n{}",
+                child.name(),
+                child.output_text()
+            );
+        }
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gave up waiting for {what}\n{}",
+            child.output_text()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
