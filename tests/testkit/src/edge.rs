@@ -19,7 +19,8 @@ pub struct LocalEdge {
 impl LocalEdge {
     /// Starts `binary` (the test's `env!("CARGO_BIN_EXE_earshot-edge")`) with
     /// `EARSHOT_EDGE_ADDR=127.0.0.1:0`, JSON logs, and `env`; returns once it
-    /// logged the address it listens on.
+    /// logged the address it listens on (an `env` `RUST_LOG` must keep info
+    /// level, or that line never comes).
     pub async fn spawn(
         binary: &Path,
         env: impl IntoIterator<Item = (String, String)>,

@@ -1,0 +1,317 @@
+//! Handler CPU per hit: `Recorder::record` + `TrackingEvent::to_ndjson`
+//! (parse the query, verify the signature, hash the listener, classify the
+//! user agent, build and encode the event), against encoding one fixed
+//! event, measured in the same run. Goal: ≤ 2 µs per hit.
+//!
+//! A plain `harness = false` bench: R runs of N iterations each, the
+//! per-iteration time of each run, and the median over runs.
+//!
+//! `cargo bench -p earshot-edge --bench handler`
+//! OPAWG patterns come from `EARSHOT_UA_PATTERNS_DIR`, else
+//! `<repo>/../shared/data/opawg-user-agents-v2` (skipped when absent).
+
+use std::hint::black_box;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use earshot_domain::{
+    ListenerHasher, ListenerSecret, PixelParams, SigningKeys, TrackingEvent, UaClassifier,
+};
+use earshot_edge::config::TrustConfig;
+use earshot_edge::hit::{HitRequest, Recorder};
+use http::{HeaderMap, Method};
+
+const RUNS: usize = 31;
+const ITERS: usize = 20_000;
+const NEW_UA_ITERS: usize = 2_000;
+const GOAL_NS: f64 = 2_000.0;
+const KEYS: &str = "k1:bench-signing-secret-0123456789";
+
+/// Real podcast-client user agents (OPAWG examples and common players).
+const USER_AGENTS: &[&str] = &[
+    "Podcasts/1650.20 CFNetwork/1333.0.4 Darwin/21.5.0",
+    "Spotify/8.8.56 iOS/16.1 (iPhone14,2)",
+    "Overcast/3.0 (+http://overcast.fm/; iOS podcast app)",
+    "AppleCoreMedia/1.0.0.20E252 (iPhone; U; CPU OS 16_4_1 like Mac OS X; en_us)",
+    "PocketCasts/1.0 (Pocket Casts - Android; +https://pocketcasts.com)",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+    "AntennaPod/3.2.0",
+    "okhttp/4.9.3",
+];
+
+fn opawg_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("EARSHOT_UA_PATTERNS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../../shared/data/opawg-user-agents-v2")
+        });
+    dir.join("apps.json").exists().then_some(dir)
+}
+
+fn recorder(ua: UaClassifier) -> Recorder {
+    Recorder {
+        listener: ListenerHasher::new(
+            ListenerSecret::new("bench-listener-secret-0123456789").unwrap(),
+        ),
+        keys: SigningKeys::parse(KEYS).unwrap(),
+        require_signature: true,
+        ua,
+        trust: TrustConfig::default(),
+    }
+}
+
+/// A signed pixel query, as the ad server writes it (with a filled cache buster).
+fn signed_query(i: usize) -> String {
+    let events = [
+        "impression",
+        "start",
+        "firstQuartile",
+        "midpoint",
+        "complete",
+    ];
+    let q = format!(
+        "c=spring-sale-2026&cr=cr_30s_v2&ep=ep-{}&sh=dailytech&pos=mid&ev={}",
+        100 + i % 50,
+        events[i % events.len()]
+    );
+    let sig = SigningKeys::parse(KEYS)
+        .unwrap()
+        .newest()
+        .unwrap()
+        .sign(&PixelParams::parse(&q).signed_fields().canonical());
+    format!("{q}&k=k1&sig={sig}&cb={}", 1_700_000_000 + i)
+}
+
+struct Req {
+    query: String,
+    headers: HeaderMap,
+    ip: IpAddr,
+}
+
+fn requests(n: usize, ua: impl Fn(usize) -> String) -> Vec<Req> {
+    (0..n)
+        .map(|i| {
+            let mut headers = HeaderMap::new();
+            headers.insert("user-agent", ua(i).parse().unwrap());
+            headers.insert(
+                "x-amzn-trace-id",
+                format!("Root=1-6745d2a0-{i:024x}").parse().unwrap(),
+            );
+            headers.insert("accept", "*/*".parse().unwrap());
+            let ip = if i % 3 == 0 {
+                format!("2001:db8:{:x}:{:x}::1", i % 65_000, i / 65_000)
+            } else {
+                format!("198.51.{}.{}", (i / 250) % 250, i % 250)
+            };
+            Req {
+                query: signed_query(i),
+                headers,
+                ip: ip.parse().unwrap(),
+            }
+        })
+        .collect()
+}
+
+fn hit(r: &Req) -> HitRequest<'_> {
+    HitRequest {
+        method: &Method::GET,
+        path: "/v1/t",
+        query: Some(&r.query),
+        headers: &r.headers,
+        source_ip: Some(r.ip),
+        runtime_trace_id: None,
+    }
+}
+
+/// Median (and quartiles) over `RUNS` of the mean time per iteration.
+struct Stats {
+    median: f64,
+    p25: f64,
+    p75: f64,
+}
+
+fn measure(iters: usize, mut f: impl FnMut(usize, usize)) -> Stats {
+    for i in 0..iters / 10 {
+        f(usize::MAX, i);
+    }
+    let mut per: Vec<f64> = (0..RUNS)
+        .map(|run| {
+            let t = Instant::now();
+            for i in 0..iters {
+                f(run, i);
+            }
+            t.elapsed().as_nanos() as f64 / iters as f64
+        })
+        .collect();
+    per.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    Stats {
+        median: per[RUNS / 2],
+        p25: per[RUNS / 4],
+        p75: per[3 * RUNS / 4],
+    }
+}
+
+fn row(name: &str, s: &Stats, baseline: Option<f64>) {
+    let ratio = baseline.map_or(String::new(), |b| {
+        format!("  {:5.2}× baseline", s.median / b)
+    });
+    println!(
+        "{name:<48} median {:>8.0} ns/hit  (p25 {:>6.0}, p75 {:>6.0}){ratio}",
+        s.median, s.p25, s.p75
+    );
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` would run us too,
+    // with nothing to prove: only run when benchmarking.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let now = time::OffsetDateTime::now_utc();
+    println!("handler CPU per hit: {RUNS} runs × {ITERS} hits, median of the runs' mean\n");
+
+    let fixed = {
+        let rec = recorder(UaClassifier::builtin());
+        let reqs = requests(1, |_| USER_AGENTS[0].to_owned());
+        rec.record(&hit(&reqs[0]), now)
+    };
+    let baseline = measure(ITERS, |_, _| {
+        black_box(black_box(&fixed).to_ndjson());
+    });
+    row("encode a fixed event (baseline)", &baseline, None);
+    let b = baseline.median;
+
+    let cached = requests(ITERS, |i| USER_AGENTS[i % USER_AGENTS.len()].to_owned());
+    let builtin = recorder(UaClassifier::builtin());
+    let s_builtin = measure(ITERS, |_, i| {
+        let ev: TrackingEvent = builtin.record(black_box(&hit(&cached[i])), now);
+        black_box(ev.to_ndjson());
+    });
+    row("record+encode, built-in UA lists", &s_builtin, Some(b));
+
+    let unsigned = Recorder {
+        require_signature: false,
+        ..recorder(UaClassifier::builtin())
+    };
+    let s = measure(ITERS, |_, i| {
+        let ev = unsigned.record(black_box(&hit(&cached[i])), now);
+        black_box(ev.to_ndjson());
+    });
+    row(
+        "record+encode, built-in, signature not required",
+        &s,
+        Some(b),
+    );
+
+    let mut results = vec![("built-in", s_builtin.median)];
+    let mut new_ua = None;
+    match opawg_dir() {
+        None => println!("(OPAWG patterns not found: set EARSHOT_UA_PATTERNS_DIR to include them)"),
+        Some(dir) => {
+            let t = Instant::now();
+            let (ua, report) = UaClassifier::with_opawg_dir(&dir).expect("OPAWG files load");
+            let load = t.elapsed();
+            let opawg = recorder(ua);
+            let s = measure(ITERS, |_, i| {
+                let ev = opawg.record(black_box(&hit(&cached[i])), now);
+                black_box(ev.to_ndjson());
+            });
+            row("record+encode, OPAWG lists (seen UA)", &s, Some(b));
+            results.push(("OPAWG", s.median));
+
+            // A user agent never seen before: the regex sets run. Each run
+            // gets its own strings so nothing is served from the cache.
+            let fresh: Vec<Vec<Req>> = (0..=RUNS)
+                .map(|run| {
+                    requests(NEW_UA_ITERS, |i| {
+                        format!("{} (r{run}i{i})", USER_AGENTS[i % USER_AGENTS.len()])
+                    })
+                })
+                .collect();
+            let s_new = measure(NEW_UA_ITERS, |run, i| {
+                let set = if run == usize::MAX { RUNS } else { run };
+                let ev = opawg.record(black_box(&hit(&fresh[set][i % NEW_UA_ITERS])), now);
+                black_box(ev.to_ndjson());
+            });
+            row("record+encode, OPAWG lists (new UA)", &s_new, Some(b));
+            println!(
+                "  OPAWG load: {} patterns from {} files, {} skipped, {:.0} ms to compile",
+                report.patterns,
+                report.files.len(),
+                report.skipped.len(),
+                load.as_secs_f64() * 1e3
+            );
+            new_ua = Some(s_new.median);
+        }
+    }
+
+    // Where the time goes (seen UA, built-in lists).
+    println!("\nbreakdown (built-in lists, seen UA):");
+    let keys = SigningKeys::parse(KEYS).unwrap();
+    let s = measure(ITERS, |_, i| {
+        black_box(PixelParams::parse(black_box(&cached[i].query)).check(&keys, true));
+    });
+    row("  parse query + verify signature", &s, Some(b));
+    let hasher =
+        ListenerHasher::new(ListenerSecret::new("bench-listener-secret-0123456789").unwrap());
+    let day = now.date();
+    let s = measure(ITERS, |_, i| {
+        black_box(hasher.listener_id(day, cached[i].ip, USER_AGENTS[i % USER_AGENTS.len()]));
+    });
+    row("  listener id (HMAC-SHA256)", &s, Some(b));
+    let ua = UaClassifier::builtin();
+    let s = measure(ITERS, |_, i| {
+        black_box(ua.classify(Some(USER_AGENTS[i % USER_AGENTS.len()])));
+    });
+    row("  classify UA (cached)", &s, Some(b));
+    let ts = uuid::Timestamp::from_unix(uuid::NoContext, now.unix_timestamp() as u64, 0);
+    let s = measure(ITERS, |_, _| {
+        black_box(uuid::Uuid::new_v7(black_box(ts)));
+    });
+    row("  event id: Uuid::new_v7 (getrandom per id)", &s, Some(b));
+    let ms = (now.unix_timestamp_nanos() / 1_000_000) as u64;
+    let s = measure(ITERS, |_, _| {
+        let mut random = [0u8; 10];
+        fastrand::fill(&mut random);
+        black_box(uuid::Builder::from_unix_timestamp_millis(black_box(ms), &random).into_uuid());
+    });
+    row(
+        "  event id: v7 from a userspace RNG (fastrand)",
+        &s,
+        Some(b),
+    );
+
+    // Init cost of the built-in lists (part of the Lambda cold start).
+    let mut builds: Vec<f64> = (0..11)
+        .map(|_| {
+            let t = Instant::now();
+            black_box(UaClassifier::builtin());
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    builds.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!(
+        "\ninit: UaClassifier::builtin() compiles in {:.2} ms (median of 11)",
+        builds[5]
+    );
+
+    println!();
+    println!("RESULT baseline_encode_ns {:.0}", b);
+    for (name, ns) in results {
+        let verdict = if ns <= GOAL_NS { "meets" } else { "MISSES" };
+        println!(
+            "RESULT handler_{}_ns {:.0}  ({:.2}× baseline; goal ≤ {GOAL_NS:.0} ns: {verdict})",
+            name.to_lowercase().replace('-', "_"),
+            ns,
+            ns / b
+        );
+    }
+    if let Some(ns) = new_ua {
+        println!(
+            "RESULT handler_opawg_new_ua_ns {ns:.0}  ({:.2}× baseline; first sight of a user agent)",
+            ns / b
+        );
+    }
+}
