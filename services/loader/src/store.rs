@@ -180,19 +180,44 @@ ON CONFLICT (campaign, hour, creative, episode, show, placement, event, country,
     invalid_hits = r.invalid_hits + EXCLUDED.invalid_hits";
 
 const UPSERT_DAILY: &str = "INSERT INTO rollup_daily AS r
-    (campaign, day, creative, country, event, raw_hits, counted_hits, bot_hits, invalid_hits)
-SELECT coalesce(s.campaign, ''), (s.ts AT TIME ZONE 'UTC')::date, coalesce(s.creative, ''),
-       coalesce(s.country, ''), coalesce(s.event, ''),
-       count(*), count(c.id),
-       count(*) FILTER (WHERE s.verdict = 'bot'), count(*) FILTER (WHERE s.verdict = 'invalid')
+    (campaign, day, creative, country, raw_hits, bot_hits, invalid_hits, impressions, starts, first_quartiles, midpoints, third_quartiles, completes, clicks, skips, errors, bot_impressions, bot_starts, bot_completes, bot_clicks)
+SELECT coalesce(s.campaign, ''), (s.ts AT TIME ZONE 'UTC')::date, coalesce(s.creative, ''), coalesce(s.country, ''),
+       count(*),
+       count(*) FILTER (WHERE s.verdict = 'bot'),
+       count(*) FILTER (WHERE s.verdict = 'invalid'),
+       count(c.id) FILTER (WHERE s.event = 'impression'),
+       count(c.id) FILTER (WHERE s.event = 'start'),
+       count(c.id) FILTER (WHERE s.event = 'firstQuartile'),
+       count(c.id) FILTER (WHERE s.event = 'midpoint'),
+       count(c.id) FILTER (WHERE s.event = 'thirdQuartile'),
+       count(c.id) FILTER (WHERE s.event = 'complete'),
+       count(c.id) FILTER (WHERE s.event = 'click'),
+       count(c.id) FILTER (WHERE s.event = 'skip'),
+       count(c.id) FILTER (WHERE s.event = 'error'),
+       count(*) FILTER (WHERE s.verdict = 'bot' AND s.event = 'impression'),
+       count(*) FILTER (WHERE s.verdict = 'bot' AND s.event = 'start'),
+       count(*) FILTER (WHERE s.verdict = 'bot' AND s.event = 'complete'),
+       count(*) FILTER (WHERE s.verdict = 'bot' AND s.event = 'click')
 FROM stage s JOIN fresh f USING (id) LEFT JOIN counted c USING (id)
-GROUP BY 1, 2, 3, 4, 5
-ORDER BY 1, 2, 3, 4, 5
-ON CONFLICT (campaign, day, creative, country, event) DO UPDATE SET
+GROUP BY 1, 2, 3, 4
+ORDER BY 1, 2, 3, 4
+ON CONFLICT (campaign, day, creative, country) DO UPDATE SET
     raw_hits = r.raw_hits + EXCLUDED.raw_hits,
-    counted_hits = r.counted_hits + EXCLUDED.counted_hits,
     bot_hits = r.bot_hits + EXCLUDED.bot_hits,
-    invalid_hits = r.invalid_hits + EXCLUDED.invalid_hits";
+    invalid_hits = r.invalid_hits + EXCLUDED.invalid_hits,
+    impressions = r.impressions + EXCLUDED.impressions,
+    starts = r.starts + EXCLUDED.starts,
+    first_quartiles = r.first_quartiles + EXCLUDED.first_quartiles,
+    midpoints = r.midpoints + EXCLUDED.midpoints,
+    third_quartiles = r.third_quartiles + EXCLUDED.third_quartiles,
+    completes = r.completes + EXCLUDED.completes,
+    clicks = r.clicks + EXCLUDED.clicks,
+    skips = r.skips + EXCLUDED.skips,
+    errors = r.errors + EXCLUDED.errors,
+    bot_impressions = r.bot_impressions + EXCLUDED.bot_impressions,
+    bot_starts = r.bot_starts + EXCLUDED.bot_starts,
+    bot_completes = r.bot_completes + EXCLUDED.bot_completes,
+    bot_clicks = r.bot_clicks + EXCLUDED.bot_clicks";
 
 const UPSERT_UNIQUES: &str = "WITH cand AS (
     SELECT (s.ts AT TIME ZONE 'UTC')::date AS day, s.campaign, '' AS creative, s.uniq_campaign_key AS key

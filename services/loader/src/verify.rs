@@ -74,20 +74,34 @@ ORDER BY 2";
 /// The daily creative x country table against the hourly rollups.
 const RECOUNT_DAILY: &str = "
 WITH h AS (
-    SELECT campaign, (hour AT TIME ZONE 'UTC')::date AS day, creative, country, event,
-           sum(raw_hits)::bigint AS raw_hits, sum(counted_hits)::bigint AS counted_hits
-    FROM rollup_hourly WHERE $1::text IS NULL OR campaign = $1 GROUP BY 1, 2, 3, 4, 5
+    SELECT campaign, (hour AT TIME ZONE 'UTC')::date AS day, creative, country,
+           coalesce(sum(raw_hits), 0)::bigint AS raw_hits,
+           coalesce(sum(bot_hits), 0)::bigint AS bot_hits,
+           coalesce(sum(invalid_hits), 0)::bigint AS invalid_hits,
+           coalesce(sum(counted_hits) FILTER (WHERE event = 'impression'), 0)::bigint AS impressions,
+           coalesce(sum(counted_hits) FILTER (WHERE event = 'start'), 0)::bigint AS starts,
+           coalesce(sum(counted_hits) FILTER (WHERE event = 'firstQuartile'), 0)::bigint AS first_quartiles,
+           coalesce(sum(counted_hits) FILTER (WHERE event = 'midpoint'), 0)::bigint AS midpoints,
+           coalesce(sum(counted_hits) FILTER (WHERE event = 'thirdQuartile'), 0)::bigint AS third_quartiles,
+           coalesce(sum(counted_hits) FILTER (WHERE event = 'complete'), 0)::bigint AS completes,
+           coalesce(sum(counted_hits) FILTER (WHERE event = 'click'), 0)::bigint AS clicks,
+           coalesce(sum(counted_hits) FILTER (WHERE event = 'skip'), 0)::bigint AS skips,
+           coalesce(sum(counted_hits) FILTER (WHERE event = 'error'), 0)::bigint AS errors,
+           coalesce(sum(bot_hits) FILTER (WHERE event = 'impression'), 0)::bigint AS bot_impressions,
+           coalesce(sum(bot_hits) FILTER (WHERE event = 'start'), 0)::bigint AS bot_starts,
+           coalesce(sum(bot_hits) FILTER (WHERE event = 'complete'), 0)::bigint AS bot_completes,
+           coalesce(sum(bot_hits) FILTER (WHERE event = 'click'), 0)::bigint AS bot_clicks
+    FROM rollup_hourly WHERE $1::text IS NULL OR campaign = $1 GROUP BY 1, 2, 3, 4
 ), d AS (
-    SELECT campaign, day, creative, country, event, raw_hits, counted_hits
-    FROM rollup_daily WHERE $1::text IS NULL OR campaign = $1
+    SELECT * FROM rollup_daily WHERE $1::text IS NULL OR campaign = $1
 )
 SELECT 'daily_rollup' AS what,
        concat_ws('/', coalesce(h.campaign, d.campaign), coalesce(h.creative, d.creative), coalesce(h.country, d.country),
-                 coalesce(h.event, d.event), coalesce(h.day, d.day)::text) AS key,
-       coalesce(h.raw_hits, 0) * 1000000 + coalesce(h.counted_hits, 0) AS from_events,
-       coalesce(d.raw_hits, 0) * 1000000 + coalesce(d.counted_hits, 0) AS from_rollups
-FROM h FULL JOIN d ON (h.campaign, h.day, h.creative, h.country, h.event) = (d.campaign, d.day, d.creative, d.country, d.event)
-WHERE coalesce(h.raw_hits, 0) <> coalesce(d.raw_hits, 0) OR coalesce(h.counted_hits, 0) <> coalesce(d.counted_hits, 0)
+                 coalesce(h.day, d.day)::text) AS key,
+       coalesce(h.raw_hits, 0) AS from_events,
+       coalesce(d.raw_hits, 0) AS from_rollups
+FROM h FULL JOIN d ON (h.campaign, h.day, h.creative, h.country) = (d.campaign, d.day, d.creative, d.country)
+WHERE h.raw_hits IS DISTINCT FROM d.raw_hits OR h.bot_hits IS DISTINCT FROM d.bot_hits OR h.invalid_hits IS DISTINCT FROM d.invalid_hits OR h.impressions IS DISTINCT FROM d.impressions OR h.starts IS DISTINCT FROM d.starts OR h.first_quartiles IS DISTINCT FROM d.first_quartiles OR h.midpoints IS DISTINCT FROM d.midpoints OR h.third_quartiles IS DISTINCT FROM d.third_quartiles OR h.completes IS DISTINCT FROM d.completes OR h.clicks IS DISTINCT FROM d.clicks OR h.skips IS DISTINCT FROM d.skips OR h.errors IS DISTINCT FROM d.errors OR h.bot_impressions IS DISTINCT FROM d.bot_impressions OR h.bot_starts IS DISTINCT FROM d.bot_starts OR h.bot_completes IS DISTINCT FROM d.bot_completes OR h.bot_clicks IS DISTINCT FROM d.bot_clicks
 ORDER BY 2";
 
 /// Every disagreement between raw events and the rollups/uniques (empty

@@ -488,8 +488,28 @@ const METRICS: [(&str, &str); 16] = [
     ("sum(bot_hits) FILTER (WHERE event = 'click')", "b_clicks"),
 ];
 
-fn metrics_select() -> String {
-    METRICS
+/// The same metrics over the wide daily table.
+const DAILY_METRICS: [(&str, &str); 16] = [
+    ("sum(impressions)", "m_impressions"),
+    ("sum(raw_hits)", "m_raw"),
+    ("sum(bot_hits)", "m_bot"),
+    ("sum(invalid_hits)", "m_invalid"),
+    ("sum(starts)", "m_starts"),
+    ("sum(first_quartiles)", "m_q1"),
+    ("sum(midpoints)", "m_mid"),
+    ("sum(third_quartiles)", "m_q3"),
+    ("sum(completes)", "m_complete"),
+    ("sum(clicks)", "m_click"),
+    ("sum(skips)", "m_skip"),
+    ("sum(errors)", "m_error"),
+    ("sum(bot_impressions)", "b_impressions"),
+    ("sum(bot_starts)", "b_starts"),
+    ("sum(bot_completes)", "b_completes"),
+    ("sum(bot_clicks)", "b_clicks"),
+];
+
+fn metrics_select(daily: bool) -> String {
+    (if daily { &DAILY_METRICS } else { &METRICS })
         .iter()
         .map(|(expr, name)| format!("coalesce({expr}, 0)::bigint AS {name}"))
         .collect::<Vec<_>>()
@@ -603,7 +623,7 @@ pub async fn run(pool: &PgPool, campaign: &str, spec: &ReportSpec) -> Result<Rep
         )
         SELECT b.*, u.listeners AS uniq FROM b {uniq_join} {keyset}
         ORDER BY {order} LIMIT {limit}",
-        metrics = metrics_select(),
+        metrics = metrics_select(daily),
         limit = spec.limit as i64 + 1,
     );
     let mut q = sqlx::query(&sql)
@@ -648,7 +668,7 @@ pub async fn run(pool: &PgPool, campaign: &str, spec: &ReportSpec) -> Result<Rep
         "SELECT {metrics}, (SELECT sum(listeners)::bigint FROM daily_uniques WHERE campaign = $1 AND creative = ''
                 AND day >= ($2 AT TIME ZONE 'UTC')::date AND day < ($3 AT TIME ZONE 'UTC')::date + (($3 AT TIME ZONE 'UTC')::time > '00:00')::int) AS uniq
          FROM {table} WHERE campaign = $1 AND {range}",
-        metrics = metrics_select()
+        metrics = metrics_select(daily)
     );
     let t = sqlx::query(&totals_sql)
         .bind(campaign)
