@@ -236,9 +236,14 @@ SELECT d.day, d.campaign, d.creative, count(*) FROM dedup d JOIN ins i USING (da
 GROUP BY 1, 2, 3 ORDER BY 2, 1, 3
 ON CONFLICT (campaign, day, creative) DO UPDATE SET listeners = u.listeners + EXCLUDED.listeners";
 
-const BUMP_VERSIONS: &str = "INSERT INTO campaign_data_versions AS v (campaign, version)
-SELECT DISTINCT s.campaign, 1 FROM stage s JOIN fresh f USING (id) WHERE s.campaign IS NOT NULL ORDER BY 1
-ON CONFLICT (campaign) DO UPDATE SET version = v.version + 1, updated_at = now()";
+/// Bumps the data version of every campaign the load touched, and tells the
+/// API replicas (delivered when the transaction commits).
+const BUMP_VERSIONS: &str = "WITH bumped AS (
+    INSERT INTO campaign_data_versions AS v (campaign, version)
+    SELECT DISTINCT s.campaign, 1 FROM stage s JOIN fresh f USING (id) WHERE s.campaign IS NOT NULL ORDER BY 1
+    ON CONFLICT (campaign) DO UPDATE SET version = v.version + 1, updated_at = now()
+    RETURNING campaign, version
+) SELECT count(pg_notify('earshot_changes', 'v ' || campaign || ' ' || version)) FROM bumped";
 
 /// Loads one parsed object in one transaction. Returns `loaded: false`, and
 /// writes nothing, when the ledger already has it.

@@ -360,19 +360,29 @@ pub async fn list_keys(pool: &PgPool) -> Result<Vec<ApiKeyInfo>, ApiError> {
 /// Revokes a key by id or prefix; effective on the next request.
 pub async fn revoke_key(pool: &PgPool, id_or_prefix: &str) -> Result<ApiKeyInfo, ApiError> {
     let id = Uuid::parse_str(id_or_prefix).ok();
-    sqlx::query_as(&format!(
+    let mut tx = pool.begin().await?;
+    let info: ApiKeyInfo = sqlx::query_as(&format!(
         "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now())
          WHERE ($1::uuid IS NOT NULL AND id = $1) OR prefix = $2 RETURNING {KEY_COLS}"
     ))
     .bind(id)
     .bind(id_or_prefix)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *tx)
     .await?
-    .ok_or_else(|| ApiError::NotFound(format!("no key {id_or_prefix}")))
+    .ok_or_else(|| ApiError::NotFound(format!("no key {id_or_prefix}")))?;
+    // Every API replica drops the key from its cache when this commits.
+    sqlx::query("SELECT pg_notify($1, 'k ' || $2::text)")
+        .bind(crate::live::CHANNEL)
+        .bind(info.id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(info)
 }
 
 /// The scope of a presented key, if it is a live key. Looked up on every
-/// request, so revocation is immediate.
+/// request (or in the in-process cache that revocation notifications keep
+/// exact), so revocation is immediate.
 pub async fn authenticate(
     pool: &PgPool,
     presented: &str,
@@ -380,10 +390,17 @@ pub async fn authenticate(
     if !keys::looks_like_a_key(presented) {
         return Ok(None);
     }
+    authenticate_hash(pool, &keys::hash(presented)).await
+}
+
+pub async fn authenticate_hash(
+    pool: &PgPool,
+    hash: &[u8],
+) -> Result<Option<(Uuid, Scope)>, ApiError> {
     let row: Option<(Uuid, String, Option<Uuid>)> = sqlx::query_as(
         "SELECT id, scope, advertiser_id FROM api_keys WHERE hash = $1 AND revoked_at IS NULL",
     )
-    .bind(keys::hash(presented))
+    .bind(hash)
     .fetch_optional(pool)
     .await?;
     Ok(
@@ -392,5 +409,18 @@ pub async fn authenticate(
             ("advertiser", Some(a)) => Some((id, Scope::Advertiser(a))),
             _ => None,
         }),
+    )
+}
+
+/// The advertiser owning a campaign (None: no such campaign).
+pub async fn campaign_owner(pool: &PgPool, id: &str) -> Result<Option<Uuid>, ApiError> {
+    if CampaignId::parse(id).is_err() {
+        return Ok(None);
+    }
+    Ok(
+        sqlx::query_scalar("SELECT advertiser_id FROM campaigns WHERE id = $1")
+            .bind(id)
+            .fetch_optional(pool)
+            .await?,
     )
 }

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod auth;
 pub mod error;
 pub mod keys;
+pub mod live;
 pub mod redis_store;
 pub mod report;
 pub mod routes;
@@ -135,6 +136,8 @@ impl Application {
             .fetch_one(&pool)
             .await
             .context("reading the database name")?;
+        let live = std::sync::Arc::new(live::Live::default());
+        live::spawn_listener(pool.clone(), live.clone());
         let state = web::Data::new(AppState {
             pool,
             redis,
@@ -144,6 +147,7 @@ impl Application {
             pixel_base_url: settings.pixel_base_url.clone(),
             metrics: earshot_platform::metrics::prometheus(),
             cache_namespace,
+            live,
         });
         let server = HttpServer::new(move || {
             App::new()

@@ -17,4 +17,7 @@ pub struct AppState {
     /// Prefix of cache keys: the database's name, so two deployments (or
     /// test databases) sharing a Redis never read each other's reports.
     pub cache_namespace: String,
+    /// Keys, owners, versions and reports in memory, kept exact by
+    /// PostgreSQL notifications.
+    pub live: std::sync::Arc<crate::live::Live>,
 }

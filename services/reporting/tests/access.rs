@@ -336,3 +336,35 @@ async fn tracking_urls_are_signed_with_the_newest_key_and_verify_at_the_edge() {
     }
     assert!(urls["error"].as_str().unwrap().contains("&err=[ERRORCODE]"));
 }
+
+#[tokio::test]
+async fn a_key_revoked_elsewhere_stops_working_as_soon_as_the_change_is_heard() {
+    let app = spawn_app(AppOptions::default()).await;
+    let (_a, key) = app.advertiser("Acme", &["acme-spring"]).await;
+    // Warm the in-process key cache.
+    for _ in 0..3 {
+        assert_eq!(app.get("/v1/campaigns", Some(&key)).await.status(), 200);
+    }
+    // Revoked from another process (e.g. `earshot admin key revoke`): this
+    // replica hears it through the PostgreSQL notification.
+    earshot_reporting::admin::revoke_key(&app.db.pool, &key[4..12])
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let status = app.get("/v1/campaigns", Some(&key)).await.status();
+        if status == 401 {
+            break;
+        }
+        assert_eq!(status, 200);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the revocation was never heard"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // And it stays revoked.
+    for _ in 0..3 {
+        assert_eq!(app.get("/v1/campaigns", Some(&key)).await.status(), 401);
+    }
+}

@@ -196,7 +196,11 @@ pub async fn revoke_key(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     who.require_admin()?;
-    Ok(HttpResponse::Ok().json(admin::revoke_key(&state.pool, &id).await?))
+    let info = admin::revoke_key(&state.pool, &id).await?;
+    // This replica forgets the key now; the others when the notification
+    // the revocation committed reaches them.
+    state.live.apply(&format!("k {}", info.id));
+    Ok(HttpResponse::Ok().json(info))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -75,12 +75,37 @@ pub async fn creatives(
 }
 
 async fn data_version(state: &AppState, campaign: &str) -> Result<i64, ApiError> {
+    if let Some(v) = state.live.version(campaign) {
+        return Ok(v);
+    }
     let v: Option<i64> =
         sqlx::query_scalar("SELECT version FROM campaign_data_versions WHERE campaign = $1")
             .bind(campaign)
             .fetch_optional(&state.pool)
             .await?;
-    Ok(v.unwrap_or(0))
+    let v = v.unwrap_or(0);
+    state.live.remember_version(campaign, v);
+    Ok(v)
+}
+
+/// 404 unless `who` may see the campaign: the same answer as for a
+/// campaign that does not exist.
+async fn authorize(state: &AppState, who: &Principal, campaign: &str) -> Result<(), ApiError> {
+    let owner = match state.live.owner(campaign) {
+        Some(o) => Some(o),
+        None => {
+            let o = admin::campaign_owner(&state.pool, campaign).await?;
+            if let Some(o) = o {
+                state.live.remember_owner(campaign, o);
+            }
+            o
+        }
+    };
+    match (owner, who.scope.advertiser()) {
+        (Some(_), None) => Ok(()),
+        (Some(o), Some(a)) if o == a => Ok(()),
+        _ => Err(ApiError::NotFound(format!("no campaign {campaign}"))),
+    }
 }
 
 /// A campaign's delivery: rows by hour, day or in total, grouped by any of
@@ -111,7 +136,7 @@ pub async fn report(
     id: web::Path<String>,
     params: web::Query<ReportParams>,
 ) -> Result<HttpResponse, ApiError> {
-    let campaign = admin::get_campaign(&state.pool, &id, who.scope.advertiser()).await?;
+    authorize(&state, &who, &id).await?;
     let accept_csv = req
         .headers()
         .get(header::ACCEPT)
@@ -122,22 +147,39 @@ pub async fn report(
         Format::Json => "application/json",
         Format::Csv => "text/csv; charset=utf-8",
     };
-    let version = data_version(&state, &campaign.id).await?;
-    let key = spec.cache_key(&state.cache_namespace, &campaign.id, version);
-    if let Some(body) = state.redis.get(&key).await {
-        metrics::counter!("earshot_api_cache_total", "outcome" => "hit").increment(1);
-        return Ok(HttpResponse::Ok()
-            .content_type(content_type)
-            .insert_header(("x-cache", "hit"))
-            .body(body));
+    let caching = state.cache_ttl_seconds > 0;
+    let version = data_version(&state, &id).await?;
+    let key = spec.cache_key(&state.cache_namespace, &id, version);
+    let ttl = std::time::Duration::from_secs(state.cache_ttl_seconds);
+    if caching {
+        let hit = match state.live.report(&key, ttl) {
+            Some(body) => Some(body),
+            None => state.redis.get(&key).await.map(|b| {
+                let b = std::sync::Arc::new(b);
+                state.live.remember_report(&key, b.clone());
+                b
+            }),
+        };
+        if let Some(body) = hit {
+            metrics::counter!("earshot_api_cache_total", "outcome" => "hit").increment(1);
+            return Ok(HttpResponse::Ok()
+                .content_type(content_type)
+                .insert_header(("x-cache", "hit"))
+                .body(body.as_ref().clone()));
+        }
+        metrics::counter!("earshot_api_cache_total", "outcome" => "miss").increment(1);
     }
-    metrics::counter!("earshot_api_cache_total", "outcome" => "miss").increment(1);
-    let rep = reports::run(&state.pool, &campaign.id, &spec).await?;
+    let rep = reports::run(&state.pool, &id, &spec).await?;
     let body = match spec.format {
         Format::Json => serde_json::to_vec(&rep).map_err(|e| ApiError::Internal(e.into()))?,
         Format::Csv => reports::to_csv(&rep, &spec).into_bytes(),
     };
-    state.redis.set(&key, &body, state.cache_ttl_seconds).await;
+    if caching {
+        state.redis.set(&key, &body, state.cache_ttl_seconds).await;
+        state
+            .live
+            .remember_report(&key, std::sync::Arc::new(body.clone()));
+    }
     let mut resp = HttpResponse::Ok();
     resp.content_type(content_type)
         .insert_header(("x-cache", "miss"));
