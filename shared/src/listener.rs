@@ -98,6 +98,10 @@ impl fmt::Debug for ListenerSecret {
 /// one per hit).
 pub struct ListenerHasher {
     secret: ListenerSecret,
+    /// A scheduled rotation: from this UTC day on, ids use the next secret.
+    /// Rotating at a day boundary keeps every day's ids under one secret, so
+    /// daily uniques are never split.
+    next: Option<(Date, ListenerSecret)>,
     today: Mutex<Option<(Date, HmacSha256)>>,
 }
 
@@ -146,7 +150,21 @@ impl ListenerHasher {
     pub fn new(secret: ListenerSecret) -> Self {
         Self {
             secret,
+            next: None,
             today: Mutex::new(None),
+        }
+    }
+
+    /// Schedules a rotation: hits on `from` (UTC) and later use `next`.
+    pub fn with_next(mut self, from: Date, next: ListenerSecret) -> Self {
+        self.next = Some((from, next));
+        self
+    }
+
+    fn secret_for(&self, day: Date) -> &ListenerSecret {
+        match &self.next {
+            Some((from, next)) if day >= *from => next,
+            _ => &self.secret,
         }
     }
 
@@ -157,7 +175,7 @@ impl ListenerHasher {
             match &*guard {
                 Some((d, mac)) if *d == day => mac.clone(),
                 _ => {
-                    let mac = day_mac(&self.secret, day);
+                    let mac = day_mac(self.secret_for(day), day);
                     *guard = Some((day, mac.clone()));
                     mac
                 }
@@ -220,6 +238,29 @@ mod tests {
         let v4 = h.listener_id(d, "192.0.2.1".parse().unwrap(), "ua");
         let mapped = h.listener_id(d, "::ffff:192.0.2.1".parse().unwrap(), "ua");
         assert_eq!(v4, mapped);
+    }
+
+    #[test]
+    fn a_scheduled_rotation_switches_secrets_at_the_day_boundary() {
+        let old = hasher();
+        let new = ListenerHasher::new(ListenerSecret::new("the-next-secret-0123456789").unwrap());
+        let rotating = ListenerHasher::new(ListenerSecret::new("0123456789abcdef-test").unwrap())
+            .with_next(
+                date!(2026 - 11 - 28),
+                ListenerSecret::new("the-next-secret-0123456789").unwrap(),
+            );
+        let ip = "203.0.113.7".parse().unwrap();
+        for (day, want) in [
+            (date!(2026 - 11 - 27), &old),
+            (date!(2026 - 11 - 28), &new),
+            (date!(2026 - 11 - 29), &new),
+        ] {
+            assert_eq!(
+                rotating.listener_id(day, ip, "ua"),
+                want.listener_id(day, ip, "ua"),
+                "{day}"
+            );
+        }
     }
 
     #[test]

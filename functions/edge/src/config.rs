@@ -66,6 +66,9 @@ pub struct EdgeConfig {
     pub sink: SinkConfig,
     pub flush: FlushMode,
     pub listener_secret: ListenerSecret,
+    /// A scheduled rotation (`EARSHOT_LISTENER_SECRET_NEXT=YYYY-MM-DD:secret`):
+    /// from that UTC day on, listener ids use the next secret.
+    pub listener_secret_next: Option<(time::Date, ListenerSecret)>,
     /// True when the dev default secret is in use (local mode only).
     pub listener_secret_is_dev_default: bool,
     pub signing_keys: SigningKeys,
@@ -204,6 +207,28 @@ impl EdgeConfig {
             ),
         };
 
+        let listener_secret_next = match get("EARSHOT_LISTENER_SECRET_NEXT") {
+            None => None,
+            Some(v) => {
+                const VAR: &str = "EARSHOT_LISTENER_SECRET_NEXT";
+                let (day, secret) = v.split_once(':').ok_or_else(|| {
+                    err(
+                        VAR,
+                        "expected YYYY-MM-DD:secret (the UTC day the next secret takes over)",
+                    )
+                })?;
+                let day = time::Date::parse(
+                    day.trim(),
+                    &time::macros::format_description!("[year]-[month]-[day]"),
+                )
+                .map_err(|_| err(VAR, format!("{day:?} is not a date (YYYY-MM-DD)")))?;
+                Some((
+                    day,
+                    ListenerSecret::new(secret).map_err(|e| err(VAR, e.to_string()))?,
+                ))
+            }
+        };
+
         let signing_keys = SigningKeys::parse(&get("EARSHOT_SIGNING_KEYS").unwrap_or_default())
             .map_err(|e: KeysError| err("EARSHOT_SIGNING_KEYS", e.to_string()))?;
         let require_signature = match get("EARSHOT_REQUIRE_SIGNATURE") {
@@ -240,6 +265,7 @@ impl EdgeConfig {
             sink,
             flush,
             listener_secret,
+            listener_secret_next,
             listener_secret_is_dev_default,
             signing_keys,
             require_signature,
@@ -338,6 +364,9 @@ mod tests {
             ("EARSHOT_SIGNING_KEYS", "k1"),
             ("EARSHOT_TRUST_FORWARDED", "maybe"),
             ("EARSHOT_LISTENER_SECRET", "short"),
+            ("EARSHOT_LISTENER_SECRET_NEXT", "tomorrow:0123456789abcdef"),
+            ("EARSHOT_LISTENER_SECRET_NEXT", "2026-11-28"),
+            ("EARSHOT_LISTENER_SECRET_NEXT", "2026-11-28:short"),
         ] {
             assert_eq!(cfg(&[(var, value)]).unwrap_err().var, var, "{var}={value}");
         }

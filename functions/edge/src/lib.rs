@@ -68,7 +68,12 @@ impl App {
         let pipeline = Pipeline::start(Arc::new(sink), cfg.flush);
         Ok(Arc::new(Self {
             recorder: Recorder {
-                listener: ListenerHasher::new(cfg.listener_secret),
+                listener: match cfg.listener_secret_next {
+                    Some((day, next)) => {
+                        ListenerHasher::new(cfg.listener_secret).with_next(day, next)
+                    }
+                    None => ListenerHasher::new(cfg.listener_secret),
+                },
                 keys: cfg.signing_keys,
                 require_signature: cfg.require_signature,
                 ua,
