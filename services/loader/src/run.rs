@@ -104,7 +104,13 @@ impl Loader {
             if let Err(e) = self.maintain().await {
                 tracing::warn!(error = %e, "partition maintenance failed; will retry");
             }
-            let deliveries = match self.source.poll(self.opts.once).await {
+            // A stop interrupts an idle poll (SQS long polling waits up to
+            // 20 s); messages it was about to receive stay in the queue.
+            let polled = tokio::select! {
+                p = self.source.poll(self.opts.once) => p,
+                _ = stop.changed() => break,
+            };
+            let deliveries = match polled {
                 Ok(d) => {
                     poll_failures = 0;
                     d
