@@ -119,12 +119,10 @@ pub struct UnknownPlacement(pub String);
 impl FromStr for Placement {
     type Err = UnknownPlacement;
     fn from_str(s: &str) -> Result<Self, UnknownPlacement> {
-        match s.to_ascii_lowercase().as_str() {
-            "pre" => Ok(Placement::Pre),
-            "mid" => Ok(Placement::Mid),
-            "post" => Ok(Placement::Post),
-            _ => Err(UnknownPlacement(s.chars().take(MAX_LABEL_LEN).collect())),
-        }
+        [Placement::Pre, Placement::Mid, Placement::Post]
+            .into_iter()
+            .find(|p| p.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| UnknownPlacement(s.chars().take(MAX_LABEL_LEN).collect()))
     }
 }
 
@@ -237,17 +235,30 @@ pub fn truncate_to(s: &str, max: usize) -> &str {
 
 /// Formats `2026-11-27T00:14:48.123Z`.
 pub fn format_ts(ts: OffsetDateTime) -> String {
+    let b = ts_bytes(ts);
+    // Only ASCII digits and separators were written.
+    String::from_utf8_lossy(&b).into_owned()
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` into a stack buffer: this runs for every hit
+/// and every loaded event, and `format!` costs several times more.
+fn ts_bytes(ts: OffsetDateTime) -> [u8; 24] {
     let ts = ts.to_offset(UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        ts.year(),
-        u8::from(ts.month()),
-        ts.day(),
-        ts.hour(),
-        ts.minute(),
-        ts.second(),
-        ts.millisecond()
-    )
+    let mut b = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, mut v: u32| {
+        for i in (0..width).rev() {
+            b[at + i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, ts.year().clamp(0, 9999) as u32);
+    put(5, 2, u8::from(ts.month()) as u32);
+    put(8, 2, ts.day() as u32);
+    put(11, 2, ts.hour() as u32);
+    put(14, 2, ts.minute() as u32);
+    put(17, 2, ts.second() as u32);
+    put(20, 3, ts.millisecond() as u32);
+    b
 }
 
 fn parse_ts(s: &str) -> Result<OffsetDateTime, String> {
@@ -261,7 +272,8 @@ impl Serialize for TrackingEvent {
         let mut st = s.serialize_struct("TrackingEvent", 19)?;
         st.serialize_field("v", &WIRE_SCHEMA_VERSION)?;
         st.serialize_field("id", &self.id)?;
-        st.serialize_field("ts", &format_ts(self.ts))?;
+        let ts = ts_bytes(self.ts);
+        st.serialize_field("ts", std::str::from_utf8(&ts).unwrap_or_default())?;
         st.serialize_field("campaign", &self.campaign.as_ref().map(|x| x.as_str()))?;
         st.serialize_field("creative", &self.creative.as_ref().map(|x| x.as_str()))?;
         st.serialize_field("episode", &self.episode.as_ref().map(|x| x.as_str()))?;
@@ -583,6 +595,18 @@ mod tests {
         );
         assert_eq!(EventKind::ThirdQuartile.to_string(), "thirdQuartile");
         assert!("quarter".parse::<EventKind>().is_err());
+    }
+
+    #[test]
+    fn timestamps_format_with_milliseconds_in_utc() {
+        assert_eq!(
+            format_ts(time::macros::datetime!(2026-01-02 03:04:05.006 UTC)),
+            "2026-01-02T03:04:05.006Z"
+        );
+        assert_eq!(
+            format_ts(time::macros::datetime!(2026-01-02 03:04:05.006 +02:00)),
+            "2026-01-02T01:04:05.006Z"
+        );
     }
 
     #[test]

@@ -64,28 +64,35 @@ struct PatternList {
 
 impl PatternList {
     fn build(items: Vec<(String, String, bool)>, skipped: &mut Vec<String>) -> Self {
-        // Test each pattern alone first, so one bad pattern skips itself only.
-        let mut entries = Vec::new();
-        let mut patterns = Vec::new();
-        for (name, pattern, is_bot) in items {
-            match RegexSetBuilder::new([&pattern])
+        let compile = |patterns: &[String]| {
+            RegexSetBuilder::new(patterns)
                 .unicode(false)
                 .size_limit(REGEX_SIZE_LIMIT)
+                .dfa_size_limit(REGEX_SIZE_LIMIT)
                 .build()
-            {
+        };
+        let patterns: Vec<String> = items.iter().map(|(_, p, _)| p.clone()).collect();
+        // The whole set in one compile (the start-up cost that matters);
+        // only if some pattern is refused, find it by compiling one by one.
+        if let Ok(set) = compile(&patterns) {
+            let entries = items
+                .into_iter()
+                .map(|(name, _, is_bot)| Entry { name, is_bot })
+                .collect();
+            return Self { entries, set };
+        }
+        let mut entries = Vec::new();
+        let mut kept = Vec::new();
+        for (name, pattern, is_bot) in items {
+            match compile(std::slice::from_ref(&pattern)) {
                 Ok(_) => {
                     entries.push(Entry { name, is_bot });
-                    patterns.push(pattern);
+                    kept.push(pattern);
                 }
                 Err(e) => skipped.push(format!("{name}: {e}")),
             }
         }
-        let set = RegexSetBuilder::new(&patterns)
-            .unicode(false)
-            .size_limit(REGEX_SIZE_LIMIT)
-            .dfa_size_limit(REGEX_SIZE_LIMIT)
-            .build()
-            .expect("each pattern compiled alone");
+        let set = compile(&kept).expect("each pattern compiled alone");
         Self { entries, set }
     }
 

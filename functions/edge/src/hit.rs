@@ -114,7 +114,16 @@ pub struct Recorder {
     pub trust: TrustConfig,
 }
 
-fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+// Header names parsed once, not on every lookup.
+static X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
+static X_DEVICE_IP: http::HeaderName = http::HeaderName::from_static("x-device-ip");
+static X_DEVICE_USER_AGENT: http::HeaderName = http::HeaderName::from_static("x-device-user-agent");
+static X_AMZN_TRACE_ID: http::HeaderName = http::HeaderName::from_static("x-amzn-trace-id");
+static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+static CLOUDFRONT_VIEWER_COUNTRY: http::HeaderName =
+    http::HeaderName::from_static("cloudfront-viewer-country");
+
+fn header_str<'a>(h: &'a HeaderMap, name: &http::HeaderName) -> Option<&'a str> {
     h.get(name)
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
@@ -123,7 +132,7 @@ fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// The first address of an `X-Forwarded-For` list.
 fn first_forwarded(h: &HeaderMap) -> Option<IpAddr> {
-    header_str(h, "x-forwarded-for")?
+    header_str(h, &X_FORWARDED_FOR)?
         .split(',')
         .next()?
         .trim()
@@ -135,7 +144,7 @@ impl Recorder {
     /// The address that identifies the listener.
     fn client_ip(&self, req: &HitRequest<'_>) -> Option<IpAddr> {
         if self.trust.device_headers {
-            if let Some(ip) = header_str(req.headers, "x-device-ip").and_then(|s| s.parse().ok()) {
+            if let Some(ip) = header_str(req.headers, &X_DEVICE_IP).and_then(|s| s.parse().ok()) {
                 return Some(ip);
             }
         }
@@ -149,16 +158,16 @@ impl Recorder {
 
     fn user_agent<'a>(&self, req: &HitRequest<'a>) -> Option<&'a str> {
         if self.trust.device_headers {
-            if let Some(ua) = header_str(req.headers, "x-device-user-agent") {
+            if let Some(ua) = header_str(req.headers, &X_DEVICE_USER_AGENT) {
                 return Some(ua);
             }
         }
-        header_str(req.headers, "user-agent")
+        header_str(req.headers, &header::USER_AGENT)
     }
 
     fn trace_id<'a>(&self, req: &HitRequest<'a>) -> Option<&'a str> {
-        header_str(req.headers, "x-amzn-trace-id")
-            .or_else(|| header_str(req.headers, "traceparent"))
+        header_str(req.headers, &X_AMZN_TRACE_ID)
+            .or_else(|| header_str(req.headers, &TRACEPARENT))
             .or(req.runtime_trace_id)
     }
 
@@ -182,7 +191,7 @@ impl Recorder {
             (None, None) => (Verdict::Valid, None),
         };
         let country = if self.trust.cloudfront {
-            header_str(req.headers, "cloudfront-viewer-country").and_then(CountryCode::parse)
+            header_str(req.headers, &CLOUDFRONT_VIEWER_COUNTRY).and_then(CountryCode::parse)
         } else {
             None
         };
