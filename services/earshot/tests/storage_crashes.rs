@@ -41,7 +41,7 @@ async fn wait_for_load_in_progress(admin: &PgPool, db: &str, loader: &mut ChildP
 
 #[tokio::test]
 async fn loader_killed_with_sigkill_mid_object_then_restarted_counts_like_a_clean_run() {
-    const EVENTS: usize = 300_000;
+    const EVENTS: usize = 200_000;
     let db = TestDb::new().await;
     let clean = TestDb::new().await;
     let dir = temp_dir("sigkill");

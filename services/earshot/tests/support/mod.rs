@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 /// A guard against hangs, not a speed assertion: the slowest test here
-/// (300k events through a debug build, three times) needs a few minutes on
+/// (200k events through a debug build, three times) needs a few minutes on
 /// two busy cores.
 pub const PATIENCE: Duration = Duration::from_secs(900);
 
