@@ -166,10 +166,27 @@ pub async fn count(pool: &PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
 }
 
-pub fn temp_dir(tag: &str) -> PathBuf {
+/// A directory of its own under the system temp dir, removed on drop (the
+/// crash tests write a few hundred MB).
+pub struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn temp_dir(tag: &str) -> TempDir {
     let d = std::env::temp_dir().join(format!("earshot-{tag}-{}", Uuid::now_v7().simple()));
     std::fs::create_dir_all(&d).unwrap();
-    d
+    TempDir(d)
 }
 
 pub fn ndjson(events: &[TrackingEvent]) -> Vec<u8> {
