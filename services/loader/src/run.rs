@@ -9,7 +9,7 @@ use tokio::sync::watch;
 
 use crate::parse::{self, Parsed, Quarantined};
 use crate::partitions::Partitions;
-use crate::source::{Delivery, Object, Source};
+use crate::source::{Delivery, Object, ObjectMissing, Source};
 use crate::store::{self, LoadStats, ObjectId};
 
 /// How long `--once` keeps retrying one object through database or AWS
@@ -154,8 +154,22 @@ impl Loader {
     }
 
     async fn deliver(&mut self, d: &Delivery, summary: &mut RunSummary) -> anyhow::Result<()> {
+        let mut complete = true;
         for obj in &d.objects {
-            let stats = self.load_with_retries(obj).await?;
+            let stats = match self.load_with_retries(obj).await {
+                Ok(stats) => stats,
+                // Not acknowledged, and the loader moves on: SQS hands the
+                // message out again until its redrive policy moves it to the
+                // dead-letter queue; a file or listing entry is simply gone.
+                Err(e) if e.is::<ObjectMissing>() => {
+                    complete = false;
+                    metrics::counter!("earshot_loader_errors_total", "stage" => "missing")
+                        .increment(1);
+                    tracing::error!(error = %format!("{e:#}"), "an announced object does not exist; its delivery is left unacknowledged");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             if stats.loaded {
                 summary.objects_loaded += 1;
                 summary.events_new += stats.new_events as u64;
@@ -165,6 +179,9 @@ impl Loader {
             } else {
                 summary.objects_skipped += 1;
             }
+        }
+        if !complete {
+            return Ok(());
         }
         let mut attempt = 0;
         loop {
@@ -190,6 +207,7 @@ impl Loader {
         loop {
             match self.load_one(obj).await {
                 Ok(s) => return Ok(s),
+                Err(e) if e.is::<ObjectMissing>() => return Err(e),
                 Err(e) => {
                     attempt += 1;
                     metrics::counter!("earshot_loader_errors_total", "stage" => "load")

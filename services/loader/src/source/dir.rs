@@ -79,8 +79,15 @@ impl DirSource {
 
     pub fn fetch(&self, obj: &Object) -> anyhow::Result<(Vec<u8>, String)> {
         let path = self.root.join(&obj.key);
-        let bytes =
-            std::fs::read(&path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+        let bytes = std::fs::read(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                return anyhow::Error::new(super::ObjectMissing {
+                    from: obj.source.clone(),
+                    key: obj.key.clone(),
+                });
+            }
+            anyhow::anyhow!("reading {}: {e}", path.display())
+        })?;
         let etag = hex::encode(Sha256::digest(&bytes));
         Ok((bytes, etag))
     }

@@ -60,6 +60,16 @@ pub struct Object {
     pub etag: Option<String>,
 }
 
+/// The object a delivery names is not there (deleted since it was announced
+/// or listed): no retry can fetch it.
+#[derive(Debug, thiserror::Error)]
+#[error("{from}/{key} does not exist")]
+pub struct ObjectMissing {
+    /// The ledger's source (`s3://bucket`, `dir:/path`).
+    pub from: String,
+    pub key: String,
+}
+
 /// A unit of acknowledgement: the objects of one SQS message (deleted after
 /// all are committed), or one object of a directory or listing.
 #[derive(Debug, Clone)]

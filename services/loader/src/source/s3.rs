@@ -94,6 +94,12 @@ pub async fn fetch(client: &aws_sdk_s3::Client, obj: &Object) -> anyhow::Result<
         .send()
         .await
         .map_err(|e| {
+            if e.as_service_error().is_some_and(|e| e.is_no_such_key()) {
+                return anyhow::Error::new(super::ObjectMissing {
+                    from: obj.source.clone(),
+                    key: obj.key.clone(),
+                });
+            }
             anyhow::anyhow!(
                 "getting s3://{bucket}/{}: {}",
                 obj.key,
