@@ -230,3 +230,59 @@ async fn s3_prefix_source_loads_every_object_once() {
     assert_eq!(event_ids(&db.pool).await, want);
     assert_books_balance(&db.pool).await;
 }
+
+#[tokio::test]
+async fn a_notification_for_a_deleted_object_is_left_for_the_dead_letter_queue_and_the_rest_load() {
+    let moto = Moto::start().await.expect("moto");
+    moto.s3()
+        .create_bucket()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .unwrap();
+    let url = notify_queue_on_object_created(&moto, BUCKET, QUEUE, 30)
+        .await
+        .expect("bucket notifications");
+    let db = TestDb::new().await;
+    let day = yesterday();
+    let gone = synth_events(
+        100,
+        21,
+        day + time::Duration::hours(1),
+        time::Duration::hours(1),
+    );
+    let kept = synth_events(
+        300,
+        22,
+        day + time::Duration::hours(2),
+        time::Duration::hours(1),
+    );
+    // Announced, then deleted (a lifecycle rule, an operator) before the
+    // loader got to it: no retry can ever fetch it.
+    put(&moto, "events/2026/11/26/01/gone", ndjson(&gone)).await;
+    moto.s3()
+        .delete_object()
+        .bucket(BUCKET)
+        .key("events/2026/11/26/01/gone")
+        .send()
+        .await
+        .unwrap();
+    put(&moto, "events/2026/11/26/02/kept", ndjson(&kept)).await;
+    peek_notifications(&moto, &url, 2).await;
+
+    let s = load_once(&db.url, &format!("sqs:{url}"), &moto.aws_env()).await;
+    assert_eq!(
+        (s.objects_loaded, s.objects_skipped, s.events_new),
+        (1, 0, 300)
+    );
+    let keys: Vec<String> = sqlx::query_scalar("SELECT object_key FROM loaded_objects")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(keys, ["events/2026/11/26/02/kept"]);
+    // Its message was not deleted: received, in flight until its visibility
+    // timeout, then back (and, with a redrive policy, to the dead-letter
+    // queue after maxReceiveCount receives).
+    assert_eq!(queue_depth(&moto, &url).await.unwrap(), (0, 1));
+    assert_books_balance(&db.pool).await;
+}
