@@ -92,39 +92,51 @@ impl SqsSource {
         &self.s3
     }
 
+    /// The next usable deliveries; empty only when the queue had nothing.
+    /// Unusable messages are skipped (they stay hidden for their visibility
+    /// timeout, then return until the redrive policy moves them), and the
+    /// queue is asked again, so `--once` never stops at a bad message while
+    /// good ones wait behind it.
     pub async fn poll(&mut self, short: bool) -> anyhow::Result<Vec<Delivery>> {
-        let out = self
-            .sqs
-            .receive_message()
-            .queue_url(&self.queue_url)
-            .max_number_of_messages(MAX_MESSAGES)
-            .wait_time_seconds(if short { 1 } else { LONG_POLL_SECONDS })
-            .send()
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "receiving from {}: {}",
-                    self.queue_url,
-                    aws_sdk_sqs::error::DisplayErrorContext(e)
-                )
-            })?;
-        let mut deliveries = Vec::new();
-        for m in out.messages() {
-            let Some(receipt) = m.receipt_handle() else {
-                continue;
-            };
-            match objects_of(m.body().unwrap_or_default()) {
-                Ok(objects) => deliveries.push(Delivery {
-                    objects,
-                    receipt: Some(receipt.to_owned()),
-                }),
-                Err(why) => {
-                    tracing::error!(message_id = m.message_id().unwrap_or_default(), reason = %why, "unusable SQS message left for the dead-letter queue");
-                    metrics::counter!("earshot_loader_bad_messages_total").increment(1);
+        loop {
+            let out = self
+                .sqs
+                .receive_message()
+                .queue_url(&self.queue_url)
+                .max_number_of_messages(MAX_MESSAGES)
+                .wait_time_seconds(if short { 1 } else { LONG_POLL_SECONDS })
+                .send()
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "receiving from {}: {}",
+                        self.queue_url,
+                        aws_sdk_sqs::error::DisplayErrorContext(e)
+                    )
+                })?;
+            if out.messages().is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut deliveries = Vec::new();
+            for m in out.messages() {
+                let Some(receipt) = m.receipt_handle() else {
+                    continue;
+                };
+                match objects_of(m.body().unwrap_or_default()) {
+                    Ok(objects) => deliveries.push(Delivery {
+                        objects,
+                        receipt: Some(receipt.to_owned()),
+                    }),
+                    Err(why) => {
+                        tracing::error!(message_id = m.message_id().unwrap_or_default(), reason = %why, "unusable SQS message left for the dead-letter queue");
+                        metrics::counter!("earshot_loader_bad_messages_total").increment(1);
+                    }
                 }
             }
+            if !deliveries.is_empty() {
+                return Ok(deliveries);
+            }
         }
-        Ok(deliveries)
     }
 
     pub async fn ack(&self, d: &Delivery) -> anyhow::Result<()> {
