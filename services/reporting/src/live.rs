@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use actix_web::web::Bytes;
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -35,7 +36,7 @@ struct Caches {
     keys: HashMap<Vec<u8>, (Uuid, Scope)>,
     owners: HashMap<String, Uuid>,
     versions: HashMap<String, i64>,
-    reports: HashMap<String, (Instant, Arc<Vec<u8>>)>,
+    reports: HashMap<String, (Instant, Bytes)>,
     report_bytes: usize,
 }
 
@@ -147,13 +148,13 @@ impl Live {
         *e = (*e).max(v);
     }
 
-    pub fn report(&self, key: &str, ttl: Duration) -> Option<Arc<Vec<u8>>> {
+    pub fn report(&self, key: &str, ttl: Duration) -> Option<Bytes> {
         let c = self.read();
         let (at, body) = c.reports.get(key)?;
         (at.elapsed() < ttl).then(|| body.clone())
     }
 
-    pub fn remember_report(&self, key: &str, body: Arc<Vec<u8>>) {
+    pub fn remember_report(&self, key: &str, body: Bytes) {
         let mut c = self.write();
         if c.reports.len() >= MAX_ENTRIES || c.report_bytes + body.len() > MAX_REPORT_BYTES {
             c.reports.clear();

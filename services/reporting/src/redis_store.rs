@@ -3,6 +3,7 @@
 //! is down the API answers from PostgreSQL (uncached, unlimited) and
 //! `/readyz` says `degraded`.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,11 +17,29 @@ pub const REDIS_TIMEOUT: Duration = Duration::from_millis(100);
 /// Reconnection attempts are at least this far apart while Redis is down.
 const RECONNECT_EVERY: Duration = Duration::from_secs(2);
 
-/// Fixed-window counter: increments and sets the expiry atomically.
+/// Fixed-window counter that hands out leases: takes up to ARGV[2] of the
+/// window's ARGV[1] requests, never past the limit, sets the expiry with the
+/// first increment, and returns how many it took (0: the limit is reached).
 const RATE_LIMIT_LUA: &str = r"
-local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
-return n";
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+local grant = math.min(tonumber(ARGV[2]), tonumber(ARGV[1]) - used)
+if grant <= 0 then return 0 end
+local n = redis.call('INCRBY', KEYS[1], grant)
+if n == grant then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
+return grant";
+
+/// A replica takes its requests from the shared Redis counter in leases of
+/// this share of the per-minute limit (at least 1, at most [`MAX_LEASE`]),
+/// and spends them locally: one Redis call per lease instead of per request.
+/// Replicas together never admit more than the limit (a lease is never
+/// granted past it); what a replica leased and did not use before the
+/// window ended is lost, so with R replicas a key may get up to R × 1% fewer
+/// requests than its limit in a window. Limits of 100 or less per minute are
+/// counted request by request, exactly.
+const LEASE_DIVISOR: u32 = 100;
+const MAX_LEASE: u32 = 1_000;
+/// Local lease entries kept before those of past windows are dropped.
+const MAX_LOCAL_LEASES: usize = 10_000;
 
 #[derive(Clone)]
 pub struct RedisStore {
@@ -33,6 +52,8 @@ struct Inner {
     last_attempt: std::sync::Mutex<Option<std::time::Instant>>,
     healthy: AtomicBool,
     script: redis::Script,
+    /// Unspent leased requests per subject: (window, remaining).
+    leases: std::sync::Mutex<HashMap<String, (u64, u32)>>,
 }
 
 /// What the rate limiter decided.
@@ -45,6 +66,37 @@ pub enum Limit {
     },
     /// Redis is not available: requests are not limited meanwhile.
     Unknown,
+}
+
+impl Inner {
+    fn leases(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, u32)>> {
+        self.leases.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Spends one locally held request of this window, if there is one.
+    fn take_leased(&self, subject: &str, window: u64) -> bool {
+        match self.leases().get_mut(subject) {
+            Some((w, left)) if *w == window && *left > 0 => {
+                *left -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn add_leased(&self, subject: &str, window: u64, n: u32) {
+        let mut leases = self.leases();
+        if leases.len() >= MAX_LOCAL_LEASES {
+            leases.retain(|_, (w, _)| *w >= window);
+        }
+        match leases.get_mut(subject) {
+            Some((w, left)) if *w == window => *left += n,
+            Some(e) => *e = (window, n),
+            None => {
+                leases.insert(subject.to_owned(), (window, n));
+            }
+        }
+    }
 }
 
 impl RedisStore {
@@ -63,6 +115,7 @@ impl RedisStore {
                 last_attempt: std::sync::Mutex::new(None),
                 healthy: AtomicBool::new(false),
                 script: redis::Script::new(RATE_LIMIT_LUA),
+                leases: std::sync::Mutex::new(HashMap::new()),
             })),
         })
     }
@@ -161,21 +214,35 @@ impl RedisStore {
         let Some(inner) = self.inner.as_ref() else {
             return Limit::Unknown;
         };
+        let window = now_unix / 60;
+        if inner.take_leased(subject, window) {
+            return Limit::Allowed;
+        }
         let Some(mut c) = self.conn().await else {
             return Limit::Unknown;
         };
-        let window = now_unix / 60;
         let key = format!("earshot:rl:{subject}:{window}");
+        let lease = (per_minute / LEASE_DIVISOR).clamp(1, MAX_LEASE);
         let r = tokio::time::timeout(
             REDIS_TIMEOUT,
-            inner.script.key(&key).arg(61).invoke_async::<u64>(&mut c),
+            inner
+                .script
+                .key(&key)
+                .arg(per_minute)
+                .arg(lease)
+                .arg(61)
+                .invoke_async::<u32>(&mut c),
         )
         .await;
         match self.record(r) {
-            Some(n) if n > per_minute as u64 => Limit::Exceeded {
+            Some(0) => Limit::Exceeded {
                 retry_after: (window + 1) * 60 - now_unix,
             },
-            Some(_) => Limit::Allowed,
+            Some(granted) => {
+                // One of the granted requests is this one.
+                inner.add_leased(subject, window, granted - 1);
+                Limit::Allowed
+            }
             None => Limit::Unknown,
         }
     }

@@ -479,3 +479,53 @@ async fn keys_over_their_rate_limit_get_429_with_retry_after() {
     // Limits are per key.
     assert_eq!(app.get("/v1/campaigns", Some(&other)).await.status(), 200);
 }
+
+#[tokio::test]
+async fn a_rate_limit_is_shared_by_all_replicas_and_never_exceeded() {
+    // 1,000 a minute: each replica takes requests from Redis in leases of 10.
+    const LIMIT: u32 = 1_000;
+    let opts = || AppOptions {
+        rate_limit_per_minute: LIMIT,
+        ..AppOptions::default()
+    };
+    let app = spawn_app(opts()).await;
+    let second = app.replica(opts()).await;
+    let (_a, key) = app.advertiser("Acme", &["acme"]).await;
+    let second_ = OffsetDateTime::now_utc().second();
+    if second_ > 30 {
+        tokio::time::sleep(std::time::Duration::from_secs(61 - second_ as u64)).await;
+    }
+    let bases = [app.base.clone(), second];
+    let mut ok = [0u32; 2];
+    let mut limited = [0u32; 2];
+    for i in 0..(LIMIT as usize + 100) {
+        let r = app
+            .client
+            .get(format!("{}/v1/campaigns", bases[i % 2]))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        match r.status().as_u16() {
+            200 => ok[i % 2] += 1,
+            429 => limited[i % 2] += 1,
+            s => panic!("unexpected status {s}"),
+        }
+    }
+    // Both replicas served, together exactly the limit (the leases left
+    // over on one replica are spent before it asks Redis again), and both
+    // refuse once the window's requests are gone.
+    assert!(ok[0] > 0 && ok[1] > 0, "{ok:?}");
+    assert_eq!(ok[0] + ok[1], LIMIT, "{ok:?} {limited:?}");
+    assert_eq!(limited[0] + limited[1], 100);
+    for base in &bases {
+        let r = app
+            .client
+            .get(format!("{base}/v1/campaigns"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 429);
+    }
+}

@@ -155,7 +155,7 @@ pub async fn report(
         let hit = match state.live.report(&key, ttl) {
             Some(body) => Some(body),
             None => state.redis.get(&key).await.map(|b| {
-                let b = std::sync::Arc::new(b);
+                let b = actix_web::web::Bytes::from(b);
                 state.live.remember_report(&key, b.clone());
                 b
             }),
@@ -165,20 +165,18 @@ pub async fn report(
             return Ok(HttpResponse::Ok()
                 .content_type(content_type)
                 .insert_header(("x-cache", "hit"))
-                .body(body.as_ref().clone()));
+                .body(body));
         }
         metrics::counter!("earshot_api_cache_total", "outcome" => "miss").increment(1);
     }
     let rep = reports::run(&state.pool, &id, &spec).await?;
-    let body = match spec.format {
+    let body = actix_web::web::Bytes::from(match spec.format {
         Format::Json => serde_json::to_vec(&rep).map_err(|e| ApiError::Internal(e.into()))?,
         Format::Csv => reports::to_csv(&rep, &spec).into_bytes(),
-    };
+    });
     if caching {
         state.redis.set(&key, &body, state.cache_ttl_seconds).await;
-        state
-            .live
-            .remember_report(&key, std::sync::Arc::new(body.clone()));
+        state.live.remember_report(&key, body.clone());
     }
     let mut resp = HttpResponse::Ok();
     resp.content_type(content_type)

@@ -73,6 +73,25 @@ pub async fn spawn_app(opts: AppOptions) -> TestApp {
 }
 
 impl TestApp {
+    /// Another replica of the API over the same database (and the same
+    /// Redis, per `opts`), as a second pod would be; returns its base URL.
+    pub async fn replica(&self, opts: AppOptions) -> String {
+        let settings = Settings {
+            api_addr: "127.0.0.1:0".into(),
+            redis_url: opts.redis_url.map(SecretString::from),
+            rate_limit_per_minute: opts.rate_limit_per_minute,
+            signing_keys: SecretString::from(opts.signing_keys),
+            pixel_base_url: "https://px.example/v1/t".into(),
+            ..Settings::default()
+        };
+        let app = earshot_reporting::Application::build(&settings, self.db.pool.clone())
+            .await
+            .expect("replica builds");
+        let base = format!("http://127.0.0.1:{}", app.port);
+        tokio::spawn(app.server);
+        base
+    }
+
     pub async fn get(&self, path: &str, key: Option<&str>) -> reqwest::Response {
         let mut r = self.client.get(format!("{}{path}", self.base));
         if let Some(k) = key {
