@@ -179,29 +179,60 @@ ON CONFLICT (campaign, hour, creative, episode, show, placement, event, country,
     bot_hits = r.bot_hits + EXCLUDED.bot_hits,
     invalid_hits = r.invalid_hits + EXCLUDED.invalid_hits";
 
-const UPSERT_DAILY: &str = "INSERT INTO rollup_daily AS r
-    (campaign, day, creative, country, raw_hits, bot_hits, invalid_hits, impressions, starts, first_quartiles, midpoints, third_quartiles, completes, clicks, skips, errors, bot_impressions, bot_starts, bot_completes, bot_clicks)
-SELECT coalesce(s.campaign, ''), (s.ts AT TIME ZONE 'UTC')::date, coalesce(s.creative, ''), coalesce(s.country, ''),
-       count(*),
-       count(*) FILTER (WHERE s.verdict = 'bot'),
-       count(*) FILTER (WHERE s.verdict = 'invalid'),
-       count(c.id) FILTER (WHERE s.event = 'impression'),
-       count(c.id) FILTER (WHERE s.event = 'start'),
-       count(c.id) FILTER (WHERE s.event = 'firstQuartile'),
-       count(c.id) FILTER (WHERE s.event = 'midpoint'),
-       count(c.id) FILTER (WHERE s.event = 'thirdQuartile'),
-       count(c.id) FILTER (WHERE s.event = 'complete'),
-       count(c.id) FILTER (WHERE s.event = 'click'),
-       count(c.id) FILTER (WHERE s.event = 'skip'),
-       count(c.id) FILTER (WHERE s.event = 'error'),
-       count(*) FILTER (WHERE s.verdict = 'bot' AND s.event = 'impression'),
-       count(*) FILTER (WHERE s.verdict = 'bot' AND s.event = 'start'),
-       count(*) FILTER (WHERE s.verdict = 'bot' AND s.event = 'complete'),
-       count(*) FILTER (WHERE s.verdict = 'bot' AND s.event = 'click')
-FROM stage s JOIN fresh f USING (id) LEFT JOIN counted c USING (id)
-GROUP BY 1, 2, 3, 4
-ORDER BY 1, 2, 3, 4
-ON CONFLICT (campaign, day, creative, country) DO UPDATE SET
+/// The new rows per (campaign, day, creative, country), added to
+/// `rollup_daily` and to every aligned block of `rollup_blocks` holding that
+/// day (data-modifying CTEs always run to completion, read or not).
+const UPSERT_DAILY: &str = "WITH d AS (
+    SELECT coalesce(s.campaign, '') AS campaign, (s.ts AT TIME ZONE 'UTC')::date AS day,
+           coalesce(s.creative, '') AS creative, coalesce(s.country, '') AS country,
+           count(*) AS raw_hits,
+           count(*) FILTER (WHERE s.verdict = 'bot') AS bot_hits,
+           count(*) FILTER (WHERE s.verdict = 'invalid') AS invalid_hits,
+           count(c.id) FILTER (WHERE s.event = 'impression') AS impressions,
+           count(c.id) FILTER (WHERE s.event = 'start') AS starts,
+           count(c.id) FILTER (WHERE s.event = 'firstQuartile') AS first_quartiles,
+           count(c.id) FILTER (WHERE s.event = 'midpoint') AS midpoints,
+           count(c.id) FILTER (WHERE s.event = 'thirdQuartile') AS third_quartiles,
+           count(c.id) FILTER (WHERE s.event = 'complete') AS completes,
+           count(c.id) FILTER (WHERE s.event = 'click') AS clicks,
+           count(c.id) FILTER (WHERE s.event = 'skip') AS skips,
+           count(c.id) FILTER (WHERE s.event = 'error') AS errors,
+           count(*) FILTER (WHERE s.verdict = 'bot' AND s.event = 'impression') AS bot_impressions,
+           count(*) FILTER (WHERE s.verdict = 'bot' AND s.event = 'start') AS bot_starts,
+           count(*) FILTER (WHERE s.verdict = 'bot' AND s.event = 'complete') AS bot_completes,
+           count(*) FILTER (WHERE s.verdict = 'bot' AND s.event = 'click') AS bot_clicks
+    FROM stage s JOIN fresh f USING (id) LEFT JOIN counted c USING (id)
+    GROUP BY 1, 2, 3, 4
+), daily AS (
+    INSERT INTO rollup_daily AS r
+        (campaign, day, creative, country, raw_hits, bot_hits, invalid_hits, impressions, starts, first_quartiles, midpoints, third_quartiles, completes, clicks, skips, errors, bot_impressions, bot_starts, bot_completes, bot_clicks)
+    SELECT * FROM d ORDER BY 1, 2, 3, 4
+    ON CONFLICT (campaign, day, creative, country) DO UPDATE SET
+    raw_hits = r.raw_hits + EXCLUDED.raw_hits,
+    bot_hits = r.bot_hits + EXCLUDED.bot_hits,
+    invalid_hits = r.invalid_hits + EXCLUDED.invalid_hits,
+    impressions = r.impressions + EXCLUDED.impressions,
+    starts = r.starts + EXCLUDED.starts,
+    first_quartiles = r.first_quartiles + EXCLUDED.first_quartiles,
+    midpoints = r.midpoints + EXCLUDED.midpoints,
+    third_quartiles = r.third_quartiles + EXCLUDED.third_quartiles,
+    completes = r.completes + EXCLUDED.completes,
+    clicks = r.clicks + EXCLUDED.clicks,
+    skips = r.skips + EXCLUDED.skips,
+    errors = r.errors + EXCLUDED.errors,
+    bot_impressions = r.bot_impressions + EXCLUDED.bot_impressions,
+    bot_starts = r.bot_starts + EXCLUDED.bot_starts,
+    bot_completes = r.bot_completes + EXCLUDED.bot_completes,
+    bot_clicks = r.bot_clicks + EXCLUDED.bot_clicks
+)
+INSERT INTO rollup_blocks AS r
+    (campaign, span_days, first_day, creative, country, raw_hits, bot_hits, invalid_hits, impressions, starts, first_quartiles, midpoints, third_quartiles, completes, clicks, skips, errors, bot_impressions, bot_starts, bot_completes, bot_clicks)
+SELECT d.campaign, b.span, d.day - ((d.day - DATE '1970-01-01') % b.span), d.creative, d.country,
+       sum(raw_hits), sum(bot_hits), sum(invalid_hits), sum(impressions), sum(starts), sum(first_quartiles), sum(midpoints), sum(third_quartiles), sum(completes), sum(clicks), sum(skips), sum(errors), sum(bot_impressions), sum(bot_starts), sum(bot_completes), sum(bot_clicks)
+FROM d CROSS JOIN (VALUES (2), (4), (8), (16), (32), (64), (128)) AS b (span)
+GROUP BY 1, 2, 3, 4, 5
+ORDER BY 1, 2, 3, 4, 5
+ON CONFLICT (campaign, span_days, first_day, creative, country) DO UPDATE SET
     raw_hits = r.raw_hits + EXCLUDED.raw_hits,
     bot_hits = r.bot_hits + EXCLUDED.bot_hits,
     invalid_hits = r.invalid_hits + EXCLUDED.invalid_hits,

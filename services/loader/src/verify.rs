@@ -104,6 +104,41 @@ FROM h FULL JOIN d ON (h.campaign, h.day, h.creative, h.country) = (d.campaign, 
 WHERE h.raw_hits IS DISTINCT FROM d.raw_hits OR h.bot_hits IS DISTINCT FROM d.bot_hits OR h.invalid_hits IS DISTINCT FROM d.invalid_hits OR h.impressions IS DISTINCT FROM d.impressions OR h.starts IS DISTINCT FROM d.starts OR h.first_quartiles IS DISTINCT FROM d.first_quartiles OR h.midpoints IS DISTINCT FROM d.midpoints OR h.third_quartiles IS DISTINCT FROM d.third_quartiles OR h.completes IS DISTINCT FROM d.completes OR h.clicks IS DISTINCT FROM d.clicks OR h.skips IS DISTINCT FROM d.skips OR h.errors IS DISTINCT FROM d.errors OR h.bot_impressions IS DISTINCT FROM d.bot_impressions OR h.bot_starts IS DISTINCT FROM d.bot_starts OR h.bot_completes IS DISTINCT FROM d.bot_completes OR h.bot_clicks IS DISTINCT FROM d.bot_clicks
 ORDER BY 2";
 
+/// Each multi-day block against the sum of its days in the daily table.
+const RECOUNT_BLOCKS: &str = "
+WITH d AS (
+    SELECT campaign, s.span AS span_days, day - ((day - DATE '1970-01-01') % s.span) AS first_day, creative, country,
+           sum(raw_hits)::bigint AS raw_hits,
+           sum(bot_hits)::bigint AS bot_hits,
+           sum(invalid_hits)::bigint AS invalid_hits,
+           sum(impressions)::bigint AS impressions,
+           sum(starts)::bigint AS starts,
+           sum(first_quartiles)::bigint AS first_quartiles,
+           sum(midpoints)::bigint AS midpoints,
+           sum(third_quartiles)::bigint AS third_quartiles,
+           sum(completes)::bigint AS completes,
+           sum(clicks)::bigint AS clicks,
+           sum(skips)::bigint AS skips,
+           sum(errors)::bigint AS errors,
+           sum(bot_impressions)::bigint AS bot_impressions,
+           sum(bot_starts)::bigint AS bot_starts,
+           sum(bot_completes)::bigint AS bot_completes,
+           sum(bot_clicks)::bigint AS bot_clicks
+    FROM rollup_daily CROSS JOIN (VALUES (2), (4), (8), (16), (32), (64), (128)) AS s (span)
+    WHERE $1::text IS NULL OR campaign = $1
+    GROUP BY 1, 2, 3, 4, 5
+), b AS (
+    SELECT * FROM rollup_blocks WHERE $1::text IS NULL OR campaign = $1
+)
+SELECT 'day_blocks' AS what,
+       concat_ws('/', coalesce(d.campaign, b.campaign), coalesce(d.creative, b.creative), coalesce(d.country, b.country),
+                 coalesce(d.first_day, b.first_day)::text, coalesce(d.span_days, b.span_days)::text || 'd') AS key,
+       coalesce(d.raw_hits, 0) AS from_events,
+       coalesce(b.raw_hits, 0) AS from_rollups
+FROM d FULL JOIN b ON (d.campaign, d.span_days, d.first_day, d.creative, d.country) = (b.campaign, b.span_days, b.first_day, b.creative, b.country)
+WHERE ROW(d.raw_hits, d.bot_hits, d.invalid_hits, d.impressions, d.starts, d.first_quartiles, d.midpoints, d.third_quartiles, d.completes, d.clicks, d.skips, d.errors, d.bot_impressions, d.bot_starts, d.bot_completes, d.bot_clicks) IS DISTINCT FROM ROW(b.raw_hits, b.bot_hits, b.invalid_hits, b.impressions, b.starts, b.first_quartiles, b.midpoints, b.third_quartiles, b.completes, b.clicks, b.skips, b.errors, b.bot_impressions, b.bot_starts, b.bot_completes, b.bot_clicks)
+ORDER BY 2";
+
 /// Every disagreement between raw events and the rollups/uniques (empty
 /// when the books balance), optionally for one campaign.
 pub async fn verify(pool: &PgPool, campaign: Option<&str>) -> Result<Vec<Mismatch>, sqlx::Error> {
@@ -117,11 +152,13 @@ pub async fn verify(pool: &PgPool, campaign: Option<&str>) -> Result<Vec<Mismatc
             .fetch_all(pool)
             .await?,
     );
-    out.extend(
-        sqlx::query_as::<_, Mismatch>(RECOUNT_DAILY)
-            .bind(campaign)
-            .fetch_all(pool)
-            .await?,
-    );
+    for check in [RECOUNT_DAILY, RECOUNT_BLOCKS] {
+        out.extend(
+            sqlx::query_as::<_, Mismatch>(check)
+                .bind(campaign)
+                .fetch_all(pool)
+                .await?,
+        );
+    }
     Ok(out)
 }

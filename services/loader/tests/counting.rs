@@ -187,3 +187,66 @@ async fn daily_uniques_count_listeners_with_a_valid_impression_per_campaign_and_
     );
     assert_books_balance(&db.pool).await;
 }
+
+#[tokio::test]
+async fn day_blocks_hold_the_sum_of_their_days_and_verify_catches_any_drift() {
+    let db = TestDb::new().await;
+    let dir = temp_dir("blocks");
+    use EventKind::*;
+    use Verdict::*;
+    // Three days, 2026-11-25 .. 27, one object per day, loaded out of order.
+    for (name, day, listeners) in [
+        ("b.ndjson", 26, 3),
+        ("a.ndjson", 25, 2),
+        ("c.ndjson", 27, 4),
+    ] {
+        let t = time::Date::from_calendar_date(2026, time::Month::November, day)
+            .unwrap()
+            .with_hms(12, 0, 0)
+            .unwrap()
+            .assume_utc();
+        let events: Vec<_> = (0..listeners)
+            .map(|l| ev(t, "c1", "cr1", Some("e1"), Impression, l, Valid))
+            .collect();
+        write_object(&dir, name, &ndjson(&events));
+    }
+    load_dir(&db.pool, &dir).await;
+    // 2026-11-25 is day 20,782 since 1970-01-01: a multiple of 2 but not of
+    // 4, so the 25th and 26th share a 2-day block and the 27th starts the
+    // next; the 4-day block of the 23rd holds the 25th and 26th.
+    let blocks: Vec<(i32, time::Date, i64)> = sqlx::query_as(
+        "SELECT span_days, first_day, impressions FROM rollup_blocks
+         WHERE campaign = 'c1' AND span_days <= 4 ORDER BY 1, 2",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let d = |day| time::Date::from_calendar_date(2026, time::Month::November, day).unwrap();
+    assert_eq!(
+        blocks,
+        vec![(2, d(25), 5), (2, d(27), 4), (4, d(23), 5), (4, d(27), 4)],
+        "blocks of 2 and 4 days"
+    );
+    let in_128: i64 = count(
+        &db.pool,
+        "SELECT sum(impressions)::bigint FROM rollup_blocks WHERE campaign = 'c1' AND span_days = 128",
+    )
+    .await;
+    assert_eq!(in_128, 9);
+    assert_books_balance(&db.pool).await;
+
+    // One block off by one is reported, naming it.
+    sqlx::query(
+        "UPDATE rollup_blocks SET impressions = impressions + 1
+         WHERE campaign = 'c1' AND span_days = 2 AND first_day = '2026-11-27'",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let found = earshot_loader::verify::verify(&db.pool, Some("c1"))
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0].what, "day_blocks");
+    assert_eq!(found[0].key, "c1/cr1//2026-11-27/2d");
+}

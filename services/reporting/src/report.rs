@@ -370,10 +370,51 @@ impl ReportSpec {
                 .all(|d| matches!(d, Dim::Creative | Dim::Country))
     }
 
+    /// Totals over whole days read aligned multi-day blocks
+    /// (`rollup_blocks`) plus the odd single days (`rollup_daily`).
+    pub fn uses_day_blocks(&self) -> bool {
+        self.granularity == Granularity::Total && self.uses_daily_rollup()
+    }
+
     pub fn uniques_available(&self) -> bool {
         self.granularity != Granularity::Hour && self.group_by.iter().all(|d| *d == Dim::Creative)
     }
 }
+
+/// Spans of `rollup_blocks`, in days (migration 20261127000005); single
+/// days are `rollup_daily` rows.
+pub const BLOCK_SPANS: [i64; 7] = [2, 4, 8, 16, 32, 64, 128];
+
+/// Splits the whole UTC days [from, to) into the fewest blocks aligned as
+/// `rollup_blocks` aligns them (a block of n days starts on a day whose
+/// distance from 1970-01-01 is a multiple of n), greedily taking the longest
+/// block that starts where the last ended and does not pass `to`: at most
+/// about 2·log2(days) blocks, each (span in days, first day); spans of 1 are
+/// single days.
+pub fn day_blocks(from: Date, to: Date) -> Vec<(i64, Date)> {
+    let mut out = Vec::new();
+    let mut day = from;
+    while day < to {
+        let n = (day - UNIX_EPOCH_DATE).whole_days();
+        let left = (to - day).whole_days();
+        let span = BLOCK_SPANS
+            .iter()
+            .rev()
+            .copied()
+            .find(|&s| n.rem_euclid(s) == 0 && s <= left)
+            .unwrap_or(1);
+        out.push((span, day));
+        day += Duration::days(span);
+    }
+    out
+}
+
+/// What `rollup_daily` and `rollup_blocks` share, for reading both at once.
+const ROLLUP_DAILY_COLUMNS: &str = "creative, country, raw_hits, bot_hits, invalid_hits, impressions, starts, \
+    first_quartiles, midpoints, third_quartiles, completes, clicks, skips, errors, bot_impressions, bot_starts, \
+    bot_completes, bot_clicks";
+
+const UNIX_EPOCH_DATE: Date = time::macros::date!(1970 - 01 - 01);
 
 /// Counted events per VAST kind, and the hit counts.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, ToSchema)]
@@ -644,11 +685,38 @@ pub async fn run(pool: &PgPool, campaign: &str, spec: &ReportSpec) -> Result<Rep
         .chain(dims.iter().map(|d| format!("b.{d}")))
         .collect::<Vec<_>>()
         .join(", ");
+    // Parameters after the keyset's: the day blocks, when read.
+    let next_param = 4 + if spec.after.is_some() {
+        1 + dims.len()
+    } else {
+        0
+    };
+    let blocks = spec.uses_day_blocks().then(|| {
+        let (days, spans): (Vec<_>, Vec<_>) = day_blocks(spec.from.date(), spec.to.date())
+            .into_iter()
+            .partition(|(span, _)| *span == 1);
+        (
+            days.into_iter().map(|(_, d)| d).collect::<Vec<Date>>(),
+            spans.iter().map(|(s, _)| *s as i32).collect::<Vec<i32>>(),
+            spans.into_iter().map(|(_, d)| d).collect::<Vec<Date>>(),
+        )
+    });
+    let source = if blocks.is_some() {
+        let (d, s, f) = (next_param, next_param + 1, next_param + 2);
+        format!(
+            "(SELECT {ROLLUP_DAILY_COLUMNS} FROM rollup_daily WHERE campaign = $1 AND day = ANY(${d}::date[])
+              UNION ALL
+              SELECT {ROLLUP_DAILY_COLUMNS} FROM rollup_blocks r JOIN unnest(${s}::int4[], ${f}::date[]) AS q (span_days, first_day)
+                ON r.span_days = q.span_days AND r.first_day = q.first_day
+              WHERE r.campaign = $1) src"
+        )
+    } else {
+        format!("{table} WHERE campaign = $1 AND {range}")
+    };
     let sql = format!(
         "WITH b AS (
             SELECT {bucket} AS bucket{dim_select}, {metrics}
-            FROM {table}
-            WHERE campaign = $1 AND {range}
+            FROM {source}
             GROUP BY {group_cols}
         )
         SELECT b.*, u.listeners AS uniq FROM b {uniq_join} {keyset}
@@ -667,6 +735,9 @@ pub async fn run(pool: &PgPool, campaign: &str, spec: &ReportSpec) -> Result<Rep
         for v in &args[1..] {
             q = q.bind(v);
         }
+    }
+    if let Some((days, spans, firsts)) = &blocks {
+        q = q.bind(days).bind(spans).bind(firsts);
     }
     let rows = q.fetch_all(pool).await?;
     let more = rows.len() > spec.limit as usize;
@@ -836,7 +907,65 @@ fn csv_cell(v: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use time::macros::datetime;
+    use time::macros::{date, datetime};
+
+    #[test]
+    fn day_blocks_cover_the_range_once_with_aligned_blocks() {
+        // 2026-08-24 .. 2026-11-22 (90 days): day 20,689 since 1970 is odd.
+        let b = day_blocks(date!(2026 - 08 - 24), date!(2026 - 11 - 22));
+        assert_eq!(
+            b.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+            vec![1, 2, 4, 8, 32, 32, 8, 2, 1],
+        );
+        assert_eq!(b[0].1, date!(2026 - 08 - 24));
+        // Every range up to 400 days from every start in a year.
+        let epoch = UNIX_EPOCH_DATE;
+        for start in 0..366 {
+            let from = date!(2026 - 01 - 01) + Duration::days(start);
+            for len in 0..=400 {
+                let to = from + Duration::days(len);
+                let blocks = day_blocks(from, to);
+                let mut day = from;
+                for (span, first) in &blocks {
+                    assert_eq!(*first, day, "contiguous");
+                    assert!(*span == 1 || BLOCK_SPANS.contains(span));
+                    assert_eq!(
+                        (*first - epoch).whole_days().rem_euclid(*span),
+                        0,
+                        "aligned"
+                    );
+                    day += Duration::days(*span);
+                }
+                assert_eq!(day, to, "covers [from, to) exactly");
+                assert!(blocks.len() <= 15, "{len} days: {} blocks", blocks.len());
+            }
+        }
+    }
+
+    #[test]
+    fn only_totals_over_whole_days_by_creative_and_country_read_day_blocks() {
+        let now = datetime!(2026-11-27 12:00 UTC);
+        let spec = |pairs: &[(&str, &str)]| ReportSpec::parse(&p(pairs), false, now).unwrap();
+        let base = [("from", "2026-08-24"), ("to", "2026-11-22")];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut v = base.to_vec();
+            v.extend_from_slice(extra);
+            spec(&v).uses_day_blocks()
+        };
+        assert!(with(&[
+            ("granularity", "total"),
+            ("group_by", "creative,country")
+        ]));
+        assert!(with(&[("granularity", "total")]));
+        assert!(!with(&[("granularity", "day")]));
+        assert!(!with(&[("granularity", "total"), ("group_by", "app")]));
+        assert!(!spec(&[
+            ("from", "2026-08-24T06:00:00Z"),
+            ("to", "2026-11-22"),
+            ("granularity", "total")
+        ])
+        .uses_day_blocks());
+    }
 
     fn p(pairs: &[(&str, &str)]) -> ReportParams {
         let mut r = ReportParams::default();
