@@ -36,7 +36,7 @@ struct Caches {
     keys: HashMap<Vec<u8>, (Uuid, Scope)>,
     owners: HashMap<String, Uuid>,
     versions: HashMap<String, i64>,
-    reports: HashMap<String, (Instant, Bytes)>,
+    reports: HashMap<String, (Instant, CachedReport)>,
     report_bytes: usize,
 }
 
@@ -148,22 +148,53 @@ impl Live {
         *e = (*e).max(v);
     }
 
-    pub fn report(&self, key: &str, ttl: Duration) -> Option<Bytes> {
+    pub fn report(&self, key: &str, ttl: Duration) -> Option<CachedReport> {
         let c = self.read();
         let (at, body) = c.reports.get(key)?;
         (at.elapsed() < ttl).then(|| body.clone())
     }
 
-    pub fn remember_report(&self, key: &str, body: Bytes) {
+    pub fn remember_report(&self, key: &str, report: CachedReport) {
         let mut c = self.write();
-        if c.reports.len() >= MAX_ENTRIES || c.report_bytes + body.len() > MAX_REPORT_BYTES {
+        if c.reports.len() >= MAX_ENTRIES || c.report_bytes + report.len() > MAX_REPORT_BYTES {
             c.reports.clear();
             c.report_bytes = 0;
         }
-        c.report_bytes += body.len();
-        if let Some((_, old)) = c.reports.insert(key.to_owned(), (Instant::now(), body)) {
+        c.report_bytes += report.len();
+        if let Some((_, old)) = c.reports.insert(key.to_owned(), (Instant::now(), report)) {
             c.report_bytes -= old.len();
         }
+    }
+}
+
+/// A rendered report as sent, and gzipped once for the clients that accept
+/// it: a cached report is served without rendering or compressing again.
+#[derive(Clone)]
+pub struct CachedReport {
+    pub body: Bytes,
+    pub gzip: Bytes,
+}
+
+impl CachedReport {
+    pub fn new(body: Bytes) -> Self {
+        use std::io::Write as _;
+        let mut enc = flate2::write::GzEncoder::new(
+            Vec::with_capacity(body.len() / 4),
+            flate2::Compression::fast(),
+        );
+        // Writing to a Vec cannot fail.
+        let gzip = enc
+            .write_all(&body)
+            .and_then(|()| enc.finish())
+            .expect("gzip into memory");
+        Self {
+            body,
+            gzip: Bytes::from(gzip),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.body.len() + self.gzip.len()
     }
 }
 

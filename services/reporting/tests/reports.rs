@@ -287,6 +287,55 @@ async fn csv_and_json_carry_the_same_rows_and_pages_cover_everything_once() {
 }
 
 #[tokio::test]
+async fn cached_reports_are_served_gzipped_to_clients_that_accept_it() {
+    use std::io::Read as _;
+    let app = spawn_app(AppOptions::default()).await;
+    let (_a, key) = app.advertiser("Acme", &["acme"]).await;
+    let s = start();
+    load(&app.db, &synthetic_events("acme", s, 2, 60, 4)).await;
+    let url = format!(
+        "{}/v1/campaigns/acme/report?from={}&to={}&granularity=day&group_by=creative",
+        app.base,
+        iso(s),
+        iso(s + Duration::days(2))
+    );
+    let get = |accept: Option<&'static str>| {
+        let mut r = app.client.get(&url).bearer_auth(&key);
+        if let Some(a) = accept {
+            r = r.header("accept-encoding", a);
+        }
+        r.send()
+    };
+    let plain = get(None).await.unwrap();
+    assert_eq!(plain.headers()["x-cache"], "miss");
+    assert_eq!(plain.headers()["vary"], "Accept-Encoding");
+    assert!(plain.headers().get("content-encoding").is_none());
+    let plain = plain.bytes().await.unwrap();
+
+    let zipped = get(Some("br;q=1.0, gzip;q=0.8")).await.unwrap();
+    assert_eq!(zipped.headers()["x-cache"], "hit");
+    assert_eq!(zipped.headers()["content-encoding"], "gzip");
+    let zipped = zipped.bytes().await.unwrap();
+    assert!(
+        zipped.len() < plain.len() / 3,
+        "{} vs {}",
+        zipped.len(),
+        plain.len()
+    );
+    let mut unzipped = Vec::new();
+    flate2::read::GzDecoder::new(&zipped[..])
+        .read_to_end(&mut unzipped)
+        .unwrap();
+    assert_eq!(unzipped, plain);
+
+    // Refused explicitly (even with `*` allowed): the plain body.
+    let refused = get(Some("gzip;q=0, *")).await.unwrap();
+    assert_eq!(refused.headers()["x-cache"], "hit");
+    assert!(refused.headers().get("content-encoding").is_none());
+    assert_eq!(refused.bytes().await.unwrap(), plain);
+}
+
+#[tokio::test]
 async fn a_load_invalidates_the_cached_report_of_its_campaign_only() {
     let app = spawn_app(AppOptions::default()).await;
     let (_a, key) = app.advertiser("Acme", &["acme", "other"]).await;

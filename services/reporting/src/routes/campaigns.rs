@@ -11,6 +11,7 @@ use utoipa::ToSchema;
 use crate::admin::{self, Campaign, Creative};
 use crate::auth::Principal;
 use crate::error::ApiError;
+use crate::live::CachedReport;
 use crate::report::{self as reports, Format, Report, ReportParams, ReportSpec};
 use crate::state::AppState;
 
@@ -151,21 +152,27 @@ pub async fn report(
     let version = data_version(&state, &id).await?;
     let key = spec.cache_key(&state.cache_namespace, &id, version);
     let ttl = std::time::Duration::from_secs(state.cache_ttl_seconds);
+    let gzip_ok = accepts_gzip(&req);
     if caching {
         let hit = match state.live.report(&key, ttl) {
-            Some(body) => Some(body),
+            Some(cached) => Some(cached),
             None => state.redis.get(&key).await.map(|b| {
-                let b = actix_web::web::Bytes::from(b);
-                state.live.remember_report(&key, b.clone());
-                b
+                let cached = CachedReport::new(actix_web::web::Bytes::from(b));
+                state.live.remember_report(&key, cached.clone());
+                cached
             }),
         };
-        if let Some(body) = hit {
+        if let Some(cached) = hit {
             metrics::counter!("earshot_api_cache_total", "outcome" => "hit").increment(1);
-            return Ok(HttpResponse::Ok()
-                .content_type(content_type)
+            let mut resp = HttpResponse::Ok();
+            resp.content_type(content_type)
                 .insert_header(("x-cache", "hit"))
-                .body(body));
+                .insert_header((header::VARY, "Accept-Encoding"));
+            if gzip_ok {
+                resp.insert_header((header::CONTENT_ENCODING, "gzip"));
+                return Ok(resp.body(cached.gzip));
+            }
+            return Ok(resp.body(cached.body));
         }
         metrics::counter!("earshot_api_cache_total", "outcome" => "miss").increment(1);
     }
@@ -176,15 +183,45 @@ pub async fn report(
     });
     if caching {
         state.redis.set(&key, &body, state.cache_ttl_seconds).await;
-        state.live.remember_report(&key, body.clone());
+        state
+            .live
+            .remember_report(&key, CachedReport::new(body.clone()));
     }
     let mut resp = HttpResponse::Ok();
     resp.content_type(content_type)
-        .insert_header(("x-cache", "miss"));
+        .insert_header(("x-cache", "miss"))
+        .insert_header((header::VARY, "Accept-Encoding"));
     if let (Format::Csv, Some(tok)) = (spec.format, &rep.next_page_token) {
         resp.insert_header((header::LINK, format!("<?page_token={tok}>; rel=\"next\"")));
     }
     Ok(resp.body(body))
+}
+
+/// Whether `Accept-Encoding` admits gzip (RFC 9110 §12.5.3): gzip listed
+/// with a q-value above 0, or else `*` with one.
+fn accepts_gzip(req: &HttpRequest) -> bool {
+    let mut gzip = None;
+    let mut star = None;
+    for item in req
+        .headers()
+        .get_all(header::ACCEPT_ENCODING)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+    {
+        let mut parts = item.split(';');
+        let coding = parts.next().unwrap_or("").trim();
+        let q = parts
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .filter_map(|q| q.trim().parse::<f32>().ok())
+            .next()
+            .unwrap_or(1.0);
+        if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
+            gzip = Some(q);
+        } else if coding == "*" {
+            star = Some(q);
+        }
+    }
+    gzip.or(star).is_some_and(|q| q > 0.0)
 }
 
 #[derive(Debug, Serialize, ToSchema)]
