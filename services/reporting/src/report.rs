@@ -685,6 +685,10 @@ pub async fn run(pool: &PgPool, campaign: &str, spec: &ReportSpec) -> Result<Rep
         .chain(dims.iter().map(|d| format!("b.{d}")))
         .collect::<Vec<_>>()
         .join(", ");
+    // The campaign's unique listeners over the range, for the totals.
+    let uniq_sql = "SELECT sum(listeners)::bigint FROM daily_uniques WHERE campaign = $1 AND creative = ''
+                AND day >= ($2 AT TIME ZONE 'UTC')::date
+                AND day < ($3 AT TIME ZONE 'UTC')::date + (($3 AT TIME ZONE 'UTC')::time > '00:00')::int";
     // Parameters after the keyset's: the day blocks, when read.
     let next_param = 4 + if spec.after.is_some() {
         1 + dims.len()
@@ -719,7 +723,7 @@ pub async fn run(pool: &PgPool, campaign: &str, spec: &ReportSpec) -> Result<Rep
             FROM {source}
             GROUP BY {group_cols}
         )
-        SELECT b.*, u.listeners AS uniq FROM b {uniq_join} {keyset}
+        SELECT b.*, u.listeners AS uniq, ({uniq_sql}) AS total_uniq FROM b {uniq_join} {keyset}
         ORDER BY {order} LIMIT {limit}",
         metrics = metrics_select(daily),
         limit = spec.limit as i64 + 1,
@@ -765,20 +769,17 @@ pub async fn run(pool: &PgPool, campaign: &str, spec: &ReportSpec) -> Result<Rep
         });
         last_key = Some(key);
     }
-    let uniq_sql = "SELECT sum(listeners)::bigint FROM daily_uniques WHERE campaign = $1 AND creative = ''
-                AND day >= ($2 AT TIME ZONE 'UTC')::date
-                AND day < ($3 AT TIME ZONE 'UTC')::date + (($3 AT TIME ZONE 'UTC')::time > '00:00')::int";
     let totals = if spec.after.is_none() && !more {
         // The only page holds every group: its rows sum to the totals, which
         // saves scanning the rollups a second time.
+        // The uniques total came with every row (an uncorrelated subquery,
+        // run once); with no rows, there were none.
         let mut t = sum_metrics(out.iter().map(|r| &r.metrics), spec.include_bots);
         if spec.granularity != Granularity::Hour {
-            let u: Option<i64> = sqlx::query_scalar(uniq_sql)
-                .bind(campaign)
-                .bind(spec.from)
-                .bind(spec.to)
-                .fetch_one(pool)
-                .await?;
+            let u: Option<i64> = match rows.first() {
+                Some(r) => r.try_get("total_uniq")?,
+                None => None,
+            };
             t.unique_listeners = Some(u.unwrap_or(0));
         }
         t
