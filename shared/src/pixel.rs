@@ -87,7 +87,23 @@ impl<'a> PixelParams<'a> {
             };
         }
         let mut p = Self::default();
-        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+        // form_urlencoded's rules, pair by pair; a pair without `%` or `+`
+        // (nearly every one) is borrowed as is instead of going through its
+        // decoder, which was a tenth of the edge's CPU per hit.
+        let pairs = query
+            .split('&')
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| {
+                if pair.bytes().any(|b| b == b'%' || b == b'+') {
+                    form_urlencoded::parse(pair.as_bytes())
+                        .next()
+                        .unwrap_or_default()
+                } else {
+                    let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+                    (Cow::Borrowed(name), Cow::Borrowed(value))
+                }
+            });
+        for (name, value) in pairs {
             let slot = match name.as_ref() {
                 "c" => &mut p.c,
                 "cr" => &mut p.cr,
@@ -285,6 +301,42 @@ mod tests {
     fn signatures_are_not_checked_when_not_required() {
         let hit = PixelParams::parse("c=c1&cr=cr1&ev=click").check(&SigningKeys::default(), false);
         assert_eq!(hit.invalid, None);
+    }
+
+    #[test]
+    fn parsing_follows_form_urlencoded_exactly() {
+        let queries = [
+            "c=a&cr=b&ev=impression",
+            "c=a%2Bb&cr=x+y&ev=start&&sig=abc=def",
+            "c&cr=&ev=%zz&ep=%E2%82%AC&sh=%FF",
+            "%63=encoded-name&c=second",
+            "=novalue&k=k1&cb=%5BCACHEBUSTING%5D&pos=pre",
+            "",
+            "&&&",
+        ];
+        for q in queries {
+            let mine = PixelParams::parse(q);
+            let mut want = PixelParams::default();
+            for (name, value) in form_urlencoded::parse(q.as_bytes()) {
+                let slot = match name.as_ref() {
+                    "c" => &mut want.c,
+                    "cr" => &mut want.cr,
+                    "ep" => &mut want.ep,
+                    "sh" => &mut want.sh,
+                    "pos" => &mut want.pos,
+                    "ev" => &mut want.ev,
+                    "err" => &mut want.err,
+                    "k" => &mut want.k,
+                    "sig" => &mut want.sig,
+                    "cb" => &mut want.cb,
+                    _ => continue,
+                };
+                if slot.is_none() {
+                    *slot = Some(value);
+                }
+            }
+            assert_eq!(mine, want, "{q}");
+        }
     }
 
     #[test]
