@@ -157,12 +157,16 @@ pub async fn list_advertisers(pool: &PgPool) -> Result<Vec<Advertiser>, ApiError
 #[serde(deny_unknown_fields)]
 pub struct NewCampaign {
     /// The id used in pixel URLs: 1-64 of A-Z a-z 0-9 . _ -
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,64}$")]
     pub id: String,
     pub advertiser_id: Uuid,
     /// Defaults to the id.
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub name: Option<String>,
     pub flight_start: Option<Date>,
+    /// On or after flight_start.
     pub flight_end: Option<Date>,
+    #[schema(minimum = 0)]
     pub impression_goal: Option<i64>,
 }
 
@@ -203,9 +207,11 @@ pub async fn create_campaign(pool: &PgPool, c: &NewCampaign) -> Result<Campaign,
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CampaignPatch {
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub name: Option<String>,
     pub flight_start: Option<Date>,
     pub flight_end: Option<Date>,
+    #[schema(minimum = 0)]
     pub impression_goal: Option<i64>,
 }
 
@@ -274,9 +280,12 @@ pub async fn list_campaigns(
 #[serde(deny_unknown_fields)]
 pub struct NewCreative {
     /// The id used in pixel URLs (`cr=`).
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,64}$")]
     pub id: String,
     /// Defaults to the id.
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub name: Option<String>,
+    #[schema(minimum = 1)]
     pub duration_ms: Option<i32>,
 }
 

@@ -19,6 +19,8 @@ use crate::state::AppState;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdvertiserBody {
+    /// 1-200 characters, not all spaces (kept trimmed).
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub name: String,
 }
 
@@ -128,9 +130,12 @@ pub async fn put_creative(
 #[serde(deny_unknown_fields)]
 pub struct KeyBody {
     /// `admin`, or `advertiser` with `advertiser_id`.
+    #[schema(pattern = r"^(admin|advertiser)$")]
     pub scope: String,
     pub advertiser_id: Option<Uuid>,
+    /// At most 200 characters.
     #[serde(default)]
+    #[schema(max_length = 200)]
     pub name: String,
 }
 
@@ -206,10 +211,14 @@ pub async fn revoke_key(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrackingUrlsBody {
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,64}$")]
     pub creative: String,
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,64}$")]
     pub episode: Option<String>,
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,64}$")]
     pub show: Option<String>,
     /// pre, mid or post.
+    #[schema(pattern = r"^(pre|mid|post)$")]
     pub placement: Option<String>,
 }
 
