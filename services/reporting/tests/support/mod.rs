@@ -42,8 +42,8 @@ impl Default for AppOptions {
     }
 }
 
-pub async fn spawn_app(opts: AppOptions) -> TestApp {
-    let db = TestDb::new().await;
+/// Builds and starts one API replica on port 0 over `pool`; its base URL.
+async fn start_replica(opts: AppOptions, pool: sqlx::PgPool) -> String {
     let settings = Settings {
         api_addr: "127.0.0.1:0".into(),
         redis_url: opts.redis_url.map(SecretString::from),
@@ -52,11 +52,17 @@ pub async fn spawn_app(opts: AppOptions) -> TestApp {
         pixel_base_url: "https://px.example/v1/t".into(),
         ..Settings::default()
     };
-    let app = earshot_reporting::Application::build(&settings, db.pool.clone())
+    let app = earshot_reporting::Application::build(&settings, pool)
         .await
         .expect("app builds");
     let base = format!("http://127.0.0.1:{}", app.port);
     tokio::spawn(app.server);
+    base
+}
+
+pub async fn spawn_app(opts: AppOptions) -> TestApp {
+    let db = TestDb::new().await;
+    let base = start_replica(opts, db.pool.clone()).await;
     let admin = earshot_reporting::admin::create_key(
         &db.pool,
         earshot_reporting::admin::Scope::Admin,
@@ -76,20 +82,7 @@ impl TestApp {
     /// Another replica of the API over the same database (and the same
     /// Redis, per `opts`), as a second pod would be; returns its base URL.
     pub async fn replica(&self, opts: AppOptions) -> String {
-        let settings = Settings {
-            api_addr: "127.0.0.1:0".into(),
-            redis_url: opts.redis_url.map(SecretString::from),
-            rate_limit_per_minute: opts.rate_limit_per_minute,
-            signing_keys: SecretString::from(opts.signing_keys),
-            pixel_base_url: "https://px.example/v1/t".into(),
-            ..Settings::default()
-        };
-        let app = earshot_reporting::Application::build(&settings, self.db.pool.clone())
-            .await
-            .expect("replica builds");
-        let base = format!("http://127.0.0.1:{}", app.port);
-        tokio::spawn(app.server);
-        base
+        start_replica(opts, self.db.pool.clone()).await
     }
 
     pub async fn get(&self, path: &str, key: Option<&str>) -> reqwest::Response {
