@@ -104,24 +104,30 @@ impl<'a> PixelParams<'a> {
                 }
             });
         for (name, value) in pairs {
-            let slot = match name.as_ref() {
-                "c" => &mut p.c,
-                "cr" => &mut p.cr,
-                "ep" => &mut p.ep,
-                "sh" => &mut p.sh,
-                "pos" => &mut p.pos,
-                "ev" => &mut p.ev,
-                "err" => &mut p.err,
-                "k" => &mut p.k,
-                "sig" => &mut p.sig,
-                "cb" => &mut p.cb,
-                _ => continue,
-            };
-            if slot.is_none() {
-                *slot = Some(value);
-            }
+            p.keep_first(&name, value);
         }
         p
+    }
+
+    /// Stores `value` under a known parameter `name` unless it already has
+    /// one (the first value wins); unknown names are ignored.
+    fn keep_first(&mut self, name: &str, value: Cow<'a, str>) {
+        let slot = match name {
+            "c" => &mut self.c,
+            "cr" => &mut self.cr,
+            "ep" => &mut self.ep,
+            "sh" => &mut self.sh,
+            "pos" => &mut self.pos,
+            "ev" => &mut self.ev,
+            "err" => &mut self.err,
+            "k" => &mut self.k,
+            "sig" => &mut self.sig,
+            "cb" => &mut self.cb,
+            _ => return,
+        };
+        if slot.is_none() {
+            *slot = Some(value);
+        }
     }
 
     /// The fields covered by the signature, as the ad server signed them.
@@ -317,23 +323,9 @@ mod tests {
         for q in queries {
             let mine = PixelParams::parse(q);
             let mut want = PixelParams::default();
+            // The same slots, fed by form_urlencoded's own parser.
             for (name, value) in form_urlencoded::parse(q.as_bytes()) {
-                let slot = match name.as_ref() {
-                    "c" => &mut want.c,
-                    "cr" => &mut want.cr,
-                    "ep" => &mut want.ep,
-                    "sh" => &mut want.sh,
-                    "pos" => &mut want.pos,
-                    "ev" => &mut want.ev,
-                    "err" => &mut want.err,
-                    "k" => &mut want.k,
-                    "sig" => &mut want.sig,
-                    "cb" => &mut want.cb,
-                    _ => continue,
-                };
-                if slot.is_none() {
-                    *slot = Some(value);
-                }
+                want.keep_first(&name, value);
             }
             assert_eq!(mine, want, "{q}");
         }
