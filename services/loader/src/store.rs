@@ -179,10 +179,40 @@ ON CONFLICT (campaign, hour, creative, episode, show, placement, event, country,
     bot_hits = r.bot_hits + EXCLUDED.bot_hits,
     invalid_hits = r.invalid_hits + EXCLUDED.invalid_hits";
 
+/// The metric columns `rollup_daily` and `rollup_blocks` share, in order.
+macro_rules! daily_metric_columns {
+    () => {
+        "raw_hits, bot_hits, invalid_hits, impressions, starts, first_quartiles, midpoints, third_quartiles, completes, clicks, skips, errors, bot_impressions, bot_starts, bot_completes, bot_clicks"
+    };
+}
+
+/// ON CONFLICT: add the new counts to the stored ones, for every metric.
+macro_rules! add_daily_metrics {
+    () => {
+        "    raw_hits = r.raw_hits + EXCLUDED.raw_hits,
+    bot_hits = r.bot_hits + EXCLUDED.bot_hits,
+    invalid_hits = r.invalid_hits + EXCLUDED.invalid_hits,
+    impressions = r.impressions + EXCLUDED.impressions,
+    starts = r.starts + EXCLUDED.starts,
+    first_quartiles = r.first_quartiles + EXCLUDED.first_quartiles,
+    midpoints = r.midpoints + EXCLUDED.midpoints,
+    third_quartiles = r.third_quartiles + EXCLUDED.third_quartiles,
+    completes = r.completes + EXCLUDED.completes,
+    clicks = r.clicks + EXCLUDED.clicks,
+    skips = r.skips + EXCLUDED.skips,
+    errors = r.errors + EXCLUDED.errors,
+    bot_impressions = r.bot_impressions + EXCLUDED.bot_impressions,
+    bot_starts = r.bot_starts + EXCLUDED.bot_starts,
+    bot_completes = r.bot_completes + EXCLUDED.bot_completes,
+    bot_clicks = r.bot_clicks + EXCLUDED.bot_clicks"
+    };
+}
+
 /// The new rows per (campaign, day, creative, country), added to
 /// `rollup_daily` and to every aligned block of `rollup_blocks` holding that
 /// day (data-modifying CTEs always run to completion, read or not).
-const UPSERT_DAILY: &str = "WITH d AS (
+const UPSERT_DAILY: &str = concat!(
+    "WITH d AS (
     SELECT coalesce(s.campaign, '') AS campaign, (s.ts AT TIME ZONE 'UTC')::date AS day,
            coalesce(s.creative, '') AS creative, coalesce(s.country, '') AS country,
            count(*) AS raw_hits,
@@ -205,50 +235,28 @@ const UPSERT_DAILY: &str = "WITH d AS (
     GROUP BY 1, 2, 3, 4
 ), daily AS (
     INSERT INTO rollup_daily AS r
-        (campaign, day, creative, country, raw_hits, bot_hits, invalid_hits, impressions, starts, first_quartiles, midpoints, third_quartiles, completes, clicks, skips, errors, bot_impressions, bot_starts, bot_completes, bot_clicks)
+        (campaign, day, creative, country, ",
+    daily_metric_columns!(),
+    ")
     SELECT * FROM d ORDER BY 1, 2, 3, 4
     ON CONFLICT (campaign, day, creative, country) DO UPDATE SET
-    raw_hits = r.raw_hits + EXCLUDED.raw_hits,
-    bot_hits = r.bot_hits + EXCLUDED.bot_hits,
-    invalid_hits = r.invalid_hits + EXCLUDED.invalid_hits,
-    impressions = r.impressions + EXCLUDED.impressions,
-    starts = r.starts + EXCLUDED.starts,
-    first_quartiles = r.first_quartiles + EXCLUDED.first_quartiles,
-    midpoints = r.midpoints + EXCLUDED.midpoints,
-    third_quartiles = r.third_quartiles + EXCLUDED.third_quartiles,
-    completes = r.completes + EXCLUDED.completes,
-    clicks = r.clicks + EXCLUDED.clicks,
-    skips = r.skips + EXCLUDED.skips,
-    errors = r.errors + EXCLUDED.errors,
-    bot_impressions = r.bot_impressions + EXCLUDED.bot_impressions,
-    bot_starts = r.bot_starts + EXCLUDED.bot_starts,
-    bot_completes = r.bot_completes + EXCLUDED.bot_completes,
-    bot_clicks = r.bot_clicks + EXCLUDED.bot_clicks
+",
+    add_daily_metrics!(),
+    "
 )
 INSERT INTO rollup_blocks AS r
-    (campaign, span_days, first_day, creative, country, raw_hits, bot_hits, invalid_hits, impressions, starts, first_quartiles, midpoints, third_quartiles, completes, clicks, skips, errors, bot_impressions, bot_starts, bot_completes, bot_clicks)
+    (campaign, span_days, first_day, creative, country, ",
+    daily_metric_columns!(),
+    ")
 SELECT d.campaign, b.span, d.day - ((d.day - DATE '1970-01-01') % b.span), d.creative, d.country,
        sum(raw_hits), sum(bot_hits), sum(invalid_hits), sum(impressions), sum(starts), sum(first_quartiles), sum(midpoints), sum(third_quartiles), sum(completes), sum(clicks), sum(skips), sum(errors), sum(bot_impressions), sum(bot_starts), sum(bot_completes), sum(bot_clicks)
 FROM d CROSS JOIN (VALUES (2), (4), (8), (16), (32), (64), (128)) AS b (span)
 GROUP BY 1, 2, 3, 4, 5
 ORDER BY 1, 2, 3, 4, 5
 ON CONFLICT (campaign, span_days, first_day, creative, country) DO UPDATE SET
-    raw_hits = r.raw_hits + EXCLUDED.raw_hits,
-    bot_hits = r.bot_hits + EXCLUDED.bot_hits,
-    invalid_hits = r.invalid_hits + EXCLUDED.invalid_hits,
-    impressions = r.impressions + EXCLUDED.impressions,
-    starts = r.starts + EXCLUDED.starts,
-    first_quartiles = r.first_quartiles + EXCLUDED.first_quartiles,
-    midpoints = r.midpoints + EXCLUDED.midpoints,
-    third_quartiles = r.third_quartiles + EXCLUDED.third_quartiles,
-    completes = r.completes + EXCLUDED.completes,
-    clicks = r.clicks + EXCLUDED.clicks,
-    skips = r.skips + EXCLUDED.skips,
-    errors = r.errors + EXCLUDED.errors,
-    bot_impressions = r.bot_impressions + EXCLUDED.bot_impressions,
-    bot_starts = r.bot_starts + EXCLUDED.bot_starts,
-    bot_completes = r.bot_completes + EXCLUDED.bot_completes,
-    bot_clicks = r.bot_clicks + EXCLUDED.bot_clicks";
+",
+    add_daily_metrics!()
+);
 
 const UPSERT_UNIQUES: &str = "WITH cand AS (
     SELECT (s.ts AT TIME ZONE 'UTC')::date AS day, s.campaign, '' AS creative, s.uniq_campaign_key AS key
