@@ -240,6 +240,13 @@ pub fn format_ts(ts: OffsetDateTime) -> String {
     String::from_utf8_lossy(&b).into_owned()
 }
 
+/// Appends `format_ts(ts)` to `out` without allocating.
+pub fn write_ts(out: &mut String, ts: OffsetDateTime) {
+    let b = ts_bytes(ts);
+    // Only ASCII digits and separators were written.
+    out.push_str(std::str::from_utf8(&b).unwrap_or_default());
+}
+
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ` into a stack buffer: this runs for every hit
 /// and every loaded event, and `format!` costs several times more.
 fn ts_bytes(ts: OffsetDateTime) -> [u8; 24] {

@@ -14,13 +14,14 @@ use sqlx::PgPool;
 use support::*;
 
 /// Is a loader's object transaction open in `db` right now, with its rows
-/// on their way in (COPY into `stage`, or the insert from it into `events`)?
-/// Those are the long statements of a load, well before its commit.
+/// on their way in (the COPY into `events`, the counting keys, the hourly
+/// rollups)? Those are the long statements of a load, well before its commit.
 async fn load_in_progress(admin: &PgPool, db: &str) -> bool {
     let n: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM pg_stat_activity
          WHERE datname = $1 AND application_name = 'earshot' AND state = 'active'
-           AND (query LIKE 'COPY stage %' OR query LIKE '%INSERT INTO events%FROM stage%')",
+           AND (query LIKE 'COPY events %' OR query LIKE '%INSERT INTO counted_keys%'
+                OR query LIKE 'INSERT INTO rollup_hourly%')",
     )
     .bind(db)
     .fetch_one(admin)

@@ -5,6 +5,7 @@ pub mod partitions;
 pub mod run;
 pub mod source;
 pub mod store;
+pub mod tally;
 pub mod verify;
 
 pub use run::{LoadOptions, Loader, RunSummary};

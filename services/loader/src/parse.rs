@@ -187,16 +187,21 @@ pub fn parse(data: &[u8], now: OffsetDateTime, oldest: Date) -> Parsed {
             out.duplicates_in_object += 1;
             continue;
         }
-        let (uc, ucr) = uniq_keys(&ev);
-        out.events.push(Staged {
-            count_key: count_key(&ev),
-            uniq_campaign_key: uc,
-            uniq_creative_key: ucr,
-            day,
-            event: ev,
-        });
+        out.events.push(stage(ev));
     }
     out
+}
+
+/// An event with its UTC day and counting keys.
+pub fn stage(ev: TrackingEvent) -> Staged {
+    let (uc, ucr) = uniq_keys(&ev);
+    Staged {
+        count_key: count_key(&ev),
+        uniq_campaign_key: uc,
+        uniq_creative_key: ucr,
+        day: ev.day(),
+        event: ev,
+    }
 }
 
 #[cfg(test)]

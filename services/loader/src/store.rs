@@ -1,12 +1,15 @@
-//! One object, one transaction: claim it in the ledger, stage its events
-//! with COPY, insert the new ones, count, roll up, and commit.
+//! One object, one transaction: claim it in the ledger, COPY its new events,
+//! count, add the rollup deltas (computed in `tally`), and commit.
 
+use std::collections::HashSet;
 use std::fmt::Write as _;
 
 use sqlx::{PgPool, Postgres, Transaction};
-use time::OffsetDateTime;
+use time::{Date, OffsetDateTime};
+use uuid::Uuid;
 
 use crate::parse::{Parsed, Staged};
+use crate::tally;
 
 /// Where an object came from, as the ledger records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,13 +74,14 @@ fn copy_text(out: &mut String, s: Option<&str>) {
     }
 }
 
-fn copy_rows(events: &[Staged]) -> String {
+/// `events` rows in COPY text format, in the column order of `COPY_EVENTS`.
+fn copy_rows(events: &[&Staged], object_id: i64) -> String {
     let mut out = String::with_capacity(events.len() * 420);
     for s in events {
         let e = &s.event;
-        let ts = earshot_domain::event::format_ts(e.ts);
-        let hour = format!("{}:00:00Z", &ts[..13]);
-        let _ = write!(out, "{}\t{}\t{}\t", e.id, ts, hour);
+        let _ = write!(out, "{}\t", e.id);
+        earshot_domain::event::write_ts(&mut out, e.ts);
+        out.push('\t');
         copy_text(&mut out, e.campaign.as_ref().map(|x| x.as_str()));
         out.push('\t');
         copy_text(&mut out, e.creative.as_ref().map(|x| x.as_str()));
@@ -110,76 +114,44 @@ fn copy_rows(events: &[Staged]) -> String {
         copy_text(&mut out, e.reason.as_deref());
         out.push('\t');
         copy_text(&mut out, e.trace_id.as_deref());
-        for k in [s.count_key, s.uniq_campaign_key, s.uniq_creative_key] {
-            out.push('\t');
-            match k {
-                Some(k) => {
-                    let _ = write!(out, "{k}");
-                }
-                None => out.push_str("\\N"),
-            }
-        }
-        out.push('\n');
+        let _ = writeln!(out, "\t{object_id}");
     }
     out
 }
 
-const CREATE_STAGE: &str = "CREATE TEMP TABLE stage (
-    id uuid NOT NULL, ts timestamptz NOT NULL, hour timestamptz NOT NULL,
-    campaign text, creative text, episode text, show text, placement text, event text,
-    error_code integer, listener text NOT NULL, ua text, app text, device text, os text,
-    country text, verdict text NOT NULL, reason text, trace_id text,
-    count_key uuid, uniq_campaign_key uuid, uniq_creative_key uuid
-) ON COMMIT DROP";
+const COPY_EVENTS: &str = "COPY events (id, ts, campaign, creative, episode, show, placement, event, \
+    error_code, listener, ua, app, device, os, country, verdict, reason, trace_id, object_id) FROM STDIN";
 
-/// Rows of `stage` that were really new, and which of them counted.
-const CREATE_FRESH: &str = "CREATE TEMP TABLE fresh (id uuid PRIMARY KEY) ON COMMIT DROP;
-CREATE TEMP TABLE counted (id uuid PRIMARY KEY) ON COMMIT DROP";
+/// Ids of the object already loaded (a replay, or a Firehose retry that
+/// landed in another object). The ts bounds prune partitions; an id's
+/// timestamp is its event's ts.
+const KNOWN_IDS: &str = "SELECT id FROM events WHERE ts >= $1 AND ts <= $2 AND id = ANY($3)";
 
-const INSERT_EVENTS: &str = "WITH ins AS (
-    INSERT INTO events (id, ts, campaign, creative, episode, show, placement, event, error_code,
-                        listener, ua, app, device, os, country, verdict, reason, trace_id, object_id)
-    SELECT id, ts, campaign, creative, episode, show, placement, event, error_code,
-           listener, ua, app, device, os, country, verdict, reason, trace_id, $1
-    FROM stage ORDER BY id
-    ON CONFLICT DO NOTHING
-    RETURNING id
-) INSERT INTO fresh SELECT id FROM ins";
-
-/// The counting rule: among new valid events, the earliest per key counts
-/// unless the key was counted before (by an earlier load or another loader
-/// that committed first: the unique index makes the second one wait, then
-/// skip).
-const INSERT_COUNTED: &str = "WITH cand AS (
-    SELECT DISTINCT ON (day, s.count_key) s.count_key, (s.ts AT TIME ZONE 'UTC')::date AS day, s.id
-    FROM stage s JOIN fresh f USING (id)
-    WHERE s.count_key IS NOT NULL
-    ORDER BY day, s.count_key, s.ts, s.id
-), ins AS (
+/// The counting rule: the candidate of each (day, key) counts unless the key
+/// was counted before, by an earlier load or by another loader that
+/// committed first (the primary key makes the second wait, then skip).
+/// Returns the keys that counted now.
+const INSERT_COUNTED: &str = "WITH ins AS (
     INSERT INTO counted_keys (day, key)
-    SELECT day, count_key FROM cand ORDER BY day, count_key
+    SELECT * FROM UNNEST($1::date[], $2::uuid[])
     ON CONFLICT DO NOTHING
     RETURNING day, key
-) INSERT INTO counted SELECT c.id FROM cand c JOIN ins i ON i.key = c.count_key AND i.day = c.day";
+) SELECT coalesce(array_agg(day), '{}'), coalesce(array_agg(key), '{}') FROM ins";
 
-const UPSERT_ROLLUPS: &str = "INSERT INTO rollup_hourly AS r
+const UPSERT_HOURLY: &str = "INSERT INTO rollup_hourly AS r
     (campaign, hour, creative, episode, show, placement, event, country, app, device,
      raw_hits, counted_hits, bot_hits, invalid_hits)
-SELECT coalesce(s.campaign, ''), s.hour, coalesce(s.creative, ''), coalesce(s.episode, ''),
-       coalesce(s.show, ''), coalesce(s.placement, ''), coalesce(s.event, ''),
-       coalesce(s.country, ''), coalesce(s.app, ''), coalesce(s.device, ''),
-       count(*), count(c.id),
-       count(*) FILTER (WHERE s.verdict = 'bot'), count(*) FILTER (WHERE s.verdict = 'invalid')
-FROM stage s JOIN fresh f USING (id) LEFT JOIN counted c USING (id)
-GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
-ORDER BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
+SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[],
+                     $7::text[], $8::text[], $9::text[], $10::text[],
+                     $11::int8[], $12::int8[], $13::int8[], $14::int8[])
 ON CONFLICT (campaign, hour, creative, episode, show, placement, event, country, app, device) DO UPDATE SET
     raw_hits = r.raw_hits + EXCLUDED.raw_hits,
     counted_hits = r.counted_hits + EXCLUDED.counted_hits,
     bot_hits = r.bot_hits + EXCLUDED.bot_hits,
     invalid_hits = r.invalid_hits + EXCLUDED.invalid_hits";
 
-/// The metric columns `rollup_daily` and `rollup_blocks` share, in order.
+/// The metric columns `rollup_daily` and `rollup_blocks` share, in order
+/// (`tally::DAILY_METRICS` of them).
 macro_rules! daily_metric_columns {
     () => {
         "raw_hits, bot_hits, invalid_hits, impressions, starts, first_quartiles, midpoints, third_quartiles, completes, clicks, skips, errors, bot_impressions, bot_starts, bot_completes, bot_clicks"
@@ -208,37 +180,24 @@ macro_rules! add_daily_metrics {
     };
 }
 
-/// The new rows per (campaign, day, creative, country), added to
+/// The object's rows per (campaign, day, creative, country), added to
 /// `rollup_daily` and to every aligned block of `rollup_blocks` holding that
-/// day (data-modifying CTEs always run to completion, read or not).
+/// day (data-modifying CTEs always run to completion, read or not). The
+/// metrics come as one array per column, in column order.
 const UPSERT_DAILY: &str = concat!(
     "WITH d AS (
-    SELECT coalesce(s.campaign, '') AS campaign, (s.ts AT TIME ZONE 'UTC')::date AS day,
-           coalesce(s.creative, '') AS creative, coalesce(s.country, '') AS country,
-           count(*) AS raw_hits,
-           count(*) FILTER (WHERE s.verdict = 'bot') AS bot_hits,
-           count(*) FILTER (WHERE s.verdict = 'invalid') AS invalid_hits,
-           count(c.id) FILTER (WHERE s.event = 'impression') AS impressions,
-           count(c.id) FILTER (WHERE s.event = 'start') AS starts,
-           count(c.id) FILTER (WHERE s.event = 'firstQuartile') AS first_quartiles,
-           count(c.id) FILTER (WHERE s.event = 'midpoint') AS midpoints,
-           count(c.id) FILTER (WHERE s.event = 'thirdQuartile') AS third_quartiles,
-           count(c.id) FILTER (WHERE s.event = 'complete') AS completes,
-           count(c.id) FILTER (WHERE s.event = 'click') AS clicks,
-           count(c.id) FILTER (WHERE s.event = 'skip') AS skips,
-           count(c.id) FILTER (WHERE s.event = 'error') AS errors,
-           count(*) FILTER (WHERE s.verdict = 'bot' AND s.event = 'impression') AS bot_impressions,
-           count(*) FILTER (WHERE s.verdict = 'bot' AND s.event = 'start') AS bot_starts,
-           count(*) FILTER (WHERE s.verdict = 'bot' AND s.event = 'complete') AS bot_completes,
-           count(*) FILTER (WHERE s.verdict = 'bot' AND s.event = 'click') AS bot_clicks
-    FROM stage s JOIN fresh f USING (id) LEFT JOIN counted c USING (id)
-    GROUP BY 1, 2, 3, 4
+    SELECT * FROM UNNEST($1::text[], $2::date[], $3::text[], $4::text[],
+        $5::int8[], $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::int8[],
+        $13::int8[], $14::int8[], $15::int8[], $16::int8[], $17::int8[], $18::int8[], $19::int8[], $20::int8[])
+    AS t (campaign, day, creative, country, ",
+    daily_metric_columns!(),
+    ")
 ), daily AS (
     INSERT INTO rollup_daily AS r
         (campaign, day, creative, country, ",
     daily_metric_columns!(),
     ")
-    SELECT * FROM d ORDER BY 1, 2, 3, 4
+    SELECT * FROM d
     ON CONFLICT (campaign, day, creative, country) DO UPDATE SET
 ",
     add_daily_metrics!(),
@@ -258,20 +217,16 @@ ON CONFLICT (campaign, span_days, first_day, creative, country) DO UPDATE SET
     add_daily_metrics!()
 );
 
+/// New listeners of the day per campaign (creative '') and per creative:
+/// a key new to `daily_listeners` adds one to its scope's count.
 const UPSERT_UNIQUES: &str = "WITH cand AS (
-    SELECT (s.ts AT TIME ZONE 'UTC')::date AS day, s.campaign, '' AS creative, s.uniq_campaign_key AS key
-    FROM stage s JOIN fresh f USING (id) WHERE s.uniq_campaign_key IS NOT NULL
-    UNION ALL
-    SELECT (s.ts AT TIME ZONE 'UTC')::date, s.campaign, s.creative, s.uniq_creative_key
-    FROM stage s JOIN fresh f USING (id) WHERE s.uniq_creative_key IS NOT NULL
-), dedup AS (
-    SELECT DISTINCT ON (day, key) day, campaign, creative, key FROM cand ORDER BY day, key
+    SELECT * FROM UNNEST($1::date[], $2::uuid[], $3::text[], $4::text[]) AS t (day, key, campaign, creative)
 ), ins AS (
-    INSERT INTO daily_listeners (day, key) SELECT day, key FROM dedup ORDER BY day, key
+    INSERT INTO daily_listeners (day, key) SELECT day, key FROM cand
     ON CONFLICT DO NOTHING RETURNING day, key
 )
 INSERT INTO daily_uniques AS u (day, campaign, creative, listeners)
-SELECT d.day, d.campaign, d.creative, count(*) FROM dedup d JOIN ins i USING (day, key)
+SELECT c.day, c.campaign, c.creative, count(*) FROM cand c JOIN ins i USING (day, key)
 GROUP BY 1, 2, 3 ORDER BY 2, 1, 3
 ON CONFLICT (campaign, day, creative) DO UPDATE SET listeners = u.listeners + EXCLUDED.listeners";
 
@@ -279,7 +234,7 @@ ON CONFLICT (campaign, day, creative) DO UPDATE SET listeners = u.listeners + EX
 /// API replicas (delivered when the transaction commits).
 const BUMP_VERSIONS: &str = "WITH bumped AS (
     INSERT INTO campaign_data_versions AS v (campaign, version)
-    SELECT DISTINCT s.campaign, 1 FROM stage s JOIN fresh f USING (id) WHERE s.campaign IS NOT NULL ORDER BY 1
+    SELECT c, 1 FROM UNNEST($1::text[]) AS t (c)
     ON CONFLICT (campaign) DO UPDATE SET version = v.version + 1, updated_at = now()
     RETURNING campaign, version
 ) SELECT count(pg_notify('earshot_changes', 'v ' || campaign || ' ' || version)) FROM bumped";
@@ -319,22 +274,19 @@ pub async fn load_object(
     };
 
     if !parsed.events.is_empty() {
-        stage(&mut tx, &parsed.events).await?;
-        sqlx::raw_sql(CREATE_FRESH).execute(&mut *tx).await?;
-        stats.new_events = sqlx::query(INSERT_EVENTS)
-            .bind(ledger_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected() as u32;
-        stats.counted = sqlx::query(INSERT_COUNTED)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected() as u32;
-        if stats.new_events > 0 {
-            sqlx::query(UPSERT_ROLLUPS).execute(&mut *tx).await?;
-            sqlx::query(UPSERT_DAILY).execute(&mut *tx).await?;
-            sqlx::query(UPSERT_UNIQUES).execute(&mut *tx).await?;
-            sqlx::query(BUMP_VERSIONS).execute(&mut *tx).await?;
+        let fresh = insert_new_events(&mut tx, ledger_id, &parsed.events).await?;
+        stats.new_events = fresh.len() as u32;
+        if !fresh.is_empty() {
+            let counted = count(&mut tx, &fresh).await?;
+            stats.counted = counted.iter().filter(|c| **c).count() as u32;
+            let r = tally::rollups(&fresh, &counted);
+            upsert_hourly(&mut tx, &r.hourly).await?;
+            upsert_daily(&mut tx, &r.daily).await?;
+            upsert_uniques(&mut tx, &tally::unique_candidates(&fresh)).await?;
+            sqlx::query(BUMP_VERSIONS)
+                .bind(&r.campaigns)
+                .execute(&mut *tx)
+                .await?;
         }
     }
     stats.duplicates = stats.events - stats.new_events;
@@ -381,20 +333,138 @@ pub async fn load_object(
     Ok(stats)
 }
 
-async fn stage(tx: &mut Transaction<'_, Postgres>, events: &[Staged]) -> Result<(), sqlx::Error> {
-    sqlx::query(CREATE_STAGE).execute(&mut **tx).await?;
-    let mut copy = tx
-        .copy_in_raw(
-            "COPY stage (id, ts, hour, campaign, creative, episode, show, placement, event, error_code, \
-             listener, ua, app, device, os, country, verdict, reason, trace_id, \
-             count_key, uniq_campaign_key, uniq_creative_key) FROM STDIN",
-        )
-        .await?;
+/// Writes the events not loaded before into `events` and returns them.
+///
+/// A concurrent loader holding some of the same ids makes the COPY wait,
+/// then fail on the primary key once it commits: the transaction rolls back
+/// whole and the retry finds those ids here.
+async fn insert_new_events<'a>(
+    tx: &mut Transaction<'_, Postgres>,
+    ledger_id: i64,
+    events: &'a [Staged],
+) -> Result<Vec<&'a Staged>, sqlx::Error> {
+    let (mut lo, mut hi) = (events[0].event.ts, events[0].event.ts);
+    for s in events {
+        lo = lo.min(s.event.ts);
+        hi = hi.max(s.event.ts);
+    }
+    let ids: Vec<Uuid> = events.iter().map(|s| s.event.id).collect();
+    let known: HashSet<Uuid> = sqlx::query_scalar(KNOWN_IDS)
+        .bind(lo)
+        .bind(hi)
+        .bind(&ids)
+        .fetch_all(&mut **tx)
+        .await?
+        .into_iter()
+        .collect();
+    // In time order: the primary key and the partitions take them in order.
+    let mut fresh: Vec<&Staged> = events
+        .iter()
+        .filter(|s| !known.contains(&s.event.id))
+        .collect();
+    fresh.sort_unstable_by_key(|s| (s.event.ts, s.event.id));
+    if fresh.is_empty() {
+        return Ok(fresh);
+    }
+    let mut copy = tx.copy_in_raw(COPY_EVENTS).await?;
     // Chunks keep memory flat for large objects.
-    for chunk in events.chunks(10_000) {
-        copy.send(copy_rows(chunk).into_bytes()).await?;
+    for chunk in fresh.chunks(10_000) {
+        copy.send(copy_rows(chunk, ledger_id).into_bytes()).await?;
     }
     copy.finish().await?;
+    Ok(fresh)
+}
+
+/// Applies the counting rule to `fresh`: which of them counted.
+async fn count(
+    tx: &mut Transaction<'_, Postgres>,
+    fresh: &[&Staged],
+) -> Result<Vec<bool>, sqlx::Error> {
+    let cand = tally::count_candidates(fresh);
+    let mut counted = vec![false; fresh.len()];
+    if cand.is_empty() {
+        return Ok(counted);
+    }
+    let days: Vec<Date> = cand.iter().map(|c| c.0).collect();
+    let keys: Vec<Uuid> = cand.iter().map(|c| c.1).collect();
+    let (new_days, new_keys): (Vec<Date>, Vec<Uuid>) = sqlx::query_as(INSERT_COUNTED)
+        .bind(&days)
+        .bind(&keys)
+        .fetch_one(&mut **tx)
+        .await?;
+    let new: HashSet<(Date, Uuid)> = new_days.into_iter().zip(new_keys).collect();
+    for (day, key, i) in cand {
+        if new.contains(&(day, key)) {
+            counted[i] = true;
+        }
+    }
+    Ok(counted)
+}
+
+async fn upsert_hourly<'a>(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: &[(tally::HourlyKey<'a>, tally::HourlyCounts)],
+) -> Result<(), sqlx::Error> {
+    let col = |f: fn(&tally::HourlyKey<'a>) -> &'a str| -> Vec<&'a str> {
+        rows.iter().map(|(k, _)| f(k)).collect()
+    };
+    let hours: Vec<OffsetDateTime> = rows
+        .iter()
+        .map(|(k, _)| {
+            OffsetDateTime::from_unix_timestamp(k.hour).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+        })
+        .collect();
+    let metric = |i: usize| -> Vec<i64> { rows.iter().map(|(_, m)| m[i]).collect() };
+    sqlx::query(UPSERT_HOURLY)
+        .bind(col(|k| k.campaign))
+        .bind(hours)
+        .bind(col(|k| k.creative))
+        .bind(col(|k| k.episode))
+        .bind(col(|k| k.show))
+        .bind(col(|k| k.placement))
+        .bind(col(|k| k.event))
+        .bind(col(|k| k.country))
+        .bind(col(|k| k.app))
+        .bind(col(|k| k.device))
+        .bind(metric(0))
+        .bind(metric(1))
+        .bind(metric(2))
+        .bind(metric(3))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+async fn upsert_daily(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: &[(tally::DailyKey<'_>, [i64; tally::DAILY_METRICS])],
+) -> Result<(), sqlx::Error> {
+    let mut q = sqlx::query(UPSERT_DAILY)
+        .bind(rows.iter().map(|(k, _)| k.campaign).collect::<Vec<&str>>())
+        .bind(rows.iter().map(|(k, _)| k.day).collect::<Vec<Date>>())
+        .bind(rows.iter().map(|(k, _)| k.creative).collect::<Vec<&str>>())
+        .bind(rows.iter().map(|(k, _)| k.country).collect::<Vec<&str>>());
+    for i in 0..tally::DAILY_METRICS {
+        q = q.bind(rows.iter().map(|(_, m)| m[i]).collect::<Vec<i64>>());
+    }
+    q.execute(&mut **tx).await?;
+    Ok(())
+}
+
+async fn upsert_uniques(
+    tx: &mut Transaction<'_, Postgres>,
+    cand: &[(Date, Uuid, &str, &str)],
+) -> Result<(), sqlx::Error> {
+    if cand.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(UPSERT_UNIQUES)
+        .bind(cand.iter().map(|c| c.0).collect::<Vec<Date>>())
+        .bind(cand.iter().map(|c| c.1).collect::<Vec<Uuid>>())
+        .bind(cand.iter().map(|c| c.2).collect::<Vec<&str>>())
+        .bind(cand.iter().map(|c| c.3).collect::<Vec<&str>>())
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 

@@ -190,7 +190,7 @@ async fn loader_survives_its_connections_being_killed_mid_load() {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             let n: i64 = sqlx::query_scalar(
                 "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-                 WHERE datname = $1 AND pid <> pg_backend_pid() AND query ILIKE '%stage%') t",
+                 WHERE datname = $1 AND pid <> pg_backend_pid() AND query ~ '(COPY events|counted_keys|rollup_|daily_listeners)') t",
             )
             .bind(&name)
             .fetch_one(&admin)

@@ -1,0 +1,357 @@
+//! The counting rule and the rollup deltas of one object, computed in the
+//! loader from its new events.
+//!
+//! Doing this in Rust rather than in SQL over a staging table means
+//! PostgreSQL only writes: it receives a few thousand aggregated rows per
+//! object instead of joining and grouping every event several times. The
+//! rules are the ones in docs/COUNTING.md; `earshot verify` recounts every
+//! rollup from the raw events table, and the loader's tests compare both.
+
+use std::collections::HashMap;
+
+use earshot_domain::{EventKind, Verdict};
+use time::{Date, OffsetDateTime};
+use uuid::Uuid;
+
+use crate::parse::Staged;
+
+/// Number of metric columns `rollup_daily` and `rollup_blocks` hold, in the
+/// order of `store::daily_metric_columns!`.
+pub const DAILY_METRICS: usize = 16;
+const RAW_HITS: usize = 0;
+const BOT_HITS: usize = 1;
+const INVALID_HITS: usize = 2;
+
+/// Column of the counted (valid, first of its key) events of a kind.
+const fn counted_column(kind: EventKind) -> usize {
+    match kind {
+        EventKind::Impression => 3,
+        EventKind::Start => 4,
+        EventKind::FirstQuartile => 5,
+        EventKind::Midpoint => 6,
+        EventKind::ThirdQuartile => 7,
+        EventKind::Complete => 8,
+        EventKind::Click => 9,
+        EventKind::Skip => 10,
+        EventKind::Error => 11,
+    }
+}
+
+/// Column of the bot hits of the kinds `include_bots=true` shows.
+const fn bot_column(kind: EventKind) -> Option<usize> {
+    match kind {
+        EventKind::Impression => Some(12),
+        EventKind::Start => Some(13),
+        EventKind::Complete => Some(14),
+        EventKind::Click => Some(15),
+        _ => None,
+    }
+}
+
+/// Candidates for `counted_keys`: per (UTC day, counting key), the earliest
+/// new valid event by (ts, id), as an index into `fresh`. Sorted by
+/// (day, key), the order concurrent loaders take the index locks in.
+pub fn count_candidates(fresh: &[&Staged]) -> Vec<(Date, Uuid, usize)> {
+    let mut first: HashMap<(Date, Uuid), usize> = HashMap::new();
+    for (i, s) in fresh.iter().enumerate() {
+        let Some(key) = s.count_key else { continue };
+        first
+            .entry((s.day, key))
+            .and_modify(|j| {
+                let held = &fresh[*j].event;
+                if (s.event.ts, s.event.id) < (held.ts, held.id) {
+                    *j = i;
+                }
+            })
+            .or_insert(i);
+    }
+    let mut out: Vec<(Date, Uuid, usize)> =
+        first.into_iter().map(|((d, k), i)| (d, k, i)).collect();
+    out.sort_unstable();
+    out
+}
+
+/// Candidates for `daily_listeners`: (day, key, campaign, creative) once per
+/// (day, key), sorted by (day, key); creative is '' for the campaign-wide key.
+pub fn unique_candidates<'a>(fresh: &[&'a Staged]) -> Vec<(Date, Uuid, &'a str, &'a str)> {
+    let mut seen: HashMap<(Date, Uuid), (&'a str, &'a str)> = HashMap::new();
+    for s in fresh {
+        let campaign = s.event.campaign.as_ref().map_or("", |c| c.as_str());
+        if let Some(k) = s.uniq_campaign_key {
+            seen.entry((s.day, k)).or_insert((campaign, ""));
+        }
+        if let Some(k) = s.uniq_creative_key {
+            let creative = s.event.creative.as_ref().map_or("", |c| c.as_str());
+            seen.entry((s.day, k)).or_insert((campaign, creative));
+        }
+    }
+    let mut out: Vec<_> = seen
+        .into_iter()
+        .map(|((d, k), (c, cr))| (d, k, c, cr))
+        .collect();
+    out.sort_unstable_by_key(|&(d, k, _, _)| (d, k));
+    out
+}
+
+/// A `rollup_hourly` key: every reporting dimension, '' when missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HourlyKey<'a> {
+    pub campaign: &'a str,
+    /// Unix seconds of the UTC hour.
+    pub hour: i64,
+    pub creative: &'a str,
+    pub episode: &'a str,
+    pub show: &'a str,
+    pub placement: &'a str,
+    pub event: &'a str,
+    pub country: &'a str,
+    pub app: &'a str,
+    pub device: &'a str,
+}
+
+/// raw, counted, bot and invalid hits.
+pub type HourlyCounts = [i64; 4];
+
+/// A `rollup_daily` key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DailyKey<'a> {
+    pub campaign: &'a str,
+    pub day: Date,
+    pub creative: &'a str,
+    pub country: &'a str,
+}
+
+/// What the new events of one object add to the rollups, each sorted by key
+/// (the lock order of concurrent loaders).
+#[derive(Debug, Default)]
+pub struct Rollups<'a> {
+    pub hourly: Vec<(HourlyKey<'a>, HourlyCounts)>,
+    pub daily: Vec<(DailyKey<'a>, [i64; DAILY_METRICS])>,
+    /// Campaigns the object touched.
+    pub campaigns: Vec<&'a str>,
+}
+
+fn hour_of(ts: OffsetDateTime) -> i64 {
+    ts.unix_timestamp().div_euclid(3600) * 3600
+}
+
+/// Sums `fresh` (the object's events not loaded before) into rollup rows;
+/// `counted[i]` says whether `fresh[i]` counted.
+pub fn rollups<'a>(fresh: &[&'a Staged], counted: &[bool]) -> Rollups<'a> {
+    fn s<T: AsRef<str>>(o: &Option<T>) -> &str {
+        o.as_ref().map_or("", |x| x.as_ref())
+    }
+    let mut hourly: HashMap<HourlyKey<'a>, HourlyCounts> = HashMap::new();
+    let mut daily: HashMap<DailyKey<'a>, [i64; DAILY_METRICS]> = HashMap::new();
+    let mut campaigns: Vec<&'a str> = Vec::new();
+    for (st, &is_counted) in fresh.iter().zip(counted) {
+        let e = &st.event;
+        let campaign = e.campaign.as_ref().map_or("", |c| c.as_str());
+        let creative = e.creative.as_ref().map_or("", |c| c.as_str());
+        let country = e.country.as_ref().map_or("", |c| c.as_str());
+        if let Some(c) = &e.campaign {
+            if campaigns.last() != Some(&c.as_str()) {
+                campaigns.push(c.as_str());
+            }
+        }
+        let bot = e.verdict == Verdict::Bot;
+        let invalid = e.verdict == Verdict::Invalid;
+
+        let h = hourly
+            .entry(HourlyKey {
+                campaign,
+                hour: hour_of(e.ts),
+                creative,
+                episode: e.episode.as_ref().map_or("", |x| x.as_str()),
+                show: e.show.as_ref().map_or("", |x| x.as_str()),
+                placement: e.placement.map_or("", |p| p.as_str()),
+                event: e.event.map_or("", |k| k.as_str()),
+                country,
+                app: s(&e.app),
+                device: s(&e.device),
+            })
+            .or_default();
+        h[0] += 1;
+        h[1] += i64::from(is_counted);
+        h[2] += i64::from(bot);
+        h[3] += i64::from(invalid);
+
+        let d = daily
+            .entry(DailyKey {
+                campaign,
+                day: st.day,
+                creative,
+                country,
+            })
+            .or_insert([0; DAILY_METRICS]);
+        d[RAW_HITS] += 1;
+        d[BOT_HITS] += i64::from(bot);
+        d[INVALID_HITS] += i64::from(invalid);
+        if let Some(kind) = e.event {
+            if is_counted {
+                d[counted_column(kind)] += 1;
+            }
+            if let (true, Some(col)) = (bot, bot_column(kind)) {
+                d[col] += 1;
+            }
+        }
+    }
+    let mut hourly: Vec<_> = hourly.into_iter().collect();
+    hourly.sort_unstable_by_key(|(k, _)| *k);
+    let mut daily: Vec<_> = daily.into_iter().collect();
+    daily.sort_unstable_by_key(|(k, _)| *k);
+    campaigns.sort_unstable();
+    campaigns.dedup();
+    Rollups {
+        hourly,
+        daily,
+        campaigns,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use earshot_domain::{CampaignId, CreativeId, ListenerId, TrackingEvent};
+    use time::macros::datetime;
+
+    fn staged(
+        id: u128,
+        ts: OffsetDateTime,
+        kind: EventKind,
+        listener: &str,
+        verdict: Verdict,
+    ) -> Staged {
+        let event = TrackingEvent {
+            id: Uuid::from_u128(id),
+            ts,
+            campaign: Some(CampaignId::parse("c1").unwrap()),
+            creative: Some(CreativeId::parse("cr1").unwrap()),
+            episode: None,
+            show: None,
+            placement: None,
+            event: Some(kind),
+            error_code: None,
+            listener: ListenerId::parse(listener).unwrap(),
+            ua: None,
+            app: Some("app".into()),
+            device: None,
+            os: None,
+            country: None,
+            verdict,
+            reason: None,
+            trace_id: None,
+        };
+        crate::parse::stage(event)
+    }
+
+    const L1: &str = "0123456789abcdef0123456789abcdef";
+    const L2: &str = "fedcba9876543210fedcba9876543210";
+
+    #[test]
+    fn the_earliest_event_of_a_key_is_the_candidate_whatever_the_order() {
+        let late = staged(
+            2,
+            datetime!(2026-11-27 10:00 UTC),
+            EventKind::Impression,
+            L1,
+            Verdict::Valid,
+        );
+        let early = staged(
+            3,
+            datetime!(2026-11-27 09:00 UTC),
+            EventKind::Impression,
+            L1,
+            Verdict::Valid,
+        );
+        let next_day = staged(
+            4,
+            datetime!(2026-11-28 00:00 UTC),
+            EventKind::Impression,
+            L1,
+            Verdict::Valid,
+        );
+        let bot = staged(
+            5,
+            datetime!(2026-11-27 08:00 UTC),
+            EventKind::Impression,
+            L1,
+            Verdict::Bot,
+        );
+        let fresh = [&late, &early, &next_day, &bot];
+        let c = count_candidates(&fresh);
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[0].2, 1, "the 09:00 event counts, not the 10:00 one");
+        assert_eq!(c[1].2, 2, "a new UTC day is a new key");
+        assert!(c[0].0 < c[1].0);
+    }
+
+    #[test]
+    fn ties_on_ts_go_to_the_smaller_id() {
+        let ts = datetime!(2026-11-27 10:00 UTC);
+        let b = staged(9, ts, EventKind::Start, L1, Verdict::Valid);
+        let a = staged(7, ts, EventKind::Start, L1, Verdict::Valid);
+        let c = count_candidates(&[&b, &a]);
+        assert_eq!(c.iter().map(|x| x.2).collect::<Vec<_>>(), vec![1]);
+    }
+
+    #[test]
+    fn rollups_add_up_by_verdict_kind_and_counting() {
+        let ts = datetime!(2026-11-27 10:15 UTC);
+        let imp = staged(1, ts, EventKind::Impression, L1, Verdict::Valid);
+        let dup = staged(
+            2,
+            ts + time::Duration::minutes(1),
+            EventKind::Impression,
+            L1,
+            Verdict::Valid,
+        );
+        let other = staged(3, ts, EventKind::Impression, L2, Verdict::Valid);
+        let bot = staged(4, ts, EventKind::Complete, L2, Verdict::Bot);
+        let invalid = staged(
+            5,
+            datetime!(2026-11-27 11:00 UTC),
+            EventKind::Click,
+            L2,
+            Verdict::Invalid,
+        );
+        let fresh = [&imp, &dup, &other, &bot, &invalid];
+        let r = rollups(&fresh, &[true, false, true, false, false]);
+        assert_eq!(r.campaigns, vec!["c1"]);
+        let hourly: Vec<(i64, &str, HourlyCounts)> = r
+            .hourly
+            .iter()
+            .map(|(k, v)| (k.hour, k.event, *v))
+            .collect();
+        let ten = datetime!(2026-11-27 10:00 UTC).unix_timestamp();
+        assert_eq!(
+            hourly,
+            vec![
+                (ten, "complete", [1, 0, 1, 0]),
+                (ten, "impression", [3, 2, 0, 0]),
+                (ten + 3600, "click", [1, 0, 0, 1]),
+            ]
+        );
+        assert_eq!(r.daily.len(), 1);
+        let d = r.daily[0].1;
+        assert_eq!(d[RAW_HITS], 5);
+        assert_eq!(d[BOT_HITS], 1);
+        assert_eq!(d[INVALID_HITS], 1);
+        assert_eq!(d[counted_column(EventKind::Impression)], 2);
+        assert_eq!(d[counted_column(EventKind::Complete)], 0);
+        assert_eq!(d[bot_column(EventKind::Complete).unwrap()], 1);
+        assert_eq!(d.iter().sum::<i64>(), 5 + 1 + 1 + 2 + 1);
+    }
+
+    #[test]
+    fn unique_candidates_hold_each_listener_once_per_scope() {
+        let ts = datetime!(2026-11-27 10:00 UTC);
+        let a = staged(1, ts, EventKind::Impression, L1, Verdict::Valid);
+        let again = staged(2, ts, EventKind::Impression, L1, Verdict::Valid);
+        let start = staged(3, ts, EventKind::Start, L2, Verdict::Valid);
+        let u = unique_candidates(&[&a, &again, &start]);
+        let mut scopes: Vec<(&str, &str)> = u.iter().map(|x| (x.2, x.3)).collect();
+        scopes.sort_unstable();
+        assert_eq!(scopes, vec![("c1", ""), ("c1", "cr1")]);
+    }
+}
