@@ -62,7 +62,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve => {
-            let pool = db::connect(&settings).await?;
+            let pool = db::connect_api(&settings).await?;
             let app = earshot_reporting::Application::build(&settings, pool).await?;
             tracing::info!(port = app.port, addr = %settings.api_addr, "earshot API listening");
             app.server.await?;
