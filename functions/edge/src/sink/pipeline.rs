@@ -1,16 +1,16 @@
 //! The batching pipeline between the handler and the sink.
 //!
-//! One worker task owns the buffer. In `sync` mode a hit waits for its
-//! receipt, and the worker sends whatever has queued up at that moment as one
-//! batch (group commit): one event per call when traffic is light, many when
-//! it is not, and never a wait for a timer. In `buffered` mode a hit returns
-//! at once; the worker flushes at `max_events`, at `max_age`, on `flush()` and
-//! on `shutdown()`.
+//! One worker task delivers. In `sync` mode a hit waits for its receipt, and
+//! the worker sends whatever has queued up at that moment as one batch
+//! (group commit): one event per call when traffic is light, many when it is
+//! not, and never a wait for a timer. In `buffered` mode a hit appends its
+//! line to an inbox and returns at once; the worker flushes at `max_events`,
+//! at `max_age`, on `flush()` and on `shutdown()`.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 
 use super::Deliver;
@@ -45,33 +45,103 @@ impl Receipt {
 #[derive(Clone)]
 pub struct Pipeline {
     tx: mpsc::UnboundedSender<Msg>,
-    sync: bool,
+    /// Buffered mode's lines; `None` in sync mode, where lines go through `tx`.
+    inbox: Option<Arc<Inbox>>,
+}
+
+/// Buffered mode's lines, appended by `submit` under a short lock. The
+/// worker is woken twice per batch (by its first line, to start the age
+/// clock, and when `max_events` are waiting), not once per hit as a channel
+/// send would.
+struct Inbox {
+    state: Mutex<InboxState>,
+    wake: Notify,
+    max_events: usize,
+}
+
+#[derive(Default)]
+struct InboxState {
+    lines: Vec<Vec<u8>>,
+    closed: bool,
+}
+
+impl Inbox {
+    fn lock(&self) -> std::sync::MutexGuard<'_, InboxState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn len(&self) -> usize {
+        self.lock().lines.len()
+    }
+
+    /// Takes up to `max_events` lines, oldest first.
+    fn take_batch(&self) -> Vec<Vec<u8>> {
+        let mut g = self.lock();
+        if g.lines.len() > self.max_events {
+            let rest = g.lines.split_off(self.max_events);
+            std::mem::replace(&mut g.lines, rest)
+        } else {
+            std::mem::take(&mut g.lines)
+        }
+    }
+
+    /// Delivers every line when `all`, else only full batches.
+    async fn deliver<D: Deliver>(&self, sink: &D, all: bool) {
+        while (all && self.len() > 0) || self.len() >= self.max_events {
+            sink.deliver(self.take_batch()).await;
+        }
+    }
 }
 
 impl Pipeline {
     pub fn start<D: Deliver>(sink: Arc<D>, mode: FlushMode) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(worker(sink, mode, rx));
-        Self {
-            tx,
-            sync: mode == FlushMode::Sync,
-        }
+        let inbox = match mode {
+            FlushMode::Sync => {
+                tokio::spawn(sync_worker(sink, rx));
+                None
+            }
+            FlushMode::Buffered {
+                max_events,
+                max_age,
+            } => {
+                let inbox = Arc::new(Inbox {
+                    state: Mutex::new(InboxState::default()),
+                    wake: Notify::new(),
+                    max_events: max_events.max(1),
+                });
+                tokio::spawn(buffered_worker(sink, inbox.clone(), max_age, rx));
+                Some(inbox)
+            }
+        };
+        Self { tx, inbox }
     }
 
     /// Queues one NDJSON line.
     pub fn submit(&self, line: Vec<u8>) -> Receipt {
-        let (ack, rx) = if self.sync {
-            let (ack, rx) = oneshot::channel();
-            (Some(ack), Some(rx))
-        } else {
-            (None, None)
-        };
-        if let Err(mpsc::error::SendError(Msg::Line(line, _))) = self.tx.send(Msg::Line(line, ack))
+        if let Some(inbox) = &self.inbox {
+            let mut g = inbox.lock();
+            if g.closed {
+                drop(g);
+                crate::sink::dead_letter(&line, "pipeline already shut down");
+                return Receipt(None);
+            }
+            g.lines.push(line);
+            let n = g.lines.len();
+            drop(g);
+            if n == 1 || n == inbox.max_events {
+                inbox.wake.notify_one();
+            }
+            return Receipt(None);
+        }
+        let (ack, rx) = oneshot::channel();
+        if let Err(mpsc::error::SendError(Msg::Line(line, _))) =
+            self.tx.send(Msg::Line(line, Some(ack)))
         {
             // Only after shutdown: the event is written to the log, never dropped.
             crate::sink::dead_letter(&line, "pipeline already shut down");
         }
-        Receipt(rx)
+        Receipt(Some(rx))
     }
 
     /// Delivers everything queued so far.
@@ -94,12 +164,10 @@ impl Pipeline {
 struct Buffer {
     lines: Vec<Vec<u8>>,
     acks: Vec<oneshot::Sender<()>>,
-    oldest: Option<Instant>,
 }
 
 impl Buffer {
     fn push(&mut self, line: Vec<u8>, ack: Option<oneshot::Sender<()>>) {
-        self.oldest.get_or_insert_with(Instant::now);
         self.lines.push(line);
         self.acks.extend(ack);
     }
@@ -113,63 +181,43 @@ impl Buffer {
         for ack in self.acks.drain(..) {
             let _ = ack.send(());
         }
-        self.oldest = None;
     }
 }
 
-async fn worker<D: Deliver>(sink: Arc<D>, mode: FlushMode, mut rx: mpsc::UnboundedReceiver<Msg>) {
+async fn sync_worker<D: Deliver>(sink: Arc<D>, mut rx: mpsc::UnboundedReceiver<Msg>) {
     let mut buf = Buffer {
         lines: Vec::new(),
         acks: Vec::new(),
-        oldest: None,
     };
     let mut tick = tokio::time::interval(MAINTAIN_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let (max_events, max_age) = match mode {
-        FlushMode::Sync => (MAX_SYNC_BATCH, Duration::ZERO),
-        FlushMode::Buffered {
-            max_events,
-            max_age,
-        } => (max_events, max_age),
-    };
     let mut control: Option<Msg> = None;
     loop {
         let msg = match control.take() {
             Some(m) => Some(m),
-            None => {
-                let deadline = buf.oldest.map(|t| t + max_age);
-                tokio::select! {
-                    m = rx.recv() => m,
-                    _ = sleep_until_opt(deadline), if deadline.is_some() && mode != FlushMode::Sync => {
-                        buf.drain_into(&*sink).await;
-                        continue;
-                    }
-                    _ = tick.tick() => {
-                        sink.maintain(false).await;
-                        continue;
-                    }
+            None => tokio::select! {
+                m = rx.recv() => m,
+                _ = tick.tick() => {
+                    sink.maintain(false).await;
+                    continue;
                 }
-            }
+            },
         };
         match msg {
             Some(Msg::Line(line, ack)) => {
                 buf.push(line, ack);
-                if mode == FlushMode::Sync {
-                    // Group commit: take whatever else is already waiting.
-                    while buf.lines.len() < max_events {
-                        match rx.try_recv() {
-                            Ok(Msg::Line(l, a)) => buf.push(l, a),
-                            Ok(other) => {
-                                control = Some(other);
-                                break;
-                            }
-                            Err(_) => break,
+                // Group commit: take whatever else is already waiting.
+                while buf.lines.len() < MAX_SYNC_BATCH {
+                    match rx.try_recv() {
+                        Ok(Msg::Line(l, a)) => buf.push(l, a),
+                        Ok(other) => {
+                            control = Some(other);
+                            break;
                         }
+                        Err(_) => break,
                     }
-                    buf.drain_into(&*sink).await;
-                } else if buf.lines.len() >= max_events {
-                    buf.drain_into(&*sink).await;
                 }
+                buf.drain_into(&*sink).await;
             }
             Some(Msg::Flush(done)) => {
                 buf.drain_into(&*sink).await;
@@ -190,6 +238,60 @@ async fn worker<D: Deliver>(sink: Arc<D>, mode: FlushMode, mut rx: mpsc::Unbound
                 sink.maintain(true).await;
                 return;
             }
+        }
+    }
+}
+
+async fn buffered_worker<D: Deliver>(
+    sink: Arc<D>,
+    inbox: Arc<Inbox>,
+    max_age: Duration,
+    mut rx: mpsc::UnboundedReceiver<Msg>,
+) {
+    let mut tick = tokio::time::interval(MAINTAIN_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // When the worker learnt that the oldest line now waiting arrived: its
+    // age is counted from there (later by at most a delivery in progress).
+    let mut since: Option<Instant> = None;
+    loop {
+        let deadline = since.map(|t| t + max_age);
+        tokio::select! {
+            () = inbox.wake.notified() => {
+                inbox.deliver(&*sink, false).await;
+            }
+            _ = sleep_until_opt(deadline), if deadline.is_some() => {
+                inbox.deliver(&*sink, true).await;
+                since = None;
+            }
+            _ = tick.tick() => sink.maintain(false).await,
+            m = rx.recv() => match m {
+                Some(Msg::Flush(done)) => {
+                    inbox.deliver(&*sink, true).await;
+                    since = None;
+                    let _ = done.send(());
+                }
+                Some(Msg::Line(line, ack)) => {
+                    // Not sent in buffered mode; delivered all the same.
+                    sink.deliver(vec![line]).await;
+                    if let Some(ack) = ack {
+                        let _ = ack.send(());
+                    }
+                }
+                Some(Msg::Shutdown(_)) | None => {
+                    inbox.lock().closed = true;
+                    inbox.deliver(&*sink, true).await;
+                    sink.maintain(true).await;
+                    if let Some(Msg::Shutdown(done)) = m {
+                        let _ = done.send(());
+                    }
+                    return;
+                }
+            },
+        }
+        if inbox.len() == 0 {
+            since = None;
+        } else if since.is_none() {
+            since = Some(Instant::now());
         }
     }
 }
@@ -282,6 +384,36 @@ mod tests {
             batches.concat(),
             (0..4).map(line).chain([line(9)]).collect::<Vec<_>>()
         );
+        assert!(*sink.closed.lock().unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn buffered_bursts_arrive_in_order_in_batches_of_at_most_max_events() {
+        let sink = Arc::new(Recording::default());
+        let p = Pipeline::start(
+            sink.clone(),
+            FlushMode::Buffered {
+                max_events: 10,
+                max_age: Duration::from_secs(1),
+            },
+        );
+        for i in 0..95 {
+            p.submit(line(i)).wait().await;
+            if i % 7 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        {
+            let b = sink.batches.lock().unwrap();
+            assert_eq!(b.iter().map(Vec::len).collect::<Vec<_>>(), vec![10; 9]);
+        }
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let b = sink.batches.lock().unwrap();
+        assert_eq!(b.len(), 10, "the last 5 by age");
+        assert_eq!(b.concat(), (0..95).map(line).collect::<Vec<_>>());
+        drop(b);
+        p.shutdown().await;
         assert!(*sink.closed.lock().unwrap());
     }
 }
