@@ -247,3 +247,37 @@ async fn already_loaded_is_answered_from_the_ledger() {
             .unwrap()
     );
 }
+
+#[tokio::test]
+async fn concurrent_loaders_with_overlapping_objects_keep_each_event_once() {
+    // A Firehose retry can put the same events in two objects, and two
+    // loader replicas can load those at the same time. The second COPY of an
+    // id waits for the first transaction, fails on the primary key when it
+    // commits, and the object is retried without the ids now present.
+    let db = TestDb::new().await;
+    let (left, right) = (temp_dir("overlap-a"), temp_dir("overlap-b"));
+    let base = datetime!(2026-11-26 10:00 UTC);
+    for i in 0..4 {
+        let events = sample(4000, base + time::Duration::hours(i));
+        write_object(&left, &format!("a{i}.ndjson"), &ndjson(&events[..3000]));
+        write_object(&right, &format!("b{i}.ndjson"), &ndjson(&events[1000..]));
+    }
+    let (a, b) = tokio::join!(load_dir(&db.pool, &left), load_dir(&db.pool, &right));
+    assert_eq!(a.objects_loaded + b.objects_loaded, 8);
+    assert_eq!(a.events_new + b.events_new, 16_000);
+    assert_eq!(a.duplicates + b.duplicates, 8_000);
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM events").await, 16_000);
+    assert_books_balance(&db.pool).await;
+
+    let clean = TestDb::new().await;
+    let all = temp_dir("overlap-clean");
+    for i in 0..4 {
+        let events = sample(4000, base + time::Duration::hours(i));
+        write_object(&all, &format!("o{i}.ndjson"), &ndjson(&events));
+    }
+    load_dir(&clean.pool, &all).await;
+    assert_eq!(
+        totals(&db.pool, "c1").await,
+        totals(&clean.pool, "c1").await
+    );
+}

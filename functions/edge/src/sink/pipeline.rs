@@ -409,10 +409,11 @@ mod tests {
             assert_eq!(b.iter().map(Vec::len).collect::<Vec<_>>(), vec![10; 9]);
         }
         tokio::time::sleep(Duration::from_millis(1100)).await;
-        let b = sink.batches.lock().unwrap();
-        assert_eq!(b.len(), 10, "the last 5 by age");
-        assert_eq!(b.concat(), (0..95).map(line).collect::<Vec<_>>());
-        drop(b);
+        {
+            let b = sink.batches.lock().unwrap();
+            assert_eq!(b.len(), 10, "the last 5 by age");
+            assert_eq!(b.concat(), (0..95).map(line).collect::<Vec<_>>());
+        }
         p.shutdown().await;
         assert!(*sink.closed.lock().unwrap());
     }
