@@ -471,6 +471,55 @@ async fn upsert_uniques(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use earshot_domain::EventKind;
+
+    #[test]
+    fn tally_columns_are_the_sql_metric_columns() {
+        // `tally` sums into arrays by index; the upsert binds them in the
+        // order of `daily_metric_columns!`. The two must agree.
+        let cols: Vec<&str> = daily_metric_columns!().split(", ").collect();
+        assert_eq!(cols.len(), tally::DAILY_METRICS);
+        assert_eq!(
+            [
+                cols[tally::RAW_HITS],
+                cols[tally::BOT_HITS],
+                cols[tally::INVALID_HITS]
+            ],
+            ["raw_hits", "bot_hits", "invalid_hits"]
+        );
+        let counted: Vec<&str> = EventKind::ALL
+            .iter()
+            .map(|k| cols[tally::counted_column(*k)])
+            .collect();
+        assert_eq!(
+            counted,
+            [
+                "impressions",
+                "starts",
+                "first_quartiles",
+                "midpoints",
+                "third_quartiles",
+                "completes",
+                "skips",
+                "clicks",
+                "errors"
+            ]
+        );
+        let bots: Vec<&str> = EventKind::ALL
+            .iter()
+            .filter_map(|k| tally::bot_column(*k))
+            .map(|i| cols[i])
+            .collect();
+        assert_eq!(
+            bots,
+            [
+                "bot_impressions",
+                "bot_starts",
+                "bot_completes",
+                "bot_clicks"
+            ]
+        );
+    }
 
     #[test]
     fn copy_text_escapes_what_copy_would_misread() {

@@ -18,12 +18,12 @@ use crate::parse::Staged;
 /// Number of metric columns `rollup_daily` and `rollup_blocks` hold, in the
 /// order of `store::daily_metric_columns!`.
 pub const DAILY_METRICS: usize = 16;
-const RAW_HITS: usize = 0;
-const BOT_HITS: usize = 1;
-const INVALID_HITS: usize = 2;
+pub(crate) const RAW_HITS: usize = 0;
+pub(crate) const BOT_HITS: usize = 1;
+pub(crate) const INVALID_HITS: usize = 2;
 
 /// Column of the counted (valid, first of its key) events of a kind.
-const fn counted_column(kind: EventKind) -> usize {
+pub(crate) const fn counted_column(kind: EventKind) -> usize {
     match kind {
         EventKind::Impression => 3,
         EventKind::Start => 4,
@@ -38,7 +38,7 @@ const fn counted_column(kind: EventKind) -> usize {
 }
 
 /// Column of the bot hits of the kinds `include_bots=true` shows.
-const fn bot_column(kind: EventKind) -> Option<usize> {
+pub(crate) const fn bot_column(kind: EventKind) -> Option<usize> {
     match kind {
         EventKind::Impression => Some(12),
         EventKind::Start => Some(13),
