@@ -205,13 +205,14 @@ pub fn stage(ev: TrackingEvent) -> Staged {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use earshot_domain::{CampaignId, CreativeId, ListenerId};
     use std::io::Write;
     use time::macros::datetime;
 
-    fn event(listener: &str, ev: EventKind, verdict: Verdict) -> TrackingEvent {
+    /// A valid-looking event of campaign c1, creative cr1 (tests here and in `tally`).
+    pub(crate) fn event(listener: &str, ev: EventKind, verdict: Verdict) -> TrackingEvent {
         let ts = datetime!(2026-11-27 10:00:00.5 UTC);
         let ms = (ts.unix_timestamp_nanos() / 1_000_000) as u64;
         TrackingEvent {
@@ -240,8 +241,8 @@ mod tests {
         }
     }
 
-    const L1: &str = "0123456789abcdef0123456789abcdef";
-    const L2: &str = "fedcba9876543210fedcba9876543210";
+    pub(crate) const L1: &str = "0123456789abcdef0123456789abcdef";
+    pub(crate) const L2: &str = "fedcba9876543210fedcba9876543210";
 
     #[test]
     fn bad_lines_are_quarantined_with_their_line_number_and_reason() {

@@ -212,7 +212,7 @@ pub fn rollups<'a>(fresh: &[&'a Staged], counted: &[bool]) -> Rollups<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use earshot_domain::{CampaignId, CreativeId, ListenerId, TrackingEvent};
+    use crate::parse::tests::{L1, L2};
     use time::macros::datetime;
 
     fn staged(
@@ -222,62 +222,20 @@ mod tests {
         listener: &str,
         verdict: Verdict,
     ) -> Staged {
-        let event = TrackingEvent {
-            id: Uuid::from_u128(id),
-            ts,
-            campaign: Some(CampaignId::parse("c1").unwrap()),
-            creative: Some(CreativeId::parse("cr1").unwrap()),
-            episode: None,
-            show: None,
-            placement: None,
-            event: Some(kind),
-            error_code: None,
-            listener: ListenerId::parse(listener).unwrap(),
-            ua: None,
-            app: Some("app".into()),
-            device: None,
-            os: None,
-            country: None,
-            verdict,
-            reason: None,
-            trace_id: None,
-        };
+        let mut event = crate::parse::tests::event(listener, kind, verdict);
+        event.id = Uuid::from_u128(id);
+        event.ts = ts;
+        event.app = Some("app".into());
         crate::parse::stage(event)
     }
 
-    const L1: &str = "0123456789abcdef0123456789abcdef";
-    const L2: &str = "fedcba9876543210fedcba9876543210";
-
     #[test]
     fn the_earliest_event_of_a_key_is_the_candidate_whatever_the_order() {
-        let late = staged(
-            2,
-            datetime!(2026-11-27 10:00 UTC),
-            EventKind::Impression,
-            L1,
-            Verdict::Valid,
-        );
-        let early = staged(
-            3,
-            datetime!(2026-11-27 09:00 UTC),
-            EventKind::Impression,
-            L1,
-            Verdict::Valid,
-        );
-        let next_day = staged(
-            4,
-            datetime!(2026-11-28 00:00 UTC),
-            EventKind::Impression,
-            L1,
-            Verdict::Valid,
-        );
-        let bot = staged(
-            5,
-            datetime!(2026-11-27 08:00 UTC),
-            EventKind::Impression,
-            L1,
-            Verdict::Bot,
-        );
+        let impression = |id, ts, verdict| staged(id, ts, EventKind::Impression, L1, verdict);
+        let late = impression(2, datetime!(2026-11-27 10:00 UTC), Verdict::Valid);
+        let early = impression(3, datetime!(2026-11-27 09:00 UTC), Verdict::Valid);
+        let next_day = impression(4, datetime!(2026-11-28 00:00 UTC), Verdict::Valid);
+        let bot = impression(5, datetime!(2026-11-27 08:00 UTC), Verdict::Bot);
         let fresh = [&late, &early, &next_day, &bot];
         let c = count_candidates(&fresh);
         assert_eq!(c.len(), 2);
