@@ -74,21 +74,26 @@ impl Inbox {
         self.lock().lines.len()
     }
 
-    /// Takes up to `max_events` lines, oldest first.
-    fn take_batch(&self) -> Vec<Vec<u8>> {
+    /// Takes up to `max_events` lines, oldest first: a full batch, or with
+    /// `all` whatever is waiting; `None` when there is nothing to take.
+    fn take_batch(&self, all: bool) -> Option<Vec<Vec<u8>>> {
         let mut g = self.lock();
-        if g.lines.len() > self.max_events {
+        let n = g.lines.len();
+        if n == 0 || (!all && n < self.max_events) {
+            return None;
+        }
+        Some(if n > self.max_events {
             let rest = g.lines.split_off(self.max_events);
             std::mem::replace(&mut g.lines, rest)
         } else {
             std::mem::take(&mut g.lines)
-        }
+        })
     }
 
     /// Delivers every line when `all`, else only full batches.
     async fn deliver<D: Deliver>(&self, sink: &D, all: bool) {
-        while (all && self.len() > 0) || self.len() >= self.max_events {
-            sink.deliver(self.take_batch()).await;
+        while let Some(batch) = self.take_batch(all) {
+            sink.deliver(batch).await;
         }
     }
 }
