@@ -235,12 +235,12 @@ pub fn truncate_to(s: &str, max: usize) -> &str {
 
 /// Formats `2026-11-27T00:14:48.123Z`.
 pub fn format_ts(ts: OffsetDateTime) -> String {
-    let b = ts_bytes(ts);
-    // Only ASCII digits and separators were written.
-    String::from_utf8_lossy(&b).into_owned()
+    let mut out = String::with_capacity(24);
+    write_ts(&mut out, ts);
+    out
 }
 
-/// Appends `format_ts(ts)` to `out` without allocating.
+/// Appends `format_ts(ts)` to `out` (no allocation beyond `out`'s own).
 pub fn write_ts(out: &mut String, ts: OffsetDateTime) {
     let b = ts_bytes(ts);
     // Only ASCII digits and separators were written.
