@@ -3,6 +3,7 @@
 pub mod event;
 pub mod ids;
 pub mod listener;
+mod patterns;
 pub mod pixel;
 pub mod signing;
 pub mod ua;

@@ -9,24 +9,19 @@
 //! HTTP clients such as Go-http-client or python-httpx) counts as a bot.
 //! Devices are matched separately, for non-bots only.
 //!
-//! Patterns are compiled as byte regexes with Unicode off, which matches the
+//! Patterns are matched as byte regexes with Unicode off, which matches the
 //! ASCII semantics of `\d`/`\w` in the JavaScript regexes OPAWG writes; a
-//! pattern the `regex` crate cannot compile (e.g. a lookahead) is skipped and
-//! reported, never fatal.
+//! pattern the regex engine cannot compile (e.g. a lookahead) is skipped and
+//! reported, never fatal. How a list is matched: `patterns.rs`.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use regex::bytes::{RegexSet, RegexSetBuilder};
-
 /// Distinct user agents remembered. A podcast network sees a few thousand
 /// distinct strings a day; beyond this the cache starts over rather than
 /// grow without bound.
 pub const UA_CACHE_CAPACITY: usize = 8192;
-/// Compiled size allowed for one list. The OPAWG apps list (~560 patterns)
-/// needs about 20 MiB; the default 10 MiB is too small.
-const REGEX_SIZE_LIMIT: usize = 256 << 20;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UaClass {
@@ -57,48 +52,14 @@ struct Entry {
     is_bot: bool,
 }
 
-struct PatternList {
-    entries: Vec<Entry>,
-    set: RegexSet,
-}
+type PatternList = crate::patterns::PatternList<Entry>;
 
-impl PatternList {
-    fn build(items: Vec<(String, String, bool)>, skipped: &mut Vec<String>) -> Self {
-        let compile = |patterns: &[String]| {
-            RegexSetBuilder::new(patterns)
-                .unicode(false)
-                .size_limit(REGEX_SIZE_LIMIT)
-                .dfa_size_limit(REGEX_SIZE_LIMIT)
-                .build()
-        };
-        let patterns: Vec<String> = items.iter().map(|(_, p, _)| p.clone()).collect();
-        // The whole set in one compile (the start-up cost that matters);
-        // only if some pattern is refused, find it by compiling one by one.
-        if let Ok(set) = compile(&patterns) {
-            let entries = items
-                .into_iter()
-                .map(|(name, _, is_bot)| Entry { name, is_bot })
-                .collect();
-            return Self { entries, set };
-        }
-        let mut entries = Vec::new();
-        let mut kept = Vec::new();
-        for (name, pattern, is_bot) in items {
-            match compile(std::slice::from_ref(&pattern)) {
-                Ok(_) => {
-                    entries.push(Entry { name, is_bot });
-                    kept.push(pattern);
-                }
-                Err(e) => skipped.push(format!("{name}: {e}")),
-            }
-        }
-        let set = compile(&kept).expect("each pattern compiled alone");
-        Self { entries, set }
-    }
-
-    fn first_match(&self, ua: &[u8]) -> Option<&Entry> {
-        self.set.matches(ua).iter().next().map(|i| &self.entries[i])
-    }
+fn pattern_list(items: Items, skipped: &mut Vec<String>) -> PatternList {
+    let items = items
+        .into_iter()
+        .map(|(name, pattern, is_bot)| (Entry { name, is_bot }, pattern))
+        .collect();
+    PatternList::build(items, |e| &e.name, skipped)
 }
 
 /// Built-in lists: a few of the most common clients, so a deployment without
@@ -286,11 +247,11 @@ impl UaClassifier {
             .map(|(n, p, b)| (n.to_string(), p.to_string(), *b))
             .collect();
         Self {
-            bots: PatternList::build(chain(bots, builtin(BUILTIN_BOTS)), skipped),
-            apps: PatternList::build(chain(apps, builtin(BUILTIN_APPS)), skipped),
-            libraries: PatternList::build(chain(libraries, libs_builtin), skipped),
-            browsers: PatternList::build(chain(browsers, builtin(BUILTIN_BROWSERS)), skipped),
-            devices: PatternList::build(chain(devices, builtin(BUILTIN_DEVICES)), skipped),
+            bots: pattern_list(chain(bots, builtin(BUILTIN_BOTS)), skipped),
+            apps: pattern_list(chain(apps, builtin(BUILTIN_APPS)), skipped),
+            libraries: pattern_list(chain(libraries, libs_builtin), skipped),
+            browsers: pattern_list(chain(browsers, builtin(BUILTIN_BROWSERS)), skipped),
+            devices: pattern_list(chain(devices, builtin(BUILTIN_DEVICES)), skipped),
             cache: Mutex::new(HashMap::new()),
         }
     }
