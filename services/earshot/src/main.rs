@@ -93,6 +93,14 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Load { once, source } => {
             let spec: SourceSpec = source.unwrap_or_else(|| settings.source.clone()).parse()?;
+            // Each concurrent load holds a connection for its transaction;
+            // one more serves the ledger checks and partition DDL.
+            anyhow::ensure!(
+                settings.load_concurrency < settings.database_max_connections,
+                "EARSHOT_LOAD_CONCURRENCY ({}) must be below EARSHOT_DATABASE_MAX_CONNECTIONS ({})",
+                settings.load_concurrency,
+                settings.database_max_connections
+            );
             let pool = db::connect(&settings).await?;
             let src = Source::open(&spec).await?;
             let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -120,6 +128,7 @@ async fn main() -> anyhow::Result<()> {
                     once,
                     poll_interval: std::time::Duration::from_secs(settings.poll_interval_seconds),
                     retention_days: settings.retention_days,
+                    concurrency: settings.load_concurrency.max(1) as usize,
                 },
             );
             let summary = loader.run(stop_rx).await?;

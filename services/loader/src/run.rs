@@ -29,6 +29,8 @@ pub struct LoadOptions {
     pub poll_interval: Duration,
     /// Days of raw events kept.
     pub retention_days: u32,
+    /// Deliveries loaded at once, each on its own connection.
+    pub concurrency: usize,
 }
 
 /// Totals over a run.
@@ -40,6 +42,31 @@ pub struct RunSummary {
     pub duplicates: u64,
     pub quarantined: u64,
     pub counted: u64,
+}
+
+/// What loading one delivery did.
+struct DeliveryLoad {
+    stats: Vec<LoadStats>,
+    /// Every object was there; the delivery may be acknowledged.
+    complete: bool,
+}
+
+impl DeliveryLoad {
+    /// Adds to the run's totals; returns whether to acknowledge.
+    fn add_to(self, summary: &mut RunSummary) -> bool {
+        for stats in self.stats {
+            if stats.loaded {
+                summary.objects_loaded += 1;
+                summary.events_new += stats.new_events as u64;
+                summary.duplicates += stats.duplicates as u64;
+                summary.quarantined += stats.quarantined as u64;
+                summary.counted += stats.counted as u64;
+            } else {
+                summary.objects_skipped += 1;
+            }
+        }
+        self.complete
+    }
 }
 
 pub struct Loader {
@@ -136,11 +163,25 @@ impl Loader {
                 }
                 continue;
             }
-            for d in deliveries {
-                if *stop.borrow() {
-                    break; // not started: left for the next run (SQS redelivers)
+            // Up to `concurrency` runs of consecutive deliveries load at
+            // once, each object in its own transaction. Runs, not
+            // interleaving: Firehose's retries repeat events in the next
+            // object, and two transactions inserting the same event make one
+            // of them fail and start over.
+            let k = self.opts.concurrency.clamp(1, deliveries.len());
+            let runs = deliveries.chunks(deliveries.len().div_ceil(k));
+            let loaded = futures::future::join_all(runs.map(|run| self.load_run(run, &stop))).await;
+            let mut failure = None;
+            for (done, error) in loaded {
+                for (d, load) in done {
+                    if load.add_to(&mut summary) {
+                        self.ack(d).await;
+                    }
                 }
-                self.deliver(&d, &mut summary).await?;
+                failure = failure.or(error);
+            }
+            if let Some(e) = failure {
+                return Err(e);
             }
         }
         Ok(summary)
@@ -153,40 +194,57 @@ impl Loader {
         }
     }
 
-    async fn deliver(&mut self, d: &Delivery, summary: &mut RunSummary) -> anyhow::Result<()> {
-        let mut complete = true;
+    /// Loads deliveries one after the other until done, stopped or failed:
+    /// what it loaded, and the failure if one ended it.
+    async fn load_run<'d>(
+        &self,
+        run: &'d [Delivery],
+        stop: &watch::Receiver<bool>,
+    ) -> (Vec<(&'d Delivery, DeliveryLoad)>, Option<anyhow::Error>) {
+        let mut done = Vec::with_capacity(run.len());
+        for d in run {
+            if *stop.borrow() {
+                break; // not started: left for the next run (SQS redelivers)
+            }
+            match self.load_delivery(d).await {
+                Ok(load) => done.push((d, load)),
+                Err(e) => return (done, Some(e)),
+            }
+        }
+        (done, None)
+    }
+
+    /// Loads every object of a delivery. An object that does not exist
+    /// leaves the delivery incomplete (not acknowledged); any other failure
+    /// outlasting the retries is an error.
+    async fn load_delivery(&self, d: &Delivery) -> anyhow::Result<DeliveryLoad> {
+        let mut out = DeliveryLoad {
+            stats: Vec::with_capacity(d.objects.len()),
+            complete: true,
+        };
         for obj in &d.objects {
-            let stats = match self.load_with_retries(obj).await {
-                Ok(stats) => stats,
+            match self.load_with_retries(obj).await {
+                Ok(stats) => out.stats.push(stats),
                 // Not acknowledged, and the loader moves on: SQS hands the
                 // message out again until its redrive policy moves it to the
                 // dead-letter queue; a file or listing entry is simply gone.
                 Err(e) if e.is::<ObjectMissing>() => {
-                    complete = false;
+                    out.complete = false;
                     metrics::counter!("earshot_loader_errors_total", "stage" => "missing")
                         .increment(1);
                     tracing::error!(error = %format!("{e:#}"), "an announced object does not exist; its delivery is left unacknowledged");
-                    continue;
                 }
                 Err(e) => return Err(e),
-            };
-            if stats.loaded {
-                summary.objects_loaded += 1;
-                summary.events_new += stats.new_events as u64;
-                summary.duplicates += stats.duplicates as u64;
-                summary.quarantined += stats.quarantined as u64;
-                summary.counted += stats.counted as u64;
-            } else {
-                summary.objects_skipped += 1;
             }
         }
-        if !complete {
-            return Ok(());
-        }
+        Ok(out)
+    }
+
+    async fn ack(&mut self, d: &Delivery) {
         let mut attempt = 0;
         loop {
             match self.source.ack(d).await {
-                Ok(()) => return Ok(()),
+                Ok(()) => return,
                 Err(e) if attempt < 5 => {
                     attempt += 1;
                     tracing::warn!(error = %format!("{e:#}"), "acknowledging failed; retrying");
@@ -195,13 +253,13 @@ impl Loader {
                 // Not acknowledged: SQS redelivers and the ledger skips it.
                 Err(e) => {
                     tracing::error!(error = %format!("{e:#}"), "could not acknowledge; the delivery will come again and be skipped");
-                    return Ok(());
+                    return;
                 }
             }
         }
     }
 
-    async fn load_with_retries(&mut self, obj: &Object) -> anyhow::Result<LoadStats> {
+    async fn load_with_retries(&self, obj: &Object) -> anyhow::Result<LoadStats> {
         let started = Instant::now();
         let mut attempt = 0;
         loop {
@@ -224,7 +282,7 @@ impl Loader {
     }
 
     /// Fetches, parses and loads one object.
-    pub async fn load_one(&mut self, obj: &Object) -> anyhow::Result<LoadStats> {
+    pub async fn load_one(&self, obj: &Object) -> anyhow::Result<LoadStats> {
         if let Some(etag) = &obj.etag {
             if store::already_loaded(&self.pool, &obj.source, &obj.key, etag).await? {
                 metrics::counter!("earshot_loader_objects_total", "outcome" => "skipped")

@@ -5,8 +5,9 @@ mod support;
 
 use std::io::Write;
 
+use earshot_domain::TrackingEvent;
 use earshot_domain::{EventKind, Verdict};
-use earshot_loader::store;
+use earshot_loader::{store, LoadOptions};
 use earshot_platform::testing::TestDb;
 use support::*;
 use time::macros::datetime;
@@ -280,4 +281,75 @@ async fn concurrent_loaders_with_overlapping_objects_keep_each_event_once() {
         totals(&db.pool, "c1").await,
         totals(&clean.pool, "c1").await
     );
+}
+
+#[tokio::test]
+async fn one_loader_loading_objects_side_by_side_keeps_the_totals_of_one_at_a_time() {
+    // Concurrency 2 splits the six objects into runs [o0 o1 o2] and
+    // [o3 o4 o5]. Each object repeats the tail of the one before (a Firehose
+    // retry), and o3 also repeats o0's events, so the two runs' first
+    // transactions hold the same ids at once and one of them starts over.
+    // Every event is kept once and the totals match; which copy of a
+    // repeated counting key is the counted one follows commit order, so
+    // per-hour rows are not compared (README, "Concurrency").
+    let dir = temp_dir("side-by-side");
+    let base = datetime!(2026-11-26 10:00 UTC);
+    let fresh: Vec<Vec<TrackingEvent>> = (0..6)
+        .map(|i| sample(2000, base + time::Duration::minutes(20 * i)))
+        .collect();
+    let mut objects = fresh.clone();
+    for i in 1..6 {
+        objects[i].extend_from_slice(&fresh[i - 1][1500..]);
+    }
+    objects[3].extend_from_slice(&fresh[0]);
+    for (i, events) in objects.iter().enumerate() {
+        write_object(&dir, &format!("o{i}.ndjson"), &ndjson(events));
+    }
+    let one_at_a_time = TestDb::new().await;
+    let side_by_side = TestDb::new().await;
+    let a = load_dir_with(
+        &one_at_a_time.pool,
+        &dir,
+        LoadOptions {
+            concurrency: 1,
+            ..opts()
+        },
+    )
+    .await;
+    let b = load_dir_with(
+        &side_by_side.pool,
+        &dir,
+        LoadOptions {
+            concurrency: 2,
+            ..opts()
+        },
+    )
+    .await;
+    assert_eq!(
+        (b.objects_loaded, b.events_new, b.duplicates),
+        (6, 12_000, 4_500)
+    );
+    assert_eq!(a, b);
+    assert_eq!(
+        count(&side_by_side.pool, "SELECT count(*) FROM events").await,
+        12_000
+    );
+    assert_books_balance(&side_by_side.pool).await;
+    assert_eq!(
+        totals(&side_by_side.pool, "c1").await,
+        totals(&one_at_a_time.pool, "c1").await
+    );
+    let keys = "SELECT string_agg(day || ':' || key, ',' ORDER BY day, key) FROM counted_keys";
+    let (a_keys, b_keys): (Option<String>, Option<String>) = (
+        sqlx::query_scalar(keys)
+            .fetch_one(&one_at_a_time.pool)
+            .await
+            .unwrap(),
+        sqlx::query_scalar(keys)
+            .fetch_one(&side_by_side.pool)
+            .await
+            .unwrap(),
+    );
+    assert!(a_keys.is_some());
+    assert_eq!(a_keys, b_keys, "the same counting keys are counted");
 }

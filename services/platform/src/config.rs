@@ -21,6 +21,16 @@ pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postg
 /// cut the uncached report's p99 from ~21 to ~14 ms at the same request
 /// rate (docs/BENCHMARKS.md). The loader uses one or two.
 pub const DEFAULT_DATABASE_MAX_CONNECTIONS: u32 = 4;
+/// Objects the loader loads at once, each in its own transaction on its own
+/// connection. One by default, because only then is the result independent
+/// of timing: when the same counting key arrives in two objects, the hit
+/// that counts is the one in the object loaded first, so with two loads side
+/// by side it is the one whose transaction commits first. Totals are the
+/// same either way; which hour, app or country the counted hit falls in can
+/// differ. Backfills that want speed over that may raise it: on the 2-core
+/// benchmark host, 2 ran about 1.45x faster than 1, and 3 no faster than 2
+/// (docs/BENCHMARKS.md, "Loader").
+pub const DEFAULT_LOAD_CONCURRENCY: u32 = 1;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
@@ -42,6 +52,8 @@ pub struct Settings {
     pub cache_ttl_seconds: u64,
     /// Loader: seconds between polls of dir/s3 sources when idle.
     pub poll_interval_seconds: u64,
+    /// Loader: objects loaded at once (each uses one database connection).
+    pub load_concurrency: u32,
 }
 
 impl Default for Settings {
@@ -59,6 +71,7 @@ impl Default for Settings {
             rate_limit_per_minute: 600,
             cache_ttl_seconds: 300,
             poll_interval_seconds: 2,
+            load_concurrency: DEFAULT_LOAD_CONCURRENCY,
         }
     }
 }
@@ -94,6 +107,7 @@ impl Settings {
             "rate_limit_per_minute",
             "cache_ttl_seconds",
             "poll_interval_seconds",
+            "load_concurrency",
         ] {
             if let Some(v) =
                 get(&format!("EARSHOT_{}", field.to_ascii_uppercase())).filter(|v| !v.is_empty())
@@ -132,7 +146,7 @@ impl serde::Serialize for Settings {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use secrecy::ExposeSecret;
         use serde::ser::SerializeStruct;
-        let mut st = s.serialize_struct("Settings", 12)?;
+        let mut st = s.serialize_struct("Settings", 13)?;
         st.serialize_field("database_url", self.database_url.expose_secret())?;
         st.serialize_field("database_max_connections", &self.database_max_connections)?;
         st.serialize_field(
@@ -151,6 +165,7 @@ impl serde::Serialize for Settings {
         st.serialize_field("rate_limit_per_minute", &self.rate_limit_per_minute)?;
         st.serialize_field("cache_ttl_seconds", &self.cache_ttl_seconds)?;
         st.serialize_field("poll_interval_seconds", &self.poll_interval_seconds)?;
+        st.serialize_field("load_concurrency", &self.load_concurrency)?;
         st.end()
     }
 }

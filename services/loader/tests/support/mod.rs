@@ -77,10 +77,14 @@ pub fn write_object(dir: &Path, name: &str, bytes: &[u8]) {
 }
 
 pub async fn load_dir(pool: &PgPool, dir: &Path) -> RunSummary {
+    load_dir_with(pool, dir, opts()).await
+}
+
+pub async fn load_dir_with(pool: &PgPool, dir: &Path, opts: LoadOptions) -> RunSummary {
     let src = Source::open(&SourceSpec::Dir(dir.to_owned()))
         .await
         .unwrap();
-    let mut loader = Loader::new(pool.clone(), src, opts());
+    let mut loader = Loader::new(pool.clone(), src, opts);
     let (_tx, rx) = tokio::sync::watch::channel(false);
     loader.run(rx).await.unwrap()
 }
@@ -90,6 +94,7 @@ pub fn opts() -> LoadOptions {
         once: true,
         poll_interval: std::time::Duration::from_millis(100),
         retention_days: 400,
+        concurrency: earshot_platform::config::DEFAULT_LOAD_CONCURRENCY as usize,
     }
 }
 

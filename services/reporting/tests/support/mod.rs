@@ -274,6 +274,7 @@ pub async fn load(db: &TestDb, events: &[TrackingEvent]) {
             once: true,
             poll_interval: std::time::Duration::from_millis(50),
             retention_days: 400,
+            concurrency: earshot_platform::config::DEFAULT_LOAD_CONCURRENCY as usize,
         },
     );
     let (_tx, rx) = tokio::sync::watch::channel(false);
