@@ -128,8 +128,14 @@ async fn init_section(bin: &Path) {
         ("EARSHOT_LISTENER_SECRET", SECRET),
         ("EARSHOT_SIGNING_KEYS", KEYS),
     ]);
-    // Nothing is called at init; the endpoint only has to parse.
-    base.extend(earshot_testkit::moto::aws_env("http://127.0.0.1:9"));
+    // As under Lambda: credentials and region, no custom endpoint (so the
+    // Firehose client trusts the AWS roots, EARSHOT_TLS_ROOTS=aws). Nothing
+    // is called at init.
+    base.extend(
+        earshot_testkit::moto::aws_env("http://127.0.0.1:9")
+            .into_iter()
+            .filter(|(k, _)| k != "AWS_ENDPOINT_URL"),
+    );
     let mut cases: Vec<(&str, &str, Env)> = vec![
         ("sync", "sync, built-in UA lists", base.clone()),
         ("buffered", "buffered (+ shutdown extension), built-in", {
@@ -138,6 +144,15 @@ async fn init_section(bin: &Path) {
             e
         }),
     ];
+    cases.push((
+        "system_roots",
+        "sync, host certificate store (EARSHOT_TLS_ROOTS=system)",
+        {
+            let mut e = base.clone();
+            e.push(("EARSHOT_TLS_ROOTS".into(), "system".into()));
+            e
+        },
+    ));
     if let Some(dir) = opawg_dir() {
         let mut e = base.clone();
         e.push(("EARSHOT_UA_PATTERNS_DIR".into(), dir.display().to_string()));

@@ -76,6 +76,17 @@ pub struct EdgeConfig {
     pub trust: TrustConfig,
     pub ua_patterns_dir: Option<PathBuf>,
     pub firehose_max_attempts: u32,
+    pub tls_roots: TlsRoots,
+}
+
+/// Which root certificates the Firehose client trusts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsRoots {
+    /// The roots AWS endpoints chain to (`certs/`): no certificate store is
+    /// read at start-up.
+    Aws,
+    /// The host's certificate store (read and parsed at start-up).
+    System,
 }
 
 /// A variable that is missing or wrong, by name.
@@ -188,6 +199,22 @@ impl EdgeConfig {
             }
         };
 
+        // A custom endpoint (an emulator, a proxy) may present any CA: the
+        // host's store then, unless told otherwise.
+        let custom_endpoint =
+            get("AWS_ENDPOINT_URL").is_some() || get("AWS_ENDPOINT_URL_FIREHOSE").is_some();
+        let tls_roots = match get("EARSHOT_TLS_ROOTS").as_deref() {
+            None if custom_endpoint => TlsRoots::System,
+            None | Some("aws") => TlsRoots::Aws,
+            Some("system") => TlsRoots::System,
+            Some(other) => {
+                return Err(err(
+                    "EARSHOT_TLS_ROOTS",
+                    format!("{other:?} is not `aws` or `system`"),
+                ))
+            }
+        };
+
         let (listener_secret, listener_secret_is_dev_default) = match get("EARSHOT_LISTENER_SECRET")
         {
             Some(s) => (
@@ -272,6 +299,7 @@ impl EdgeConfig {
             trust,
             ua_patterns_dir,
             firehose_max_attempts,
+            tls_roots,
         })
     }
 }
@@ -367,6 +395,7 @@ mod tests {
             ("EARSHOT_LISTENER_SECRET_NEXT", "tomorrow:0123456789abcdef"),
             ("EARSHOT_LISTENER_SECRET_NEXT", "2026-11-28"),
             ("EARSHOT_LISTENER_SECRET_NEXT", "2026-11-28:short"),
+            ("EARSHOT_TLS_ROOTS", "mozilla"),
         ] {
             assert_eq!(cfg(&[(var, value)]).unwrap_err().var, var, "{var}={value}");
         }
@@ -379,6 +408,26 @@ mod tests {
             e.to_string(),
             "EARSHOT_BUFFER_MAX_EVENTS: 0 is below the minimum 1"
         );
+    }
+
+    #[test]
+    fn aws_roots_unless_a_custom_endpoint_or_told_otherwise() {
+        assert_eq!(cfg(&[]).unwrap().tls_roots, TlsRoots::Aws);
+        for var in ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_FIREHOSE"] {
+            let c = cfg(&[(var, "https://firehose.internal:8443")]).unwrap();
+            assert_eq!(c.tls_roots, TlsRoots::System, "{var}");
+        }
+        let c = cfg(&[
+            (
+                "AWS_ENDPOINT_URL",
+                "https://vpce-0abc.firehose.us-east-1.vpce.amazonaws.com",
+            ),
+            ("EARSHOT_TLS_ROOTS", "aws"),
+        ])
+        .unwrap();
+        assert_eq!(c.tls_roots, TlsRoots::Aws);
+        let c = cfg(&[("EARSHOT_TLS_ROOTS", "system")]).unwrap();
+        assert_eq!(c.tls_roots, TlsRoots::System);
     }
 
     #[test]
