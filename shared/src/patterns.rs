@@ -215,11 +215,13 @@ impl<E> PatternList<E> {
         }
         let literals = (!literals.is_empty()).then(|| {
             AhoCorasick::builder()
-                // The NFA builds fastest; its search speed is plenty for the
-                // distinct user agents the classifier's cache lets through.
-                .kind(Some(AhoCorasickKind::ContiguousNFA))
+                // The noncontiguous NFA builds fastest (about half the
+                // contiguous one's time for the OPAWG lists); its search
+                // speed is plenty for the distinct user agents the
+                // classifier's cache lets through.
+                .kind(Some(AhoCorasickKind::NoncontiguousNFA))
                 .build(&literals)
-                .expect("a contiguous NFA of a few thousand short literals fits")
+                .expect("an NFA of a few thousand short literals fits")
         });
         let regexes = (!regex_entry.is_empty()).then(|| Regexes::build(nfa, regex_entry));
         Self {
