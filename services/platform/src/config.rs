@@ -28,7 +28,7 @@ pub const DEFAULT_DATABASE_MAX_CONNECTIONS: u32 = 4;
 /// by side it is the one whose transaction commits first. Totals are the
 /// same either way; which hour, app or country the counted hit falls in can
 /// differ. Backfills that want speed over that may raise it: on the 2-core
-/// benchmark host, 2 ran about 1.45x faster than 1, and 3 no faster than 2
+/// benchmark host, 2 ran about 1.5x faster than 1, and 3 no faster than 2
 /// (docs/BENCHMARKS.md, "Loader").
 pub const DEFAULT_LOAD_CONCURRENCY: u32 = 1;
 
