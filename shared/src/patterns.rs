@@ -347,52 +347,27 @@ mod tests {
         }
     }
 
-    /// Patterns over a small alphabet, so that haystacks over the same
-    /// alphabet often match, and regex syntax shows up often.
+    /// Strings joined from `pieces`: patterns and haystacks share an
+    /// alphabet, so patterns often match, and regex syntax shows up often.
+    fn joined(
+        pieces: &'static [&'static str],
+        len: std::ops::Range<usize>,
+    ) -> impl Strategy<Value = String> {
+        proptest::collection::vec(proptest::sample::select(pieces), len)
+            .prop_map(|parts| parts.concat())
+    }
+
     fn pattern() -> impl Strategy<Value = String> {
-        proptest::collection::vec(
-            prop_oneof![
-                Just("a"),
-                Just("b"),
-                Just("/"),
-                Just(" "),
-                Just("^"),
-                Just("|"),
-                Just(r"\."),
-                Just("."),
-                Just("?"),
-                Just("+"),
-                Just(r"\d"),
-                Just("1"),
-                Just("("),
-                Just(")"),
-                Just("$"),
-                Just(r"\("),
-                Just("[ab]"),
-                Just("A"),
-            ],
-            1..8,
-        )
-        .prop_map(|parts| parts.concat())
+        const PIECES: &[&str] = &[
+            "a", "b", "/", " ", "^", "|", r"\.", ".", "?", "+", r"\d", "1", "(", ")", "$", r"\(",
+            "[ab]", "A",
+        ];
+        joined(PIECES, 1..8)
     }
 
     fn haystack() -> impl Strategy<Value = String> {
-        proptest::collection::vec(
-            prop_oneof![
-                Just("a"),
-                Just("b"),
-                Just("/"),
-                Just(" "),
-                Just("."),
-                Just("1"),
-                Just("("),
-                Just("A"),
-                Just("ab"),
-                Just("a/"),
-            ],
-            0..12,
-        )
-        .prop_map(|parts| parts.concat())
+        const PIECES: &[&str] = &["a", "b", "/", " ", ".", "1", "(", "A", "ab", "a/"];
+        joined(PIECES, 0..12)
     }
 
     proptest! {
