@@ -79,7 +79,7 @@ pub(crate) fn literal_alternatives(pattern: &str) -> Option<Vec<Literal>> {
         .collect()
 }
 
-fn compile(patterns: &[&str]) -> Result<NFA, Box<thompson::BuildError>> {
+fn compile<P: AsRef<str>>(patterns: &[P]) -> Result<NFA, Box<thompson::BuildError>> {
     thompson::Compiler::new()
         .syntax(syntax::Config::new().unicode(false).utf8(false))
         .configure(
@@ -163,44 +163,41 @@ impl<E> PatternList<E> {
         label: impl Fn(&E) -> &str,
         skipped: &mut Vec<String>,
     ) -> Self {
-        let items: Vec<(E, String, Option<Vec<Literal>>)> = items
+        let mut items: Vec<(E, String, Option<Vec<Literal>>)> = items
             .into_iter()
             .map(|(e, p)| {
                 let lits = literal_alternatives(&p);
                 (e, p, lits)
             })
             .collect();
-        let regex_patterns = |keep: &dyn Fn(usize) -> bool| -> Vec<&str> {
-            (items.iter().enumerate())
-                .filter(|(i, (_, _, lits))| lits.is_none() && keep(*i))
-                .map(|(_, (_, p, _))| p.as_str())
+        fn regex_patterns<E>(items: &[(E, String, Option<Vec<Literal>>)]) -> Vec<&str> {
+            (items.iter())
+                .filter(|(_, _, lits)| lits.is_none())
+                .map(|(_, p, _)| p.as_str())
                 .collect()
-        };
-        // The whole list in one compile (the start-up cost that matters);
-        // only if some pattern is refused, find it by compiling one by one.
-        let mut refused = vec![false; items.len()];
-        let mut nfa = compile(&regex_patterns(&|_| true));
-        if nfa.is_err() {
-            for (i, (e, p, lits)) in items.iter().enumerate() {
-                if lits.is_none() {
-                    if let Err(err) = compile(&[p]) {
-                        refused[i] = true;
-                        skipped.push(format!("{}: {err}", label(e)));
-                    }
-                }
-            }
-            nfa = compile(&regex_patterns(&|i| !refused[i]));
         }
-        let nfa = nfa.expect("each pattern compiled alone");
+        // The whole list in one compile (the start-up cost that matters);
+        // only if some pattern is refused, find it by compiling one by one
+        // and leave it out.
+        let whole = compile(&regex_patterns(&items));
+        let nfa = match whole {
+            Ok(nfa) => nfa,
+            Err(_) => {
+                items.retain(|(e, p, lits)| {
+                    let refused = lits.is_none().then(|| compile(&[p])).and_then(Result::err);
+                    let Some(err) = refused else { return true };
+                    skipped.push(format!("{}: {err}", label(e)));
+                    false
+                });
+                compile(&regex_patterns(&items)).expect("each pattern compiled alone")
+            }
+        };
 
         let mut entries = Vec::with_capacity(items.len());
         let mut literals = Vec::new();
         let mut literal_entry = Vec::new();
         let mut regex_entry = Vec::new();
-        for ((e, _, lits), refused) in items.into_iter().zip(refused) {
-            if refused {
-                continue;
-            }
+        for (e, _, lits) in items {
             let i = entries.len() as u32;
             entries.push(e);
             match lits {
