@@ -128,7 +128,7 @@ async fn main() -> anyhow::Result<()> {
                     once,
                     poll_interval: std::time::Duration::from_secs(settings.poll_interval_seconds),
                     retention_days: settings.retention_days,
-                    concurrency: settings.load_concurrency.max(1) as usize,
+                    concurrency: settings.load_concurrency as usize,
                 },
             );
             let summary = loader.run(stop_rx).await?;

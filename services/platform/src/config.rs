@@ -19,7 +19,7 @@ pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postg
 /// more connections than the server can run at once add queueing in its
 /// scheduler, not throughput. On the 2-core benchmark host, 4 instead of 10
 /// cut the uncached report's p99 from ~21 to ~14 ms at the same request
-/// rate (docs/BENCHMARKS.md). The loader uses one or two.
+/// rate (docs/BENCHMARKS.md). The loader uses `load_concurrency` plus one.
 pub const DEFAULT_DATABASE_MAX_CONNECTIONS: u32 = 4;
 /// Objects the loader loads at once, each in its own transaction on its own
 /// connection. One by default, because only then is the result independent
