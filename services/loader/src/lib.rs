@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod compact;
 pub mod parse;
 pub mod partitions;
 pub mod run;

@@ -1,12 +1,14 @@
 //! The loader's loop: poll, load each object in its own transaction, ack,
 //! keep partitions ahead, and stop cleanly.
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
+use crate::compact::{self, Touched};
 use crate::parse::{self, Parsed, Quarantined};
 use crate::partitions::Partitions;
 use crate::source::{Delivery, Object, ObjectMissing, Source};
@@ -20,6 +22,14 @@ const RETRY_BASE: Duration = Duration::from_millis(200);
 const RETRY_CAP: Duration = Duration::from_secs(30);
 /// Partition upkeep (create ahead, drop expired) runs this often.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(3600);
+/// How often the loader looks for hourly rollup rows to merge.
+const COMPACT_INTERVAL: Duration = Duration::from_secs(300);
+/// An hour's rows are merged once the hour ended this long ago (and when the
+/// loader stops), so each row is read by about one merge, not by one every
+/// interval while its hour fills. Firehose buffers up to 15 minutes before
+/// writing an object; rows arriving later for a merged hour are merged by a
+/// later pass. Reports are right either way; only the row count differs.
+const COMPACT_AFTER: time::Duration = time::Duration::hours(1);
 
 #[derive(Debug, Clone, Copy)]
 pub struct LoadOptions {
@@ -75,6 +85,9 @@ pub struct Loader {
     partitions: Partitions,
     opts: LoadOptions,
     last_maintenance: Option<Instant>,
+    /// Hours that got hourly rollup rows since the last merge.
+    touched: Mutex<Touched>,
+    last_compaction: Instant,
 }
 
 fn backoff(attempt: u32) -> Duration {
@@ -92,6 +105,8 @@ impl Loader {
             partitions: Partitions::default(),
             opts,
             last_maintenance: None,
+            touched: Mutex::default(),
+            last_compaction: Instant::now(),
         }
     }
 
@@ -119,6 +134,46 @@ impl Loader {
         Ok(())
     }
 
+    /// Merges the hourly rollup rows appended since the last merge: of hours
+    /// that ended `COMPACT_AFTER` ago, when it is time, or of every hour
+    /// (`now`). A failure keeps the unmerged hours for the next time: the
+    /// rows are correct as they are, only more numerous.
+    async fn compact(&mut self, now: bool) {
+        if !now && self.last_compaction.elapsed() < COMPACT_INTERVAL {
+            return;
+        }
+        self.last_compaction = Instant::now();
+        let touched = {
+            let mut all = self.touched.lock().expect("not poisoned");
+            if now {
+                std::mem::take(&mut *all)
+            } else {
+                // Hours starting an hour before the cutoff ended before it.
+                all.take_before(OffsetDateTime::now_utc() - COMPACT_AFTER - time::Duration::HOUR)
+            }
+        };
+        if touched.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        match compact::merge_touched(&self.pool, touched).await {
+            Ok(c) => {
+                metrics::counter!("earshot_loader_hourly_rows_merged_total").increment(c.merged);
+                tracing::info!(
+                    merged_rows = c.merged,
+                    into_rows = c.into,
+                    ms = started.elapsed().as_millis() as u64,
+                    "merged hourly rollup rows"
+                );
+            }
+            Err((left, e)) => {
+                metrics::counter!("earshot_loader_errors_total", "stage" => "compact").increment(1);
+                tracing::warn!(error = %e, "merging hourly rollup rows failed; will retry");
+                self.touched.lock().expect("not poisoned").merge(left);
+            }
+        }
+    }
+
     /// Runs until the source is drained (`once`) or `stop` turns true. The
     /// object in hand is always finished before stopping.
     pub async fn run(&mut self, mut stop: watch::Receiver<bool>) -> anyhow::Result<RunSummary> {
@@ -131,6 +186,7 @@ impl Loader {
             if let Err(e) = self.maintain().await {
                 tracing::warn!(error = %e, "partition maintenance failed; will retry");
             }
+            self.compact(false).await;
             // A stop interrupts an idle poll (SQS long polling waits up to
             // 20 s); messages it was about to receive stay in the queue.
             let polled = tokio::select! {
@@ -184,6 +240,7 @@ impl Loader {
                 return Err(e);
             }
         }
+        self.compact(true).await;
         Ok(summary)
     }
 
@@ -316,6 +373,16 @@ impl Loader {
             .ensure(&self.pool, parsed.events.iter().map(|s| s.day))
             .await?;
         let stats = store::load_object(&self.pool, &id, &parsed).await?;
+        if stats.new_events > 0 {
+            let mut touched = Touched::default();
+            for s in &parsed.events {
+                touched.add(
+                    s.event.campaign.as_ref().map_or("", |c| c.as_str()),
+                    s.event.ts,
+                );
+            }
+            self.touched.lock().expect("not poisoned").merge(touched);
+        }
         if stats.loaded {
             metrics::counter!("earshot_loader_objects_total", "outcome" => "loaded").increment(1);
             metrics::counter!("earshot_loader_events_total", "kind" => "new")

@@ -138,17 +138,14 @@ const INSERT_COUNTED: &str = "WITH ins AS (
     RETURNING day, key
 ) SELECT coalesce(array_agg(day), '{}'), coalesce(array_agg(key), '{}') FROM ins";
 
-const UPSERT_HOURLY: &str = "INSERT INTO rollup_hourly AS r
+/// The object's hourly groups, appended: readers sum over groups, and
+/// `compact` merges a group's rows later (migration 6 says why).
+const APPEND_HOURLY: &str = "INSERT INTO rollup_hourly
     (campaign, hour, creative, episode, show, placement, event, country, app, device,
      raw_hits, counted_hits, bot_hits, invalid_hits)
 SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[],
                      $7::text[], $8::text[], $9::text[], $10::text[],
-                     $11::int8[], $12::int8[], $13::int8[], $14::int8[])
-ON CONFLICT (campaign, hour, creative, episode, show, placement, event, country, app, device) DO UPDATE SET
-    raw_hits = r.raw_hits + EXCLUDED.raw_hits,
-    counted_hits = r.counted_hits + EXCLUDED.counted_hits,
-    bot_hits = r.bot_hits + EXCLUDED.bot_hits,
-    invalid_hits = r.invalid_hits + EXCLUDED.invalid_hits";
+                     $11::int8[], $12::int8[], $13::int8[], $14::int8[])";
 
 /// The metric columns `rollup_daily` and `rollup_blocks` share, in order
 /// (`tally::DAILY_METRICS` of them).
@@ -280,7 +277,7 @@ pub async fn load_object(
             let counted = count(&mut tx, &fresh).await?;
             stats.counted = counted.iter().filter(|c| **c).count() as u32;
             let r = tally::rollups(&fresh, &counted);
-            upsert_hourly(&mut tx, &r.hourly).await?;
+            append_hourly(&mut tx, &r.hourly).await?;
             upsert_daily(&mut tx, &r.daily).await?;
             upsert_uniques(&mut tx, &tally::unique_candidates(&fresh)).await?;
             sqlx::query(BUMP_VERSIONS)
@@ -401,7 +398,7 @@ async fn count(
     Ok(counted)
 }
 
-async fn upsert_hourly<'a>(
+async fn append_hourly<'a>(
     tx: &mut Transaction<'_, Postgres>,
     rows: &[(tally::HourlyKey<'a>, tally::HourlyCounts)],
 ) -> Result<(), sqlx::Error> {
@@ -415,7 +412,7 @@ async fn upsert_hourly<'a>(
         })
         .collect();
     let metric = |i: usize| -> Vec<i64> { rows.iter().map(|(_, m)| m[i]).collect() };
-    sqlx::query(UPSERT_HOURLY)
+    sqlx::query(APPEND_HOURLY)
         .bind(col(|k| k.campaign))
         .bind(hours)
         .bind(col(|k| k.creative))

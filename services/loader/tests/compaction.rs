@@ -1,0 +1,253 @@
+//! `rollup_hourly` is appended to by loads and merged afterwards: the
+//! numbers never change, only how many rows hold them.
+
+mod support;
+
+use earshot_domain::{EventKind, TrackingEvent, Verdict};
+use earshot_loader::compact;
+use earshot_loader::source::{Source, SourceSpec};
+use earshot_loader::Loader;
+use earshot_platform::testing::TestDb;
+use sqlx::PgPool;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use support::*;
+use time::macros::datetime;
+use time::{Duration, OffsetDateTime};
+
+/// `n` events a second apart from `base`: 4 creatives × 3 kinds, so 12
+/// hourly groups whenever n ≥ 12 and the events share an hour; every 17th a
+/// bot (same group, counted apart).
+fn object(n: u32, base: OffsetDateTime) -> Vec<TrackingEvent> {
+    (0..n)
+        .map(|i| {
+            let kind =
+                [EventKind::Impression, EventKind::Start, EventKind::Complete][(i % 3) as usize];
+            let verdict = if i % 17 == 0 {
+                Verdict::Bot
+            } else {
+                Verdict::Valid
+            };
+            let creative = format!("cr{}", i % 4);
+            ev(
+                base + Duration::seconds(i as i64),
+                "c1",
+                &creative,
+                Some("e1"),
+                kind,
+                i % 40,
+                verdict,
+            )
+        })
+        .collect()
+}
+
+const GROUP: &str =
+    "campaign, hour, creative, episode, show, placement, event, country, app, device";
+
+async fn rows(pool: &PgPool) -> i64 {
+    count(pool, "SELECT count(*) FROM rollup_hourly").await
+}
+
+async fn groups(pool: &PgPool) -> i64 {
+    count(
+        pool,
+        &format!("SELECT count(*) FROM (SELECT DISTINCT {GROUP} FROM rollup_hourly) g"),
+    )
+    .await
+}
+
+/// Every group with its four sums, in order.
+async fn sums(pool: &PgPool) -> Vec<String> {
+    sqlx::query_scalar(&format!(
+        "SELECT concat_ws('|', {GROUP}, sum(raw_hits), sum(counted_hits), sum(bot_hits), sum(invalid_hits))
+         FROM rollup_hourly GROUP BY {GROUP} ORDER BY {GROUP}"
+    ))
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+async fn loader(pool: &PgPool, dir: &std::path::Path) -> Loader {
+    let src = Source::open(&SourceSpec::Dir(dir.to_owned()))
+        .await
+        .unwrap();
+    Loader::new(pool.clone(), src, opts())
+}
+
+#[tokio::test]
+async fn each_load_appends_its_groups_and_a_merge_folds_them_into_one_row_each() {
+    let db = TestDb::new().await;
+    let dir = temp_dir("compact-fold");
+    let base = datetime!(2026-11-26 10:00 UTC);
+    // Six objects in one hour, each holding all 12 groups.
+    for i in 0..6 {
+        write_object(
+            &dir,
+            &format!("o{i}.ndjson"),
+            &ndjson(&object(300, base + Duration::minutes(5 * i))),
+        );
+    }
+    let l = loader(&db.pool, &dir).await;
+    for i in 0..6 {
+        let s = l
+            .load_one(&dir_object(&dir, &format!("o{i}.ndjson")))
+            .await
+            .unwrap();
+        assert_eq!(s.new_events, 300);
+    }
+    assert_eq!((rows(&db.pool).await, groups(&db.pool).await), (72, 12));
+    let before = sums(&db.pool).await;
+    assert_eq!(before.len(), 12);
+    assert_books_balance(&db.pool).await;
+
+    let c = compact::merge_campaign(&db.pool, "c1", base, base)
+        .await
+        .unwrap();
+    assert_eq!(
+        c,
+        compact::Compacted {
+            merged: 72,
+            into: 12
+        }
+    );
+    assert_eq!(rows(&db.pool).await, 12);
+    assert_eq!(sums(&db.pool).await, before);
+    assert_books_balance(&db.pool).await;
+
+    // Nothing left to merge: a second pass changes nothing.
+    let again = compact::merge_campaign(&db.pool, "c1", base, base)
+        .await
+        .unwrap();
+    assert_eq!(again, compact::Compacted::default());
+    // Another campaign's name, or hours outside the range, are not touched.
+    write_object(
+        &dir,
+        "later.ndjson",
+        &ndjson(&object(24, base + Duration::hours(2))),
+    );
+    write_object(
+        &dir,
+        "later2.ndjson",
+        &ndjson(&object(
+            24,
+            base + Duration::hours(2) + Duration::minutes(1),
+        )),
+    );
+    l.load_one(&dir_object(&dir, "later.ndjson")).await.unwrap();
+    l.load_one(&dir_object(&dir, "later2.ndjson"))
+        .await
+        .unwrap();
+    assert_eq!(rows(&db.pool).await, 12 + 24);
+    let other = compact::merge_campaign(&db.pool, "c2", base, base + Duration::hours(2))
+        .await
+        .unwrap();
+    assert_eq!(other, compact::Compacted::default());
+    let early = compact::merge_campaign(&db.pool, "c1", base, base + Duration::hours(1))
+        .await
+        .unwrap();
+    assert_eq!(early, compact::Compacted::default());
+    assert_eq!(rows(&db.pool).await, 12 + 24);
+}
+
+#[tokio::test]
+async fn a_loader_merges_what_it_appended_before_it_stops() {
+    let db = TestDb::new().await;
+    let dir = temp_dir("compact-stop");
+    let base = datetime!(2026-11-26 22:00 UTC);
+    // Objects across three hours (22:00 to 00:xx the next day).
+    for i in 0..10 {
+        write_object(
+            &dir,
+            &format!("o{i:02}.ndjson"),
+            &ndjson(&object(120, base + Duration::minutes(15 * i))),
+        );
+    }
+    let s = load_dir(&db.pool, &dir).await;
+    assert_eq!((s.objects_loaded, s.events_new), (10, 1200));
+    assert_eq!(groups(&db.pool).await, 12 * 3);
+    assert_eq!(rows(&db.pool).await, groups(&db.pool).await);
+    assert_books_balance(&db.pool).await;
+
+    // The same data loaded as one object has the same groups and sums.
+    let clean = TestDb::new().await;
+    let all = temp_dir("compact-stop-clean");
+    let events: Vec<TrackingEvent> = (0..10)
+        .flat_map(|i| {
+            let text = std::fs::read(dir.join(format!("o{i:02}.ndjson"))).unwrap();
+            text.split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(|l| TrackingEvent::decode(l).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    write_object(&all, "all.ndjson", &ndjson(&events));
+    load_dir(&clean.pool, &all).await;
+    assert_eq!(sums(&db.pool).await, sums(&clean.pool).await);
+}
+
+/// Merges the hour of `base` over and over until `done`; rows merged.
+async fn merge_until(pool: &PgPool, done: &AtomicBool, base: OffsetDateTime) -> u64 {
+    let mut merged = 0;
+    while !done.load(SeqCst) {
+        merged += compact::merge_campaign(pool, "c1", base, base)
+            .await
+            .unwrap()
+            .merged;
+    }
+    merged
+}
+
+#[tokio::test]
+async fn merges_beside_loads_and_each_other_never_change_a_total() {
+    // Two merges loop over the hour while objects load. A reader sampling
+    // the campaign's raw hits must only ever see whole objects (a multiple
+    // of 300, never going down): a merge that lost or doubled rows, or
+    // showed its delete without its insert, would break that.
+    let db = TestDb::new().await;
+    let dir = temp_dir("compact-race");
+    let base = datetime!(2026-11-26 10:00 UTC);
+    let objects = 16;
+    for i in 0..objects {
+        write_object(
+            &dir,
+            &format!("o{i:02}.ndjson"),
+            &ndjson(&object(300, base + Duration::minutes(3 * i))),
+        );
+    }
+    let l = loader(&db.pool, &dir).await;
+    let done = AtomicBool::new(false);
+    let load = async {
+        for i in 0..objects {
+            l.load_one(&dir_object(&dir, &format!("o{i:02}.ndjson")))
+                .await
+                .unwrap();
+        }
+        done.store(true, SeqCst);
+    };
+    let (m1, m2) = (
+        merge_until(&db.pool, &done, base),
+        merge_until(&db.pool, &done, base),
+    );
+    let read = async {
+        let mut seen = Vec::new();
+        while !done.load(SeqCst) {
+            seen.push(totals(&db.pool, "c1").await.0);
+        }
+        seen
+    };
+    let ((), m1, m2, seen) = tokio::join!(load, m1, m2, read);
+    assert!(m1 + m2 > 0, "the merges ran beside the loads");
+    assert!(!seen.is_empty());
+    for w in seen.windows(2) {
+        assert!(w[0] <= w[1], "raw hits went down: {seen:?}");
+    }
+    for t in &seen {
+        assert_eq!(t % 300, 0, "a partial state was visible: {seen:?}");
+    }
+    compact::merge_campaign(&db.pool, "c1", base, base)
+        .await
+        .unwrap();
+    assert_eq!((rows(&db.pool).await, groups(&db.pool).await), (12, 12));
+    assert_eq!(totals(&db.pool, "c1").await.0, 300 * objects as i64);
+    assert_books_balance(&db.pool).await;
+}
