@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod compact;
+pub mod copy;
 pub mod parse;
 pub mod partitions;
 pub mod run;

@@ -2,12 +2,12 @@
 //! count, add the rollup deltas (computed in `tally`), and commit.
 
 use std::collections::HashSet;
-use std::fmt::Write as _;
 
 use sqlx::{PgPool, Postgres, Transaction};
 use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
+use crate::copy::BinaryCopy;
 use crate::parse::{Parsed, Staged};
 use crate::tally;
 
@@ -56,71 +56,39 @@ pub async fn already_loaded(
     Ok(row.is_some())
 }
 
-/// Writes `s` escaped for COPY's text format.
-fn copy_text(out: &mut String, s: Option<&str>) {
-    match s {
-        None => out.push_str("\\N"),
-        Some(s) => {
-            for c in s.chars() {
-                match c {
-                    '\\' => out.push_str("\\\\"),
-                    '\n' => out.push_str("\\n"),
-                    '\r' => out.push_str("\\r"),
-                    '\t' => out.push_str("\\t"),
-                    c => out.push(c),
-                }
-            }
-        }
-    }
-}
+/// Number of columns in `COPY_EVENTS`.
+const EVENT_COLUMNS: i16 = 19;
 
-/// `events` rows in COPY text format, in the column order of `COPY_EVENTS`.
-fn copy_rows(events: &[&Staged], object_id: i64) -> String {
-    let mut out = String::with_capacity(events.len() * 420);
+/// Appends `events` rows to `out`, in the column order of `COPY_EVENTS`.
+fn copy_rows(out: &mut BinaryCopy, events: &[&Staged], object_id: i64) {
     for s in events {
         let e = &s.event;
-        let _ = write!(out, "{}\t", e.id);
-        earshot_domain::event::write_ts(&mut out, e.ts);
-        out.push('\t');
-        copy_text(&mut out, e.campaign.as_ref().map(|x| x.as_str()));
-        out.push('\t');
-        copy_text(&mut out, e.creative.as_ref().map(|x| x.as_str()));
-        out.push('\t');
-        copy_text(&mut out, e.episode.as_ref().map(|x| x.as_str()));
-        out.push('\t');
-        copy_text(&mut out, e.show.as_ref().map(|x| x.as_str()));
-        out.push('\t');
-        copy_text(&mut out, e.placement.map(|x| x.as_str()));
-        out.push('\t');
-        copy_text(&mut out, e.event.map(|x| x.as_str()));
-        out.push('\t');
-        match e.error_code {
-            Some(c) => {
-                let _ = write!(out, "{c}");
-            }
-            None => out.push_str("\\N"),
-        }
-        out.push('\t');
-        copy_text(&mut out, Some(e.listener.as_str()));
+        out.row(EVENT_COLUMNS);
+        out.uuid(e.id);
+        out.timestamptz(e.ts);
+        out.text(e.campaign.as_ref().map(|x| x.as_str()));
+        out.text(e.creative.as_ref().map(|x| x.as_str()));
+        out.text(e.episode.as_ref().map(|x| x.as_str()));
+        out.text(e.show.as_ref().map(|x| x.as_str()));
+        out.text(e.placement.map(|x| x.as_str()));
+        out.text(e.event.map(|x| x.as_str()));
+        out.int4(e.error_code.map(i32::from));
+        out.text(Some(e.listener.as_str()));
         for f in [&e.ua, &e.app, &e.device, &e.os] {
-            out.push('\t');
-            copy_text(&mut out, f.as_deref());
+            out.text(f.as_deref());
         }
-        out.push('\t');
-        copy_text(&mut out, e.country.as_ref().map(|c| c.as_str()));
-        out.push('\t');
-        out.push_str(e.verdict.as_str());
-        out.push('\t');
-        copy_text(&mut out, e.reason.as_deref());
-        out.push('\t');
-        copy_text(&mut out, e.trace_id.as_deref());
-        let _ = writeln!(out, "\t{object_id}");
+        out.text(e.country.as_ref().map(|c| c.as_str()));
+        out.text(Some(e.verdict.as_str()));
+        out.text(e.reason.as_deref());
+        out.text(e.trace_id.as_deref());
+        out.int8(object_id);
     }
-    out
 }
 
-const COPY_EVENTS: &str = "COPY events (id, ts, campaign, creative, episode, show, placement, event, \
-    error_code, listener, ua, app, device, os, country, verdict, reason, trace_id, object_id) FROM STDIN";
+const COPY_EVENTS: &str =
+    "COPY events (id, ts, campaign, creative, episode, show, placement, event, \
+    error_code, listener, ua, app, device, os, country, verdict, reason, trace_id, object_id) \
+    FROM STDIN (FORMAT binary)";
 
 /// Ids of the object already loaded (a replay, or a Firehose retry that
 /// landed in another object). The ts bounds prune partitions; an id's
@@ -365,9 +333,12 @@ async fn insert_new_events<'a>(
     }
     let mut copy = tx.copy_in_raw(COPY_EVENTS).await?;
     // Chunks keep memory flat for large objects.
+    let mut rows = BinaryCopy::new(10_000 * 400);
     for chunk in fresh.chunks(10_000) {
-        copy.send(copy_rows(chunk, ledger_id).into_bytes()).await?;
+        copy_rows(&mut rows, chunk, ledger_id);
+        copy.send(rows.take()).await?;
     }
+    copy.send(rows.finish()).await?;
     copy.finish().await?;
     Ok(fresh)
 }
@@ -516,15 +487,5 @@ mod tests {
                 "bot_clicks"
             ]
         );
-    }
-
-    #[test]
-    fn copy_text_escapes_what_copy_would_misread() {
-        let mut s = String::new();
-        copy_text(&mut s, Some("a\tb\\c\nd\re"));
-        assert_eq!(s, "a\\tb\\\\c\\nd\\re");
-        let mut n = String::new();
-        copy_text(&mut n, None);
-        assert_eq!(n, "\\N");
     }
 }

@@ -353,3 +353,101 @@ async fn one_loader_loading_objects_side_by_side_keeps_the_totals_of_one_at_a_ti
     assert!(a_keys.is_some());
     assert_eq!(a_keys, b_keys, "the same counting keys are counted");
 }
+
+#[tokio::test]
+async fn every_field_is_stored_as_the_edge_wrote_it() {
+    // The binary COPY writes each value as it is stored: text holding COPY
+    // text format's special characters, non-ASCII, NULLs, error codes and a
+    // millisecond timestamp must all come back unchanged.
+    use earshot_domain::{CountryCode, Placement, ShowId};
+    let db = TestDb::new().await;
+    let dir = temp_dir("fields");
+    let base = datetime!(2026-11-26 23:59:59.999 UTC);
+    let mut full = ev(
+        base,
+        "c.1-x_Y",
+        "cr",
+        Some("ep-9"),
+        EventKind::Error,
+        7,
+        Verdict::Bot,
+    );
+    full.show = Some(ShowId::parse("show.7").unwrap());
+    full.placement = Some(Placement::Mid);
+    full.error_code = Some(405);
+    full.ua = Some("Tab\there \\N back\\slash \"quoted\" ünïcødé 🎧 \r\n".into());
+    full.app = Some("App, Inc.".into());
+    full.device = Some("phone".into());
+    full.os = Some("android".into());
+    full.country = Some(CountryCode::parse("DE").unwrap());
+    full.trace_id = Some("Root=1-5759e988-bd862e3fe1be46a994272793".into());
+    let mut bare = ev(
+        base - time::Duration::days(30),
+        "c2",
+        "cr",
+        None,
+        EventKind::Impression,
+        8,
+        Verdict::Invalid,
+    );
+    bare.ua = None;
+    bare.app = None;
+    bare.os = None;
+    let sent = vec![full, bare];
+    write_object(&dir, "a.ndjson", &ndjson(&sent));
+    assert_eq!(load_dir(&db.pool, &dir).await.events_new, 2);
+
+    #[derive(sqlx::FromRow, Debug, PartialEq)]
+    struct Row {
+        id: uuid::Uuid,
+        ts: time::OffsetDateTime,
+        campaign: Option<String>,
+        creative: Option<String>,
+        episode: Option<String>,
+        show: Option<String>,
+        placement: Option<String>,
+        event: Option<String>,
+        error_code: Option<i32>,
+        listener: String,
+        ua: Option<String>,
+        app: Option<String>,
+        device: Option<String>,
+        os: Option<String>,
+        country: Option<String>,
+        verdict: String,
+        reason: Option<String>,
+        trace_id: Option<String>,
+    }
+    let got: Vec<Row> = sqlx::query_as(
+        "SELECT id, ts, campaign, creative, episode, show, placement, event, error_code, listener,
+                ua, app, device, os, country, verdict, reason, trace_id
+         FROM events ORDER BY ts DESC",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let want: Vec<Row> = sent
+        .iter()
+        .map(|e| Row {
+            id: e.id,
+            ts: e.ts,
+            campaign: e.campaign.as_ref().map(|x| x.as_str().to_owned()),
+            creative: e.creative.as_ref().map(|x| x.as_str().to_owned()),
+            episode: e.episode.as_ref().map(|x| x.as_str().to_owned()),
+            show: e.show.as_ref().map(|x| x.as_str().to_owned()),
+            placement: e.placement.map(|x| x.as_str().to_owned()),
+            event: e.event.map(|x| x.as_str().to_owned()),
+            error_code: e.error_code.map(i32::from),
+            listener: e.listener.as_str().to_owned(),
+            ua: e.ua.clone(),
+            app: e.app.clone(),
+            device: e.device.clone(),
+            os: e.os.clone(),
+            country: e.country.as_ref().map(|c| c.as_str().to_owned()),
+            verdict: e.verdict.as_str().to_owned(),
+            reason: e.reason.clone(),
+            trace_id: e.trace_id.clone(),
+        })
+        .collect();
+    assert_eq!(got, want);
+}
