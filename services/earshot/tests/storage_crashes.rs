@@ -21,7 +21,7 @@ async fn load_in_progress(admin: &PgPool, db: &str) -> bool {
         "SELECT count(*) FROM pg_stat_activity
          WHERE datname = $1 AND application_name = 'earshot' AND state = 'active'
            AND (query LIKE 'COPY events %' OR query LIKE '%INSERT INTO counted_keys%'
-                OR query LIKE 'INSERT INTO rollup_hourly%')",
+                OR query LIKE 'COPY rollup_hourly%')",
     )
     .bind(db)
     .fetch_one(admin)

@@ -1,6 +1,5 @@
 //! Object bytes → events to load and lines to quarantine.
 
-use std::collections::HashSet;
 use std::io::Read;
 
 use earshot_domain::{EventKind, TrackingEvent, Verdict};
@@ -140,7 +139,8 @@ fn has_nul(ev: &TrackingEvent) -> bool {
 /// `oldest` how far in the past (older than retention would be dropped at once).
 pub fn parse(data: &[u8], now: OffsetDateTime, oldest: Date) -> Parsed {
     let mut out = Parsed::default();
-    let mut seen: HashSet<Uuid> = HashSet::new();
+    // foldhash (random seed per set): SipHash is slow for a set per line.
+    let mut seen: foldhash::HashSet<Uuid> = foldhash::HashSetExt::with_capacity(data.len() / 400);
     let latest = now + MAX_FUTURE_SKEW;
     for (i, raw) in data.split(|b| *b == b'\n').enumerate() {
         let line_no = (i + 1) as u32;

@@ -1,8 +1,6 @@
 //! One object, one transaction: claim it in the ledger, COPY its new events,
 //! count, add the rollup deltas (computed in `tally`), and commit.
 
-use std::collections::HashSet;
-
 use sqlx::{PgPool, Postgres, Transaction};
 use time::{Date, OffsetDateTime};
 use uuid::Uuid;
@@ -108,12 +106,9 @@ const INSERT_COUNTED: &str = "WITH ins AS (
 
 /// The object's hourly groups, appended: readers sum over groups, and
 /// `compact` merges a group's rows later (migration 6 says why).
-const APPEND_HOURLY: &str = "INSERT INTO rollup_hourly
+const APPEND_HOURLY: &str = "COPY rollup_hourly
     (campaign, hour, creative, episode, show, placement, event, country, app, device,
-     raw_hits, counted_hits, bot_hits, invalid_hits)
-SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[],
-                     $7::text[], $8::text[], $9::text[], $10::text[],
-                     $11::int8[], $12::int8[], $13::int8[], $14::int8[])";
+     raw_hits, counted_hits, bot_hits, invalid_hits) FROM STDIN (FORMAT binary)";
 
 /// The metric columns `rollup_daily` and `rollup_blocks` share, in order
 /// (`tally::DAILY_METRICS` of them).
@@ -314,7 +309,7 @@ async fn insert_new_events<'a>(
         hi = hi.max(s.event.ts);
     }
     let ids: Vec<Uuid> = events.iter().map(|s| s.event.id).collect();
-    let known: HashSet<Uuid> = sqlx::query_scalar(KNOWN_IDS)
+    let known: foldhash::HashSet<Uuid> = sqlx::query_scalar(KNOWN_IDS)
         .bind(lo)
         .bind(hi)
         .bind(&ids)
@@ -360,7 +355,7 @@ async fn count(
         .bind(&keys)
         .fetch_one(&mut **tx)
         .await?;
-    let new: HashSet<(Date, Uuid)> = new_days.into_iter().zip(new_keys).collect();
+    let new: foldhash::HashSet<(Date, Uuid)> = new_days.into_iter().zip(new_keys).collect();
     for (day, key, i) in cand {
         if new.contains(&(day, key)) {
             counted[i] = true;
@@ -369,37 +364,39 @@ async fn count(
     Ok(counted)
 }
 
-async fn append_hourly<'a>(
+async fn append_hourly(
     tx: &mut Transaction<'_, Postgres>,
-    rows: &[(tally::HourlyKey<'a>, tally::HourlyCounts)],
+    rows: &[(tally::HourlyKey<'_>, tally::HourlyCounts)],
 ) -> Result<(), sqlx::Error> {
-    let col = |f: fn(&tally::HourlyKey<'a>) -> &'a str| -> Vec<&'a str> {
-        rows.iter().map(|(k, _)| f(k)).collect()
-    };
-    let hours: Vec<OffsetDateTime> = rows
-        .iter()
-        .map(|(k, _)| {
-            OffsetDateTime::from_unix_timestamp(k.hour).unwrap_or(OffsetDateTime::UNIX_EPOCH)
-        })
-        .collect();
-    let metric = |i: usize| -> Vec<i64> { rows.iter().map(|(_, m)| m[i]).collect() };
-    sqlx::query(APPEND_HOURLY)
-        .bind(col(|k| k.campaign))
-        .bind(hours)
-        .bind(col(|k| k.creative))
-        .bind(col(|k| k.episode))
-        .bind(col(|k| k.show))
-        .bind(col(|k| k.placement))
-        .bind(col(|k| k.event))
-        .bind(col(|k| k.country))
-        .bind(col(|k| k.app))
-        .bind(col(|k| k.device))
-        .bind(metric(0))
-        .bind(metric(1))
-        .bind(metric(2))
-        .bind(metric(3))
-        .execute(&mut **tx)
-        .await?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut out = BinaryCopy::new(rows.len() * 160);
+    for (k, m) in rows {
+        out.row(14);
+        out.text(Some(k.campaign));
+        out.timestamptz(
+            OffsetDateTime::from_unix_timestamp(k.hour).unwrap_or(OffsetDateTime::UNIX_EPOCH),
+        );
+        for d in [
+            k.creative,
+            k.episode,
+            k.show,
+            k.placement,
+            k.event,
+            k.country,
+            k.app,
+            k.device,
+        ] {
+            out.text(Some(d));
+        }
+        for v in m {
+            out.int8(*v);
+        }
+    }
+    let mut copy = tx.copy_in_raw(APPEND_HOURLY).await?;
+    copy.send(out.finish()).await?;
+    copy.finish().await?;
     Ok(())
 }
 

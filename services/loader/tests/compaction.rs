@@ -248,6 +248,6 @@ async fn merges_beside_loads_and_each_other_never_change_a_total() {
         .await
         .unwrap();
     assert_eq!((rows(&db.pool).await, groups(&db.pool).await), (12, 12));
-    assert_eq!(totals(&db.pool, "c1").await.0, 300 * objects as i64);
+    assert_eq!(totals(&db.pool, "c1").await.0, 300 * objects);
     assert_books_balance(&db.pool).await;
 }
