@@ -3,7 +3,7 @@
 
 mod support;
 
-use earshot_domain::{EventKind, TrackingEvent, Verdict};
+use earshot_domain::TrackingEvent;
 use earshot_loader::compact;
 use earshot_loader::source::{Source, SourceSpec};
 use earshot_loader::Loader;
@@ -13,33 +13,6 @@ use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use support::*;
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
-
-/// `n` events a second apart from `base`: 4 creatives × 3 kinds, so 12
-/// hourly groups whenever n ≥ 12 and the events share an hour; every 17th a
-/// bot (same group, counted apart).
-fn object(n: u32, base: OffsetDateTime) -> Vec<TrackingEvent> {
-    (0..n)
-        .map(|i| {
-            let kind =
-                [EventKind::Impression, EventKind::Start, EventKind::Complete][(i % 3) as usize];
-            let verdict = if i % 17 == 0 {
-                Verdict::Bot
-            } else {
-                Verdict::Valid
-            };
-            let creative = format!("cr{}", i % 4);
-            ev(
-                base + Duration::seconds(i as i64),
-                "c1",
-                &creative,
-                Some("e1"),
-                kind,
-                i % 40,
-                verdict,
-            )
-        })
-        .collect()
-}
 
 const GROUP: &str =
     "campaign, hour, creative, episode, show, placement, event, country, app, device";
@@ -84,7 +57,7 @@ async fn each_load_appends_its_groups_and_a_merge_folds_them_into_one_row_each()
         write_object(
             &dir,
             &format!("o{i}.ndjson"),
-            &ndjson(&object(300, base + Duration::minutes(5 * i))),
+            &ndjson(&sample(300, base + Duration::minutes(5 * i))),
         );
     }
     let l = loader(&db.pool, &dir).await;
@@ -123,12 +96,12 @@ async fn each_load_appends_its_groups_and_a_merge_folds_them_into_one_row_each()
     write_object(
         &dir,
         "later.ndjson",
-        &ndjson(&object(24, base + Duration::hours(2))),
+        &ndjson(&sample(24, base + Duration::hours(2))),
     );
     write_object(
         &dir,
         "later2.ndjson",
-        &ndjson(&object(
+        &ndjson(&sample(
             24,
             base + Duration::hours(2) + Duration::minutes(1),
         )),
@@ -159,7 +132,7 @@ async fn a_loader_merges_what_it_appended_before_it_stops() {
         write_object(
             &dir,
             &format!("o{i:02}.ndjson"),
-            &ndjson(&object(120, base + Duration::minutes(15 * i))),
+            &ndjson(&sample(120, base + Duration::minutes(15 * i))),
         );
     }
     let s = load_dir(&db.pool, &dir).await;
@@ -211,7 +184,7 @@ async fn merges_beside_loads_and_each_other_never_change_a_total() {
         write_object(
             &dir,
             &format!("o{i:02}.ndjson"),
-            &ndjson(&object(300, base + Duration::minutes(3 * i))),
+            &ndjson(&sample(300, base + Duration::minutes(3 * i))),
         );
     }
     let l = loader(&db.pool, &dir).await;

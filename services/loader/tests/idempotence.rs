@@ -12,29 +12,6 @@ use earshot_platform::testing::TestDb;
 use support::*;
 use time::macros::datetime;
 
-fn sample(n: u32, base: time::OffsetDateTime) -> Vec<earshot_domain::TrackingEvent> {
-    (0..n)
-        .map(|i| {
-            let kind =
-                [EventKind::Impression, EventKind::Start, EventKind::Complete][(i % 3) as usize];
-            let verdict = if i % 17 == 0 {
-                Verdict::Bot
-            } else {
-                Verdict::Valid
-            };
-            ev(
-                base + time::Duration::seconds(i as i64),
-                "c1",
-                &format!("cr{}", i % 4),
-                Some("e1"),
-                kind,
-                i % 50,
-                verdict,
-            )
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn the_same_object_loaded_twice_changes_nothing() {
     let db = TestDb::new().await;

@@ -58,6 +58,32 @@ pub fn ev(
     }
 }
 
+/// `n` events of campaign c1, episode e1, a second apart from `base`:
+/// impression, start, complete in turn; creatives cr0–cr3 in turn (so 12
+/// hourly groups in an hour); listeners 0–49; every 17th a bot.
+pub fn sample(n: u32, base: time::OffsetDateTime) -> Vec<TrackingEvent> {
+    (0..n)
+        .map(|i| {
+            let kind =
+                [EventKind::Impression, EventKind::Start, EventKind::Complete][(i % 3) as usize];
+            let verdict = if i % 17 == 0 {
+                Verdict::Bot
+            } else {
+                Verdict::Valid
+            };
+            ev(
+                base + time::Duration::seconds(i as i64),
+                "c1",
+                &format!("cr{}", i % 4),
+                Some("e1"),
+                kind,
+                i % 50,
+                verdict,
+            )
+        })
+        .collect()
+}
+
 pub fn ndjson(events: &[TrackingEvent]) -> Vec<u8> {
     let mut out = Vec::new();
     for e in events {
