@@ -18,6 +18,8 @@ use std::collections::BTreeMap;
 use sqlx::PgPool;
 use time::OffsetDateTime;
 
+use crate::tally::hour_of;
+
 /// The hours, per campaign, that received rows since the last merge.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Touched {
@@ -29,36 +31,36 @@ pub struct Touched {
 impl Touched {
     /// Notes that `campaign` got rows for the hour holding `ts`.
     pub fn add(&mut self, campaign: &str, ts: OffsetDateTime) {
-        let hour = ts.unix_timestamp().div_euclid(3600) * 3600;
-        match self.hours.get_mut(campaign) {
-            Some((lo, hi)) => {
-                *lo = (*lo).min(hour);
-                *hi = (*hi).max(hour);
-            }
-            None => {
-                self.hours.insert(campaign.to_owned(), (hour, hour));
-            }
-        }
+        let hour = hour_of(ts);
+        self.widen(campaign, hour, hour);
     }
 
     /// Adds what `other` holds.
     pub fn merge(&mut self, other: Touched) {
         for (campaign, (lo, hi)) in other.hours {
-            let at = |s: i64| OffsetDateTime::from_unix_timestamp(s).expect("an hour of an event");
-            self.add(&campaign, at(lo));
-            self.add(&campaign, at(hi));
+            self.widen(&campaign, lo, hi);
+        }
+    }
+
+    /// Widens `campaign`'s range to take in the hours `lo` to `hi`.
+    fn widen(&mut self, campaign: &str, lo: i64, hi: i64) {
+        match self.hours.get_mut(campaign) {
+            Some(range) => *range = (range.0.min(lo), range.1.max(hi)),
+            None => {
+                self.hours.insert(campaign.to_owned(), (lo, hi));
+            }
         }
     }
 
     /// Takes out the hours that start before `cutoff`; the later ones stay.
     pub fn take_before(&mut self, cutoff: OffsetDateTime) -> Touched {
         let cutoff = cutoff.unix_timestamp();
+        let last_before = (cutoff - 1).div_euclid(3600) * 3600;
         let mut taken = Touched::default();
         self.hours.retain(|campaign, (lo, hi)| {
             if *lo >= cutoff {
                 return true;
             }
-            let last_before = (cutoff - 1).div_euclid(3600) * 3600;
             taken
                 .hours
                 .insert(campaign.clone(), (*lo, (*hi).min(last_before)));

@@ -77,15 +77,6 @@ impl BinaryCopy {
         self.value(&v.to_be_bytes());
     }
 
-    /// Bytes buffered so far.
-    pub fn len(&self) -> usize {
-        self.buf.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
-    }
-
     /// Takes what is buffered, to send it; the stream goes on.
     pub fn take(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.buf)

@@ -137,7 +137,8 @@ pub struct Rollups<'a> {
     pub campaigns: Vec<&'a str>,
 }
 
-fn hour_of(ts: OffsetDateTime) -> i64 {
+/// Unix seconds of the start of the UTC hour holding `ts`.
+pub(crate) fn hour_of(ts: OffsetDateTime) -> i64 {
     ts.unix_timestamp().div_euclid(3600) * 3600
 }
 

@@ -5,8 +5,6 @@ mod support;
 
 use earshot_domain::TrackingEvent;
 use earshot_loader::compact;
-use earshot_loader::source::{Source, SourceSpec};
-use earshot_loader::Loader;
 use earshot_platform::testing::TestDb;
 use sqlx::PgPool;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
@@ -40,13 +38,6 @@ async fn sums(pool: &PgPool) -> Vec<String> {
     .unwrap()
 }
 
-async fn loader(pool: &PgPool, dir: &std::path::Path) -> Loader {
-    let src = Source::open(&SourceSpec::Dir(dir.to_owned()))
-        .await
-        .unwrap();
-    Loader::new(pool.clone(), src, opts())
-}
-
 #[tokio::test]
 async fn each_load_appends_its_groups_and_a_merge_folds_them_into_one_row_each() {
     let db = TestDb::new().await;
@@ -60,7 +51,7 @@ async fn each_load_appends_its_groups_and_a_merge_folds_them_into_one_row_each()
             &ndjson(&sample(300, base + Duration::minutes(5 * i))),
         );
     }
-    let l = loader(&db.pool, &dir).await;
+    let l = loader(&db.pool, &dir, opts()).await;
     for i in 0..6 {
         let s = l
             .load_one(&dir_object(&dir, &format!("o{i}.ndjson")))
@@ -187,7 +178,7 @@ async fn merges_beside_loads_and_each_other_never_change_a_total() {
             &ndjson(&sample(300, base + Duration::minutes(3 * i))),
         );
     }
-    let l = loader(&db.pool, &dir).await;
+    let l = loader(&db.pool, &dir, opts()).await;
     let done = AtomicBool::new(false);
     let load = async {
         for i in 0..objects {

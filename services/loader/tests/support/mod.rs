@@ -106,11 +106,16 @@ pub async fn load_dir(pool: &PgPool, dir: &Path) -> RunSummary {
     load_dir_with(pool, dir, opts()).await
 }
 
-pub async fn load_dir_with(pool: &PgPool, dir: &Path, opts: LoadOptions) -> RunSummary {
+/// A loader of the objects in `dir`.
+pub async fn loader(pool: &PgPool, dir: &Path, opts: LoadOptions) -> Loader {
     let src = Source::open(&SourceSpec::Dir(dir.to_owned()))
         .await
         .unwrap();
-    let mut loader = Loader::new(pool.clone(), src, opts);
+    Loader::new(pool.clone(), src, opts)
+}
+
+pub async fn load_dir_with(pool: &PgPool, dir: &Path, opts: LoadOptions) -> RunSummary {
+    let mut loader = loader(pool, dir, opts).await;
     let (_tx, rx) = tokio::sync::watch::channel(false);
     loader.run(rx).await.unwrap()
 }
