@@ -109,6 +109,8 @@ const INSERT_COUNTED: &str = "WITH ins AS (
 const APPEND_HOURLY: &str = "COPY rollup_hourly
     (campaign, hour, creative, episode, show, placement, event, country, app, device,
      raw_hits, counted_hits, bot_hits, invalid_hits) FROM STDIN (FORMAT binary)";
+/// Number of columns in `APPEND_HOURLY`.
+const HOURLY_COLUMNS: i16 = 14;
 
 /// The metric columns `rollup_daily` and `rollup_blocks` share, in order
 /// (`tally::DAILY_METRICS` of them).
@@ -373,7 +375,7 @@ async fn append_hourly(
     }
     let mut out = BinaryCopy::new(rows.len() * 160);
     for (k, m) in rows {
-        out.row(14);
+        out.row(HOURLY_COLUMNS);
         out.text(Some(k.campaign));
         out.timestamptz(
             OffsetDateTime::from_unix_timestamp(k.hour).unwrap_or(OffsetDateTime::UNIX_EPOCH),
