@@ -286,3 +286,57 @@ async fn a_notification_for_a_deleted_object_is_left_for_the_dead_letter_queue_a
     assert_eq!(queue_depth(&moto, &url).await.unwrap(), (0, 1));
     assert_books_balance(&db.pool).await;
 }
+
+/// Two notifications of one object in one poll: the loader prepares the
+/// second (ledger check, download, parse) while the first is still in its
+/// transaction, so the ledger check cannot see it yet; the claim inside the
+/// transaction is what keeps the object to one load.
+#[tokio::test]
+async fn a_notification_repeated_within_one_poll_loads_its_object_once() {
+    let moto = Moto::start().await.expect("moto");
+    moto.s3()
+        .create_bucket()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .unwrap();
+    let url = notify_queue_on_object_created(&moto, BUCKET, QUEUE, 30)
+        .await
+        .expect("bucket notifications");
+    let db = TestDb::new().await;
+    let events = synth_events(
+        500,
+        3,
+        yesterday() + time::Duration::hours(9),
+        time::Duration::hours(1),
+    );
+    put(
+        &moto,
+        "events/2026/11/26/09/earshot-events-1-2026-11-26-09-00-00-c3",
+        ndjson(&events),
+    )
+    .await;
+    let bodies = peek_notifications(&moto, &url, 1).await;
+    moto.sqs()
+        .send_message()
+        .queue_url(&url)
+        .message_body(&bodies[0])
+        .send()
+        .await
+        .unwrap();
+    // Both notifications, and S3's test event.
+    assert_eq!(queue_depth(&moto, &url).await.unwrap(), (3, 0));
+
+    let s = load_once(&db.url, &format!("sqs:{url}"), &moto.aws_env()).await;
+    assert_eq!(
+        (s.objects_loaded, s.objects_skipped, s.events_new),
+        (1, 1, 500)
+    );
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM events").await, 500);
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM loaded_objects").await,
+        1
+    );
+    assert_eq!(queue_depth(&moto, &url).await.unwrap(), (0, 0));
+    assert_books_balance(&db.pool).await;
+}

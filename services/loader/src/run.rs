@@ -253,48 +253,67 @@ impl Loader {
 
     /// Loads deliveries one after the other until done, stopped or failed:
     /// what it loaded, and the failure if one ended it.
+    ///
+    /// Two objects are in hand at a time: while one is in its transaction
+    /// (PostgreSQL's work), the next is fetched and parsed (the loader's
+    /// work, on a blocking thread), so on two cores the two overlap instead
+    /// of taking turns. The next object's ledger check may run before the
+    /// current one commits; the claim in `store::load_object` is what
+    /// decides, so an object delivered twice in a row is still loaded once.
     async fn load_run<'d>(
         &self,
         run: &'d [Delivery],
         stop: &watch::Receiver<bool>,
     ) -> (Vec<(&'d Delivery, DeliveryLoad)>, Option<anyhow::Error>) {
         let mut done = Vec::with_capacity(run.len());
+        let mut upcoming = run.iter().flat_map(|d| &d.objects).skip(1);
+        let mut next: Option<anyhow::Result<Prepared>> = None;
         for d in run {
             if *stop.borrow() {
                 break; // not started: left for the next run (SQS redelivers)
             }
-            match self.load_delivery(d).await {
-                Ok(load) => done.push((d, load)),
-                Err(e) => return (done, Some(e)),
+            let mut load = DeliveryLoad {
+                stats: Vec::with_capacity(d.objects.len()),
+                complete: true,
+            };
+            for obj in &d.objects {
+                let prepared = match next.take() {
+                    Some(p) => p,
+                    None => self.prepare_with_retries(obj).await,
+                };
+                let following = upcoming.next();
+                let result = match prepared {
+                    Ok(p) => {
+                        let (stored, ahead) =
+                            tokio::join!(self.store_with_retries(obj, &p), async {
+                                match following {
+                                    Some(o) => Some(self.prepare_with_retries(o).await),
+                                    None => None,
+                                }
+                            });
+                        next = ahead;
+                        stored
+                    }
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok(stats) => load.stats.push(stats),
+                    // Not acknowledged, and the loader moves on: SQS hands the
+                    // message out again until its redrive policy moves it to
+                    // the dead-letter queue; a file or listing entry is
+                    // simply gone.
+                    Err(e) if e.is::<ObjectMissing>() => {
+                        load.complete = false;
+                        metrics::counter!("earshot_loader_errors_total", "stage" => "missing")
+                            .increment(1);
+                        tracing::error!(error = %format!("{e:#}"), "an announced object does not exist; its delivery is left unacknowledged");
+                    }
+                    Err(e) => return (done, Some(e)),
+                }
             }
+            done.push((d, load));
         }
         (done, None)
-    }
-
-    /// Loads every object of a delivery. An object that does not exist
-    /// leaves the delivery incomplete (not acknowledged); any other failure
-    /// outlasting the retries is an error.
-    async fn load_delivery(&self, d: &Delivery) -> anyhow::Result<DeliveryLoad> {
-        let mut out = DeliveryLoad {
-            stats: Vec::with_capacity(d.objects.len()),
-            complete: true,
-        };
-        for obj in &d.objects {
-            match self.load_with_retries(obj).await {
-                Ok(stats) => out.stats.push(stats),
-                // Not acknowledged, and the loader moves on: SQS hands the
-                // message out again until its redrive policy moves it to the
-                // dead-letter queue; a file or listing entry is simply gone.
-                Err(e) if e.is::<ObjectMissing>() => {
-                    out.complete = false;
-                    metrics::counter!("earshot_loader_errors_total", "stage" => "missing")
-                        .increment(1);
-                    tracing::error!(error = %format!("{e:#}"), "an announced object does not exist; its delivery is left unacknowledged");
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(out)
     }
 
     async fn ack(&mut self, d: &Delivery) {
@@ -316,22 +335,36 @@ impl Loader {
         }
     }
 
-    async fn load_with_retries(&self, obj: &Object) -> anyhow::Result<LoadStats> {
+    async fn prepare_with_retries(&self, obj: &Object) -> anyhow::Result<Prepared> {
+        self.retrying(obj, || self.prepare(obj)).await
+    }
+
+    async fn store_with_retries(&self, obj: &Object, p: &Prepared) -> anyhow::Result<LoadStats> {
+        self.retrying(obj, || self.store(p)).await
+    }
+
+    /// Runs `attempt` until it succeeds, backing off between failures; gives
+    /// up at once on a missing object, and after `ONCE_PATIENCE` with `--once`.
+    async fn retrying<T, F, Fut>(&self, obj: &Object, mut attempt: F) -> anyhow::Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<T>>,
+    {
         let started = Instant::now();
-        let mut attempt = 0;
+        let mut failures = 0;
         loop {
-            match self.load_one(obj).await {
-                Ok(s) => return Ok(s),
+            match attempt().await {
+                Ok(x) => return Ok(x),
                 Err(e) if e.is::<ObjectMissing>() => return Err(e),
                 Err(e) => {
-                    attempt += 1;
+                    failures += 1;
                     metrics::counter!("earshot_loader_errors_total", "stage" => "load")
                         .increment(1);
                     if self.opts.once && started.elapsed() > ONCE_PATIENCE {
                         return Err(e.context(format!("loading {} {}", obj.source, obj.key)));
                     }
-                    let wait = backoff(attempt);
-                    tracing::warn!(source = %obj.source, key = %obj.key, attempt, error = %format!("{e:#}"), retry_in_ms = wait.as_millis() as u64, "loading an object failed; retrying");
+                    let wait = backoff(failures);
+                    tracing::warn!(source = %obj.source, key = %obj.key, attempt = failures, error = %format!("{e:#}"), retry_in_ms = wait.as_millis() as u64, "loading an object failed; retrying");
                     tokio::time::sleep(wait).await;
                 }
             }
@@ -340,12 +373,16 @@ impl Loader {
 
     /// Fetches, parses and loads one object.
     pub async fn load_one(&self, obj: &Object) -> anyhow::Result<LoadStats> {
+        let p = self.prepare(obj).await?;
+        self.store(&p).await
+    }
+
+    /// Fetches and parses one object (the parse on a blocking thread), unless
+    /// the ledger already has it by its etag.
+    pub async fn prepare(&self, obj: &Object) -> anyhow::Result<Prepared> {
         if let Some(etag) = &obj.etag {
             if store::already_loaded(&self.pool, &obj.source, &obj.key, etag).await? {
-                metrics::counter!("earshot_loader_objects_total", "outcome" => "skipped")
-                    .increment(1);
-                tracing::debug!(source = %obj.source, key = %obj.key, "already loaded; skipped");
-                return Ok(LoadStats::default());
+                return Ok(Prepared::Skipped);
             }
         }
         let (bytes, etag) = self.source.fetch(obj).await?;
@@ -356,23 +393,21 @@ impl Loader {
             bytes: bytes.len() as u64,
         };
         let now = OffsetDateTime::now_utc();
-        let parsed = match parse::decompress(&bytes) {
-            Ok(data) => parse::parse(&data, now, self.oldest_kept(now)),
-            // A corrupt object is recorded whole in quarantine, so it is
-            // neither lost nor retried forever.
-            Err(e) => Parsed {
-                quarantined: vec![Quarantined {
-                    line_no: 0,
-                    raw: bytes[..bytes.len().min(parse::MAX_QUARANTINED_LINE)].to_vec(),
-                    reason: e.to_string(),
-                }],
-                ..Default::default()
-            },
+        let oldest = self.oldest_kept(now);
+        let parsed = tokio::task::spawn_blocking(move || parse_object(&bytes, now, oldest)).await?;
+        Ok(Prepared::Ready { id, parsed })
+    }
+
+    /// Loads a prepared object in its transaction.
+    pub async fn store(&self, prepared: &Prepared) -> anyhow::Result<LoadStats> {
+        let Prepared::Ready { id, parsed } = prepared else {
+            metrics::counter!("earshot_loader_objects_total", "outcome" => "skipped").increment(1);
+            return Ok(LoadStats::default());
         };
         self.partitions
             .ensure(&self.pool, parsed.events.iter().map(|s| s.day))
             .await?;
-        let stats = store::load_object(&self.pool, &id, &parsed).await?;
+        let stats = store::load_object(&self.pool, id, parsed).await?;
         if stats.new_events > 0 {
             let mut touched = Touched::default();
             for s in &parsed.events {
@@ -393,7 +428,8 @@ impl Loader {
             metrics::counter!("earshot_loader_quarantined_lines_total")
                 .increment(stats.quarantined as u64);
             if let Some(max) = parsed.events.iter().map(|s| s.event.ts).max() {
-                metrics::gauge!("earshot_loader_lag_seconds").set((now - max).as_seconds_f64());
+                let lag = OffsetDateTime::now_utc() - max;
+                metrics::gauge!("earshot_loader_lag_seconds").set(lag.as_seconds_f64());
             }
             // Trace ids of the events: one hit can be followed from the pixel
             // (edge log / X-Ray) to this object and its row.
@@ -412,5 +448,31 @@ impl Loader {
             metrics::counter!("earshot_loader_objects_total", "outcome" => "skipped").increment(1);
         }
         Ok(stats)
+    }
+}
+
+/// An object fetched and parsed, ready for its transaction.
+pub enum Prepared {
+    /// The ledger already holds it (known by its etag before downloading).
+    Skipped,
+    Ready {
+        id: ObjectId,
+        parsed: Parsed,
+    },
+}
+
+/// Decompresses and parses an object's bytes. A corrupt object is recorded
+/// whole in quarantine, so it is neither lost nor retried forever.
+fn parse_object(bytes: &[u8], now: OffsetDateTime, oldest: time::Date) -> Parsed {
+    match parse::decompress(bytes) {
+        Ok(data) => parse::parse(&data, now, oldest),
+        Err(e) => Parsed {
+            quarantined: vec![Quarantined {
+                line_no: 0,
+                raw: bytes[..bytes.len().min(parse::MAX_QUARANTINED_LINE)].to_vec(),
+                reason: e.to_string(),
+            }],
+            ..Default::default()
+        },
     }
 }

@@ -77,19 +77,21 @@ impl DirSource {
             .collect())
     }
 
-    pub fn fetch(&self, obj: &Object) -> anyhow::Result<(Vec<u8>, String)> {
+    /// The file's bytes and sha256, read and hashed on a blocking thread.
+    pub async fn fetch(&self, obj: &Object) -> anyhow::Result<(Vec<u8>, String)> {
         let path = self.root.join(&obj.key);
-        let bytes = std::fs::read(&path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                return anyhow::Error::new(super::ObjectMissing {
-                    from: obj.source.clone(),
-                    key: obj.key.clone(),
-                });
-            }
-            anyhow::anyhow!("reading {}: {e}", path.display())
-        })?;
-        let etag = hex::encode(Sha256::digest(&bytes));
-        Ok((bytes, etag))
+        let (from, key) = (obj.source.clone(), obj.key.clone());
+        tokio::task::spawn_blocking(move || {
+            let bytes = std::fs::read(&path).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    return anyhow::Error::new(super::ObjectMissing { from, key });
+                }
+                anyhow::anyhow!("reading {}: {e}", path.display())
+            })?;
+            let etag = hex::encode(Sha256::digest(&bytes));
+            Ok((bytes, etag))
+        })
+        .await?
     }
 
     pub fn done(&mut self, d: &Delivery) {

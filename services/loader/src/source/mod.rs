@@ -129,7 +129,7 @@ impl Source {
     /// The object's bytes and its etag (for files: the sha256 of the bytes).
     pub async fn fetch(&self, obj: &Object) -> anyhow::Result<(Vec<u8>, String)> {
         match self {
-            Source::Dir(s) => s.fetch(obj),
+            Source::Dir(s) => s.fetch(obj).await,
             Source::S3(s) => s3::fetch(s.client(), obj).await,
             Source::Sqs(s) => s3::fetch(s.s3(), obj).await,
         }
