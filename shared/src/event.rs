@@ -327,6 +327,20 @@ fn needs_escape(b: u8) -> bool {
     b < 0x20 || b == b'"' || b == b'\\'
 }
 
+/// Whether any of the eight bytes of `w` needs escaping (`needs_escape`),
+/// without looking at them one by one. `(x - n·0x01…) & !x & 0x80…` is
+/// non-zero exactly when some byte of `x` is below `n` (n ≤ 0x80; the
+/// classic "hasless" test): below 0x20, or zero after XOR with `"` or `\\`.
+fn any_needs_escape(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH;
+    (below(w, 0x20)
+        | below(w ^ (ONES * u64::from(b'"')), 1)
+        | below(w ^ (ONES * u64::from(b'\\')), 1))
+        != 0
+}
+
 /// A JSON string as serde_json writes it: `"` and `\\` escaped, the short
 /// escapes for backspace, form feed, newline, carriage return and tab,
 /// `\\u00XX` (lowercase hex) for the other control characters, everything
@@ -335,30 +349,46 @@ fn push_json_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     let bytes = s.as_bytes();
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        if !needs_escape(b) {
-            continue;
-        }
-        out.extend_from_slice(&bytes[start..i]);
-        match b {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            0x08 => out.extend_from_slice(b"\\b"),
-            0x0c => out.extend_from_slice(b"\\f"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            _ => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.extend_from_slice(b"\\u00");
-                out.push(HEX[usize::from(b >> 4)]);
-                out.push(HEX[usize::from(b & 0xf)]);
+    let mut i = 0;
+    while i < bytes.len() {
+        // Eight bytes at a time while none needs escaping: user agents and
+        // trace ids rarely do, and the byte-by-byte scan was most of
+        // encoding's time.
+        if let Some(w) = bytes.get(i..i + 8) {
+            if !any_needs_escape(u64::from_le_bytes(w.try_into().expect("8 bytes"))) {
+                i += 8;
+                continue;
             }
         }
-        start = i + 1;
+        let b = bytes[i];
+        if needs_escape(b) {
+            out.extend_from_slice(&bytes[start..i]);
+            push_escaped(out, b);
+            start = i + 1;
+        }
+        i += 1;
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
+}
+
+/// The JSON escape of one byte that `needs_escape`.
+fn push_escaped(out: &mut Vec<u8>, b: u8) {
+    match b {
+        b'"' => out.extend_from_slice(b"\\\""),
+        b'\\' => out.extend_from_slice(b"\\\\"),
+        0x08 => out.extend_from_slice(b"\\b"),
+        0x0c => out.extend_from_slice(b"\\f"),
+        b'\n' => out.extend_from_slice(b"\\n"),
+        b'\r' => out.extend_from_slice(b"\\r"),
+        b'\t' => out.extend_from_slice(b"\\t"),
+        _ => {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(b >> 4)]);
+            out.push(HEX[usize::from(b & 0xf)]);
+        }
+    }
 }
 
 /// What a line on the wire looks like to the decoder. Unknown fields are
@@ -686,6 +716,30 @@ mod tests {
                 String::from_utf8(want).unwrap()
             );
             assert_eq!(TrackingEvent::decode(&ev.to_ndjson()).unwrap(), ev);
+        }
+    }
+
+    #[test]
+    fn strings_are_escaped_as_serde_json_does_wherever_the_special_byte_falls() {
+        // The escape scan reads eight bytes at a time: put each kind of byte
+        // at every offset of a string longer than two words.
+        for special in [
+            "\"", "\\", "\n", "\u{0}", "\u{1f}", " ", "\u{7f}", "é", "🎧",
+        ] {
+            for pos in 0..24 {
+                let s = format!("{}{special}{}", "a".repeat(pos), "b".repeat(24 - pos));
+                let mut out = Vec::new();
+                push_json_str(&mut out, &s);
+                assert_eq!(
+                    String::from_utf8(out).unwrap(),
+                    serde_json::to_string(&s).unwrap(),
+                    "{s:?}"
+                );
+            }
+        }
+        for b in 0..=255u8 {
+            let w = u64::from_le_bytes([b'x', b'x', b'x', b, b'x', b'x', b'x', b'x']);
+            assert_eq!(any_needs_escape(w), needs_escape(b), "byte {b:#x}");
         }
     }
 
