@@ -12,6 +12,20 @@ use support::*;
 const BUCKET: &str = "earshot-raw";
 const QUEUE: &str = "earshot-loader";
 
+/// The bucket, and the queue its ObjectCreated notifications go to (30 s
+/// visibility timeout): the queue's URL.
+async fn bucket_notifying_queue(moto: &Moto) -> String {
+    moto.s3()
+        .create_bucket()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .unwrap();
+    notify_queue_on_object_created(moto, BUCKET, QUEUE, 30)
+        .await
+        .expect("bucket notifications")
+}
+
 async fn put(moto: &Moto, key: &str, bytes: Vec<u8>) -> String {
     let out = moto
         .s3()
@@ -61,15 +75,7 @@ async fn peek_notifications(moto: &Moto, url: &str, want: usize) -> Vec<String> 
 #[tokio::test]
 async fn the_same_sqs_message_delivered_twice_changes_nothing() {
     let moto = Moto::start().await.expect("moto");
-    moto.s3()
-        .create_bucket()
-        .bucket(BUCKET)
-        .send()
-        .await
-        .unwrap();
-    let url = notify_queue_on_object_created(&moto, BUCKET, QUEUE, 30)
-        .await
-        .expect("bucket notifications");
+    let url = bucket_notifying_queue(&moto).await;
     let db = TestDb::new().await;
     let day = yesterday();
     let plain = synth_events(
@@ -234,15 +240,7 @@ async fn s3_prefix_source_loads_every_object_once() {
 #[tokio::test]
 async fn a_notification_for_a_deleted_object_is_left_for_the_dead_letter_queue_and_the_rest_load() {
     let moto = Moto::start().await.expect("moto");
-    moto.s3()
-        .create_bucket()
-        .bucket(BUCKET)
-        .send()
-        .await
-        .unwrap();
-    let url = notify_queue_on_object_created(&moto, BUCKET, QUEUE, 30)
-        .await
-        .expect("bucket notifications");
+    let url = bucket_notifying_queue(&moto).await;
     let db = TestDb::new().await;
     let day = yesterday();
     let gone = synth_events(
@@ -294,15 +292,7 @@ async fn a_notification_for_a_deleted_object_is_left_for_the_dead_letter_queue_a
 #[tokio::test]
 async fn a_notification_repeated_within_one_poll_loads_its_object_once() {
     let moto = Moto::start().await.expect("moto");
-    moto.s3()
-        .create_bucket()
-        .bucket(BUCKET)
-        .send()
-        .await
-        .unwrap();
-    let url = notify_queue_on_object_created(&moto, BUCKET, QUEUE, 30)
-        .await
-        .expect("bucket notifications");
+    let url = bucket_notifying_queue(&moto).await;
     let db = TestDb::new().await;
     let events = synth_events(
         500,
