@@ -97,7 +97,20 @@ fn check_name(param: &str, name: &str) -> Result<String, ApiError> {
             format!("{param} must be 1-{MAX_NAME_LEN} characters"),
         ));
     }
+    check_no_nul(param, n)?;
     Ok(n.to_owned())
+}
+
+/// PostgreSQL `text` cannot hold U+0000: refused as a bad parameter, not
+/// left to fail in the database as a 500 (schemathesis found it).
+fn check_no_nul(param: &str, value: &str) -> Result<(), ApiError> {
+    if value.contains('\0') {
+        return Err(bad(
+            param,
+            format!("{param} must not contain the NUL character (U+0000)"),
+        ));
+    }
+    Ok(())
 }
 
 fn check_flight(start: Option<Date>, end: Option<Date>) -> Result<(), ApiError> {
@@ -330,6 +343,7 @@ pub async fn create_key(pool: &PgPool, scope: Scope, name: &str) -> Result<Creat
             format!("name must be at most {MAX_NAME_LEN} characters"),
         ));
     }
+    check_no_nul("name", name)?;
     if let Scope::Advertiser(a) = scope {
         let exists: Option<(Uuid,)> = sqlx::query_as("SELECT id FROM advertisers WHERE id = $1")
             .bind(a)
@@ -432,4 +446,27 @@ pub async fn campaign_owner(pool: &PgPool, id: &str) -> Result<Option<Uuid>, Api
             .fetch_optional(pool)
             .await?,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_with_a_nul_character_are_a_bad_parameter_named_in_the_error() {
+        assert_eq!(check_name("name", "  Acme  ").unwrap(), "Acme");
+        for (param, value) in [("name", "R\u{1e}H\u{0}x"), ("advertiser_name", "\u{0}")] {
+            match check_name(param, value) {
+                Err(ApiError::BadParam { param: p, detail }) => {
+                    assert_eq!(p, param);
+                    assert_eq!(
+                        detail,
+                        format!("{param} must not contain the NUL character (U+0000)")
+                    );
+                }
+                other => panic!("{value:?}: {other:?}"),
+            }
+        }
+        assert!(check_no_nul("name", "").is_ok());
+    }
 }

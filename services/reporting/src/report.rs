@@ -349,7 +349,12 @@ impl ReportSpec {
             k: Vec<String>,
         }
         let t: Tok = serde_json::from_slice(&raw).map_err(|_| bad_token())?;
-        if t.q != self.fingerprint() || t.k.len() != 1 + self.group_by.len() {
+        // A NUL could only come from a hand-made token, and PostgreSQL text
+        // cannot hold it: refused here rather than as a 500 from the query.
+        if t.q != self.fingerprint()
+            || t.k.len() != 1 + self.group_by.len()
+            || t.k.iter().any(|k| k.contains('\0'))
+        {
             return Err(bad_token());
         }
         OffsetDateTime::parse(&t.k[0], &Rfc3339).map_err(|_| bad_token())?;
