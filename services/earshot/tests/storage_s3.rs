@@ -12,15 +12,19 @@ use support::*;
 const BUCKET: &str = "earshot-raw";
 const QUEUE: &str = "earshot-loader";
 
-/// The bucket, and the queue its ObjectCreated notifications go to (30 s
-/// visibility timeout): the queue's URL.
-async fn bucket_notifying_queue(moto: &Moto) -> String {
+async fn create_bucket(moto: &Moto) {
     moto.s3()
         .create_bucket()
         .bucket(BUCKET)
         .send()
         .await
         .unwrap();
+}
+
+/// The bucket, and the queue its ObjectCreated notifications go to (30 s
+/// visibility timeout): the queue's URL.
+async fn bucket_notifying_queue(moto: &Moto) -> String {
+    create_bucket(moto).await;
     notify_queue_on_object_created(moto, BUCKET, QUEUE, 30)
         .await
         .expect("bucket notifications")
@@ -151,12 +155,7 @@ async fn the_same_sqs_message_delivered_twice_changes_nothing() {
 #[tokio::test]
 async fn s3_prefix_source_loads_every_object_once() {
     let moto = Moto::start().await.expect("moto");
-    moto.s3()
-        .create_bucket()
-        .bucket(BUCKET)
-        .send()
-        .await
-        .unwrap();
+    create_bucket(&moto).await;
     let db = TestDb::new().await;
     let day = yesterday();
     let batch = |seed: u64, hour: i64, n: usize| {
