@@ -54,8 +54,8 @@ impl Touched {
 
     /// Takes out the hours that start before `cutoff`; the later ones stay.
     pub fn take_before(&mut self, cutoff: OffsetDateTime) -> Touched {
+        let last_before = hour_of(cutoff - time::Duration::SECOND);
         let cutoff = cutoff.unix_timestamp();
-        let last_before = (cutoff - 1).div_euclid(3600) * 3600;
         let mut taken = Touched::default();
         self.hours.retain(|campaign, (lo, hi)| {
             if *lo >= cutoff {

@@ -77,9 +77,11 @@ impl BinaryCopy {
         self.value(&v.to_be_bytes());
     }
 
-    /// Takes what is buffered, to send it; the stream goes on.
+    /// Takes what is buffered, to send it; the stream goes on in a buffer
+    /// of the same capacity, so the next piece does not grow one from empty.
     pub fn take(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.buf)
+        let capacity = self.buf.capacity();
+        std::mem::replace(&mut self.buf, Vec::with_capacity(capacity))
     }
 
     /// Ends the stream: the last piece, with the trailer.

@@ -4,6 +4,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use futures::future::OptionFuture;
 use sqlx::PgPool;
 use time::OffsetDateTime;
 use tokio::sync::watch;
@@ -281,16 +282,13 @@ impl Loader {
                     Some(p) => p,
                     None => self.prepare_with_retries(obj).await,
                 };
-                let following = upcoming.next();
+                let ahead = upcoming.next().map(|o| self.prepare_with_retries(o));
                 let result = match prepared {
                     Ok(p) => {
-                        let (stored, ahead) =
-                            tokio::join!(self.store_with_retries(obj, &p), async {
-                                match following {
-                                    Some(o) => Some(self.prepare_with_retries(o).await),
-                                    None => None,
-                                }
-                            });
+                        let (stored, ahead) = tokio::join!(
+                            self.store_with_retries(obj, &p),
+                            OptionFuture::from(ahead)
+                        );
                         next = ahead;
                         stored
                     }
@@ -382,6 +380,7 @@ impl Loader {
     pub async fn prepare(&self, obj: &Object) -> anyhow::Result<Prepared> {
         if let Some(etag) = &obj.etag {
             if store::already_loaded(&self.pool, &obj.source, &obj.key, etag).await? {
+                tracing::debug!(source = %obj.source, key = %obj.key, "already loaded; skipped");
                 return Ok(Prepared::Skipped);
             }
         }
