@@ -383,6 +383,9 @@ pub async fn list_keys(pool: &PgPool) -> Result<Vec<ApiKeyInfo>, ApiError> {
 /// Revokes a key by id or prefix; effective on the next request.
 pub async fn revoke_key(pool: &PgPool, id_or_prefix: &str) -> Result<ApiKeyInfo, ApiError> {
     let id = Uuid::parse_str(id_or_prefix).ok();
+    if id.is_none() && !crate::keys::looks_like_a_prefix(id_or_prefix) {
+        return Err(ApiError::NotFound(format!("no key {id_or_prefix}")));
+    }
     let mut tx = pool.begin().await?;
     let info: ApiKeyInfo = sqlx::query_as(&format!(
         "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now())

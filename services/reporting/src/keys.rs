@@ -43,6 +43,13 @@ pub fn looks_like_a_key(s: &str) -> bool {
     s.len() == 4 + 8 + 1 + 43 && s.starts_with("esk_") && s.as_bytes()[12] == b'_'
 }
 
+/// Is `s` shaped like a key's visible prefix (8 lowercase hex chars)?
+/// Anything else cannot name a key, so it is not looked up (a NUL in a path
+/// segment would make PostgreSQL refuse the query).
+pub fn looks_like_a_prefix(s: &str) -> bool {
+    s.len() == 8 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,5 +64,23 @@ mod tests {
         assert_eq!(a.hash, hash(&a.full));
         assert_eq!(a.hash.len(), 32);
         assert!(!looks_like_a_key("esk_short"));
+        assert!(looks_like_a_prefix(&a.prefix), "{}", a.prefix);
+    }
+
+    #[test]
+    fn only_eight_lowercase_hex_chars_are_a_prefix() {
+        for ok in ["deadbeef", "00000000", "0a1b2c3d"] {
+            assert!(looks_like_a_prefix(ok), "{ok}");
+        }
+        for bad in [
+            "DEADBEEF",
+            "deadbee",
+            "deadbeef0",
+            "deadbeeg",
+            "dead\0eef",
+            "",
+        ] {
+            assert!(!looks_like_a_prefix(bad), "{bad:?}");
+        }
     }
 }

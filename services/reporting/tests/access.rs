@@ -98,6 +98,41 @@ async fn missing_malformed_and_revoked_keys_get_401() {
 }
 
 #[tokio::test]
+async fn path_ids_that_cannot_name_anything_are_404s_not_database_errors() {
+    // A percent-encoded NUL reaches the handler decoded; PostgreSQL refuses
+    // NUL in text, so such an id must be turned away before any query.
+    let app = spawn_app(AppOptions::default()).await;
+    let (_a, key) = app.advertiser("Acme", &["acme-spring"]).await;
+    let calls: Vec<(Method, &str, Option<serde_json::Value>)> = vec![
+        (Method::DELETE, "/v1/keys/%00", None),
+        (Method::DELETE, "/v1/keys/dead%00eef", None),
+        (Method::DELETE, "/v1/keys/DEADBEEF", None),
+        (Method::GET, "/v1/campaigns/acme%00", None),
+        (Method::GET, "/v1/campaigns/acme%00/report", None),
+        (Method::GET, "/v1/campaigns/acme%00/pacing", None),
+        (
+            Method::PATCH,
+            "/v1/advertisers/%00",
+            Some(json!({"name": "x"})),
+        ),
+        (
+            Method::POST,
+            "/v1/campaigns/acme%00/creatives",
+            Some(json!({"id": "cr1"})),
+        ),
+    ];
+    for (method, path, body) in calls {
+        let r = app
+            .send(method.clone(), path, Some(&app.admin_key), body)
+            .await;
+        assert_eq!(r.status(), 404, "{method} {path}");
+        assert_eq!(r.headers()["content-type"], "application/problem+json");
+    }
+    // The advertiser's key still works: nothing was revoked by accident.
+    assert_eq!(app.get("/v1/campaigns", Some(&key)).await.status(), 200);
+}
+
+#[tokio::test]
 async fn admin_routes_refuse_advertiser_keys() {
     let app = spawn_app(AppOptions::default()).await;
     let (a, key) = app.advertiser("Acme", &["acme-spring"]).await;
