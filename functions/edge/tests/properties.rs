@@ -52,8 +52,40 @@ fn pixel_query() -> impl Strategy<Value = String> {
     })
 }
 
+/// What `PixelParams::parse` must give: form_urlencoded's own pairs, the
+/// first value of each known name kept, unknown names ignored.
+fn parsed_by_form_urlencoded(q: &str) -> Vec<Option<String>> {
+    const NAMES: [&str; 10] = ["c", "cr", "ep", "sh", "pos", "ev", "err", "k", "sig", "cb"];
+    let mut slots: Vec<Option<String>> = vec![None; NAMES.len()];
+    for (name, value) in form_urlencoded::parse(q.as_bytes()) {
+        if let Some(i) = NAMES.iter().position(|n| *n == name) {
+            slots[i].get_or_insert_with(|| value.into_owned());
+        }
+    }
+    slots
+}
+
+fn slots(p: &PixelParams<'_>) -> Vec<Option<String>> {
+    [
+        &p.c, &p.cr, &p.ep, &p.sh, &p.pos, &p.ev, &p.err, &p.k, &p.sig, &p.cb,
+    ]
+    .iter()
+    .map(|v| v.as_ref().map(|v| v.to_string()))
+    .collect()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn pixel_params_parse_is_form_urlencoded_on_any_text(q in any::<String>()) {
+        prop_assert_eq!(slots(&PixelParams::parse(&q)), parsed_by_form_urlencoded(&q));
+    }
+
+    #[test]
+    fn pixel_params_parse_is_form_urlencoded_on_pixel_shaped_queries(q in pixel_query()) {
+        prop_assert_eq!(slots(&PixelParams::parse(&q)), parsed_by_form_urlencoded(&q));
+    }
 
     #[test]
     fn pixel_params_parse_and_check_never_panic_on_any_text(q in any::<String>(), require in any::<bool>()) {
