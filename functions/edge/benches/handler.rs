@@ -300,6 +300,12 @@ fn main() {
         black_box(hasher.listener_id(day, cached[i].ip, USER_AGENTS[i % USER_AGENTS.len()]));
     });
     row("  listener id (HMAC-SHA256)", &s);
+    let s = measure(ITERS, Some(&mut base), |_, _| {
+        black_box(earshot_edge::hit::response(black_box(
+            earshot_edge::hit::Route::PixelGet,
+        )));
+    });
+    row("  pixel response (status, headers, GIF)", &s);
     let ua = UaClassifier::builtin();
     let s = measure(ITERS, Some(&mut base), |_, i| {
         black_box(ua.classify(Some(USER_AGENTS[i % USER_AGENTS.len()])));

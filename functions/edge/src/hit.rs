@@ -71,21 +71,7 @@ pub fn route(method: &Method, path: &str) -> Route {
 pub fn response(route: Route) -> Response<Bytes> {
     let builder = Response::builder();
     let r = match route {
-        Route::PixelGet | Route::PixelHead => builder
-            .status(StatusCode::OK)
-            .header(header::CONTENT_TYPE, HeaderValue::from_static("image/gif"))
-            .header(header::CONTENT_LENGTH, HeaderValue::from_static("43"))
-            .header(
-                header::CACHE_CONTROL,
-                HeaderValue::from_static("no-cache, no-store, must-revalidate"),
-            )
-            .header(header::PRAGMA, HeaderValue::from_static("no-cache"))
-            .header(header::EXPIRES, HeaderValue::from_static("0"))
-            .body(if route == Route::PixelGet {
-                Bytes::from_static(&PIXEL_GIF)
-            } else {
-                Bytes::new()
-            }),
+        Route::PixelGet | Route::PixelHead => return pixel_response(route == Route::PixelGet),
         Route::Health => builder
             .status(StatusCode::OK)
             .header(header::CONTENT_TYPE, "text/plain")
@@ -103,6 +89,29 @@ pub fn response(route: Route) -> Response<Bytes> {
             .body(Bytes::from_static(b"not found: the pixel is GET /v1/t\n")),
     };
     r.expect("static response parts are valid")
+}
+
+/// The pixel's answer, built straight into a map sized for its headers: it
+/// is sent on every hit, and the checked builder (a `Result` threaded
+/// through each header, and a map that grows as they come) cost more than
+/// the headers themselves (docs/BENCHMARKS.md, "Edge").
+fn pixel_response(with_body: bool) -> Response<Bytes> {
+    let mut r = Response::new(if with_body {
+        Bytes::from_static(&PIXEL_GIF)
+    } else {
+        Bytes::new()
+    });
+    let h = r.headers_mut();
+    h.reserve(5);
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/gif"));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("43"));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-store, must-revalidate"),
+    );
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    h.insert(header::EXPIRES, HeaderValue::from_static("0"));
+    r
 }
 
 /// Everything a hit needs that does not change between hits.
