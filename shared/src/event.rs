@@ -301,11 +301,11 @@ impl Serialize for TrackingEvent {
     }
 }
 
-/// `,"name":` then the value as a JSON string, or `null`.
-/// Appends `key` (the field's `,"name":`, a literal) and its value.
-/// Inlined so that each literal key is copied with fixed-size moves: through
-/// a call, every key and quote was a `memcpy` call of unknown length, about
-/// a tenth of a hit's CPU (docs/BENCHMARKS.md, "Edge").
+/// Appends `key` (the field's `,"name":`, a literal), then the value as a
+/// JSON string, or `null`. Inlined so that each literal key is copied with
+/// fixed-size moves: through a call that took the bare name, the key's three
+/// pieces were three `memcpy` calls of unknown length, and encoding took a
+/// third more instructions (callgrind, docs/BENCHMARKS.md "Edge").
 #[inline(always)]
 fn field(out: &mut Vec<u8>, key: &'static [u8], value: Option<&str>, escape: bool) {
     out.extend_from_slice(key);

@@ -127,9 +127,7 @@ impl<'a> PixelParams<'a> {
     }
 
     /// Stores `value` under a known parameter `name` unless it already has
-    /// one (the first value wins); unknown names are ignored. Matched as
-    /// bytes: the names are one to three letters, and a `str` match calls
-    /// `memcmp` for each candidate.
+    /// one (the first value wins); unknown names are ignored.
     fn keep_first(&mut self, name: &str, value: Cow<'a, str>) {
         let slot = match name.as_bytes() {
             b"c" => &mut self.c,
