@@ -217,8 +217,9 @@ fn signed_pixel_path() -> String {
     format!("/v1/t?{q}&k=k1&sig={sig}&cb=1700000000")
 }
 
-/// Requests per second, from wrk's summary; fails on any non-2xx answer.
-fn wrk(url: &str) -> f64 {
+/// Requests per second and requests served, from wrk's summary; fails on
+/// any non-2xx answer.
+fn wrk(url: &str) -> (f64, f64) {
     let out = std::process::Command::new("wrk")
         .args([
             "-t1",
@@ -233,10 +234,40 @@ fn wrk(url: &str) -> f64 {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "wrk failed: {text}");
     assert!(!text.contains("Non-2xx"), "errors under load: {text}");
-    text.lines()
+    let rps = text
+        .lines()
         .find_map(|l| l.strip_prefix("Requests/sec:"))
         .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no Requests/sec in wrk output: {text}"))
+        .unwrap_or_else(|| panic!("no Requests/sec in wrk output: {text}"));
+    // "  123456 requests in 3.00s, 12.34MB read"
+    let requests = text
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in "))
+        .and_then(|(n, _)| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no request count in wrk output: {text}"));
+    (rps, requests)
+}
+
+/// CPU seconds (user + system) process `pid` has used, from
+/// `/proc/PID/stat` (fields 14 and 15, in clock ticks).
+fn process_cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    // The command name is in parentheses and may hold spaces: count from
+    // after its closing one, where field 3 (state) is the first.
+    let fields: Vec<&str> = stat[stat.rfind(')').expect("a comm field") + 1..]
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| fields[i].parse::<f64>().expect("a tick count");
+    (ticks(14 - 3) + ticks(15 - 3)) / rustix::param::clock_ticks_per_second() as f64
+}
+
+/// One wrk run against `url`: requests per second, and the edge's CPU
+/// microseconds per request served.
+fn load_round(url: &str, pid: u32) -> (f64, f64) {
+    let before = process_cpu_seconds(pid);
+    let (rps, requests) = wrk(url);
+    let cpu = process_cpu_seconds(pid) - before;
+    (rps, cpu * 1e6 / requests)
 }
 
 async fn http_section(bin: &Path) {
@@ -258,32 +289,47 @@ async fn http_section(bin: &Path) {
         ));
         env.extend(kv(flush));
         let mut edge = LocalEdge::spawn(bin, env).await.expect("edge starts");
+        let pid = edge.process.pid().expect("the edge is running");
         let base = edge.base_url();
         let pixel = format!("{base}{}", signed_pixel_path());
         let health = format!("{base}/healthz");
         let (mut h, mut p, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut h_cpu, mut p_cpu, mut extra_cpu) = (Vec::new(), Vec::new(), Vec::new());
         for round in 0..WRK_ROUNDS {
             // Alternate which goes first so drift (and other load on the
             // machine) hits both alike; the ratio is taken per round.
-            let (hr, pr) = if round % 2 == 0 {
-                let hr = wrk(&health);
-                (hr, wrk(&pixel))
+            let ((hr, hc), (pr, pc)) = if round % 2 == 0 {
+                let hx = load_round(&health, pid);
+                (hx, load_round(&pixel, pid))
             } else {
-                let pr = wrk(&pixel);
-                (wrk(&health), pr)
+                let px = load_round(&pixel, pid);
+                (load_round(&health, pid), px)
             };
             h.push(hr);
             p.push(pr);
             ratios.push(pr / hr);
+            h_cpu.push(hc);
+            p_cpu.push(pc);
+            extra_cpu.push(pc - hc);
         }
         edge.stop().await.unwrap();
         let (_, hm, _) = quartiles(h);
         let (_, pm, _) = quartiles(p);
         let (r25, rm, r75) = quartiles(ratios);
-        println!("  {mode:<8} GET /healthz median {hm:>9.0} req/s");
+        let (_, hcm, _) = quartiles(h_cpu);
+        let (_, pcm, _) = quartiles(p_cpu);
+        let (x25, xm, x75) = quartiles(extra_cpu);
+        println!("  {mode:<8} GET /healthz median {hm:>9.0} req/s  edge CPU {hcm:.2} µs/request");
         println!(
-            "  {mode:<8} GET /v1/t    median {pm:>9.0} req/s  {rm:.2}× /healthz (per-round ratio: p25 {r25:.2}, p75 {r75:.2})"
+            "  {mode:<8} GET /v1/t    median {pm:>9.0} req/s  edge CPU {pcm:.2} µs/request  {rm:.2}× /healthz (per-round ratio: p25 {r25:.2}, p75 {r75:.2})"
         );
+        // Requests per second swing with whatever else the machine runs;
+        // the edge's own CPU per request swings less, and says what a pixel
+        // hit adds over the trivial route.
+        println!(
+            "  {mode:<8} a pixel hit adds {xm:.2} µs of edge CPU over /healthz (per-round p25 {x25:.2}, p75 {x75:.2})"
+        );
+        println!("RESULT http_{mode}_extra_cpu_us {xm:.2}  ({pcm:.2} vs {hcm:.2} µs of edge CPU per request)");
         println!(
             "RESULT http_{mode}_ratio {rm:.2}  ({pm:.0} vs {hm:.0} req/s; goal ≥ 0.8×: {})",
             if rm >= 0.8 { "meets" } else { "MISSES" }
