@@ -426,7 +426,7 @@ impl Loader {
             metrics::counter!("earshot_loader_counted_total").increment(stats.counted as u64);
             metrics::counter!("earshot_loader_quarantined_lines_total")
                 .increment(stats.quarantined as u64);
-            if let Some(max) = parsed.events.iter().map(|s| s.event.ts).max() {
+            if let Some(max) = stats.max_event_ts {
                 let lag = OffsetDateTime::now_utc() - max;
                 metrics::gauge!("earshot_loader_lag_seconds").set(lag.as_seconds_f64());
             }

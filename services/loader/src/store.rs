@@ -34,6 +34,8 @@ pub struct LoadStats {
     pub quarantined: u32,
     /// Newly counted events (the billable delta of this load).
     pub counted: u32,
+    /// The newest event's time, as the ledger records it.
+    pub max_event_ts: Option<OffsetDateTime>,
 }
 
 /// Is (source, key, etag) already loaded? A cheap check before downloading.
@@ -232,6 +234,7 @@ pub async fn load_object(
         lines: parsed.lines,
         events: parsed.events.len() as u32 + parsed.duplicates_in_object,
         quarantined: parsed.quarantined.len() as u32,
+        max_event_ts: parsed.events.iter().map(|s| s.event.ts).max(),
         ..Default::default()
     };
 
@@ -277,7 +280,6 @@ pub async fn load_object(
         .await?;
     }
 
-    let max_ts: Option<OffsetDateTime> = parsed.events.iter().map(|s| s.event.ts).max();
     sqlx::query(
         "UPDATE loaded_objects SET lines = $2, events = $3, new_events = $4, duplicates = $5,
                 quarantined = $6, max_event_ts = $7 WHERE id = $1",
@@ -288,7 +290,7 @@ pub async fn load_object(
     .bind(stats.new_events as i32)
     .bind(stats.duplicates as i32)
     .bind(stats.quarantined as i32)
-    .bind(max_ts)
+    .bind(stats.max_event_ts)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
