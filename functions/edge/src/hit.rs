@@ -69,21 +69,20 @@ pub fn route(method: &Method, path: &str) -> Route {
 /// The response for a route. The pixel always answers 200 with the GIF,
 /// whatever the query said: a pixel never breaks a player.
 pub fn response(route: Route) -> Response<Bytes> {
-    let builder = Response::builder();
     let r = match route {
         Route::PixelGet | Route::PixelHead => return pixel_response(route == Route::PixelGet),
-        Route::Health => builder
+        Route::Health => Response::builder()
             .status(StatusCode::OK)
             .header(header::CONTENT_TYPE, "text/plain")
             .body(Bytes::from_static(b"ok\n")),
-        Route::MethodNotAllowed => builder
+        Route::MethodNotAllowed => Response::builder()
             .status(StatusCode::METHOD_NOT_ALLOWED)
             .header(header::ALLOW, "GET, HEAD")
             .header(header::CONTENT_TYPE, "text/plain")
             .body(Bytes::from_static(
                 b"method not allowed: the pixel answers GET and HEAD\n",
             )),
-        Route::NotFound => builder
+        Route::NotFound => Response::builder()
             .status(StatusCode::NOT_FOUND)
             .header(header::CONTENT_TYPE, "text/plain")
             .body(Bytes::from_static(b"not found: the pixel is GET /v1/t\n")),
