@@ -20,7 +20,7 @@ async fn load_in_progress(admin: &PgPool, db: &str) -> bool {
     let n: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM pg_stat_activity
          WHERE datname = $1 AND application_name = 'earshot' AND state = 'active'
-           AND (query LIKE 'COPY events %' OR query LIKE '%INSERT INTO counted_keys%'
+           AND (query LIKE 'COPY events %' OR query LIKE 'COPY counted_keys%'
                 OR query LIKE 'COPY rollup_hourly%')",
     )
     .bind(db)

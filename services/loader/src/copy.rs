@@ -7,7 +7,7 @@
 //! (docs/BENCHMARKS.md, "Loader"). The format is specified in the
 //! PostgreSQL manual, "COPY", section "Binary Format".
 
-use time::OffsetDateTime;
+use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
 /// The file header: signature, flags (no OIDs), no header extension.
@@ -16,6 +16,8 @@ const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 const TRAILER: [u8; 2] = (-1i16).to_be_bytes();
 /// PostgreSQL's epoch (2000-01-01T00:00:00Z) in Unix microseconds.
 const PG_EPOCH_UNIX_MICROS: i64 = 946_684_800_000_000;
+/// PostgreSQL's epoch as a Julian day number (`time`'s `to_julian_day`).
+const PG_EPOCH_JULIAN_DAY: i32 = 2_451_545;
 
 /// Rows in binary COPY format, appended to a byte buffer that can be sent
 /// in pieces ([`BinaryCopy::take`]).
@@ -66,6 +68,11 @@ impl BinaryCopy {
         self.value(&micros.to_be_bytes());
     }
 
+    /// A `date`: days since 2000-01-01.
+    pub fn date(&mut self, day: Date) {
+        self.value(&(day.to_julian_day() - PG_EPOCH_JULIAN_DAY).to_be_bytes());
+    }
+
     pub fn int4(&mut self, v: Option<i32>) {
         match v {
             Some(v) => self.value(&v.to_be_bytes()),
@@ -113,6 +120,19 @@ mod tests {
         want.extend_from_slice(&1_500_000i64.to_be_bytes());
         want.extend_from_slice(&[0xff, 0xff]);
         assert_eq!(bytes, want);
+    }
+
+    #[test]
+    fn dates_count_days_from_2000() {
+        let mut c = BinaryCopy::new(0);
+        c.take();
+        c.date(time::macros::date!(2000 - 01 - 01));
+        c.date(time::macros::date!(2026 - 11 - 27));
+        c.date(time::macros::date!(1999 - 12 - 31));
+        let b = c.take();
+        assert_eq!(&b[4..8], &0i32.to_be_bytes());
+        assert_eq!(&b[12..16], &9827i32.to_be_bytes());
+        assert_eq!(&b[20..24], &(-1i32).to_be_bytes());
     }
 
     #[test]

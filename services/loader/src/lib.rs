@@ -2,6 +2,7 @@
 
 pub mod compact;
 pub mod copy;
+pub mod keys;
 pub mod parse;
 pub mod partitions;
 pub mod run;

@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 
 use crate::compact::{self, Touched};
+use crate::keys::Keys;
 use crate::parse::{self, Parsed, Quarantined};
 use crate::partitions::Partitions;
 use crate::source::{Delivery, Object, ObjectMissing, Source};
@@ -88,6 +89,8 @@ pub struct Loader {
     last_maintenance: Option<Instant>,
     /// Hours that got hourly rollup rows since the last merge.
     touched: Mutex<Touched>,
+    /// The counting keys and listener keys of the last days.
+    keys: Keys,
     last_compaction: Instant,
 }
 
@@ -107,6 +110,7 @@ impl Loader {
             opts,
             last_maintenance: None,
             touched: Mutex::default(),
+            keys: Keys::default(),
             last_compaction: Instant::now(),
         }
     }
@@ -406,7 +410,7 @@ impl Loader {
         self.partitions
             .ensure(&self.pool, parsed.events.iter().map(|s| s.day))
             .await?;
-        let stats = store::load_object(&self.pool, id, parsed).await?;
+        let stats = store::load_object(&self.pool, &self.keys, id, parsed).await?;
         if stats.new_events > 0 {
             let mut touched = Touched::default();
             for s in &parsed.events {

@@ -6,6 +6,7 @@ use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
 use crate::copy::BinaryCopy;
+use crate::keys::{Keys, Turn};
 use crate::parse::{Parsed, Staged};
 use crate::tally;
 
@@ -95,16 +96,11 @@ const COPY_EVENTS: &str =
 /// timestamp is its event's ts.
 const KNOWN_IDS: &str = "SELECT id FROM events WHERE ts >= $1 AND ts <= $2 AND id = ANY($3)";
 
-/// The counting rule: the candidate of each (day, key) counts unless the key
-/// was counted before, by an earlier load or by another loader that
-/// committed first (the primary key makes the second wait, then skip).
-/// Returns the keys that counted now.
-const INSERT_COUNTED: &str = "WITH ins AS (
-    INSERT INTO counted_keys (day, key)
-    SELECT * FROM UNNEST($1::date[], $2::uuid[])
-    ON CONFLICT DO NOTHING
-    RETURNING day, key
-) SELECT coalesce(array_agg(day), '{}'), coalesce(array_agg(key), '{}') FROM ins";
+/// The counting keys that counted now, appended: `keys::Keys` decides which
+/// are new (migration 8 says why there is no primary key to do it).
+const APPEND_COUNTED: &str = "COPY counted_keys (day, key) FROM STDIN (FORMAT binary)";
+/// Listener keys heard for the first time on their day, appended likewise.
+const APPEND_LISTENERS: &str = "COPY daily_listeners (day, key) FROM STDIN (FORMAT binary)";
 
 /// The object's hourly groups, appended: readers sum over groups, and
 /// `compact` merges a group's rows later (migration 6 says why).
@@ -181,17 +177,11 @@ ON CONFLICT (campaign, span_days, first_day, creative, country) DO UPDATE SET
     add_daily_metrics!()
 );
 
-/// New listeners of the day per campaign (creative '') and per creative:
-/// a key new to `daily_listeners` adds one to its scope's count.
-const UPSERT_UNIQUES: &str = "WITH cand AS (
-    SELECT * FROM UNNEST($1::date[], $2::uuid[], $3::text[], $4::text[]) AS t (day, key, campaign, creative)
-), ins AS (
-    INSERT INTO daily_listeners (day, key) SELECT day, key FROM cand
-    ON CONFLICT DO NOTHING RETURNING day, key
-)
-INSERT INTO daily_uniques AS u (day, campaign, creative, listeners)
-SELECT c.day, c.campaign, c.creative, count(*) FROM cand c JOIN ins i USING (day, key)
-GROUP BY 1, 2, 3 ORDER BY 2, 1, 3
+/// New listeners of the day per campaign (creative '') and per creative,
+/// added to their scope's count. Rows come sorted by key: the order
+/// concurrent loaders take the row locks in.
+const UPSERT_UNIQUES: &str = "INSERT INTO daily_uniques AS u (campaign, day, creative, listeners)
+SELECT * FROM UNNEST($1::text[], $2::date[], $3::text[], $4::int8[])
 ON CONFLICT (campaign, day, creative) DO UPDATE SET listeners = u.listeners + EXCLUDED.listeners";
 
 /// Bumps the data version of every campaign the load touched, and tells the
@@ -207,6 +197,7 @@ const BUMP_VERSIONS: &str = "WITH bumped AS (
 /// writes nothing, when the ledger already has it.
 pub async fn load_object(
     pool: &PgPool,
+    keys: &Keys,
     obj: &ObjectId,
     parsed: &Parsed,
 ) -> Result<LoadStats, sqlx::Error> {
@@ -238,20 +229,27 @@ pub async fn load_object(
         ..Default::default()
     };
 
+    // The turn to count, and the keys this load adds, once it holds some.
+    let mut counting = None;
     if !parsed.events.is_empty() {
         let fresh = insert_new_events(&mut tx, ledger_id, &parsed.events).await?;
         stats.new_events = fresh.len() as u32;
         if !fresh.is_empty() {
-            let counted = count(&mut tx, &fresh).await?;
-            stats.counted = counted.iter().filter(|c| **c).count() as u32;
+            let mut days: Vec<Date> = fresh.iter().map(|s| s.day).collect();
+            days.sort_unstable();
+            days.dedup();
+            let turn = keys.turn(&mut tx, days).await?;
+            let (counted, new_counted) = count(&mut tx, &turn, &fresh).await?;
+            stats.counted = new_counted.len() as u32;
             let r = tally::rollups(&fresh, &counted);
             append_hourly(&mut tx, &r.hourly).await?;
             upsert_daily(&mut tx, &r.daily).await?;
-            upsert_uniques(&mut tx, &tally::unique_candidates(&fresh)).await?;
+            let heard = add_uniques(&mut tx, &turn, &fresh).await?;
             sqlx::query(BUMP_VERSIONS)
                 .bind(&r.campaigns)
                 .execute(&mut *tx)
                 .await?;
+            counting = Some((turn, new_counted, heard));
         }
     }
     stats.duplicates = stats.events - stats.new_events;
@@ -294,6 +292,9 @@ pub async fn load_object(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
+    if let Some((turn, counted, heard)) = counting {
+        turn.committed(counted, heard);
+    }
     Ok(stats)
 }
 
@@ -342,30 +343,44 @@ async fn insert_new_events<'a>(
     Ok(fresh)
 }
 
-/// Applies the counting rule to `fresh`: which of them counted.
+/// Applies the counting rule to `fresh`: which of them counted, and their
+/// keys, which are appended to `counted_keys`.
 async fn count(
     tx: &mut Transaction<'_, Postgres>,
+    turn: &Turn<'_>,
     fresh: &[&Staged],
-) -> Result<Vec<bool>, sqlx::Error> {
-    let cand = tally::count_candidates(fresh);
+) -> Result<(Vec<bool>, Vec<(Date, Uuid)>), sqlx::Error> {
     let mut counted = vec![false; fresh.len()];
-    if cand.is_empty() {
-        return Ok(counted);
-    }
-    let days: Vec<Date> = cand.iter().map(|c| c.0).collect();
-    let keys: Vec<Uuid> = cand.iter().map(|c| c.1).collect();
-    let (new_days, new_keys): (Vec<Date>, Vec<Uuid>) = sqlx::query_as(INSERT_COUNTED)
-        .bind(&days)
-        .bind(&keys)
-        .fetch_one(&mut **tx)
-        .await?;
-    let new: foldhash::HashSet<(Date, Uuid)> = new_days.into_iter().zip(new_keys).collect();
-    for (day, key, i) in cand {
-        if new.contains(&(day, key)) {
+    let mut new = Vec::new();
+    for (day, key, i) in tally::count_candidates(fresh) {
+        if !turn.is_counted(day, key) {
             counted[i] = true;
+            new.push((day, key));
         }
     }
-    Ok(counted)
+    append_keys(tx, APPEND_COUNTED, &new).await?;
+    Ok((counted, new))
+}
+
+/// Appends `(day, key)` rows with `statement` (a binary COPY).
+async fn append_keys(
+    tx: &mut Transaction<'_, Postgres>,
+    statement: &str,
+    rows: &[(Date, Uuid)],
+) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut out = BinaryCopy::new(rows.len() * 34 + 32);
+    for (day, key) in rows {
+        out.row(2);
+        out.date(*day);
+        out.uuid(*key);
+    }
+    let mut copy = tx.copy_in_raw(statement).await?;
+    copy.send(out.finish()).await?;
+    copy.finish().await?;
+    Ok(())
 }
 
 async fn append_hourly(
@@ -420,21 +435,31 @@ async fn upsert_daily(
     Ok(())
 }
 
-async fn upsert_uniques(
+/// Appends the listener keys of `fresh` not heard before on their day and
+/// adds them to `daily_uniques`; returns them.
+async fn add_uniques(
     tx: &mut Transaction<'_, Postgres>,
-    cand: &[(Date, Uuid, &str, &str)],
-) -> Result<(), sqlx::Error> {
-    if cand.is_empty() {
-        return Ok(());
+    turn: &Turn<'_>,
+    fresh: &[&Staged],
+) -> Result<Vec<(Date, Uuid)>, sqlx::Error> {
+    let new: Vec<_> = tally::unique_candidates(fresh)
+        .into_iter()
+        .filter(|&(day, key, _, _)| !turn.is_heard(day, key))
+        .collect();
+    if new.is_empty() {
+        return Ok(Vec::new());
     }
+    let heard: Vec<(Date, Uuid)> = new.iter().map(|&(d, k, _, _)| (d, k)).collect();
+    append_keys(tx, APPEND_LISTENERS, &heard).await?;
+    let scopes = tally::new_listeners(&new);
     sqlx::query(UPSERT_UNIQUES)
-        .bind(cand.iter().map(|c| c.0).collect::<Vec<Date>>())
-        .bind(cand.iter().map(|c| c.1).collect::<Vec<Uuid>>())
-        .bind(cand.iter().map(|c| c.2).collect::<Vec<&str>>())
-        .bind(cand.iter().map(|c| c.3).collect::<Vec<&str>>())
+        .bind(scopes.iter().map(|s| s.0).collect::<Vec<&str>>())
+        .bind(scopes.iter().map(|s| s.1).collect::<Vec<Date>>())
+        .bind(scopes.iter().map(|s| s.2).collect::<Vec<&str>>())
+        .bind(scopes.iter().map(|s| s.3).collect::<Vec<i64>>())
         .execute(&mut **tx)
         .await?;
-    Ok(())
+    Ok(heard)
 }
 
 #[cfg(test)]

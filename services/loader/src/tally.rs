@@ -98,6 +98,21 @@ pub fn unique_candidates<'a>(fresh: &[&'a Staged]) -> Vec<(Date, Uuid, &'a str, 
     out
 }
 
+/// New listeners per (campaign, day, creative): `heard` (unique candidates
+/// not heard before) counted per scope, sorted by scope, the order
+/// concurrent loaders take `daily_uniques`' row locks in.
+pub fn new_listeners<'a>(
+    heard: &[(Date, Uuid, &'a str, &'a str)],
+) -> Vec<(&'a str, Date, &'a str, i64)> {
+    let mut n: HashMap<(&'a str, Date, &'a str), i64> = HashMap::new();
+    for &(day, _, campaign, creative) in heard {
+        *n.entry((campaign, day, creative)).or_default() += 1;
+    }
+    let mut out: Vec<_> = n.into_iter().map(|((c, d, cr), n)| (c, d, cr, n)).collect();
+    out.sort_unstable();
+    out
+}
+
 /// A `rollup_hourly` key: every reporting dimension, '' when missing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct HourlyKey<'a> {

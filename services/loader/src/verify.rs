@@ -139,8 +139,23 @@ FROM d FULL JOIN b ON (d.campaign, d.span_days, d.first_day, d.creative, d.count
 WHERE ROW(d.raw_hits, d.bot_hits, d.invalid_hits, d.impressions, d.starts, d.first_quartiles, d.midpoints, d.third_quartiles, d.completes, d.clicks, d.skips, d.errors, d.bot_impressions, d.bot_starts, d.bot_completes, d.bot_clicks) IS DISTINCT FROM ROW(b.raw_hits, b.bot_hits, b.invalid_hits, b.impressions, b.starts, b.first_quartiles, b.midpoints, b.third_quartiles, b.completes, b.clicks, b.skips, b.errors, b.bot_impressions, b.bot_starts, b.bot_completes, b.bot_clicks)
 ORDER BY 2";
 
+/// Keys stored more than once. Nothing in the schema forbids it since
+/// migration 8 (the loader decides what is new, `keys.rs`), so the audit
+/// checks it: `from_events` is 1, `from_rollups` the copies found. Keys are
+/// hashes, so this runs only over the whole database.
+const DUPLICATE_KEYS: &str = "
+SELECT 'duplicate_key' AS what, concat_ws('/', t, day::text, key::text) AS key,
+       1::bigint AS from_events, n AS from_rollups
+FROM (SELECT 'counted_keys' AS t, day, key, count(*) AS n FROM counted_keys
+      GROUP BY 1, 2, 3 HAVING count(*) > 1
+      UNION ALL
+      SELECT 'daily_listeners', day, key, count(*) FROM daily_listeners
+      GROUP BY 1, 2, 3 HAVING count(*) > 1) d
+ORDER BY 2";
+
 /// Every disagreement between raw events and the rollups/uniques (empty
-/// when the books balance), optionally for one campaign.
+/// when the books balance), optionally for one campaign; for the whole
+/// database, also every counting or listener key stored twice.
 pub async fn verify(pool: &PgPool, campaign: Option<&str>) -> Result<Vec<Mismatch>, sqlx::Error> {
     let mut out: Vec<Mismatch> = sqlx::query_as(RECOUNT)
         .bind(campaign)
@@ -156,6 +171,13 @@ pub async fn verify(pool: &PgPool, campaign: Option<&str>) -> Result<Vec<Mismatc
         out.extend(
             sqlx::query_as::<_, Mismatch>(check)
                 .bind(campaign)
+                .fetch_all(pool)
+                .await?,
+        );
+    }
+    if campaign.is_none() {
+        out.extend(
+            sqlx::query_as::<_, Mismatch>(DUPLICATE_KEYS)
                 .fetch_all(pool)
                 .await?,
         );

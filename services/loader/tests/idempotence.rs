@@ -428,3 +428,98 @@ async fn every_field_is_stored_as_the_edge_wrote_it() {
         .collect();
     assert_eq!(got, want);
 }
+
+/// Valid impressions of campaign c1, creative cr1, episode e1 by listeners
+/// `who`, a second apart from `base`.
+fn impressions(who: std::ops::Range<u32>, base: time::OffsetDateTime) -> Vec<TrackingEvent> {
+    who.enumerate()
+        .map(|(i, n)| {
+            ev(
+                base + time::Duration::seconds(i as i64),
+                "c1",
+                "cr1",
+                Some("e1"),
+                EventKind::Impression,
+                n,
+                Verdict::Valid,
+            )
+        })
+        .collect()
+}
+
+/// (counted hits, unique listeners of the campaign) on every day.
+async fn counted_and_heard(pool: &sqlx::PgPool) -> (i64, i64) {
+    (
+        count(
+            pool,
+            "SELECT coalesce(sum(counted_hits), 0)::bigint FROM rollup_hourly",
+        )
+        .await,
+        count(
+            pool,
+            "SELECT coalesce(sum(listeners), 0)::bigint FROM daily_uniques WHERE creative = ''",
+        )
+        .await,
+    )
+}
+
+#[tokio::test]
+async fn a_loader_reads_the_keys_again_after_another_loader_counted() {
+    // The loader decides which keys are new from the day's keys it holds
+    // (keys.rs). Loader A holds listeners 0–99; loader B then counts 100–149;
+    // A's next object repeats 100–149: A must see B's keys, not count them
+    // a second time.
+    let db = TestDb::new().await;
+    let (dir_a, dir_b) = (temp_dir("stale-a"), temp_dir("stale-b"));
+    let base = datetime!(2026-11-26 10:00 UTC);
+    let mut a = loader(&db.pool, &dir_a, opts()).await;
+    let (_stop, rx) = tokio::sync::watch::channel(false);
+
+    write_object(&dir_a, "a1.ndjson", &ndjson(&impressions(0..100, base)));
+    assert_eq!(a.run(rx.clone()).await.unwrap().counted, 100);
+    write_object(
+        &dir_b,
+        "b1.ndjson",
+        &ndjson(&impressions(50..150, base + time::Duration::hours(1))),
+    );
+    assert_eq!(load_dir(&db.pool, &dir_b).await.counted, 50);
+    write_object(
+        &dir_a,
+        "a2.ndjson",
+        &ndjson(&impressions(100..200, base + time::Duration::hours(2))),
+    );
+    let again = a.run(rx).await.unwrap();
+    assert_eq!((again.objects_loaded, again.counted), (1, 50));
+    assert_eq!(counted_and_heard(&db.pool).await, (200, 200));
+    assert_books_balance(&db.pool).await;
+}
+
+#[tokio::test]
+async fn days_beyond_the_cache_are_read_again_when_events_come_back_to_them() {
+    // Two days more than the loader holds (keys::MAX_CACHED_DAYS); then
+    // late events for the first day, half of them repeats.
+    let days = earshot_loader::keys::MAX_CACHED_DAYS as i64 + 2;
+    let db = TestDb::new().await;
+    let dir = temp_dir("evicted");
+    let first = datetime!(2026-11-20 10:00 UTC);
+    let mut l = loader(&db.pool, &dir, opts()).await;
+    let (_stop, rx) = tokio::sync::watch::channel(false);
+    for day in 0..days {
+        write_object(
+            &dir,
+            &format!("d{day}.ndjson"),
+            &ndjson(&impressions(0..100, first + time::Duration::days(day))),
+        );
+    }
+    assert_eq!(l.run(rx.clone()).await.unwrap().counted, 100 * days as u64);
+    write_object(
+        &dir,
+        "late.ndjson",
+        &ndjson(&impressions(50..150, first + time::Duration::hours(5))),
+    );
+    let late = l.run(rx).await.unwrap();
+    assert_eq!((late.objects_loaded, late.counted), (1, 50));
+    let all = 100 * days + 50;
+    assert_eq!(counted_and_heard(&db.pool).await, (all, all));
+    assert_books_balance(&db.pool).await;
+}
