@@ -28,17 +28,21 @@
 
 use std::collections::BTreeMap;
 
+use futures::TryStreamExt as _;
 use sqlx::{Postgres, Transaction};
 use time::Date;
 use uuid::Uuid;
 
 type HashSet<T> = foldhash::HashSet<T>;
 
-/// Days held in memory. Events arrive for today, and for yesterday around
-/// midnight and from late Firehose deliveries; a replay of older days reads
-/// each day's keys again when it needs them. Memory: about 40 bytes per key
-/// at the hash sets' usual load (docs/BENCHMARKS.md, "Loader").
-pub const MAX_CACHED_DAYS: usize = 4;
+/// Days held in memory, the most recently used. The edge stamps an event
+/// with the time it was heard, so live traffic is today's, plus
+/// yesterday's for the pipeline's delay after midnight (Firehose buffers up
+/// to 15 minutes); a backfill of an older day holds that day beside today.
+/// A day that left is read again when an event comes back to it. Memory:
+/// a day of the loader bench (1M events, 1.5M keys) raised the loader's
+/// peak RSS by about 95 MB (docs/BENCHMARKS.md, "Loader").
+pub const MAX_CACHED_DAYS: usize = 2;
 
 /// Takes the key writers' turn and returns the new epoch. Anything that
 /// writes `counted_keys` or `daily_listeners` must run this first, in the
@@ -50,6 +54,8 @@ const BUMP_EPOCH: &str = "UPDATE counting_state SET epoch = epoch + 1 RETURNING 
 struct DayKeys {
     counted: HashSet<u128>,
     listeners: HashSet<u128>,
+    /// The last turn that used the day (for eviction).
+    used: u64,
 }
 
 /// The cache: the epoch it is valid for, and the days it holds.
@@ -58,6 +64,8 @@ pub struct KeyCache {
     /// The epoch of the last commit this cache saw; `None`: read again.
     epoch: Option<i64>,
     days: BTreeMap<Date, DayKeys>,
+    /// Turns taken, to order the days by use.
+    turns: u64,
 }
 
 /// The cache behind the lock that load transactions take turns on.
@@ -83,30 +91,45 @@ impl Keys {
         }
         // Until this transaction commits, the cache is not known to match.
         cache.epoch = None;
+        cache.turns += 1;
+        let used = cache.turns;
         for day in days {
-            if cache.days.contains_key(&day) {
+            if let Some(d) = cache.days.get_mut(&day) {
+                d.used = used;
                 continue;
             }
             let counted = read_day(tx, "SELECT key FROM counted_keys WHERE day = $1", day).await?;
             let listeners =
                 read_day(tx, "SELECT key FROM daily_listeners WHERE day = $1", day).await?;
             metrics::counter!("earshot_loader_key_days_read_total").increment(1);
-            cache.days.insert(day, DayKeys { counted, listeners });
+            cache.days.insert(
+                day,
+                DayKeys {
+                    counted,
+                    listeners,
+                    used,
+                },
+            );
         }
         Ok(Turn { cache, epoch })
     }
 }
 
+/// One day's keys of a table, streamed into a set (a busy day holds
+/// millions; a `Vec` of them first would double the memory).
 async fn read_day(
     tx: &mut Transaction<'_, Postgres>,
     query: &str,
     day: Date,
 ) -> Result<HashSet<u128>, sqlx::Error> {
-    let keys: Vec<Uuid> = sqlx::query_scalar(query)
+    let mut keys = HashSet::default();
+    let mut rows = sqlx::query_scalar::<_, Uuid>(query)
         .bind(day)
-        .fetch_all(&mut **tx)
-        .await?;
-    Ok(keys.into_iter().map(|k| k.as_u128()).collect())
+        .fetch(&mut **tx);
+    while let Some(key) = rows.try_next().await? {
+        keys.insert(key.as_u128());
+    }
+    Ok(keys)
 }
 
 /// A transaction's turn to count. Dropped without [`Turn::committed`], it
@@ -134,7 +157,7 @@ impl Turn<'_> {
     }
 
     /// The transaction committed with these new keys: they join the cache,
-    /// which is valid again, and the oldest days beyond
+    /// which is valid again, and the least recently used days beyond
     /// [`MAX_CACHED_DAYS`] leave it.
     pub fn committed(
         mut self,
@@ -155,7 +178,13 @@ impl Turn<'_> {
             }
         }
         while cache.days.len() > MAX_CACHED_DAYS {
-            cache.days.pop_first();
+            let lru = cache
+                .days
+                .iter()
+                .min_by_key(|(_, d)| d.used)
+                .map(|(day, _)| *day)
+                .expect("more days than the limit");
+            cache.days.remove(&lru);
         }
         cache.epoch = Some(self.epoch);
     }
