@@ -143,7 +143,7 @@ pub struct DailyKey<'a> {
 
 /// What the new events of one object add to the rollups. Daily rows are
 /// sorted by key, the order concurrent loaders take their locks in; hourly
-/// rows are appended (no locks) and come in no particular order.
+/// rows are appended (no locks) and come in (campaign, hour) order.
 #[derive(Debug, Default)]
 pub struct Rollups<'a> {
     pub hourly: Vec<(HourlyKey<'a>, HourlyCounts)>,
@@ -219,8 +219,13 @@ pub fn rollups<'a>(fresh: &[&'a Staged], counted: &[bool]) -> Rollups<'a> {
             }
         }
     }
-    // Hourly rows are appended (no locks to order), so not sorted.
-    let hourly: Vec<_> = hourly.into_iter().collect();
+    // Hourly rows are appended (no locks to order), in campaign order: an
+    // object's rows of one campaign then share pages, and a merge or a
+    // report of that campaign reads those pages, not every page the object
+    // wrote. Only by (campaign, hour): sorting by every dimension cost 9%
+    // of the loader's CPU and bought nothing.
+    let mut hourly: Vec<_> = hourly.into_iter().collect();
+    hourly.sort_unstable_by_key(|(k, _)| (k.campaign, k.hour));
     let mut daily: Vec<_> = daily.into_iter().collect();
     daily.sort_unstable_by_key(|(k, _)| *k);
     campaigns.sort_unstable();
