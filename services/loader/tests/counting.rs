@@ -250,3 +250,76 @@ async fn day_blocks_hold_the_sum_of_their_days_and_verify_catches_any_drift() {
     assert_eq!(found[0].what, "day_blocks");
     assert_eq!(found[0].key, "c1/cr1//2026-11-27/2d");
 }
+
+#[tokio::test]
+async fn verify_reports_a_counting_or_listener_key_stored_twice() {
+    // Nothing in the schema forbids a key twice (the loader decides what is
+    // new, keys.rs), so the audit looks for it.
+    let db = TestDb::new().await;
+    let dir = temp_dir("twice");
+    let t = datetime!(2026-11-26 12:00 UTC);
+    let events: Vec<_> = (0..3)
+        .map(|l| {
+            ev(
+                t,
+                "c1",
+                "cr1",
+                Some("e1"),
+                EventKind::Impression,
+                l,
+                Verdict::Valid,
+            )
+        })
+        .collect();
+    write_object(&dir, "a.ndjson", &ndjson(&events));
+    load_dir(&db.pool, &dir).await;
+    assert_books_balance(&db.pool).await;
+
+    let (day, key): (time::Date, uuid::Uuid) =
+        sqlx::query_as("SELECT day, key FROM counted_keys ORDER BY key LIMIT 1")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    for table in ["counted_keys", "daily_listeners"] {
+        sqlx::query(&format!(
+            "INSERT INTO {table} (day, key) SELECT day, key FROM {table} ORDER BY key LIMIT 1"
+        ))
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+    let found = earshot_loader::verify::verify(&db.pool, None)
+        .await
+        .unwrap();
+    let twice: Vec<(&str, &str, i64, i64)> = found
+        .iter()
+        .map(|m| {
+            (
+                m.what.as_str(),
+                m.key.as_str(),
+                m.from_events,
+                m.from_rollups,
+            )
+        })
+        .collect();
+    assert_eq!(twice.len(), 2, "{found:#?}");
+    assert_eq!(
+        twice[0],
+        (
+            "duplicate_key",
+            format!("counted_keys/{day}/{key}").as_str(),
+            1,
+            2
+        )
+    );
+    assert_eq!(
+        (twice[1].0, twice[1].2, twice[1].3),
+        ("duplicate_key", 1, 2)
+    );
+    assert!(twice[1].1.starts_with("daily_listeners/2026-11-26/"));
+    // Scoped to one campaign, the check cannot tell keys apart: not run.
+    assert!(earshot_loader::verify::verify(&db.pool, Some("c1"))
+        .await
+        .unwrap()
+        .is_empty());
+}
