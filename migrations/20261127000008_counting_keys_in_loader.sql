@@ -9,11 +9,17 @@
 --
 -- What keeps every key once: every transaction that writes keys first bumps
 -- counting_state's one row, so key writers take turns, each until it
--- commits; a loader whose last commit did not leave the epoch where it
--- finds it reads the keys again. `earshot verify` checks no key is there
--- twice. Anything else that writes these tables must bump the epoch too.
+-- commits, and its keys carry that epoch. A loader whose last commit did not
+-- leave the epoch where it finds it reads the keys appended since (the BRIN
+-- index: keys are appended in epoch order, so the new ones sit at the end of
+-- each day's table). `earshot verify` checks no key is there twice.
+-- Anything else that writes these tables must bump the epoch too.
 ALTER TABLE counted_keys DROP CONSTRAINT counted_keys_pkey;
 ALTER TABLE daily_listeners DROP CONSTRAINT daily_listeners_pkey;
+ALTER TABLE counted_keys ADD COLUMN epoch bigint NOT NULL DEFAULT 0;
+ALTER TABLE daily_listeners ADD COLUMN epoch bigint NOT NULL DEFAULT 0;
+CREATE INDEX counted_keys_epoch_idx ON counted_keys USING brin (epoch);
+CREATE INDEX daily_listeners_epoch_idx ON daily_listeners USING brin (epoch);
 
 CREATE TABLE counting_state (
     one    boolean PRIMARY KEY DEFAULT true CHECK (one),

@@ -13,11 +13,14 @@
 //! - Every transaction that writes keys first bumps the one row of
 //!   `counting_state` (`BUMP_EPOCH`). The row lock makes key writers take
 //!   turns until each commits, across processes, so the keys a transaction
-//!   reads are all the keys there are.
+//!   reads are all the keys there are. Each key row carries the epoch of the
+//!   turn that appended it.
 //! - The cache is valid for one epoch: the value its last own commit left.
-//!   If the bumped epoch is not the next one, another loader (or a commit
-//!   whose outcome this one never heard) wrote keys meanwhile, and the cache
-//!   is dropped and each day read again from the tables.
+//!   If the bumped epoch is not the next one, other loaders counted
+//!   meanwhile, and the cache reads what they appended (keys of its days
+//!   with a later epoch: a BRIN index finds them at the end of each day's
+//!   table). After a commit whose outcome this loader never heard, it drops
+//!   the cache and reads each day whole.
 //! - New keys join the cache only after their transaction commits; any error
 //!   in between forgets the epoch, so the next load reads again.
 //!
@@ -83,11 +86,28 @@ impl Keys {
     ) -> Result<Turn<'k>, sqlx::Error> {
         let mut cache = self.0.lock().await;
         let epoch: i64 = sqlx::query_scalar(BUMP_EPOCH).fetch_one(&mut **tx).await?;
-        if cache.epoch != Some(epoch - 1) {
-            if cache.epoch.is_some() {
-                tracing::debug!("another loader wrote counting keys; reading them again");
+        match cache.epoch {
+            Some(last) if last == epoch - 1 => {}
+            // Other loaders took the turns in between: add what they appended.
+            Some(last) if last < epoch => {
+                let mut caught_up = 0;
+                for (day, keys) in cache.days.iter_mut() {
+                    caught_up +=
+                        read_into(&mut keys.counted, tx, CAUGHT_UP_COUNTED, *day, last).await?;
+                    caught_up +=
+                        read_into(&mut keys.listeners, tx, CAUGHT_UP_LISTENERS, *day, last).await?;
+                }
+                metrics::counter!("earshot_loader_keys_caught_up_total").increment(caught_up);
+                tracing::debug!(
+                    from_epoch = last,
+                    to_epoch = epoch - 1,
+                    keys = caught_up,
+                    "read the counting keys other loaders appended"
+                );
             }
-            cache.days.clear();
+            // A commit this loader never heard back from, or an epoch behind
+            // its own (a database restored from a backup): start over.
+            _ => cache.days.clear(),
         }
         // Until this transaction commits, the cache is not known to match.
         cache.epoch = None;
@@ -98,9 +118,9 @@ impl Keys {
                 d.used = used;
                 continue;
             }
-            let counted = read_day(tx, "SELECT key FROM counted_keys WHERE day = $1", day).await?;
-            let listeners =
-                read_day(tx, "SELECT key FROM daily_listeners WHERE day = $1", day).await?;
+            let (mut counted, mut listeners) = (HashSet::default(), HashSet::default());
+            read_into(&mut counted, tx, DAY_COUNTED, day, 0).await?;
+            read_into(&mut listeners, tx, DAY_LISTENERS, day, 0).await?;
             metrics::counter!("earshot_loader_key_days_read_total").increment(1);
             cache.days.insert(
                 day,
@@ -115,21 +135,34 @@ impl Keys {
     }
 }
 
-/// One day's keys of a table, streamed into a set (a busy day holds
-/// millions; a `Vec` of them first would double the memory).
-async fn read_day(
+/// A day's keys, whole. (`$2` is unused: the same binds as the catch-up.)
+const DAY_COUNTED: &str = "SELECT key FROM counted_keys WHERE day = $1 AND $2::int8 IS NOT NULL";
+const DAY_LISTENERS: &str =
+    "SELECT key FROM daily_listeners WHERE day = $1 AND $2::int8 IS NOT NULL";
+/// A day's keys appended after epoch `$2`, by other loaders' turns.
+const CAUGHT_UP_COUNTED: &str = "SELECT key FROM counted_keys WHERE day = $1 AND epoch > $2";
+const CAUGHT_UP_LISTENERS: &str = "SELECT key FROM daily_listeners WHERE day = $1 AND epoch > $2";
+
+/// Streams the keys `query` selects for (`day`, `epoch`) into `keys` (a busy
+/// day holds millions; a `Vec` of them first would double the memory) and
+/// returns how many it read.
+async fn read_into(
+    keys: &mut HashSet<u128>,
     tx: &mut Transaction<'_, Postgres>,
     query: &str,
     day: Date,
-) -> Result<HashSet<u128>, sqlx::Error> {
-    let mut keys = HashSet::default();
+    epoch: i64,
+) -> Result<u64, sqlx::Error> {
     let mut rows = sqlx::query_scalar::<_, Uuid>(query)
         .bind(day)
+        .bind(epoch)
         .fetch(&mut **tx);
+    let mut n = 0;
     while let Some(key) = rows.try_next().await? {
         keys.insert(key.as_u128());
+        n += 1;
     }
-    Ok(keys)
+    Ok(n)
 }
 
 /// A transaction's turn to count. Dropped without [`Turn::committed`], it
@@ -140,6 +173,11 @@ pub struct Turn<'k> {
 }
 
 impl Turn<'_> {
+    /// The epoch of this turn, which the keys it appends carry.
+    pub fn epoch(&self) -> i64 {
+        self.epoch
+    }
+
     /// Is `key` counted on `day` (before this transaction)?
     pub fn is_counted(&self, day: Date, key: Uuid) -> bool {
         self.cache

@@ -98,9 +98,9 @@ const KNOWN_IDS: &str = "SELECT id FROM events WHERE ts >= $1 AND ts <= $2 AND i
 
 /// The counting keys that counted now, appended: `keys::Keys` decides which
 /// are new (migration 8 says why there is no primary key to do it).
-const APPEND_COUNTED: &str = "COPY counted_keys (day, key) FROM STDIN (FORMAT binary)";
+const APPEND_COUNTED: &str = "COPY counted_keys (day, key, epoch) FROM STDIN (FORMAT binary)";
 /// Listener keys heard for the first time on their day, appended likewise.
-const APPEND_LISTENERS: &str = "COPY daily_listeners (day, key) FROM STDIN (FORMAT binary)";
+const APPEND_LISTENERS: &str = "COPY daily_listeners (day, key, epoch) FROM STDIN (FORMAT binary)";
 
 /// The object's hourly groups, appended: readers sum over groups, and
 /// `compact` merges a group's rows later (migration 6 says why).
@@ -358,24 +358,27 @@ async fn count(
             new.push((day, key));
         }
     }
-    append_keys(tx, APPEND_COUNTED, &new).await?;
+    append_keys(tx, APPEND_COUNTED, turn.epoch(), &new).await?;
     Ok((counted, new))
 }
 
-/// Appends `(day, key)` rows with `statement` (a binary COPY).
+/// Appends `(day, key)` rows of the turn's `epoch` with `statement` (a
+/// binary COPY).
 async fn append_keys(
     tx: &mut Transaction<'_, Postgres>,
     statement: &str,
+    epoch: i64,
     rows: &[(Date, Uuid)],
 ) -> Result<(), sqlx::Error> {
     if rows.is_empty() {
         return Ok(());
     }
-    let mut out = BinaryCopy::new(rows.len() * 34 + 32);
+    let mut out = BinaryCopy::new(rows.len() * 46 + 32);
     for (day, key) in rows {
-        out.row(2);
+        out.row(3);
         out.date(*day);
         out.uuid(*key);
+        out.int8(epoch);
     }
     let mut copy = tx.copy_in_raw(statement).await?;
     copy.send(out.finish()).await?;
@@ -450,7 +453,7 @@ async fn add_uniques(
         return Ok(Vec::new());
     }
     let heard: Vec<(Date, Uuid)> = new.iter().map(|&(d, k, _, _)| (d, k)).collect();
-    append_keys(tx, APPEND_LISTENERS, &heard).await?;
+    append_keys(tx, APPEND_LISTENERS, turn.epoch(), &heard).await?;
     let scopes = tally::new_listeners(&new);
     sqlx::query(UPSERT_UNIQUES)
         .bind(scopes.iter().map(|s| s.0).collect::<Vec<&str>>())

@@ -523,3 +523,46 @@ async fn days_beyond_the_cache_are_read_again_when_events_come_back_to_them() {
     assert_eq!(counted_and_heard(&db.pool).await, (all, all));
     assert_books_balance(&db.pool).await;
 }
+
+#[tokio::test]
+async fn a_loader_starts_over_when_the_database_goes_back_to_an_earlier_epoch() {
+    // A database restored from a backup taken before this loader's
+    // commits: their keys are gone and the epoch is behind the loader's.
+    let db = TestDb::new().await;
+    let dir = temp_dir("restored");
+    let base = datetime!(2026-11-26 10:00 UTC);
+    let mut l = loader(&db.pool, &dir, opts()).await;
+    let (_stop, rx) = tokio::sync::watch::channel(false);
+    write_object(&dir, "a.ndjson", &ndjson(&impressions(0..100, base)));
+    write_object(
+        &dir,
+        "b.ndjson",
+        &ndjson(&impressions(100..200, base + time::Duration::hours(1))),
+    );
+    assert_eq!(l.run(rx.clone()).await.unwrap().counted, 200);
+
+    // An empty database at epoch 0, as a restore from a backup taken
+    // before the first load would leave it.
+    sqlx::query(
+        "TRUNCATE events, counted_keys, daily_listeners, rollup_hourly, rollup_daily,
+                  rollup_blocks, daily_uniques, quarantine, loaded_objects",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE counting_state SET epoch = 0")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+
+    // The same loader, on: every listener counts again, once.
+    write_object(
+        &dir,
+        "c.ndjson",
+        &ndjson(&impressions(0..150, base + time::Duration::hours(2))),
+    );
+    let after = l.run(rx).await.unwrap();
+    assert_eq!((after.objects_loaded, after.counted), (1, 150));
+    assert_eq!(counted_and_heard(&db.pool).await, (150, 150));
+    assert_books_balance(&db.pool).await;
+}
