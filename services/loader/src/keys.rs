@@ -93,9 +93,9 @@ impl Keys {
                 let mut caught_up = 0;
                 for (day, keys) in cache.days.iter_mut() {
                     caught_up +=
-                        read_into(&mut keys.counted, tx, CAUGHT_UP_COUNTED, *day, last).await?;
+                        read_into(&mut keys.counted, tx, COUNTED_AFTER, *day, last).await?;
                     caught_up +=
-                        read_into(&mut keys.listeners, tx, CAUGHT_UP_LISTENERS, *day, last).await?;
+                        read_into(&mut keys.listeners, tx, LISTENERS_AFTER, *day, last).await?;
                 }
                 metrics::counter!("earshot_loader_keys_caught_up_total").increment(caught_up);
                 tracing::debug!(
@@ -105,8 +105,9 @@ impl Keys {
                     "read the counting keys other loaders appended"
                 );
             }
-            // A commit this loader never heard back from, or an epoch behind
-            // its own (a database restored from a backup): start over.
+            // No commit yet, one this loader never heard back from, or an
+            // epoch behind its own (a database restored from a backup):
+            // start over.
             _ => cache.days.clear(),
         }
         // Until this transaction commits, the cache is not known to match.
@@ -119,8 +120,8 @@ impl Keys {
                 continue;
             }
             let (mut counted, mut listeners) = (HashSet::default(), HashSet::default());
-            read_into(&mut counted, tx, DAY_COUNTED, day, 0).await?;
-            read_into(&mut listeners, tx, DAY_LISTENERS, day, 0).await?;
+            read_into(&mut counted, tx, COUNTED_AFTER, day, i64::MIN).await?;
+            read_into(&mut listeners, tx, LISTENERS_AFTER, day, i64::MIN).await?;
             metrics::counter!("earshot_loader_key_days_read_total").increment(1);
             cache.days.insert(
                 day,
@@ -135,17 +136,14 @@ impl Keys {
     }
 }
 
-/// A day's keys, whole. (`$2` is unused: the same binds as the catch-up.)
-const DAY_COUNTED: &str = "SELECT key FROM counted_keys WHERE day = $1 AND $2::int8 IS NOT NULL";
-const DAY_LISTENERS: &str =
-    "SELECT key FROM daily_listeners WHERE day = $1 AND $2::int8 IS NOT NULL";
-/// A day's keys appended after epoch `$2`, by other loaders' turns.
-const CAUGHT_UP_COUNTED: &str = "SELECT key FROM counted_keys WHERE day = $1 AND epoch > $2";
-const CAUGHT_UP_LISTENERS: &str = "SELECT key FROM daily_listeners WHERE day = $1 AND epoch > $2";
+/// A day's keys appended after epoch `$2`: by other loaders' turns, or all
+/// of them (`i64::MIN`; rows from before migration 8 have epoch 0).
+const COUNTED_AFTER: &str = "SELECT key FROM counted_keys WHERE day = $1 AND epoch > $2";
+const LISTENERS_AFTER: &str = "SELECT key FROM daily_listeners WHERE day = $1 AND epoch > $2";
 
-/// Streams the keys `query` selects for (`day`, `epoch`) into `keys` (a busy
-/// day holds millions; a `Vec` of them first would double the memory) and
-/// returns how many it read.
+/// Streams the keys `query` selects for `day` after `epoch` into `keys` (a
+/// busy day holds millions; a `Vec` of them first would double the memory)
+/// and returns how many it read.
 async fn read_into(
     keys: &mut HashSet<u128>,
     tx: &mut Transaction<'_, Postgres>,
