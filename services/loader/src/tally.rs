@@ -55,7 +55,8 @@ pub(crate) const fn bot_column(kind: EventKind) -> Option<usize> {
 
 /// Candidates for `counted_keys`: per (UTC day, counting key), the earliest
 /// new valid event by (ts, id), as an index into `fresh`. Sorted by
-/// (day, key), the order concurrent loaders take the index locks in.
+/// (day, key), so a load appends its keys in the same order whatever the
+/// hash map's seed.
 pub fn count_candidates(fresh: &[&Staged]) -> Vec<(Date, Uuid, usize)> {
     let mut first: HashMap<(Date, Uuid), usize> = HashMap::with_capacity(fresh.len());
     for (i, s) in fresh.iter().enumerate() {
