@@ -40,10 +40,11 @@ enum Command {
         #[command(subcommand)]
         command: admin::AdminCommand,
     },
-    /// Recount from raw events and compare with the rollups; exits 1 on any
+    /// Recount from raw events and compare with the rollups; without
+    /// --campaign, also look for counting keys stored twice. Exits 1 on any
     /// difference.
     Verify {
-        /// Only this campaign.
+        /// Only this campaign (skips the key check: keys are hashes).
         #[arg(long)]
         campaign: Option<String>,
     },
