@@ -63,7 +63,7 @@ struct DayKeys {
 
 /// The cache: the epoch it is valid for, and the days it holds.
 #[derive(Debug, Default)]
-pub struct KeyCache {
+struct KeyCache {
     /// The epoch of the last commit this cache saw; `None`: read again.
     epoch: Option<i64>,
     days: BTreeMap<Date, DayKeys>,

@@ -380,8 +380,17 @@ async fn append_keys(
         out.uuid(*key);
         out.int8(epoch);
     }
+    copy_whole(tx, statement, out).await
+}
+
+/// Sends rows built whole in memory through `statement` (a binary COPY).
+async fn copy_whole(
+    tx: &mut Transaction<'_, Postgres>,
+    statement: &str,
+    rows: BinaryCopy,
+) -> Result<(), sqlx::Error> {
     let mut copy = tx.copy_in_raw(statement).await?;
-    copy.send(out.finish()).await?;
+    copy.send(rows.finish()).await?;
     copy.finish().await?;
     Ok(())
 }
@@ -416,10 +425,7 @@ async fn append_hourly(
             out.int8(*v);
         }
     }
-    let mut copy = tx.copy_in_raw(APPEND_HOURLY).await?;
-    copy.send(out.finish()).await?;
-    copy.finish().await?;
-    Ok(())
+    copy_whole(tx, APPEND_HOURLY, out).await
 }
 
 async fn upsert_daily(

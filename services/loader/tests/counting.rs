@@ -257,20 +257,7 @@ async fn verify_reports_a_counting_or_listener_key_stored_twice() {
     // new, keys.rs), so the audit looks for it.
     let db = TestDb::new().await;
     let dir = temp_dir("twice");
-    let t = datetime!(2026-11-26 12:00 UTC);
-    let events: Vec<_> = (0..3)
-        .map(|l| {
-            ev(
-                t,
-                "c1",
-                "cr1",
-                Some("e1"),
-                EventKind::Impression,
-                l,
-                Verdict::Valid,
-            )
-        })
-        .collect();
+    let events = impressions(0..3, datetime!(2026-11-26 12:00 UTC));
     write_object(&dir, "a.ndjson", &ndjson(&events));
     load_dir(&db.pool, &dir).await;
     assert_books_balance(&db.pool).await;

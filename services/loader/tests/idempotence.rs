@@ -429,24 +429,6 @@ async fn every_field_is_stored_as_the_edge_wrote_it() {
     assert_eq!(got, want);
 }
 
-/// Valid impressions of campaign c1, creative cr1, episode e1 by listeners
-/// `who`, a second apart from `base`.
-fn impressions(who: std::ops::Range<u32>, base: time::OffsetDateTime) -> Vec<TrackingEvent> {
-    who.enumerate()
-        .map(|(i, n)| {
-            ev(
-                base + time::Duration::seconds(i as i64),
-                "c1",
-                "cr1",
-                Some("e1"),
-                EventKind::Impression,
-                n,
-                Verdict::Valid,
-            )
-        })
-        .collect()
-}
-
 /// (counted hits, unique listeners of the campaign) on every day.
 async fn counted_and_heard(pool: &sqlx::PgPool) -> (i64, i64) {
     (

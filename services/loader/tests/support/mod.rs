@@ -84,6 +84,24 @@ pub fn sample(n: u32, base: time::OffsetDateTime) -> Vec<TrackingEvent> {
         .collect()
 }
 
+/// Valid impressions of campaign c1, creative cr1, episode e1 by listeners
+/// `who`, a second apart from `base`.
+pub fn impressions(who: std::ops::Range<u32>, base: time::OffsetDateTime) -> Vec<TrackingEvent> {
+    who.enumerate()
+        .map(|(i, n)| {
+            ev(
+                base + time::Duration::seconds(i as i64),
+                "c1",
+                "cr1",
+                Some("e1"),
+                EventKind::Impression,
+                n,
+                Verdict::Valid,
+            )
+        })
+        .collect()
+}
+
 pub fn ndjson(events: &[TrackingEvent]) -> Vec<u8> {
     let mut out = Vec::new();
     for e in events {
