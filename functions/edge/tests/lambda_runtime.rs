@@ -252,7 +252,7 @@ async fn buffered_lambda_holds_events_until_the_graceful_shutdown_hook_flushes_t
     let (objects, events) = stack.s3_events().await;
     assert_eq!(objects, 1, "all buffered events in one record");
     assert_eq!(events.len(), 4);
-    let mut listeners: Vec<_> = events.iter().map(|e| e.listener.clone()).collect();
+    let mut listeners: Vec<_> = events.iter().map(|e| e.listener).collect();
     listeners.sort();
     let mut want: Vec<_> = ["203.0.113.7", "203.0.113.7", "203.0.113.8", "10.0.0.1"]
         .iter()

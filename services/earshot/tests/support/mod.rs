@@ -488,7 +488,7 @@ pub fn totals_of(events: &[TrackingEvent]) -> Totals {
                     e.creative.as_ref().map(|x| x.as_str().to_owned()),
                     e.episode.as_ref().map(|x| x.as_str().to_owned()),
                     e.event,
-                    e.listener.clone(),
+                    e.listener,
                     e.day(),
                 );
                 if keys.insert(key) {
