@@ -179,6 +179,11 @@ impl CountryCode {
         // Both bytes are ASCII letters by construction.
         std::str::from_utf8(&self.0).unwrap_or("??")
     }
+
+    /// The two ASCII letters.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 impl fmt::Display for CountryCode {
@@ -212,6 +217,113 @@ pub struct TrackingEvent {
     /// Why the verdict is not `valid` (see `docs/WIRE_FORMAT.md`).
     pub reason: Option<String>,
     pub trace_id: Option<String>,
+}
+
+/// A [`TrackingEvent`]'s fields, borrowed: what the NDJSON encoder reads.
+/// The edge builds one per hit from the request, the parsed query and the
+/// user-agent cache, and encodes it with no owned event in between (an
+/// owned one cost an allocation and a copy per text field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventFields<'a> {
+    pub id: Uuid,
+    pub ts: OffsetDateTime,
+    pub campaign: Option<&'a CampaignId>,
+    pub creative: Option<&'a CreativeId>,
+    pub episode: Option<&'a EpisodeId>,
+    pub show: Option<&'a ShowId>,
+    pub placement: Option<Placement>,
+    pub event: Option<EventKind>,
+    pub error_code: Option<u16>,
+    pub listener: &'a ListenerId,
+    pub ua: Option<&'a str>,
+    pub app: Option<&'a str>,
+    pub device: Option<&'a str>,
+    pub os: Option<&'a str>,
+    pub country: Option<CountryCode>,
+    pub verdict: Verdict,
+    pub reason: Option<&'a str>,
+    pub trace_id: Option<&'a str>,
+}
+
+impl EventFields<'_> {
+    /// Appends the event as one NDJSON line (JSON, then `\n`): byte for byte
+    /// what `serde_json` writes for `TrackingEvent`'s `Serialize` impl (a
+    /// test holds them equal), written by hand because it runs for every hit and
+    /// serde_json's per-byte escaping was a quarter of the edge's CPU.
+    pub fn write_ndjson(&self, out: &mut Vec<u8>) {
+        out.reserve(512);
+        out.extend_from_slice(b"{\"v\":");
+        push_u32(out, WIRE_SCHEMA_VERSION);
+        out.extend_from_slice(b",\"id\":\"");
+        let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        out.extend_from_slice(self.id.hyphenated().encode_lower(&mut id).as_bytes());
+        out.extend_from_slice(b"\",\"ts\":\"");
+        out.extend_from_slice(&ts_bytes(self.ts));
+        out.push(b'"');
+        // Ids, kinds, the listener and the country are validated ASCII that
+        // never needs escaping; free text goes through `push_json_str`.
+        ascii(out, b",\"campaign\":", self.campaign.map(|x| x.as_bytes()));
+        ascii(out, b",\"creative\":", self.creative.map(|x| x.as_bytes()));
+        ascii(out, b",\"episode\":", self.episode.map(|x| x.as_bytes()));
+        ascii(out, b",\"show\":", self.show.map(|x| x.as_bytes()));
+        ascii(
+            out,
+            b",\"placement\":",
+            self.placement.map(|p| p.as_str().as_bytes()),
+        );
+        ascii(
+            out,
+            b",\"event\":",
+            self.event.map(|e| e.as_str().as_bytes()),
+        );
+        out.extend_from_slice(b",\"error_code\":");
+        match self.error_code {
+            Some(c) => push_u32(out, u32::from(c)),
+            None => out.extend_from_slice(b"null"),
+        }
+        ascii(out, b",\"listener\":", Some(self.listener.as_bytes()));
+        text(out, b",\"ua\":", self.ua);
+        text(out, b",\"app\":", self.app);
+        text(out, b",\"device\":", self.device);
+        text(out, b",\"os\":", self.os);
+        ascii(
+            out,
+            b",\"country\":",
+            self.country.as_ref().map(|c| c.as_bytes()),
+        );
+        ascii(
+            out,
+            b",\"verdict\":",
+            Some(self.verdict.as_str().as_bytes()),
+        );
+        text(out, b",\"reason\":", self.reason);
+        text(out, b",\"trace_id\":", self.trace_id);
+        out.extend_from_slice(b"}\n");
+    }
+
+    /// The owned event holding these fields.
+    pub fn to_event(&self) -> TrackingEvent {
+        TrackingEvent {
+            id: self.id,
+            ts: self.ts,
+            campaign: self.campaign.cloned(),
+            creative: self.creative.cloned(),
+            episode: self.episode.cloned(),
+            show: self.show.cloned(),
+            placement: self.placement,
+            event: self.event,
+            error_code: self.error_code,
+            listener: *self.listener,
+            ua: self.ua.map(str::to_owned),
+            app: self.app.map(str::to_owned),
+            device: self.device.map(str::to_owned),
+            os: self.os.map(str::to_owned),
+            country: self.country,
+            verdict: self.verdict,
+            reason: self.reason.map(str::to_owned),
+            trace_id: self.trace_id.map(str::to_owned),
+        }
+    }
 }
 
 /// Truncates to whole milliseconds in UTC, the precision of the wire format.
@@ -301,23 +413,35 @@ impl Serialize for TrackingEvent {
     }
 }
 
-/// Appends `key` (the field's `,"name":`, a literal), then the value as a
-/// JSON string, or `null`. Inlined so that each literal key is copied with
-/// fixed-size moves: through a call that took the bare name, the key's three
-/// pieces were three `memcpy` calls of unknown length, and encoding took a
-/// third more instructions (callgrind, docs/BENCHMARKS.md "Edge").
+/// Appends `key` (the field's `,"name":`, a literal), then the value, a
+/// validated ASCII id, kind or code that never needs escaping, as a JSON
+/// string, or `null`. Bytes, not `&str`: the inline ids would check their
+/// UTF-8 again for a `&str`, which made encoding 40% slower. Inlined so that
+/// each literal key is copied with fixed-size moves: through a call that
+/// took the bare name, the key's three pieces were three `memcpy` calls of
+/// unknown length, and encoding took a third more instructions (callgrind,
+/// docs/BENCHMARKS.md "Edge").
 #[inline(always)]
-fn field(out: &mut Vec<u8>, key: &'static [u8], value: Option<&str>, escape: bool) {
+fn ascii(out: &mut Vec<u8>, key: &'static [u8], value: Option<&[u8]>) {
     out.extend_from_slice(key);
     match value {
         None => out.extend_from_slice(b"null"),
-        Some(v) if escape => push_json_str(out, v),
         Some(v) => {
-            debug_assert!(!v.bytes().any(needs_escape), "{v:?}");
+            debug_assert!(!v.iter().copied().any(needs_escape), "{v:?}");
             out.push(b'"');
-            out.extend_from_slice(v.as_bytes());
+            out.extend_from_slice(v);
             out.push(b'"');
         }
+    }
+}
+
+/// Appends `key`, then free text escaped as serde_json does, or `null`.
+#[inline(always)]
+fn text(out: &mut Vec<u8>, key: &'static [u8], value: Option<&str>) {
+    out.extend_from_slice(key);
+    match value {
+        None => out.extend_from_slice(b"null"),
+        Some(v) => push_json_str(out, v),
     }
 }
 
@@ -453,78 +577,34 @@ pub enum DecodeError {
 }
 
 impl TrackingEvent {
-    /// Appends the event as one NDJSON line (JSON, then `\n`): byte for byte
-    /// what `serde_json` writes for the `Serialize` impl above (a test holds
-    /// them equal), written by hand because it runs for every hit and
-    /// serde_json's per-byte escaping was a quarter of the edge's CPU.
+    /// Appends the event as one NDJSON line (JSON, then `\n`): see
+    /// [`EventFields::write_ndjson`].
     pub fn write_ndjson(&self, out: &mut Vec<u8>) {
-        out.reserve(512);
-        out.extend_from_slice(b"{\"v\":");
-        push_u32(out, WIRE_SCHEMA_VERSION);
-        out.extend_from_slice(b",\"id\":\"");
-        let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        out.extend_from_slice(self.id.hyphenated().encode_lower(&mut id).as_bytes());
-        out.extend_from_slice(b"\",\"ts\":\"");
-        out.extend_from_slice(&ts_bytes(self.ts));
-        out.push(b'"');
-        // Ids, kinds, the listener and the country are validated ASCII that
-        // never needs escaping; free text goes through `push_json_str`.
-        field(
-            out,
-            b",\"campaign\":",
-            self.campaign.as_ref().map(|x| x.as_str()),
-            false,
-        );
-        field(
-            out,
-            b",\"creative\":",
-            self.creative.as_ref().map(|x| x.as_str()),
-            false,
-        );
-        field(
-            out,
-            b",\"episode\":",
-            self.episode.as_ref().map(|x| x.as_str()),
-            false,
-        );
-        field(
-            out,
-            b",\"show\":",
-            self.show.as_ref().map(|x| x.as_str()),
-            false,
-        );
-        field(
-            out,
-            b",\"placement\":",
-            self.placement.map(Placement::as_str),
-            false,
-        );
-        field(
-            out,
-            b",\"event\":",
-            self.event.map(EventKind::as_str),
-            false,
-        );
-        out.extend_from_slice(b",\"error_code\":");
-        match self.error_code {
-            Some(c) => push_u32(out, u32::from(c)),
-            None => out.extend_from_slice(b"null"),
+        self.fields().write_ndjson(out);
+    }
+
+    /// The event's fields, borrowed.
+    pub fn fields(&self) -> EventFields<'_> {
+        EventFields {
+            id: self.id,
+            ts: self.ts,
+            campaign: self.campaign.as_ref(),
+            creative: self.creative.as_ref(),
+            episode: self.episode.as_ref(),
+            show: self.show.as_ref(),
+            placement: self.placement,
+            event: self.event,
+            error_code: self.error_code,
+            listener: &self.listener,
+            ua: self.ua.as_deref(),
+            app: self.app.as_deref(),
+            device: self.device.as_deref(),
+            os: self.os.as_deref(),
+            country: self.country,
+            verdict: self.verdict,
+            reason: self.reason.as_deref(),
+            trace_id: self.trace_id.as_deref(),
         }
-        field(out, b",\"listener\":", Some(self.listener.as_str()), false);
-        field(out, b",\"ua\":", self.ua.as_deref(), true);
-        field(out, b",\"app\":", self.app.as_deref(), true);
-        field(out, b",\"device\":", self.device.as_deref(), true);
-        field(out, b",\"os\":", self.os.as_deref(), true);
-        field(
-            out,
-            b",\"country\":",
-            self.country.as_ref().map(|c| c.as_str()),
-            false,
-        );
-        field(out, b",\"verdict\":", Some(self.verdict.as_str()), false);
-        field(out, b",\"reason\":", self.reason.as_deref(), true);
-        field(out, b",\"trace_id\":", self.trace_id.as_deref(), true);
-        out.extend_from_slice(b"}\n");
     }
 
     pub fn to_ndjson(&self) -> Vec<u8> {

@@ -57,6 +57,26 @@ pub enum InvalidReason {
     Signature(SignatureError),
 }
 
+impl InvalidReason {
+    /// The `reason` on the wire (the `Display` form, without formatting:
+    /// this runs for every invalid hit).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::QueryTooLong => "query_too_long",
+            Self::MissingCampaign => "missing_campaign",
+            Self::BadCampaignId => "bad_campaign_id",
+            Self::MissingCreative => "missing_creative",
+            Self::BadCreativeId => "bad_creative_id",
+            Self::BadEpisodeId => "bad_episode_id",
+            Self::BadShowId => "bad_show_id",
+            Self::BadPlacement => "bad_placement",
+            Self::MissingEvent => "missing_event",
+            Self::UnknownEvent => "unknown_event",
+            Self::Signature(e) => e.as_str(),
+        }
+    }
+}
+
 /// The typed fields of a hit, plus the first reason it is invalid, if any.
 /// Fields that parse are kept even on an invalid hit, so a forged hit still
 /// shows up against the campaign it claimed.
@@ -216,10 +236,10 @@ impl<'a> PixelParams<'a> {
             hit.error_code = non_empty(&self.err).and_then(|e| e.parse::<u16>().ok());
         }
         if require_signature && first.is_none() {
-            if let Err(e) = keys.verify(
+            if let Err(e) = keys.verify_fields(
                 non_empty(&self.k),
                 non_empty(&self.sig),
-                &self.signed_fields().canonical(),
+                &self.signed_fields(),
             ) {
                 first = Some(InvalidReason::Signature(e));
             }
@@ -232,6 +252,30 @@ impl<'a> PixelParams<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_reason_as_str_is_its_display_form() {
+        use InvalidReason as R;
+        let all = [
+            R::QueryTooLong,
+            R::MissingCampaign,
+            R::BadCampaignId,
+            R::MissingCreative,
+            R::BadCreativeId,
+            R::BadEpisodeId,
+            R::BadShowId,
+            R::BadPlacement,
+            R::MissingEvent,
+            R::UnknownEvent,
+            R::Signature(SignatureError::Missing),
+            R::Signature(SignatureError::MissingKeyId),
+            R::Signature(SignatureError::UnknownKey),
+            R::Signature(SignatureError::Bad),
+        ];
+        for r in all {
+            assert_eq!(r.as_str(), r.to_string());
+        }
+    }
 
     fn keys() -> SigningKeys {
         SigningKeys::parse("k1:k1-secret-0123456789").unwrap()

@@ -1,4 +1,4 @@
-//! Handler CPU per hit: `Recorder::record` + `TrackingEvent::to_ndjson`
+//! Handler CPU per hit: `Recorder::record_ndjson`, what the edge runs per hit
 //! (parse the query, verify the signature, hash the listener, classify the
 //! user agent, build and encode the event), against encoding one fixed
 //! event, measured in the same run. Goal: ≤ 2 µs per hit.
@@ -10,6 +10,13 @@
 //! the median of those pairs.
 //!
 //! `cargo bench -p earshot-edge --bench handler`
+//!
+//! Instruction counts, which unlike times are the same on every run of one
+//! binary whatever else the machine does: with `EARSHOT_BENCH_HITS=N` the
+//! bench only records and encodes N hits (built-in lists) and exits, so
+//! under `valgrind --tool=callgrind` the difference between two N, divided
+//! by their difference, is the instructions of one hit
+//! (`scripts/bench-edge-instructions` does that).
 //! OPAWG patterns come from `EARSHOT_UA_PATTERNS_DIR`, else
 //! `<repo>/../shared/data/opawg-user-agents-v2` (skipped when absent).
 
@@ -17,11 +24,9 @@ use std::hint::black_box;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use earshot_domain::{
-    ListenerHasher, ListenerSecret, PixelParams, SigningKeys, TrackingEvent, UaClassifier,
-};
+use earshot_domain::{ListenerHasher, ListenerSecret, PixelParams, SigningKeys, UaClassifier};
 use earshot_edge::config::TrustConfig;
-use earshot_edge::hit::{HitRequest, Recorder};
+use earshot_edge::hit::{HitRequest, Recorder, LINE_CAPACITY};
 use http::{HeaderMap, Method};
 
 const RUNS: usize = 31;
@@ -209,6 +214,18 @@ fn main() {
         return;
     }
     let now = time::OffsetDateTime::now_utc();
+    if let Ok(n) = std::env::var("EARSHOT_BENCH_HITS") {
+        let n: usize = n.parse().expect("EARSHOT_BENCH_HITS is a number of hits");
+        // The same requests whatever N, so only the hits differ between two N.
+        let reqs = requests(ITERS, |i| USER_AGENTS[i % USER_AGENTS.len()].to_owned());
+        let rec = recorder(UaClassifier::builtin());
+        for i in 0..n {
+            let mut out = Vec::with_capacity(LINE_CAPACITY);
+            black_box(rec.record_ndjson(black_box(&hit(&reqs[i % ITERS])), now, &mut out));
+            black_box(out);
+        }
+        return;
+    }
     println!(
         "handler CPU per hit (thread CPU time): {RUNS} runs × {ITERS} hits, median of the runs' mean;\n\
          each run follows a baseline run, and the ratio is the median of those pairs\n"
@@ -229,8 +246,9 @@ fn main() {
     let cached = requests(ITERS, |i| USER_AGENTS[i % USER_AGENTS.len()].to_owned());
     let builtin = recorder(UaClassifier::builtin());
     let s_builtin = measure(ITERS, Some(&mut base), |_, i| {
-        let ev: TrackingEvent = builtin.record(black_box(&hit(&cached[i])), now);
-        black_box(ev.to_ndjson());
+        let mut out = Vec::with_capacity(LINE_CAPACITY);
+        black_box(builtin.record_ndjson(black_box(&hit(&cached[i])), now, &mut out));
+        black_box(out);
     });
     row("record+encode, built-in UA lists", &s_builtin);
 
@@ -239,8 +257,9 @@ fn main() {
         ..recorder(UaClassifier::builtin())
     };
     let s = measure(ITERS, Some(&mut base), |_, i| {
-        let ev = unsigned.record(black_box(&hit(&cached[i])), now);
-        black_box(ev.to_ndjson());
+        let mut out = Vec::with_capacity(LINE_CAPACITY);
+        black_box(unsigned.record_ndjson(black_box(&hit(&cached[i])), now, &mut out));
+        black_box(out);
     });
     row("record+encode, built-in, signature not required", &s);
 
@@ -254,8 +273,9 @@ fn main() {
             let load_ms = (cpu_now() - t) / 1e6;
             let opawg = recorder(ua);
             let s = measure(ITERS, Some(&mut base), |_, i| {
-                let ev = opawg.record(black_box(&hit(&cached[i])), now);
-                black_box(ev.to_ndjson());
+                let mut out = Vec::with_capacity(LINE_CAPACITY);
+                black_box(opawg.record_ndjson(black_box(&hit(&cached[i])), now, &mut out));
+                black_box(out);
             });
             row("record+encode, OPAWG lists (seen UA)", &s);
             results.push(("OPAWG", s.median, s.ratio));
@@ -271,8 +291,13 @@ fn main() {
                 .collect();
             let s_new = measure(NEW_UA_ITERS, Some(&mut base), |run, i| {
                 let set = if run == usize::MAX { RUNS } else { run };
-                let ev = opawg.record(black_box(&hit(&fresh[set][i % NEW_UA_ITERS])), now);
-                black_box(ev.to_ndjson());
+                let mut out = Vec::with_capacity(LINE_CAPACITY);
+                black_box(opawg.record_ndjson(
+                    black_box(&hit(&fresh[set][i % NEW_UA_ITERS])),
+                    now,
+                    &mut out,
+                ));
+                black_box(out);
             });
             row("record+encode, OPAWG lists (new UA)", &s_new);
             println!(

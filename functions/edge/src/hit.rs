@@ -5,6 +5,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use bytes::Bytes;
+use earshot_domain::event::EventFields;
 use earshot_domain::event::{truncate_to, MAX_LABEL_LEN, MAX_TRACE_ID_LEN, MAX_UA_LEN};
 use earshot_domain::{
     CountryCode, ListenerHasher, PixelParams, SigningKeys, TrackingEvent, UaClassifier, Verdict,
@@ -113,6 +114,15 @@ fn pixel_response(with_body: bool) -> Response<Bytes> {
     r
 }
 
+/// A user-agent label, cut to the wire's limit.
+fn label(s: &Option<String>) -> Option<&str> {
+    s.as_deref().map(|s| truncate_to(s, MAX_LABEL_LEN))
+}
+
+/// Bytes reserved for one hit's NDJSON line: a line with a long user agent
+/// and a trace id is about 600 bytes, so one allocation nearly always holds it.
+pub const LINE_CAPACITY: usize = 768;
+
 /// Everything a hit needs that does not change between hits.
 pub struct Recorder {
     pub listener: ListenerHasher,
@@ -181,6 +191,32 @@ impl Recorder {
 
     /// The event for a pixel GET at `now`.
     pub fn record(&self, req: &HitRequest<'_>, now: OffsetDateTime) -> TrackingEvent {
+        self.with_event(req, now, |e| e.to_event())
+    }
+
+    /// Appends the event for a pixel GET at `now` to `out` as one NDJSON
+    /// line, and returns its verdict. What the edge runs per hit: the same
+    /// event as [`record`](Self::record), encoded from borrowed fields.
+    pub fn record_ndjson(
+        &self,
+        req: &HitRequest<'_>,
+        now: OffsetDateTime,
+        out: &mut Vec<u8>,
+    ) -> Verdict {
+        self.with_event(req, now, |e| {
+            e.write_ndjson(out);
+            e.verdict
+        })
+    }
+
+    /// Builds the hit's event from what the request, its parsed query and
+    /// the user-agent cache hold, and hands it to `f`.
+    fn with_event<R>(
+        &self,
+        req: &HitRequest<'_>,
+        now: OffsetDateTime,
+        f: impl FnOnce(EventFields<'_>) -> R,
+    ) -> R {
         let now = earshot_domain::event::to_wire_precision(now);
         let params = PixelParams::parse(req.query.unwrap_or(""));
         let checked = params.check(&self.keys, self.require_signature);
@@ -194,8 +230,8 @@ impl Recorder {
             .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         let listener = self.listener.listener_id(now.date(), ip, ua.unwrap_or(""));
         let (verdict, reason) = match (checked.invalid, &ua_info.bot_reason) {
-            (Some(r), _) => (Verdict::Invalid, Some(r.to_string())),
-            (None, Some(b)) => (Verdict::Bot, Some(b.clone())),
+            (Some(r), _) => (Verdict::Invalid, Some(r.as_str())),
+            (None, Some(b)) => (Verdict::Bot, Some(b.as_str())),
             (None, None) => (Verdict::Valid, None),
         };
         let country = if self.trust.cloudfront {
@@ -209,32 +245,26 @@ impl Recorder {
             (ms / 1000) as u64,
             ((ms % 1000) * 1_000_000) as u32,
         );
-        let label = |s: &Option<String>| {
-            s.as_deref()
-                .map(|s| truncate_to(s, MAX_LABEL_LEN).to_owned())
-        };
-        TrackingEvent {
+        f(EventFields {
             id: Uuid::new_v7(ts),
             ts: now,
-            campaign: checked.campaign,
-            creative: checked.creative,
-            episode: checked.episode,
-            show: checked.show,
+            campaign: checked.campaign.as_ref(),
+            creative: checked.creative.as_ref(),
+            episode: checked.episode.as_ref(),
+            show: checked.show.as_ref(),
             placement: checked.placement,
             event: checked.event,
             error_code: checked.error_code,
-            listener,
-            ua: ua.map(|u| truncate_to(u, MAX_UA_LEN).to_owned()),
+            listener: &listener,
+            ua: ua.map(|u| truncate_to(u, MAX_UA_LEN)),
             app: label(&ua_info.name),
             device: label(&ua_info.device),
-            os: ua_info.os.map(str::to_owned),
+            os: ua_info.os,
             country,
             verdict,
             reason,
-            trace_id: self
-                .trace_id(req)
-                .map(|t| truncate_to(t, MAX_TRACE_ID_LEN).to_owned()),
-        }
+            trace_id: self.trace_id(req).map(|t| truncate_to(t, MAX_TRACE_ID_LEN)),
+        })
     }
 }
 
@@ -448,5 +478,50 @@ mod tests {
             rec.record(&req, now).trace_id.as_deref(),
             Some("Root=1-runtime")
         );
+    }
+
+    #[test]
+    fn the_line_per_hit_is_the_recorded_event_encoded() {
+        // `record_ndjson` (what the edge runs) and `record` + `to_ndjson`
+        // must write the same line for every kind of hit; only the random
+        // part of the id differs between two calls.
+        let rec = recorder(TrustConfig::default(), true);
+        let keys = SigningKeys::parse("k1:k1-secret-0123456789").unwrap();
+        let signed = |q: &str| {
+            let sig = keys
+                .newest()
+                .unwrap()
+                .sign(&PixelParams::parse(q).signed_fields().canonical());
+            format!("{q}&k=k1&sig={sig}&cb=1")
+        };
+        let long_ua = format!("Overcast/3.0 {}", "x".repeat(600));
+        let quoted_ua = "Pod\"cast\\/1.0\t(bot)";
+        let now = datetime!(2026-11-27 10:00:00.123456 UTC);
+        let cases = [
+            (
+                signed("c=camp&cr=cr1&ep=e1&sh=s1&pos=pre&ev=complete"),
+                OVERCAST,
+            ),
+            (signed("c=camp&cr=cr1&ev=error&err=405"), OVERCAST),
+            (
+                "c=camp&cr=cr1&ev=start&k=k1&sig=forged".to_owned(),
+                OVERCAST,
+            ),
+            ("c=bad%20id&cr=cr1&ev=start".to_owned(), OVERCAST),
+            (signed("c=camp&cr=cr1&ev=start"), "Googlebot/2.1"),
+            (signed("c=camp&cr=cr1&ev=start"), long_ua.as_str()),
+            (signed("c=camp&cr=cr1&ev=start"), quoted_ua),
+        ];
+        for (q, ua) in &cases {
+            let h = headers(&[("user-agent", ua), ("x-amzn-trace-id", "Root=1-abc")]);
+            let req = hit(q, &h, "2001:db8::1");
+            let mut line = Vec::new();
+            let verdict = rec.record_ndjson(&req, now, &mut line);
+            let mut ev = rec.record(&req, now);
+            assert_eq!(verdict, ev.verdict, "{q}");
+            let decoded = TrackingEvent::decode(&line).unwrap();
+            ev.id = decoded.id;
+            assert_eq!(line, ev.to_ndjson(), "{q} {ua}");
+        }
     }
 }

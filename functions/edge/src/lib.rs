@@ -90,9 +90,12 @@ impl App {
     pub async fn handle(&self, req: HitRequest<'_>) -> Response<Bytes> {
         let route = hit::route(req.method, req.path);
         if route == Route::PixelGet {
-            let event = self.recorder.record(&req, time::OffsetDateTime::now_utc());
-            self.metrics.hit(event.verdict);
-            self.pipeline.submit(event.to_ndjson()).wait().await;
+            let mut line = Vec::with_capacity(hit::LINE_CAPACITY);
+            let verdict =
+                self.recorder
+                    .record_ndjson(&req, time::OffsetDateTime::now_utc(), &mut line);
+            self.metrics.hit(verdict);
+            self.pipeline.submit(line).wait().await;
             self.metrics.maybe_emit();
         }
         hit::response(route)
