@@ -30,6 +30,9 @@ pub struct Staged {
     /// Unique-listener keys (valid impressions only): campaign-wide and per creative.
     pub uniq_campaign_key: Option<Uuid>,
     pub uniq_creative_key: Option<Uuid>,
+    /// `tally::hourly_group` of its hourly row's dimensions, hashed here so
+    /// that it overlaps the previous object's load.
+    pub hourly_group: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,8 +198,19 @@ pub fn parse(data: &[u8], now: OffsetDateTime, oldest: Date) -> Parsed {
 /// An event with its UTC day and counting keys.
 pub fn stage(ev: TrackingEvent) -> Staged {
     let (uc, ucr) = uniq_keys(&ev);
+    let hourly_group = crate::tally::hourly_group([
+        ev.creative.as_ref().map_or("", |x| x.as_str()),
+        ev.episode.as_ref().map_or("", |x| x.as_str()),
+        ev.show.as_ref().map_or("", |x| x.as_str()),
+        ev.placement.map_or("", |p| p.as_str()),
+        ev.event.map_or("", |k| k.as_str()),
+        ev.country.as_ref().map_or("", |c| c.as_str()),
+        ev.app.as_deref().unwrap_or(""),
+        ev.device.as_deref().unwrap_or(""),
+    ]);
     Staged {
         count_key: count_key(&ev),
+        hourly_group,
         uniq_campaign_key: uc,
         uniq_creative_key: ucr,
         day: ev.day(),

@@ -106,9 +106,9 @@ const APPEND_LISTENERS: &str = "COPY daily_listeners (day, key, epoch) FROM STDI
 /// `compact` merges a group's rows later (migration 6 says why).
 const APPEND_HOURLY: &str = "COPY rollup_hourly
     (campaign, hour, creative, episode, show, placement, event, country, app, device,
-     raw_hits, counted_hits, bot_hits, invalid_hits) FROM STDIN (FORMAT binary)";
+     raw_hits, counted_hits, bot_hits, invalid_hits, grp) FROM STDIN (FORMAT binary)";
 /// Number of columns in `APPEND_HOURLY`.
-const HOURLY_COLUMNS: i16 = 14;
+const HOURLY_COLUMNS: i16 = 15;
 
 /// The metric columns `rollup_daily` and `rollup_blocks` share, in order
 /// (`tally::DAILY_METRICS` of them).
@@ -424,6 +424,7 @@ async fn append_hourly(
         for v in m {
             out.int8(*v);
         }
+        out.int8(k.group);
     }
     copy_whole(tx, APPEND_HOURLY, out).await
 }
