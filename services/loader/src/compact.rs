@@ -118,7 +118,7 @@ pub const GROUP_HASH_SQL: &str = group_hash!();
 ///
 /// Groups are found by (hour, `grp`), the loader's hash of the other
 /// dimensions (migration 9), for rows appended before it by the same hash
-/// computed here (`GROUP_HASH`): a 64-bit key groups faster than eight text
+/// computed here (`GROUP_HASH_SQL`): a 64-bit key groups faster than eight text
 /// columns. The sums are grouped by every dimension, so rows of two groups
 /// that share a hash go back as two rows: the hash finds, it never decides.
 const MERGE_CAMPAIGN: &str = concat!(
