@@ -198,16 +198,7 @@ pub fn parse(data: &[u8], now: OffsetDateTime, oldest: Date) -> Parsed {
 /// An event with its UTC day and counting keys.
 pub fn stage(ev: TrackingEvent) -> Staged {
     let (uc, ucr) = uniq_keys(&ev);
-    let hourly_group = crate::tally::hourly_group([
-        ev.creative.as_ref().map_or("", |x| x.as_str()),
-        ev.episode.as_ref().map_or("", |x| x.as_str()),
-        ev.show.as_ref().map_or("", |x| x.as_str()),
-        ev.placement.map_or("", |p| p.as_str()),
-        ev.event.map_or("", |k| k.as_str()),
-        ev.country.as_ref().map_or("", |c| c.as_str()),
-        ev.app.as_deref().unwrap_or(""),
-        ev.device.as_deref().unwrap_or(""),
-    ]);
+    let hourly_group = crate::tally::hourly_group(crate::tally::hourly_dims(&ev));
     Staged {
         count_key: count_key(&ev),
         hourly_group,

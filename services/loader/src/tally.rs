@@ -7,7 +7,7 @@
 //! rules are the ones in docs/COUNTING.md; `earshot verify` recounts every
 //! rollup from the raw events table, and the loader's tests compare both.
 
-use earshot_domain::{EventKind, Verdict};
+use earshot_domain::{EventKind, TrackingEvent, Verdict};
 use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
@@ -136,6 +136,21 @@ pub struct HourlyKey<'a> {
 /// raw, counted, bot and invalid hits.
 pub type HourlyCounts = [i64; 4];
 
+/// An event's dimensions below the hour, in `rollup_hourly`'s column order
+/// ('' when missing): what its hourly row holds and [`hourly_group`] hashes.
+pub(crate) fn hourly_dims(e: &TrackingEvent) -> [&str; 8] {
+    [
+        e.creative.as_ref().map_or("", |x| x.as_str()),
+        e.episode.as_ref().map_or("", |x| x.as_str()),
+        e.show.as_ref().map_or("", |x| x.as_str()),
+        e.placement.map_or("", |p| p.as_str()),
+        e.event.map_or("", |k| k.as_str()),
+        e.country.as_ref().map_or("", |c| c.as_str()),
+        e.app.as_deref().unwrap_or(""),
+        e.device.as_deref().unwrap_or(""),
+    ]
+}
+
 /// The hash of an hourly row's dimensions below the hour that `rollup_hourly.grp`
 /// holds: the first 8 bytes of the MD5 of the eight dimensions joined by
 /// U+001F, as a big-endian signed integer. Migration 9 gives the same in SQL,
@@ -183,9 +198,6 @@ pub(crate) fn hour_of(ts: OffsetDateTime) -> i64 {
 /// Sums `fresh` (the object's events not loaded before) into rollup rows;
 /// `counted[i]` says whether `fresh[i]` counted.
 pub fn rollups<'a>(fresh: &[&'a Staged], counted: &[bool]) -> Rollups<'a> {
-    fn s<T: AsRef<str>>(o: &Option<T>) -> &str {
-        o.as_ref().map_or("", |x| x.as_ref())
-    }
     // Nearly one hourly group per event on realistic traffic: size for it.
     let mut hourly: HashMap<HourlyKey<'a>, HourlyCounts> = HashMap::with_capacity(fresh.len());
     let mut daily: HashMap<DailyKey<'a>, [i64; DAILY_METRICS]> = HashMap::new();
@@ -193,8 +205,7 @@ pub fn rollups<'a>(fresh: &[&'a Staged], counted: &[bool]) -> Rollups<'a> {
     for (st, &is_counted) in fresh.iter().zip(counted) {
         let e = &st.event;
         let campaign = e.campaign.as_ref().map_or("", |c| c.as_str());
-        let creative = e.creative.as_ref().map_or("", |c| c.as_str());
-        let country = e.country.as_ref().map_or("", |c| c.as_str());
+        let [creative, episode, show, placement, event, country, app, device] = hourly_dims(e);
         if let Some(c) = &e.campaign {
             if campaigns.last() != Some(&c.as_str()) {
                 campaigns.push(c.as_str());
@@ -209,13 +220,13 @@ pub fn rollups<'a>(fresh: &[&'a Staged], counted: &[bool]) -> Rollups<'a> {
                 hour: hour_of(e.ts),
                 group: st.hourly_group,
                 creative,
-                episode: e.episode.as_ref().map_or("", |x| x.as_str()),
-                show: e.show.as_ref().map_or("", |x| x.as_str()),
-                placement: e.placement.map_or("", |p| p.as_str()),
-                event: e.event.map_or("", |k| k.as_str()),
+                episode,
+                show,
+                placement,
+                event,
                 country,
-                app: s(&e.app),
-                device: s(&e.device),
+                app,
+                device,
             })
             .or_default();
         h[0] += 1;
