@@ -457,18 +457,20 @@ async fn a_loader_reads_the_keys_again_after_another_loader_counted() {
     let mut a = loader(&db.pool, &dir_a, opts()).await;
     let (_stop, rx) = tokio::sync::watch::channel(false);
 
-    write_object(&dir_a, "a1.ndjson", &ndjson(&impressions(0..100, base)));
+    write_impressions(&dir_a, "a1.ndjson", 0..100, base);
     assert_eq!(a.run(rx.clone()).await.unwrap().counted, 100);
-    write_object(
+    write_impressions(
         &dir_b,
         "b1.ndjson",
-        &ndjson(&impressions(50..150, base + time::Duration::hours(1))),
+        50..150,
+        base + time::Duration::hours(1),
     );
     assert_eq!(load_dir(&db.pool, &dir_b).await.counted, 50);
-    write_object(
+    write_impressions(
         &dir_a,
         "a2.ndjson",
-        &ndjson(&impressions(100..200, base + time::Duration::hours(2))),
+        100..200,
+        base + time::Duration::hours(2),
     );
     let again = a.run(rx).await.unwrap();
     assert_eq!((again.objects_loaded, again.counted), (1, 50));
@@ -487,17 +489,19 @@ async fn days_beyond_the_cache_are_read_again_when_events_come_back_to_them() {
     let mut l = loader(&db.pool, &dir, opts()).await;
     let (_stop, rx) = tokio::sync::watch::channel(false);
     for day in 0..days {
-        write_object(
+        write_impressions(
             &dir,
             &format!("d{day}.ndjson"),
-            &ndjson(&impressions(0..100, first + time::Duration::days(day))),
+            0..100,
+            first + time::Duration::days(day),
         );
     }
     assert_eq!(l.run(rx.clone()).await.unwrap().counted, 100 * days as u64);
-    write_object(
+    write_impressions(
         &dir,
         "late.ndjson",
-        &ndjson(&impressions(50..150, first + time::Duration::hours(5))),
+        50..150,
+        first + time::Duration::hours(5),
     );
     let late = l.run(rx).await.unwrap();
     assert_eq!((late.objects_loaded, late.counted), (1, 50));
@@ -515,12 +519,8 @@ async fn a_loader_starts_over_when_the_database_goes_back_to_an_earlier_epoch() 
     let base = datetime!(2026-11-26 10:00 UTC);
     let mut l = loader(&db.pool, &dir, opts()).await;
     let (_stop, rx) = tokio::sync::watch::channel(false);
-    write_object(&dir, "a.ndjson", &ndjson(&impressions(0..100, base)));
-    write_object(
-        &dir,
-        "b.ndjson",
-        &ndjson(&impressions(100..200, base + time::Duration::hours(1))),
-    );
+    write_impressions(&dir, "a.ndjson", 0..100, base);
+    write_impressions(&dir, "b.ndjson", 100..200, base + time::Duration::hours(1));
     assert_eq!(l.run(rx.clone()).await.unwrap().counted, 200);
 
     // An empty database at epoch 0, as a restore from a backup taken
@@ -538,11 +538,7 @@ async fn a_loader_starts_over_when_the_database_goes_back_to_an_earlier_epoch() 
         .unwrap();
 
     // The same loader, on: every listener counts again, once.
-    write_object(
-        &dir,
-        "c.ndjson",
-        &ndjson(&impressions(0..150, base + time::Duration::hours(2))),
-    );
+    write_impressions(&dir, "c.ndjson", 0..150, base + time::Duration::hours(2));
     let after = l.run(rx).await.unwrap();
     assert_eq!((after.objects_loaded, after.counted), (1, 150));
     assert_eq!(counted_and_heard(&db.pool).await, (150, 150));

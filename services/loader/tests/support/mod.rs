@@ -116,6 +116,16 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     d
 }
 
+/// Writes an object of [`impressions`] by listeners `who` from `base`.
+pub fn write_impressions(
+    dir: &Path,
+    name: &str,
+    who: std::ops::Range<u32>,
+    base: time::OffsetDateTime,
+) {
+    write_object(dir, name, &ndjson(&impressions(who, base)));
+}
+
 pub fn write_object(dir: &Path, name: &str, bytes: &[u8]) {
     std::fs::write(dir.join(name), bytes).unwrap();
 }
