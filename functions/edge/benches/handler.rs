@@ -91,6 +91,13 @@ fn signed_query(i: usize) -> String {
     format!("{q}&k=k1&sig={sig}&cb={}", 1_700_000_000 + i)
 }
 
+/// One hit as the edge runs it: record and encode into a fresh line.
+fn record_line(rec: &Recorder, req: &HitRequest<'_>, now: time::OffsetDateTime) -> Vec<u8> {
+    let mut out = Vec::with_capacity(LINE_CAPACITY);
+    black_box(rec.record_ndjson(req, now, &mut out));
+    out
+}
+
 struct Req {
     query: String,
     headers: HeaderMap,
@@ -220,9 +227,7 @@ fn main() {
         let reqs = requests(ITERS, |i| USER_AGENTS[i % USER_AGENTS.len()].to_owned());
         let rec = recorder(UaClassifier::builtin());
         for i in 0..n {
-            let mut out = Vec::with_capacity(LINE_CAPACITY);
-            black_box(rec.record_ndjson(black_box(&hit(&reqs[i % ITERS])), now, &mut out));
-            black_box(out);
+            black_box(record_line(&rec, black_box(&hit(&reqs[i % ITERS])), now));
         }
         return;
     }
@@ -246,9 +251,7 @@ fn main() {
     let cached = requests(ITERS, |i| USER_AGENTS[i % USER_AGENTS.len()].to_owned());
     let builtin = recorder(UaClassifier::builtin());
     let s_builtin = measure(ITERS, Some(&mut base), |_, i| {
-        let mut out = Vec::with_capacity(LINE_CAPACITY);
-        black_box(builtin.record_ndjson(black_box(&hit(&cached[i])), now, &mut out));
-        black_box(out);
+        black_box(record_line(&builtin, black_box(&hit(&cached[i])), now));
     });
     row("record+encode, built-in UA lists", &s_builtin);
 
@@ -257,9 +260,7 @@ fn main() {
         ..recorder(UaClassifier::builtin())
     };
     let s = measure(ITERS, Some(&mut base), |_, i| {
-        let mut out = Vec::with_capacity(LINE_CAPACITY);
-        black_box(unsigned.record_ndjson(black_box(&hit(&cached[i])), now, &mut out));
-        black_box(out);
+        black_box(record_line(&unsigned, black_box(&hit(&cached[i])), now));
     });
     row("record+encode, built-in, signature not required", &s);
 
@@ -273,9 +274,7 @@ fn main() {
             let load_ms = (cpu_now() - t) / 1e6;
             let opawg = recorder(ua);
             let s = measure(ITERS, Some(&mut base), |_, i| {
-                let mut out = Vec::with_capacity(LINE_CAPACITY);
-                black_box(opawg.record_ndjson(black_box(&hit(&cached[i])), now, &mut out));
-                black_box(out);
+                black_box(record_line(&opawg, black_box(&hit(&cached[i])), now));
             });
             row("record+encode, OPAWG lists (seen UA)", &s);
             results.push(("OPAWG", s.median, s.ratio));
@@ -291,13 +290,11 @@ fn main() {
                 .collect();
             let s_new = measure(NEW_UA_ITERS, Some(&mut base), |run, i| {
                 let set = if run == usize::MAX { RUNS } else { run };
-                let mut out = Vec::with_capacity(LINE_CAPACITY);
-                black_box(opawg.record_ndjson(
+                black_box(record_line(
+                    &opawg,
                     black_box(&hit(&fresh[set][i % NEW_UA_ITERS])),
                     now,
-                    &mut out,
                 ));
-                black_box(out);
             });
             row("record+encode, OPAWG lists (new UA)", &s_new);
             println!(
