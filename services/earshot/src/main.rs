@@ -94,11 +94,14 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Load { once, source } => {
             let spec: SourceSpec = source.unwrap_or_else(|| settings.source.clone()).parse()?;
-            // Each concurrent load holds a connection for its transaction;
-            // one more serves the ledger checks and partition DDL.
+            // Each concurrent run of loads holds two transactions at once
+            // (one finishing, the next beginning); one more connection
+            // serves the ledger checks and partition DDL.
+            let needed = 2 * settings.load_concurrency + 1;
             anyhow::ensure!(
-                settings.load_concurrency < settings.database_max_connections,
-                "EARSHOT_LOAD_CONCURRENCY ({}) must be below EARSHOT_DATABASE_MAX_CONNECTIONS ({})",
+                needed <= settings.database_max_connections,
+                "EARSHOT_LOAD_CONCURRENCY={} needs {needed} connections (two per run of loads, plus one); \
+                 EARSHOT_DATABASE_MAX_CONNECTIONS is {}",
                 settings.load_concurrency,
                 settings.database_max_connections
             );

@@ -184,25 +184,40 @@ pub async fn merge_campaign(
     })
 }
 
-/// Merges every range of `touched`. Returns what it did, and on failure the
-/// ranges not merged yet (to try again later) with the error.
+/// Merges every range of `touched`, `concurrency` campaigns at a time (each
+/// on its own connection: campaigns share no rows). Returns what it did, and
+/// on failure the ranges not merged (to try again later) with the first
+/// error.
 pub async fn merge_touched(
     pool: &PgPool,
     touched: Touched,
+    concurrency: usize,
 ) -> Result<Compacted, (Touched, sqlx::Error)> {
+    use futures::StreamExt as _;
+    let results: Vec<_> = futures::stream::iter(touched.ranges())
+        .map(|(campaign, first, last)| async move {
+            (campaign, merge_campaign(pool, campaign, first, last).await)
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
     let mut total = Compacted::default();
     let mut left = touched.clone();
-    for (campaign, first, last) in touched.ranges() {
-        match merge_campaign(pool, campaign, first, last).await {
+    let mut failure = None;
+    for (campaign, result) in results {
+        match result {
             Ok(c) => {
                 total.merged += c.merged;
                 total.into += c.into;
                 left.hours.remove(campaign);
             }
-            Err(e) => return Err((left, e)),
+            Err(e) => failure = failure.or(Some(e)),
         }
     }
-    Ok(total)
+    match failure {
+        None => Ok(total),
+        Some(e) => Err((left, e)),
+    }
 }
 
 #[cfg(test)]

@@ -161,7 +161,10 @@ impl Loader {
             return;
         }
         let started = Instant::now();
-        match compact::merge_touched(&self.pool, touched).await {
+        // As many campaigns at a time as the loads hold transactions (two
+        // per run): the merge runs between polls, when those are idle.
+        let merges = 2 * self.opts.concurrency;
+        match compact::merge_touched(&self.pool, touched, merges).await {
             Ok(c) => {
                 metrics::counter!("earshot_loader_hourly_rows_merged_total").increment(c.merged);
                 tracing::info!(
@@ -259,63 +262,178 @@ impl Loader {
     /// Loads deliveries one after the other until done, stopped or failed:
     /// what it loaded, and the failure if one ended it.
     ///
-    /// Two objects are in hand at a time: while one is in its transaction
-    /// (PostgreSQL's work), the next is fetched and parsed (the loader's
-    /// work, on a blocking thread), so on two cores the two overlap instead
-    /// of taking turns. The next object's ledger check may run before the
-    /// current one commits; the claim in `store::load_object` is what
-    /// decides, so an object delivered twice in a row is still loaded once.
+    /// Three objects are in hand at a time, each at its own stage:
+    /// - the next is fetched and parsed (the loader's work, on a blocking
+    ///   thread);
+    /// - the current one's transaction begins (`store::begin`: its events
+    ///   and hourly rows go in);
+    /// - the previous one's transaction finishes (`store::finish`: it takes
+    ///   the turn, counts, adds the daily rollups and uniques, and commits).
+    ///
+    /// On two cores the stages overlap instead of taking turns, and the
+    /// result is a one-at-a-time load's: objects take the turn to count, and
+    /// commit, in order, so the same hit counts whatever the timing. The
+    /// current object leaves out the ids the previous one inserts and
+    /// guesses its hourly rows' counts with the previous one's keys as
+    /// counted. When a half fails, nothing overlaps until it is right
+    /// again: the object behind it is rolled back, and the failed one is
+    /// loaded whole, with retries, on its own.
     async fn load_run<'d>(
         &self,
         run: &'d [Delivery],
         stop: &watch::Receiver<bool>,
     ) -> (Vec<(&'d Delivery, DeliveryLoad)>, Option<anyhow::Error>) {
-        let mut done = Vec::with_capacity(run.len());
-        let mut upcoming = run.iter().flat_map(|d| &d.objects).skip(1);
-        let mut next: Option<anyhow::Result<Prepared>> = None;
-        for d in run {
-            if *stop.borrow() {
-                break; // not started: left for the next run (SQS redelivers)
-            }
-            let mut load = DeliveryLoad {
+        // The run's objects in order, with their delivery's index.
+        let objects: Vec<(usize, &Object)> = run
+            .iter()
+            .enumerate()
+            .flat_map(|(i, d)| d.objects.iter().map(move |o| (i, o)))
+            .collect();
+        let mut loads: Vec<DeliveryLoad> = run
+            .iter()
+            .map(|d| DeliveryLoad {
                 stats: Vec::with_capacity(d.objects.len()),
                 complete: true,
-            };
-            for obj in &d.objects {
-                let prepared = match next.take() {
-                    Some(p) => p,
-                    None => self.prepare_with_retries(obj).await,
-                };
-                let ahead = upcoming.next().map(|o| self.prepare_with_retries(o));
-                let result = match prepared {
-                    Ok(p) => {
-                        let (stored, ahead) = tokio::join!(
-                            self.store_with_retries(obj, &p),
-                            OptionFuture::from(ahead)
-                        );
-                        next = ahead;
-                        stored
+            })
+            .collect();
+        // Objects of each delivery done with (loaded, skipped or missing).
+        let mut settled = vec![0usize; run.len()];
+        // Deliveries the run went into; a stop keeps it out of the next one
+        // (left for the next run: SQS redelivers).
+        let mut reached = 0;
+        let mut stopped = false;
+        let mut failure = None;
+        let mut next = 0;
+        let mut parsed_ahead: Option<anyhow::Result<Prepared>> = None;
+        // The object waiting for its second half: its index, and its first
+        // half unless that failed or was rolled back (then it loads whole).
+        let mut waiting: Option<(usize, Prepared, Option<store::Begun>)> = None;
+        loop {
+            // A failed half left this one to load whole, with nothing beside.
+            if let Some((k, p, None)) = waiting.take_if(|w| w.2.is_none()) {
+                match self.store_with_retries(objects[k].1, &p).await {
+                    Ok(stats) => {
+                        loads[objects[k].0].stats.push(stats);
+                        settled[objects[k].0] += 1;
                     }
-                    Err(e) => Err(e),
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+            }
+            let start = next < objects.len() && {
+                let d = objects[next].0;
+                if d < reached {
+                    true
+                } else if *stop.borrow() {
+                    stopped = true;
+                    false
+                } else {
+                    reached = d + 1;
+                    true
+                }
+            };
+            if !start && waiting.is_none() {
+                break;
+            }
+            let current = match (start, parsed_ahead.take()) {
+                (false, _) => None,
+                (true, Some(p)) => Some(p),
+                (true, None) => Some(self.prepare_with_retries(objects[next].1).await),
+            };
+            let ahead = (start && next + 1 < objects.len())
+                .then(|| self.prepare_with_retries(objects[next + 1].1));
+            let (previous, prev_prepared, prev_begun) = match waiting.take() {
+                Some((k, p, Some(b))) => (Some(k), Some(p), Some(b)),
+                _ => (None, None, None),
+            };
+            let preceding = match &prev_prepared {
+                Some(Prepared::Ready { parsed, .. }) => store::Preceding::of(parsed),
+                _ => store::Preceding::default(),
+            };
+            let (finished, began, ahead) = tokio::join!(
+                OptionFuture::from(
+                    prev_prepared
+                        .as_ref()
+                        .zip(prev_begun)
+                        .map(|(p, b)| self.finish(p, b))
+                ),
+                OptionFuture::from(
+                    current
+                        .as_ref()
+                        .and_then(|r| r.as_ref().ok())
+                        .map(|p| self.begin(p, &preceding))
+                ),
+                OptionFuture::from(ahead)
+            );
+            parsed_ahead = ahead;
+            let mut began = match began {
+                Some(Ok(b)) => Some(b),
+                Some(Err(e)) => {
+                    self.failed_once(objects[next].1, &e);
+                    None
+                }
+                None => None,
+            };
+            if let (Some(k), Some(result)) = (previous, finished) {
+                let result = match result {
+                    Ok(stats) => Ok(stats),
+                    Err(e) => {
+                        self.failed_once(objects[k].1, &e);
+                        if let Some(b) = began.take() {
+                            b.rollback().await;
+                        }
+                        let p = prev_prepared.as_ref().expect("finished what was prepared");
+                        self.store_with_retries(objects[k].1, p).await
+                    }
                 };
                 match result {
-                    Ok(stats) => load.stats.push(stats),
+                    Ok(stats) => {
+                        loads[objects[k].0].stats.push(stats);
+                        settled[objects[k].0] += 1;
+                    }
+                    Err(e) => {
+                        failure = Some(e);
+                        break; // the current object, begun or not, rolls back
+                    }
+                }
+            }
+            if let Some(prepared) = current {
+                let (k, d) = (next, objects[next].0);
+                next += 1;
+                match prepared {
+                    Ok(p) => waiting = Some((k, p, began)),
                     // Not acknowledged, and the loader moves on: SQS hands the
                     // message out again until its redrive policy moves it to
                     // the dead-letter queue; a file or listing entry is
                     // simply gone.
                     Err(e) if e.is::<ObjectMissing>() => {
-                        load.complete = false;
+                        loads[d].complete = false;
+                        settled[d] += 1;
                         metrics::counter!("earshot_loader_errors_total", "stage" => "missing")
                             .increment(1);
                         tracing::error!(error = %format!("{e:#}"), "an announced object does not exist; its delivery is left unacknowledged");
                     }
-                    Err(e) => return (done, Some(e)),
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
                 }
             }
-            done.push((d, load));
         }
-        (done, None)
+        if failure.is_none() && !stopped {
+            reached = run.len(); // the deliveries after the last object hold none
+        }
+        let done = run
+            .iter()
+            .zip(loads)
+            .zip(settled)
+            .take(reached)
+            .filter(|((d, _), settled)| *settled == d.objects.len())
+            .map(|((d, load), _)| (d, load))
+            .collect();
+        (done, failure)
     }
 
     async fn ack(&mut self, d: &Delivery) {
@@ -403,14 +521,34 @@ impl Loader {
 
     /// Loads a prepared object in its transaction.
     pub async fn store(&self, prepared: &Prepared) -> anyhow::Result<LoadStats> {
+        let begun = self.begin(prepared, &store::Preceding::default()).await?;
+        self.finish(prepared, begun).await
+    }
+
+    /// The first half of a prepared object's transaction (`store::begin`),
+    /// with the partitions its events need.
+    async fn begin(
+        &self,
+        prepared: &Prepared,
+        preceding: &store::Preceding,
+    ) -> anyhow::Result<store::Begun> {
         let Prepared::Ready { id, parsed } = prepared else {
-            metrics::counter!("earshot_loader_objects_total", "outcome" => "skipped").increment(1);
-            return Ok(LoadStats::default());
+            return Ok(store::Begun::default());
         };
         self.partitions
             .ensure(&self.pool, parsed.events.iter().map(|s| s.day))
             .await?;
-        let stats = store::load_object(&self.pool, &self.keys, id, parsed).await?;
+        Ok(store::begin(&self.pool, &self.keys, id, parsed, preceding).await?)
+    }
+
+    /// The second half (`store::finish`), and what a load tells: metrics,
+    /// the hours to merge, the log line.
+    async fn finish(&self, prepared: &Prepared, begun: store::Begun) -> anyhow::Result<LoadStats> {
+        let Prepared::Ready { id, parsed } = prepared else {
+            metrics::counter!("earshot_loader_objects_total", "outcome" => "skipped").increment(1);
+            return Ok(LoadStats::default());
+        };
+        let stats = store::finish(&self.keys, parsed, begun).await?;
         if stats.new_events > 0 {
             let mut touched = Touched::default();
             for s in &parsed.events {
@@ -451,6 +589,12 @@ impl Loader {
             metrics::counter!("earshot_loader_objects_total", "outcome" => "skipped").increment(1);
         }
         Ok(stats)
+    }
+
+    /// A half of an object's transaction failed; it will be loaded again.
+    fn failed_once(&self, obj: &Object, e: &anyhow::Error) {
+        metrics::counter!("earshot_loader_errors_total", "stage" => "load").increment(1);
+        tracing::warn!(source = %obj.source, key = %obj.key, error = %format!("{e:#}"), "loading an object failed; loading it again whole");
     }
 }
 

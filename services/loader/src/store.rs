@@ -61,7 +61,7 @@ pub async fn already_loaded(
 const EVENT_COLUMNS: i16 = 19;
 
 /// Appends `events` rows to `out`, in the column order of `COPY_EVENTS`.
-fn copy_rows(out: &mut BinaryCopy, events: &[&Staged], object_id: i64) {
+fn copy_rows<'a>(out: &mut BinaryCopy, events: impl Iterator<Item = &'a Staged>, object_id: i64) {
     for s in events {
         let e = &s.event;
         out.row(EVENT_COLUMNS);
@@ -201,6 +201,67 @@ pub async fn load_object(
     obj: &ObjectId,
     parsed: &Parsed,
 ) -> Result<LoadStats, sqlx::Error> {
+    let begun = begin(pool, keys, obj, parsed, &Preceding::default()).await?;
+    finish(keys, parsed, begun).await
+}
+
+/// What the object loading just before another will have written once it
+/// commits, for the other's first half ([`begin`]) to run meanwhile: its
+/// events' ids and counting keys.
+#[derive(Debug, Default)]
+pub struct Preceding {
+    ids: foldhash::HashSet<Uuid>,
+    counted: foldhash::HashSet<(Date, Uuid)>,
+}
+
+impl Preceding {
+    /// Every id and counting key of `parsed`. Once its object commits,
+    /// each id is in `events` and each key in `counted_keys`: an event
+    /// loaded before it was counted, or found its key counted, back then.
+    pub fn of(parsed: &Parsed) -> Self {
+        Self {
+            ids: parsed.events.iter().map(|s| s.event.id).collect(),
+            counted: parsed
+                .events
+                .iter()
+                .filter_map(|s| Some((s.day, s.count_key?)))
+                .collect(),
+        }
+    }
+}
+
+/// An object half loaded: its transaction open with its events, hourly rows
+/// and quarantined lines in, waiting for its turn to count. The default is
+/// an object the ledger already has: nothing to finish.
+#[derive(Default)]
+pub struct Begun {
+    /// `None`: the ledger already had the object (nothing written).
+    tx: Option<Transaction<'static, Postgres>>,
+    stats: LoadStats,
+    /// The events not loaded before, as indexes into `Parsed::events`, in
+    /// (ts, id) order.
+    fresh: Vec<usize>,
+    /// `tally::count_candidates` of them.
+    candidates: Vec<(Date, Uuid, usize)>,
+    /// Which of them the hourly rows count: the guess made before the turn.
+    guessed: Vec<bool>,
+}
+
+/// The first half of an object's transaction, which needs no turn: claims the
+/// object in the ledger, COPYs its new events and its hourly rows, and
+/// quarantines its bad lines.
+///
+/// It may run while `preceding`'s object is still loading, as long as that
+/// one commits first (or this one is dropped): its ids are left out here,
+/// since it is the one inserting them, and its counting keys count as
+/// counted for the hourly rows' guess.
+pub async fn begin(
+    pool: &PgPool,
+    keys: &Keys,
+    obj: &ObjectId,
+    parsed: &Parsed,
+    preceding: &Preceding,
+) -> Result<Begun, sqlx::Error> {
     let mut tx = pool.begin().await?;
     // Claim the object. A concurrent loader with the same object waits here
     // on the unique index until the first commits, then finds it present.
@@ -216,10 +277,16 @@ pub async fn load_object(
     .await?;
     let Some((ledger_id,)) = claimed else {
         tx.rollback().await?;
-        return Ok(LoadStats::default());
+        return Ok(Begun {
+            tx: None,
+            stats: LoadStats::default(),
+            fresh: Vec::new(),
+            candidates: Vec::new(),
+            guessed: Vec::new(),
+        });
     };
 
-    let mut stats = LoadStats {
+    let stats = LoadStats {
         loaded: true,
         ledger_id,
         lines: parsed.lines,
@@ -228,31 +295,24 @@ pub async fn load_object(
         max_event_ts: parsed.events.iter().map(|s| s.event.ts).max(),
         ..Default::default()
     };
-
-    // The turn to count, and the keys this load adds, once it holds some.
-    let mut counting = None;
+    let (mut fresh_idx, mut candidates, mut guessed) = (Vec::new(), Vec::new(), Vec::new());
     if !parsed.events.is_empty() {
-        let fresh = insert_new_events(&mut tx, ledger_id, &parsed.events).await?;
-        stats.new_events = fresh.len() as u32;
-        if !fresh.is_empty() {
-            let mut days: Vec<Date> = fresh.iter().map(|s| s.day).collect();
-            days.sort_unstable();
-            days.dedup();
-            let turn = keys.turn(&mut tx, days).await?;
-            let (counted, new_counted) = count(&mut tx, &turn, &fresh).await?;
-            stats.counted = new_counted.len() as u32;
-            let r = tally::rollups(&fresh, &counted);
-            append_hourly(&mut tx, &r.hourly).await?;
-            upsert_daily(&mut tx, &r.daily).await?;
-            let heard = add_uniques(&mut tx, &turn, &fresh).await?;
-            sqlx::query(BUMP_VERSIONS)
-                .bind(&r.campaigns)
-                .execute(&mut *tx)
-                .await?;
-            counting = Some((turn, new_counted, heard));
-        }
+        fresh_idx = insert_new_events(&mut tx, ledger_id, &parsed.events, &preceding.ids).await?;
+        let fresh: Vec<&Staged> = fresh_idx.iter().map(|&i| &parsed.events[i]).collect();
+        candidates = tally::count_candidates(&fresh);
+        // The hourly rows go in before the turn, so that their COPY overlaps
+        // the preceding object's turn instead of lengthening this one's.
+        // Their counted hits are a guess from the keys known now; the turn
+        // appends what corrects it (nothing, unless another loader counted
+        // meanwhile or the day was not in memory yet).
+        guessed = {
+            let known = keys.view();
+            counted_flags(fresh.len(), &candidates, |day, key| {
+                known.is_counted(day, key) || preceding.counted.contains(&(day, key))
+            })
+        };
+        append_hourly(&mut tx, &tally::hourly(&fresh, &guessed)).await?;
     }
-    stats.duplicates = stats.events - stats.new_events;
 
     if !parsed.quarantined.is_empty() {
         let line_nos: Vec<i32> = parsed
@@ -277,12 +337,72 @@ pub async fn load_object(
         .execute(&mut *tx)
         .await?;
     }
+    Ok(Begun {
+        tx: Some(tx),
+        stats,
+        fresh: fresh_idx,
+        candidates,
+        guessed,
+    })
+}
+
+impl Begun {
+    /// Rolls the first half back (dropping it does too, once its connection
+    /// is next used; this is at once).
+    pub async fn rollback(self) {
+        if let Some(tx) = self.tx {
+            if let Err(e) = tx.rollback().await {
+                tracing::debug!(error = %e, "rolling back a begun load failed; its connection closes instead");
+            }
+        }
+    }
+}
+
+/// The second half: takes the turn to count (after every transaction that
+/// took it before has committed), counts, corrects the hourly rows' guess,
+/// adds the daily rollups and uniques, completes the ledger row and commits.
+/// `parsed` is what `begun` began with.
+pub async fn finish(keys: &Keys, parsed: &Parsed, begun: Begun) -> Result<LoadStats, sqlx::Error> {
+    let Some(mut tx) = begun.tx else {
+        return Ok(begun.stats);
+    };
+    let mut stats = begun.stats;
+    let fresh: Vec<&Staged> = begun.fresh.iter().map(|&i| &parsed.events[i]).collect();
+    stats.new_events = fresh.len() as u32;
+    stats.duplicates = stats.events - stats.new_events;
+
+    // The turn to count, and the keys this load adds, once it holds some.
+    let mut counting = None;
+    if !fresh.is_empty() {
+        let mut days: Vec<Date> = fresh.iter().map(|s| s.day).collect();
+        days.sort_unstable();
+        days.dedup();
+        let turn = keys.turn(&mut tx, days).await?;
+        let counted = {
+            let known = turn.view();
+            counted_flags(fresh.len(), &begun.candidates, |day, key| {
+                known.is_counted(day, key)
+            })
+        };
+        let new_counted = append_counted(&mut tx, &turn, &begun.candidates, &counted).await?;
+        stats.counted = new_counted.len() as u32;
+        let corrections = tally::hourly_corrections(&fresh, &begun.guessed, &counted);
+        append_hourly(&mut tx, &corrections).await?;
+        let daily = tally::daily(&fresh, &counted);
+        upsert_daily(&mut tx, &daily.rows).await?;
+        let heard = add_uniques(&mut tx, &turn, &fresh).await?;
+        sqlx::query(BUMP_VERSIONS)
+            .bind(&daily.campaigns)
+            .execute(&mut *tx)
+            .await?;
+        counting = Some((turn, new_counted, heard));
+    }
 
     sqlx::query(
         "UPDATE loaded_objects SET lines = $2, events = $3, new_events = $4, duplicates = $5,
                 quarantined = $6, max_event_ts = $7 WHERE id = $1",
     )
-    .bind(ledger_id)
+    .bind(stats.ledger_id)
     .bind(stats.lines as i32)
     .bind(stats.events as i32)
     .bind(stats.new_events as i32)
@@ -298,22 +418,29 @@ pub async fn load_object(
     Ok(stats)
 }
 
-/// Writes the events not loaded before into `events` and returns them.
+/// Writes the events not loaded before into `events` and returns them, as
+/// indexes into `events` in (ts, id) order. Events whose id is in `skip` are
+/// left out: the preceding object is inserting them.
 ///
 /// A concurrent loader holding some of the same ids makes the COPY wait,
 /// then fail on the primary key once it commits: the transaction rolls back
 /// whole and the retry finds those ids here.
-async fn insert_new_events<'a>(
+async fn insert_new_events(
     tx: &mut Transaction<'_, Postgres>,
     ledger_id: i64,
-    events: &'a [Staged],
-) -> Result<Vec<&'a Staged>, sqlx::Error> {
+    events: &[Staged],
+    skip: &foldhash::HashSet<Uuid>,
+) -> Result<Vec<usize>, sqlx::Error> {
     let (mut lo, mut hi) = (events[0].event.ts, events[0].event.ts);
     for s in events {
         lo = lo.min(s.event.ts);
         hi = hi.max(s.event.ts);
     }
-    let ids: Vec<Uuid> = events.iter().map(|s| s.event.id).collect();
+    let ids: Vec<Uuid> = events
+        .iter()
+        .map(|s| s.event.id)
+        .filter(|id| !skip.contains(id))
+        .collect();
     let known: foldhash::HashSet<Uuid> = sqlx::query_scalar(KNOWN_IDS)
         .bind(lo)
         .bind(hi)
@@ -323,11 +450,13 @@ async fn insert_new_events<'a>(
         .into_iter()
         .collect();
     // In time order: the primary key and the partitions take them in order.
-    let mut fresh: Vec<&Staged> = events
-        .iter()
-        .filter(|s| !known.contains(&s.event.id))
+    let mut fresh: Vec<usize> = (0..events.len())
+        .filter(|&i| {
+            let id = events[i].event.id;
+            !known.contains(&id) && !skip.contains(&id)
+        })
         .collect();
-    fresh.sort_unstable_by_key(|s| (s.event.ts, s.event.id));
+    fresh.sort_unstable_by_key(|&i| (events[i].event.ts, events[i].event.id));
     if fresh.is_empty() {
         return Ok(fresh);
     }
@@ -335,7 +464,7 @@ async fn insert_new_events<'a>(
     // Chunks keep memory flat for large objects.
     let mut rows = BinaryCopy::new(10_000 * 400);
     for chunk in fresh.chunks(10_000) {
-        copy_rows(&mut rows, chunk, ledger_id);
+        copy_rows(&mut rows, chunk.iter().map(|&i| &events[i]), ledger_id);
         copy.send(rows.take()).await?;
     }
     copy.send(rows.finish()).await?;
@@ -343,23 +472,36 @@ async fn insert_new_events<'a>(
     Ok(fresh)
 }
 
-/// Applies the counting rule to `fresh`: which of them counted, and their
-/// keys, which are appended to `counted_keys`.
-async fn count(
+/// The counting rule applied to `n` fresh events: which of them count,
+/// given their `candidates` (`tally::count_candidates`) and which keys are
+/// `known` to be counted already.
+fn counted_flags(
+    n: usize,
+    candidates: &[(Date, Uuid, usize)],
+    known: impl Fn(Date, Uuid) -> bool,
+) -> Vec<bool> {
+    let mut counted = vec![false; n];
+    for &(day, key, i) in candidates {
+        counted[i] = !known(day, key);
+    }
+    counted
+}
+
+/// Appends the keys of the events that counted (`counted`, from the turn's
+/// view) to `counted_keys` and returns them.
+async fn append_counted(
     tx: &mut Transaction<'_, Postgres>,
     turn: &Turn<'_>,
-    fresh: &[&Staged],
-) -> Result<(Vec<bool>, Vec<(Date, Uuid)>), sqlx::Error> {
-    let mut counted = vec![false; fresh.len()];
-    let mut new = Vec::new();
-    for (day, key, i) in tally::count_candidates(fresh) {
-        if !turn.is_counted(day, key) {
-            counted[i] = true;
-            new.push((day, key));
-        }
-    }
+    candidates: &[(Date, Uuid, usize)],
+    counted: &[bool],
+) -> Result<Vec<(Date, Uuid)>, sqlx::Error> {
+    let new: Vec<(Date, Uuid)> = candidates
+        .iter()
+        .filter(|&&(_, _, i)| counted[i])
+        .map(|&(day, key, _)| (day, key))
+        .collect();
     append_keys(tx, APPEND_COUNTED, turn.epoch(), &new).await?;
-    Ok((counted, new))
+    Ok(new)
 }
 
 /// Appends `(day, key)` rows of the turn's `epoch` with `statement` (a
@@ -452,10 +594,13 @@ async fn add_uniques(
     turn: &Turn<'_>,
     fresh: &[&Staged],
 ) -> Result<Vec<(Date, Uuid)>, sqlx::Error> {
-    let new: Vec<_> = tally::unique_candidates(fresh)
-        .into_iter()
-        .filter(|&(day, key, _, _)| !turn.is_heard(day, key))
-        .collect();
+    let new: Vec<_> = {
+        let known = turn.view();
+        tally::unique_candidates(fresh)
+            .into_iter()
+            .filter(|&(day, key, _, _)| !known.is_heard(day, key))
+            .collect()
+    };
     if new.is_empty() {
         return Ok(Vec::new());
     }

@@ -19,17 +19,19 @@ pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postg
 /// more connections than the server can run at once add queueing in its
 /// scheduler, not throughput. On the 2-core benchmark host, 4 instead of 10
 /// cut the uncached report's p99 from ~21 to ~14 ms at the same request
-/// rate (docs/BENCHMARKS.md). The loader uses `load_concurrency` plus one.
+/// rate (docs/BENCHMARKS.md). The loader uses two per `load_concurrency`,
+/// plus one.
 pub const DEFAULT_DATABASE_MAX_CONNECTIONS: u32 = 4;
-/// Objects the loader loads at once, each in its own transaction on its own
-/// connection. One by default, because only then is the result independent
-/// of timing: when the same counting key arrives in two objects, the hit
-/// that counts is the one in the object loaded first, so with two loads side
-/// by side it is the one whose transaction commits first. Totals are the
-/// same either way; which hour, app or country the counted hit falls in can
-/// differ. Backfills that want speed over that may raise it: on the 2-core
-/// benchmark host, 2 ran about 1.5x faster than 1, and 3 no faster than 2
-/// (docs/BENCHMARKS.md, "Loader").
+/// Runs of objects the loader loads side by side, each object in its own
+/// transaction. One run already overlaps one object's counting and commit
+/// with the next one's COPYs, and writes what one object at a time writes.
+/// One by default, because only then is the result independent of timing:
+/// when the same counting key arrives in two objects, the hit that counts
+/// is the one in the object loaded first, so with two runs side by side it
+/// is the one whose transaction commits first. Totals are the same either
+/// way; which hour, app or country the counted hit falls in can differ.
+/// Backfills that want speed over that may raise it, with two more database
+/// connections per run (docs/BENCHMARKS.md, "Loader").
 pub const DEFAULT_LOAD_CONCURRENCY: u32 = 1;
 
 #[derive(Debug, Clone, Deserialize)]
