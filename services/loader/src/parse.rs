@@ -145,7 +145,7 @@ pub fn parse(data: &[u8], now: OffsetDateTime, oldest: Date) -> Parsed {
     // foldhash (random seed per set): SipHash is slow for a set per line.
     let mut seen: foldhash::HashSet<Uuid> = foldhash::HashSetExt::with_capacity(data.len() / 400);
     let latest = now + MAX_FUTURE_SKEW;
-    for (i, raw) in data.split(|b| *b == b'\n').enumerate() {
+    for (i, raw) in lines(data).enumerate() {
         let line_no = (i + 1) as u32;
         if raw.is_empty() || raw == b"\r" {
             continue; // the final newline, or blank lines between objects
@@ -193,6 +193,19 @@ pub fn parse(data: &[u8], now: OffsetDateTime, oldest: Date) -> Parsed {
         out.events.push(stage(ev));
     }
     out
+}
+
+/// The pieces of `data` between newlines, as `data.split(|b| *b == b'\n')`
+/// gives them, found by memchr a word at a time rather than byte by byte.
+fn lines(data: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut start = 0;
+    memchr::memchr_iter(b'\n', data)
+        .chain(std::iter::once(data.len()))
+        .map(move |end| {
+            let line = &data[start..end];
+            start = end + 1;
+            line
+        })
 }
 
 /// An event with its UTC day and counting keys.
@@ -248,6 +261,22 @@ pub(crate) mod tests {
 
     pub(crate) const L1: &str = "0123456789abcdef0123456789abcdef";
     pub(crate) const L2: &str = "fedcba9876543210fedcba9876543210";
+
+    #[test]
+    fn lines_are_what_splitting_on_newlines_gives() {
+        for data in [
+            &b""[..],
+            b"\n",
+            b"\n\n",
+            b"a",
+            b"a\n",
+            b"a\r\nb",
+            b"\na\n\nb\n",
+        ] {
+            let want: Vec<&[u8]> = data.split(|b| *b == b'\n').collect();
+            assert_eq!(lines(data).collect::<Vec<_>>(), want, "{data:?}");
+        }
+    }
 
     #[test]
     fn bad_lines_are_quarantined_with_their_line_number_and_reason() {
