@@ -26,10 +26,8 @@
 //!
 //! Within one process, transactions loading side by side
 //! (`EARSHOT_LOAD_CONCURRENCY`) hold [`Keys`]' lock from the bump to the
-//! cache update, so the turn's holder never reads the cache while another's
-//! commit is on its way in. Only the holder writes the cache; the others may
-//! read it meanwhile to guess what they will count (`store` appends the
-//! hourly rows before its turn, and the turn corrects the guess).
+//! cache update, so one never reads the cache while another's commit is on
+//! its way in.
 
 use std::collections::BTreeMap;
 
@@ -73,30 +71,11 @@ struct KeyCache {
     turns: u64,
 }
 
-/// The cache, and the lock that load transactions take turns on.
-///
-/// Only the turn's holder writes the cache, and only for a moment (never
-/// across a wait on the database), so anyone may read it meanwhile: a load
-/// guesses what it will count before its turn ([`Keys::view`]), and the turn
-/// corrects the guess.
+/// The cache behind the lock that load transactions take turns on.
 #[derive(Debug, Default)]
-pub struct Keys {
-    turn: tokio::sync::Mutex<()>,
-    cache: std::sync::RwLock<KeyCache>,
-}
+pub struct Keys(tokio::sync::Mutex<KeyCache>);
 
 impl Keys {
-    /// What the cache holds now, to guess with: every key in it is counted
-    /// (or heard) in the database, but keys committed since, by this process
-    /// or another, are not in it yet. Drop it before waiting on anything.
-    pub fn view(&self) -> KeyView<'_> {
-        KeyView(self.cache.read().expect("not poisoned"))
-    }
-
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, KeyCache> {
-        self.cache.write().expect("not poisoned")
-    }
-
     /// Takes the turn to count: the lock of this process, then the epoch
     /// row of the database (waiting for another loader's commit). Reads the
     /// keys of `days` that the cache lacks.
@@ -105,23 +84,18 @@ impl Keys {
         tx: &mut Transaction<'_, Postgres>,
         days: impl IntoIterator<Item = Date>,
     ) -> Result<Turn<'k>, sqlx::Error> {
-        let held = self.turn.lock().await;
+        let mut cache = self.0.lock().await;
         let epoch: i64 = sqlx::query_scalar(BUMP_EPOCH).fetch_one(&mut **tx).await?;
-        let last = self.view().0.epoch;
-        match last {
+        match cache.epoch {
             Some(last) if last == epoch - 1 => {}
             // Other loaders took the turns in between: add what they appended.
             Some(last) if last < epoch => {
-                let cached: Vec<Date> = self.view().0.days.keys().copied().collect();
                 let mut caught_up = 0;
-                for day in cached {
-                    let (mut counted, mut listeners) = (HashSet::default(), HashSet::default());
-                    caught_up += read_into(&mut counted, tx, COUNTED_AFTER, day, last).await?;
-                    caught_up += read_into(&mut listeners, tx, LISTENERS_AFTER, day, last).await?;
-                    if let Some(keys) = self.write().days.get_mut(&day) {
-                        keys.counted.extend(counted);
-                        keys.listeners.extend(listeners);
-                    }
+                for (day, keys) in cache.days.iter_mut() {
+                    caught_up +=
+                        read_into(&mut keys.counted, tx, COUNTED_AFTER, *day, last).await?;
+                    caught_up +=
+                        read_into(&mut keys.listeners, tx, LISTENERS_AFTER, *day, last).await?;
                 }
                 metrics::counter!("earshot_loader_keys_caught_up_total").increment(caught_up);
                 tracing::debug!(
@@ -134,31 +108,21 @@ impl Keys {
             // No commit yet, one this loader never heard back from, or an
             // epoch behind its own (a database restored from a backup):
             // start over.
-            _ => self.write().days.clear(),
+            _ => cache.days.clear(),
         }
-        let missing: Vec<Date> = {
-            let mut cache = self.write();
-            // Until this transaction commits, the cache is not known to match.
-            cache.epoch = None;
-            cache.turns += 1;
-            let used = cache.turns;
-            days.into_iter()
-                .filter(|day| match cache.days.get_mut(day) {
-                    Some(d) => {
-                        d.used = used;
-                        false
-                    }
-                    None => true,
-                })
-                .collect()
-        };
-        for day in missing {
+        // Until this transaction commits, the cache is not known to match.
+        cache.epoch = None;
+        cache.turns += 1;
+        let used = cache.turns;
+        for day in days {
+            if let Some(d) = cache.days.get_mut(&day) {
+                d.used = used;
+                continue;
+            }
             let (mut counted, mut listeners) = (HashSet::default(), HashSet::default());
             read_into(&mut counted, tx, COUNTED_AFTER, day, i64::MIN).await?;
             read_into(&mut listeners, tx, LISTENERS_AFTER, day, i64::MIN).await?;
             metrics::counter!("earshot_loader_key_days_read_total").increment(1);
-            let mut cache = self.write();
-            let used = cache.turns;
             cache.days.insert(
                 day,
                 DayKeys {
@@ -168,11 +132,7 @@ impl Keys {
                 },
             );
         }
-        Ok(Turn {
-            keys: self,
-            _held: held,
-            epoch,
-        })
+        Ok(Turn { cache, epoch })
     }
 }
 
@@ -206,31 +166,8 @@ async fn read_into(
 /// A transaction's turn to count. Dropped without [`Turn::committed`], it
 /// leaves the cache to be read again.
 pub struct Turn<'k> {
-    keys: &'k Keys,
-    _held: tokio::sync::MutexGuard<'k, ()>,
+    cache: tokio::sync::MutexGuard<'k, KeyCache>,
     epoch: i64,
-}
-
-/// A read of the cache: the keys counted and heard before the transactions
-/// in flight.
-pub struct KeyView<'k>(std::sync::RwLockReadGuard<'k, KeyCache>);
-
-impl KeyView<'_> {
-    /// Is `key` counted on `day`?
-    pub fn is_counted(&self, day: Date, key: Uuid) -> bool {
-        self.0
-            .days
-            .get(&day)
-            .is_some_and(|d| d.counted.contains(&key.as_u128()))
-    }
-
-    /// Has `key` (a listener of a campaign or creative) been heard on `day`?
-    pub fn is_heard(&self, day: Date, key: Uuid) -> bool {
-        self.0
-            .days
-            .get(&day)
-            .is_some_and(|d| d.listeners.contains(&key.as_u128()))
-    }
 }
 
 impl Turn<'_> {
@@ -239,21 +176,31 @@ impl Turn<'_> {
         self.epoch
     }
 
-    /// The cache, exact for this turn: every key counted and heard before
-    /// this transaction. Drop it before waiting on anything.
-    pub fn view(&self) -> KeyView<'_> {
-        self.keys.view()
+    /// Is `key` counted on `day` (before this transaction)?
+    pub fn is_counted(&self, day: Date, key: Uuid) -> bool {
+        self.cache
+            .days
+            .get(&day)
+            .is_some_and(|d| d.counted.contains(&key.as_u128()))
+    }
+
+    /// Has `key` (a listener of a campaign or creative) been heard on `day`?
+    pub fn is_heard(&self, day: Date, key: Uuid) -> bool {
+        self.cache
+            .days
+            .get(&day)
+            .is_some_and(|d| d.listeners.contains(&key.as_u128()))
     }
 
     /// The transaction committed with these new keys: they join the cache,
     /// which is valid again, and the least recently used days beyond
     /// [`MAX_CACHED_DAYS`] leave it.
     pub fn committed(
-        self,
+        mut self,
         counted: impl IntoIterator<Item = (Date, Uuid)>,
         heard: impl IntoIterator<Item = (Date, Uuid)>,
     ) {
-        let mut cache = self.keys.write();
+        let cache = &mut *self.cache;
         // Every day of the transaction was read in `turn`; a day missing
         // here would be read whole next time, never held in part.
         for (day, key) in counted {

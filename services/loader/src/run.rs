@@ -266,18 +266,17 @@ impl Loader {
     /// - the next is fetched and parsed (the loader's work, on a blocking
     ///   thread);
     /// - the current one's transaction begins (`store::begin`: its events
-    ///   and hourly rows go in);
+    ///   go in);
     /// - the previous one's transaction finishes (`store::finish`: it takes
-    ///   the turn, counts, adds the daily rollups and uniques, and commits).
+    ///   the turn, counts, adds the rollups and uniques, and commits).
     ///
     /// On two cores the stages overlap instead of taking turns, and the
     /// result is a one-at-a-time load's: objects take the turn to count, and
     /// commit, in order, so the same hit counts whatever the timing. The
-    /// current object leaves out the ids the previous one inserts and
-    /// guesses its hourly rows' counts with the previous one's keys as
-    /// counted. When a half fails, nothing overlaps until it is right
-    /// again: the object behind it is rolled back, and the failed one is
-    /// loaded whole, with retries, on its own.
+    /// current object leaves out the ids the previous one inserts. When a
+    /// half fails, nothing overlaps until it is right again: the object
+    /// behind it is rolled back, and the failed one is loaded whole, with
+    /// retries, on its own.
     async fn load_run<'d>(
         &self,
         run: &'d [Delivery],
@@ -538,7 +537,7 @@ impl Loader {
         self.partitions
             .ensure(&self.pool, parsed.events.iter().map(|s| s.day))
             .await?;
-        Ok(store::begin(&self.pool, &self.keys, id, parsed, preceding).await?)
+        Ok(store::begin(&self.pool, id, parsed, preceding).await?)
     }
 
     /// The second half (`store::finish`), and what a load tells: metrics,

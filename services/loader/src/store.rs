@@ -201,37 +201,28 @@ pub async fn load_object(
     obj: &ObjectId,
     parsed: &Parsed,
 ) -> Result<LoadStats, sqlx::Error> {
-    let begun = begin(pool, keys, obj, parsed, &Preceding::default()).await?;
+    let begun = begin(pool, obj, parsed, &Preceding::default()).await?;
     finish(keys, parsed, begun).await
 }
 
-/// What the object loading just before another will have written once it
-/// commits, for the other's first half ([`begin`]) to run meanwhile: its
-/// events' ids and counting keys.
+/// The object loading just before another, for the other's first half
+/// ([`begin`]) to run meanwhile: the ids it is inserting.
 #[derive(Debug, Default)]
 pub struct Preceding {
     ids: foldhash::HashSet<Uuid>,
-    counted: foldhash::HashSet<(Date, Uuid)>,
 }
 
 impl Preceding {
-    /// Every id and counting key of `parsed`. Once its object commits,
-    /// each id is in `events` and each key in `counted_keys`: an event
-    /// loaded before it was counted, or found its key counted, back then.
+    /// Every id of `parsed`: once its object commits, each is in `events`.
     pub fn of(parsed: &Parsed) -> Self {
         Self {
             ids: parsed.events.iter().map(|s| s.event.id).collect(),
-            counted: parsed
-                .events
-                .iter()
-                .filter_map(|s| Some((s.day, s.count_key?)))
-                .collect(),
         }
     }
 }
 
-/// An object half loaded: its transaction open with its events, hourly rows
-/// and quarantined lines in, waiting for its turn to count. The default is
+/// An object half loaded: its transaction open with its events and
+/// quarantined lines in, waiting for its turn to count. The default is
 /// an object the ledger already has: nothing to finish.
 #[derive(Default)]
 pub struct Begun {
@@ -241,23 +232,16 @@ pub struct Begun {
     /// The events not loaded before, as indexes into `Parsed::events`, in
     /// (ts, id) order.
     fresh: Vec<usize>,
-    /// `tally::count_candidates` of them.
-    candidates: Vec<(Date, Uuid, usize)>,
-    /// Which of them the hourly rows count: the guess made before the turn.
-    guessed: Vec<bool>,
 }
 
 /// The first half of an object's transaction, which needs no turn: claims the
-/// object in the ledger, COPYs its new events and its hourly rows, and
-/// quarantines its bad lines.
+/// object in the ledger, COPYs its new events, and quarantines its bad lines.
 ///
 /// It may run while `preceding`'s object is still loading, as long as that
 /// one commits first (or this one is dropped): its ids are left out here,
-/// since it is the one inserting them, and its counting keys count as
-/// counted for the hourly rows' guess.
+/// since it is the one inserting them.
 pub async fn begin(
     pool: &PgPool,
-    keys: &Keys,
     obj: &ObjectId,
     parsed: &Parsed,
     preceding: &Preceding,
@@ -277,13 +261,7 @@ pub async fn begin(
     .await?;
     let Some((ledger_id,)) = claimed else {
         tx.rollback().await?;
-        return Ok(Begun {
-            tx: None,
-            stats: LoadStats::default(),
-            fresh: Vec::new(),
-            candidates: Vec::new(),
-            guessed: Vec::new(),
-        });
+        return Ok(Begun::default());
     };
 
     let stats = LoadStats {
@@ -295,24 +273,11 @@ pub async fn begin(
         max_event_ts: parsed.events.iter().map(|s| s.event.ts).max(),
         ..Default::default()
     };
-    let (mut fresh_idx, mut candidates, mut guessed) = (Vec::new(), Vec::new(), Vec::new());
-    if !parsed.events.is_empty() {
-        fresh_idx = insert_new_events(&mut tx, ledger_id, &parsed.events, &preceding.ids).await?;
-        let fresh: Vec<&Staged> = fresh_idx.iter().map(|&i| &parsed.events[i]).collect();
-        candidates = tally::count_candidates(&fresh);
-        // The hourly rows go in before the turn, so that their COPY overlaps
-        // the preceding object's turn instead of lengthening this one's.
-        // Their counted hits are a guess from the keys known now; the turn
-        // appends what corrects it (nothing, unless another loader counted
-        // meanwhile or the day was not in memory yet).
-        guessed = {
-            let known = keys.view();
-            counted_flags(fresh.len(), &candidates, |day, key| {
-                known.is_counted(day, key) || preceding.counted.contains(&(day, key))
-            })
-        };
-        append_hourly(&mut tx, &tally::hourly(&fresh, &guessed)).await?;
-    }
+    let fresh = if parsed.events.is_empty() {
+        Vec::new()
+    } else {
+        insert_new_events(&mut tx, ledger_id, &parsed.events, &preceding.ids).await?
+    };
 
     if !parsed.quarantined.is_empty() {
         let line_nos: Vec<i32> = parsed
@@ -340,9 +305,7 @@ pub async fn begin(
     Ok(Begun {
         tx: Some(tx),
         stats,
-        fresh: fresh_idx,
-        candidates,
-        guessed,
+        fresh,
     })
 }
 
@@ -359,8 +322,8 @@ impl Begun {
 }
 
 /// The second half: takes the turn to count (after every transaction that
-/// took it before has committed), counts, corrects the hourly rows' guess,
-/// adds the daily rollups and uniques, completes the ledger row and commits.
+/// took it before has committed), counts, adds the hourly and daily rollups
+/// and uniques, completes the ledger row and commits.
 /// `parsed` is what `begun` began with.
 pub async fn finish(keys: &Keys, parsed: &Parsed, begun: Begun) -> Result<LoadStats, sqlx::Error> {
     let Some(mut tx) = begun.tx else {
@@ -378,16 +341,13 @@ pub async fn finish(keys: &Keys, parsed: &Parsed, begun: Begun) -> Result<LoadSt
         days.sort_unstable();
         days.dedup();
         let turn = keys.turn(&mut tx, days).await?;
-        let counted = {
-            let known = turn.view();
-            counted_flags(fresh.len(), &begun.candidates, |day, key| {
-                known.is_counted(day, key)
-            })
-        };
-        let new_counted = append_counted(&mut tx, &turn, &begun.candidates, &counted).await?;
+        let candidates = tally::count_candidates(&fresh);
+        let counted = counted_flags(fresh.len(), &candidates, |day, key| {
+            turn.is_counted(day, key)
+        });
+        let new_counted = append_counted(&mut tx, &turn, &candidates, &counted).await?;
         stats.counted = new_counted.len() as u32;
-        let corrections = tally::hourly_corrections(&fresh, &begun.guessed, &counted);
-        append_hourly(&mut tx, &corrections).await?;
+        append_hourly(&mut tx, &tally::hourly(&fresh, &counted)).await?;
         let daily = tally::daily(&fresh, &counted);
         upsert_daily(&mut tx, &daily.rows).await?;
         let heard = add_uniques(&mut tx, &turn, &fresh).await?;
@@ -487,8 +447,8 @@ fn counted_flags(
     counted
 }
 
-/// Appends the keys of the events that counted (`counted`, from the turn's
-/// view) to `counted_keys` and returns them.
+/// Appends the keys of the events that counted (`counted`, decided in the
+/// turn) to `counted_keys` and returns them.
 async fn append_counted(
     tx: &mut Transaction<'_, Postgres>,
     turn: &Turn<'_>,
@@ -594,13 +554,10 @@ async fn add_uniques(
     turn: &Turn<'_>,
     fresh: &[&Staged],
 ) -> Result<Vec<(Date, Uuid)>, sqlx::Error> {
-    let new: Vec<_> = {
-        let known = turn.view();
-        tally::unique_candidates(fresh)
-            .into_iter()
-            .filter(|&(day, key, _, _)| !known.is_heard(day, key))
-            .collect()
-    };
+    let new: Vec<_> = tally::unique_candidates(fresh)
+        .into_iter()
+        .filter(|&(day, key, _, _)| !turn.is_heard(day, key))
+        .collect();
     if new.is_empty() {
         return Ok(Vec::new());
     }

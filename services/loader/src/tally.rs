@@ -240,26 +240,6 @@ pub fn hourly<'a>(fresh: &[&'a Staged], counted: &[bool]) -> Vec<(HourlyKey<'a>,
     hourly_rows(groups)
 }
 
-/// The rows that turn `hourly(fresh, guessed)` into `hourly(fresh, counted)`
-/// once appended beside it: per group, the counted hits it gained or lost
-/// (readers and the merge sum a group's rows). Nothing when the guess was
-/// right.
-pub fn hourly_corrections<'a>(
-    fresh: &[&'a Staged],
-    guessed: &[bool],
-    counted: &[bool],
-) -> Vec<(HourlyKey<'a>, HourlyCounts)> {
-    let mut groups: HashMap<HourlyKey<'a>, HourlyCounts> = HashMap::new();
-    for ((st, &guess), &is_counted) in fresh.iter().zip(guessed).zip(counted) {
-        if guess != is_counted {
-            groups.entry(hourly_key(st)).or_default()[1] +=
-                i64::from(is_counted) - i64::from(guess);
-        }
-    }
-    groups.retain(|_, c| c[1] != 0);
-    hourly_rows(groups)
-}
-
 /// Sums `fresh` into `rollup_daily` rows; `counted[i]` says whether
 /// `fresh[i]` counted.
 pub fn daily<'a>(fresh: &[&'a Staged], counted: &[bool]) -> Daily<'a> {
@@ -392,58 +372,6 @@ mod tests {
         assert_eq!(d[counted_column(EventKind::Complete)], 0);
         assert_eq!(d[bot_column(EventKind::Complete).unwrap()], 1);
         assert_eq!(d.iter().sum::<i64>(), 5 + 1 + 1 + 2 + 1);
-    }
-
-    #[test]
-    fn a_guess_and_its_corrections_sum_to_the_counted_rows() {
-        let ts = datetime!(2026-11-27 10:15 UTC);
-        let at = |id, kind, listener| staged(id, ts, kind, listener, Verdict::Valid);
-        let (a, b, c) = (
-            at(1, EventKind::Impression, L1),
-            at(2, EventKind::Impression, L2),
-            at(3, EventKind::Start, L1),
-        );
-        let next_hour = staged(
-            4,
-            ts + time::Duration::HOUR,
-            EventKind::Impression,
-            L1,
-            Verdict::Valid,
-        );
-        let fresh = [&a, &b, &c, &next_hour];
-        fn sum<'a>(
-            rows: &[Vec<(HourlyKey<'a>, HourlyCounts)>],
-        ) -> std::collections::BTreeMap<HourlyKey<'a>, HourlyCounts> {
-            let mut by_group = std::collections::BTreeMap::new();
-            for (k, v) in rows.iter().flatten() {
-                let s: &mut HourlyCounts = by_group.entry(*k).or_default();
-                for (total, x) in s.iter_mut().zip(v) {
-                    *total += x;
-                }
-            }
-            by_group
-        }
-        // a and b share a group; the guess errs both ways in it, and once
-        // alone in next_hour's group.
-        let guessed = [true, false, true, true];
-        let counted = [false, true, true, false];
-        let corrections = hourly_corrections(&fresh, &guessed, &counted);
-        let at_ten = |event| {
-            corrections
-                .iter()
-                .filter(|(k, _)| k.event == event && k.hour == hour_of(ts))
-                .count()
-        };
-        assert_eq!(at_ten("impression"), 0, "+1 and -1 in one group cancel");
-        assert_eq!(at_ten("start"), 0, "a right guess needs no row");
-        assert_eq!(corrections.len(), 1);
-        assert_eq!(corrections[0].0.hour, hour_of(ts) + 3600);
-        assert_eq!(corrections[0].1, [0, -1, 0, 0]);
-        assert_eq!(
-            sum(&[hourly(&fresh, &guessed), corrections]),
-            sum(&[hourly(&fresh, &counted)])
-        );
-        assert!(hourly_corrections(&fresh, &counted, &counted).is_empty());
     }
 
     #[test]

@@ -175,36 +175,3 @@ async fn a_failed_half_is_loaded_again_whole_and_the_run_writes_the_same() {
         7200
     );
 }
-
-#[tokio::test]
-async fn a_loader_that_guessed_wrong_corrects_its_hourly_rows_in_its_turn() {
-    // A loader starting on a day another loader counted has no keys of it in
-    // memory until its first turn reads them: its first object's hourly rows
-    // go in guessing every candidate counted, and the turn must take back
-    // the ones counted before.
-    let dir = write_overlapping_objects("pipeline-guess");
-    // The later objects alone, so no object before them in the run tells
-    // the guess about the earlier ones' keys.
-    let later = temp_dir("pipeline-guess-later");
-    for i in 3..6 {
-        let name = format!("o{i}.ndjson");
-        std::fs::copy(dir.join(&name), later.join(&name)).unwrap();
-    }
-    let db = TestDb::new().await;
-    let one_by_one = TestDb::new().await;
-    let earlier = loader(&db.pool, &dir, opts()).await;
-    for i in 0..3 {
-        earlier
-            .load_one(&dir_object(&dir, &format!("o{i}.ndjson")))
-            .await
-            .unwrap();
-    }
-    let s = load_dir(&db.pool, &later).await;
-    assert_eq!(
-        (s.objects_loaded, s.events_new, s.duplicates),
-        (3, 3600, 900)
-    );
-    load_one_by_one(&one_by_one.pool, &dir).await;
-    assert_books_balance(&db.pool).await;
-    assert_eq!(written(&db.pool).await, written(&one_by_one.pool).await);
-}
