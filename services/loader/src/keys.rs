@@ -147,7 +147,7 @@ const LISTENERS_AFTER: &str = "SELECT key FROM daily_listeners WHERE day = $1 AN
 async fn read_into(
     keys: &mut HashSet<u128>,
     tx: &mut Transaction<'_, Postgres>,
-    query: &str,
+    query: &'static str,
     day: Date,
     epoch: i64,
 ) -> Result<u64, sqlx::Error> {

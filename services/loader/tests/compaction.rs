@@ -6,6 +6,7 @@ mod support;
 use earshot_domain::TrackingEvent;
 use earshot_loader::compact;
 use earshot_platform::testing::TestDb;
+use sqlx::AssertSqlSafe;
 use sqlx::PgPool;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use support::*;
@@ -29,10 +30,10 @@ async fn groups(pool: &PgPool) -> i64 {
 
 /// Every group with its four sums, in order.
 async fn sums(pool: &PgPool) -> Vec<String> {
-    sqlx::query_scalar(&format!(
+    sqlx::query_scalar(AssertSqlSafe(format!(
         "SELECT concat_ws('|', {GROUP}, sum(raw_hits), sum(counted_hits), sum(bot_hits), sum(invalid_hits))
          FROM rollup_hourly GROUP BY {GROUP} ORDER BY {GROUP}"
-    ))
+    )))
     .fetch_all(pool)
     .await
     .unwrap()

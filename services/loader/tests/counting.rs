@@ -4,6 +4,7 @@ mod support;
 
 use earshot_domain::{EventKind, Verdict};
 use earshot_platform::testing::TestDb;
+use sqlx::AssertSqlSafe;
 use support::*;
 use time::macros::datetime;
 
@@ -268,9 +269,9 @@ async fn verify_reports_a_counting_or_listener_key_stored_twice() {
             .await
             .unwrap();
     for table in ["counted_keys", "daily_listeners"] {
-        sqlx::query(&format!(
+        sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO {table} (day, key) SELECT day, key FROM {table} ORDER BY key LIMIT 1"
-        ))
+        )))
         .execute(&db.pool)
         .await
         .unwrap();

@@ -7,6 +7,7 @@ mod support;
 
 use earshot_domain::TrackingEvent;
 use earshot_platform::testing::TestDb;
+use sqlx::AssertSqlSafe;
 use sqlx::PgPool;
 use support::*;
 use time::macros::datetime;
@@ -140,7 +141,10 @@ async fn fail_once(pool: &PgPool, second_half: &str, first_half: &str) {
          FOR EACH ROW EXECUTE FUNCTION fail_once()"
             .to_string(),
     ] {
-        sqlx::query(&statement).execute(pool).await.unwrap();
+        sqlx::query(AssertSqlSafe(statement.as_str()))
+            .execute(pool)
+            .await
+            .unwrap();
     }
 }
 
@@ -158,10 +162,11 @@ async fn a_failed_half_is_loaded_again_whole_and_the_run_writes_the_same() {
         (6, 7200, 1500)
     );
     for sequence in ["fail_finish", "fail_begin"] {
-        let calls: i64 = sqlx::query_scalar(&format!("SELECT last_value FROM {sequence}"))
-            .fetch_one(&failing.pool)
-            .await
-            .unwrap();
+        let calls: i64 =
+            sqlx::query_scalar(AssertSqlSafe(format!("SELECT last_value FROM {sequence}")))
+                .fetch_one(&failing.pool)
+                .await
+                .unwrap();
         assert_eq!(calls, 2, "{sequence}: failed once, then passed once");
     }
     load_one_by_one(&one_by_one.pool, &dir).await;

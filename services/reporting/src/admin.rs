@@ -3,7 +3,7 @@
 
 use earshot_domain::{CampaignId, CreativeId};
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
+use sqlx::{AssertSqlSafe, PgPool};
 use time::{Date, OffsetDateTime};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -201,10 +201,10 @@ pub async fn create_campaign(pool: &PgPool, c: &NewCampaign) -> Result<Campaign,
             format!("no advertiser {}", c.advertiser_id),
         ));
     }
-    let row: Option<Campaign> = sqlx::query_as(&format!(
+    let row: Option<Campaign> = sqlx::query_as(AssertSqlSafe(format!(
         "INSERT INTO campaigns (id, advertiser_id, name, flight_start, flight_end, impression_goal)
          VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING RETURNING {CAMPAIGN_COLS}"
-    ))
+    )))
     .bind(id.as_str())
     .bind(c.advertiser_id)
     .bind(name)
@@ -242,11 +242,11 @@ pub async fn update_campaign(
     let end = p.flight_end.or(current.flight_end);
     check_flight(start, end)?;
     check_goal(p.impression_goal)?;
-    Ok(sqlx::query_as(&format!(
+    Ok(sqlx::query_as(AssertSqlSafe(format!(
         "UPDATE campaigns SET name = $2, flight_start = $3, flight_end = $4,
                 impression_goal = coalesce($5, impression_goal), updated_at = now()
          WHERE id = $1 RETURNING {CAMPAIGN_COLS}"
-    ))
+    )))
     .bind(id)
     .bind(name)
     .bind(start)
@@ -267,9 +267,9 @@ pub async fn get_campaign(
     if CampaignId::parse(id).is_err() {
         return Err(not_found());
     }
-    sqlx::query_as(&format!(
+    sqlx::query_as(AssertSqlSafe(format!(
         "SELECT {CAMPAIGN_COLS} FROM campaigns WHERE id = $1 AND ($2::uuid IS NULL OR advertiser_id = $2)"
-    ))
+    )))
     .bind(id)
     .bind(advertiser)
     .fetch_optional(pool)
@@ -281,9 +281,9 @@ pub async fn list_campaigns(
     pool: &PgPool,
     advertiser: Option<Uuid>,
 ) -> Result<Vec<Campaign>, ApiError> {
-    Ok(sqlx::query_as(&format!(
+    Ok(sqlx::query_as(AssertSqlSafe(format!(
         "SELECT {CAMPAIGN_COLS} FROM campaigns WHERE $1::uuid IS NULL OR advertiser_id = $1 ORDER BY id"
-    ))
+    )))
     .bind(advertiser)
     .fetch_all(pool)
     .await?)
@@ -354,10 +354,10 @@ pub async fn create_key(pool: &PgPool, scope: Scope, name: &str) -> Result<Creat
         }
     }
     let k = keys::generate();
-    let info: ApiKeyInfo = sqlx::query_as(&format!(
+    let info: ApiKeyInfo = sqlx::query_as(AssertSqlSafe(format!(
         "INSERT INTO api_keys (id, prefix, hash, name, scope, advertiser_id) VALUES ($1, $2, $3, $4, $5, $6)
          RETURNING {KEY_COLS}"
-    ))
+    )))
     .bind(Uuid::now_v7())
     .bind(&k.prefix)
     .bind(&k.hash)
@@ -373,9 +373,9 @@ pub async fn create_key(pool: &PgPool, scope: Scope, name: &str) -> Result<Creat
 }
 
 pub async fn list_keys(pool: &PgPool) -> Result<Vec<ApiKeyInfo>, ApiError> {
-    Ok(sqlx::query_as(&format!(
+    Ok(sqlx::query_as(AssertSqlSafe(format!(
         "SELECT {KEY_COLS} FROM api_keys ORDER BY created_at, id"
-    ))
+    )))
     .fetch_all(pool)
     .await?)
 }
@@ -387,10 +387,10 @@ pub async fn revoke_key(pool: &PgPool, id_or_prefix: &str) -> Result<ApiKeyInfo,
         return Err(ApiError::NotFound(format!("no key {id_or_prefix}")));
     }
     let mut tx = pool.begin().await?;
-    let info: ApiKeyInfo = sqlx::query_as(&format!(
+    let info: ApiKeyInfo = sqlx::query_as(AssertSqlSafe(format!(
         "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now())
          WHERE ($1::uuid IS NOT NULL AND id = $1) OR prefix = $2 RETURNING {KEY_COLS}"
-    ))
+    )))
     .bind(id)
     .bind(id_or_prefix)
     .fetch_optional(&mut *tx)

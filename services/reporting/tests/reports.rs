@@ -3,6 +3,7 @@
 
 mod support;
 
+use sqlx::AssertSqlSafe;
 use std::collections::BTreeMap;
 
 use serde_json::Value;
@@ -69,7 +70,7 @@ async fn expected(
          )
          SELECT * FROM counted UNION ALL SELECT * FROM hits"
     );
-    let rows = sqlx::query(&sql)
+    let rows = sqlx::query(AssertSqlSafe(sql))
         .bind(campaign)
         .bind(from)
         .bind(to)

@@ -2,6 +2,7 @@
 //! events for them, and reading back what the database holds.
 #![allow(dead_code)]
 
+use sqlx::AssertSqlSafe;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -163,7 +164,10 @@ where
 }
 
 pub async fn count(pool: &PgPool, sql: &str) -> i64 {
-    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+    sqlx::query_scalar(AssertSqlSafe(sql))
+        .fetch_one(pool)
+        .await
+        .unwrap()
 }
 
 /// A directory of its own under the system temp dir, removed on drop (the
@@ -355,10 +359,16 @@ const EVENTS_DIGEST: &str = "SELECT count(*)::bigint, coalesce(md5(string_agg(md
 
 pub async fn snapshot(pool: &PgPool) -> Snapshot {
     async fn digest(pool: &PgPool, sql: &str) -> (i64, String) {
-        sqlx::query_as(sql).fetch_one(pool).await.unwrap()
+        sqlx::query_as(AssertSqlSafe(sql))
+            .fetch_one(pool)
+            .await
+            .unwrap()
     }
     async fn rows(pool: &PgPool, sql: &str) -> Vec<String> {
-        sqlx::query_scalar(sql).fetch_all(pool).await.unwrap()
+        sqlx::query_scalar(AssertSqlSafe(sql))
+            .fetch_all(pool)
+            .await
+            .unwrap()
     }
     Snapshot {
         events: digest(pool, EVENTS_DIGEST).await,

@@ -1,6 +1,7 @@
 //! Building events and objects for the loader's tests.
 #![allow(dead_code)]
 
+use sqlx::AssertSqlSafe;
 use std::path::{Path, PathBuf};
 
 use earshot_domain::{
@@ -179,7 +180,10 @@ pub async fn totals(pool: &PgPool, campaign: &str) -> (i64, i64, i64, i64) {
 }
 
 pub async fn count(pool: &PgPool, sql: &str) -> i64 {
-    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+    sqlx::query_scalar(AssertSqlSafe(sql))
+        .fetch_one(pool)
+        .await
+        .unwrap()
 }
 
 /// The books balance: rollups and uniques equal an independent recount.
