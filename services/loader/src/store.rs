@@ -341,18 +341,14 @@ pub async fn finish(keys: &Keys, parsed: &Parsed, begun: Begun) -> Result<LoadSt
         days.sort_unstable();
         days.dedup();
         let turn = keys.turn(&mut tx, days).await?;
-        let candidates = tally::count_candidates(&fresh);
-        let counted = counted_flags(fresh.len(), &candidates, |day, key| {
-            turn.is_counted(day, key)
-        });
-        let new_counted = append_counted(&mut tx, &turn, &candidates, &counted).await?;
+        let (counted, new_counted) = count(&mut tx, &turn, &fresh).await?;
         stats.counted = new_counted.len() as u32;
-        append_hourly(&mut tx, &tally::hourly(&fresh, &counted)).await?;
-        let daily = tally::daily(&fresh, &counted);
-        upsert_daily(&mut tx, &daily.rows).await?;
+        let r = tally::rollups(&fresh, &counted);
+        append_hourly(&mut tx, &r.hourly).await?;
+        upsert_daily(&mut tx, &r.daily).await?;
         let heard = add_uniques(&mut tx, &turn, &fresh).await?;
         sqlx::query(BUMP_VERSIONS)
-            .bind(&daily.campaigns)
+            .bind(&r.campaigns)
             .execute(&mut *tx)
             .await?;
         counting = Some((turn, new_counted, heard));
@@ -432,36 +428,23 @@ async fn insert_new_events(
     Ok(fresh)
 }
 
-/// The counting rule applied to `n` fresh events: which of them count,
-/// given their `candidates` (`tally::count_candidates`) and which keys are
-/// `known` to be counted already.
-fn counted_flags(
-    n: usize,
-    candidates: &[(Date, Uuid, usize)],
-    known: impl Fn(Date, Uuid) -> bool,
-) -> Vec<bool> {
-    let mut counted = vec![false; n];
-    for &(day, key, i) in candidates {
-        counted[i] = !known(day, key);
-    }
-    counted
-}
-
-/// Appends the keys of the events that counted (`counted`, decided in the
-/// turn) to `counted_keys` and returns them.
-async fn append_counted(
+/// Applies the counting rule to `fresh`: which of them counted, and their
+/// keys, which are appended to `counted_keys`.
+async fn count(
     tx: &mut Transaction<'_, Postgres>,
     turn: &Turn<'_>,
-    candidates: &[(Date, Uuid, usize)],
-    counted: &[bool],
-) -> Result<Vec<(Date, Uuid)>, sqlx::Error> {
-    let new: Vec<(Date, Uuid)> = candidates
-        .iter()
-        .filter(|&&(_, _, i)| counted[i])
-        .map(|&(day, key, _)| (day, key))
-        .collect();
+    fresh: &[&Staged],
+) -> Result<(Vec<bool>, Vec<(Date, Uuid)>), sqlx::Error> {
+    let mut counted = vec![false; fresh.len()];
+    let mut new = Vec::new();
+    for (day, key, i) in tally::count_candidates(fresh) {
+        if !turn.is_counted(day, key) {
+            counted[i] = true;
+            new.push((day, key));
+        }
+    }
     append_keys(tx, APPEND_COUNTED, turn.epoch(), &new).await?;
-    Ok(new)
+    Ok((counted, new))
 }
 
 /// Appends `(day, key)` rows of the turn's `epoch` with `statement` (a
