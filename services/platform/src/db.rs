@@ -71,3 +71,34 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("applying migrations: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both pools negotiate TLS whenever the server offers it (sqlx's
+    /// default, `sslmode=prefer`, which `connect_options` keeps), so the
+    /// suite runs the TLS path that production takes, where sqlx 0.8 could
+    /// hang a COPY for good (vendor/README.md).
+    #[tokio::test]
+    async fn connections_use_tls_when_the_server_offers_it() {
+        let url = std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| crate::config::DEFAULT_DATABASE_URL.to_owned());
+        let settings = Settings::load_from(|k| (k == "DATABASE_URL").then(|| url.clone())).unwrap();
+        for pool in [
+            connect(&settings).await.unwrap(),
+            connect_api(&settings).await.unwrap(),
+        ] {
+            let offered: String = sqlx::query_scalar("SHOW ssl")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            let used: bool =
+                sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+            assert_eq!(used, offered == "on", "server ssl = {offered}");
+        }
+    }
+}
