@@ -183,6 +183,8 @@ pub struct NewCampaign {
     pub impression_goal: Option<i64>,
 }
 
+/// The columns a campaign query returns. The queries paste this constant
+/// into their text (hence `AssertSqlSafe`); every value is bound.
 const CAMPAIGN_COLS: &str =
     "id, advertiser_id, name, flight_start, flight_end, impression_goal, created_at, updated_at";
 
@@ -334,6 +336,7 @@ pub async fn list_creatives(pool: &PgPool, campaign: &str) -> Result<Vec<Creativ
         .await?)
 }
 
+/// The columns a key query returns, pasted like [`CAMPAIGN_COLS`].
 const KEY_COLS: &str = "id, prefix, name, scope, advertiser_id, created_at, revoked_at";
 
 pub async fn create_key(pool: &PgPool, scope: Scope, name: &str) -> Result<CreatedKey, ApiError> {
