@@ -5,6 +5,7 @@ mod ops;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use earshot_loader::watchdog::Stalled;
 use earshot_loader::{LoadOptions, Loader, Source, SourceSpec};
 use earshot_platform::{db, shutdown, telemetry, Settings};
 
@@ -105,6 +106,10 @@ async fn main() -> anyhow::Result<()> {
                 settings.load_concurrency,
                 settings.database_max_connections
             );
+            anyhow::ensure!(
+                settings.loader_stall_seconds > 0,
+                "EARSHOT_LOADER_STALL_SECONDS must be at least 1 (seconds one loader step may run)"
+            );
             let pool = db::connect(&settings).await?;
             let src = Source::open(&spec).await?;
             let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -133,9 +138,20 @@ async fn main() -> anyhow::Result<()> {
                     poll_interval: std::time::Duration::from_secs(settings.poll_interval_seconds),
                     retention_days: settings.retention_days,
                     concurrency: settings.load_concurrency as usize,
+                    stall_limit: std::time::Duration::from_secs(settings.loader_stall_seconds),
                 },
             );
-            let summary = loader.run(stop_rx).await?;
+            let summary = match loader.run(stop_rx).await {
+                Ok(s) => s,
+                // Exit now rather than return: returning drops the runtime,
+                // which waits for its blocking threads, and the stuck step
+                // may be one of them.
+                Err(e) if e.is::<Stalled>() => {
+                    eprintln!("Error: {e:#}");
+                    std::process::exit(1);
+                }
+                Err(e) => return Err(e),
+            };
             tracing::info!(?summary, "loader stopped");
             println!(
                 "objects_loaded={} objects_skipped={} events_new={} duplicates={} quarantined={} counted={}",

@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use earshot_platform::testing::TestDb;
 use earshot_testkit::s3_notify::{notify_queue_on_object_created, queue_depth};
-use earshot_testkit::{ChildProcess, Moto};
+use earshot_testkit::{ChildProcess, Moto, TcpProxy};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::PgPool;
 use support::*;
 
@@ -67,29 +68,134 @@ async fn loader_killed_with_sigkill_mid_object_then_restarted_counts_like_a_clea
     );
 
     // Nothing of the object is visible: its transaction never committed.
-    assert_eq!(
-        count(&db.pool, "SELECT count(*) FROM loaded_objects").await,
-        0
-    );
-    assert_eq!(count(&db.pool, "SELECT count(*) FROM events").await, 0);
-    assert_eq!(
-        count(&db.pool, "SELECT count(*) FROM rollup_hourly").await,
-        0
-    );
-    assert_eq!(
-        count(&db.pool, "SELECT count(*) FROM counted_keys").await,
-        0
-    );
+    assert_nothing_committed(&db.pool).await;
+    assert_a_restart_counts_like_a_clean_run(&db, &clean, &source, EVENTS).await;
+}
 
-    let restarted = load_once(&db.url, &source, &[]).await;
+/// Nothing of a load is in `db`: no ledger row, event, hourly row or key.
+async fn assert_nothing_committed(db: &PgPool) {
+    for table in ["loaded_objects", "events", "rollup_hourly", "counted_keys"] {
+        let n = count(db, &format!("SELECT count(*) FROM {table}")).await;
+        assert_eq!(n, 0, "{table}");
+    }
+}
+
+/// `earshot load --once` of `source` into `db` loads its one object of
+/// `events` events whole, and leaves `db` as the same load leaves `clean`.
+async fn assert_a_restart_counts_like_a_clean_run(
+    db: &TestDb,
+    clean: &TestDb,
+    source: &str,
+    events: usize,
+) {
+    let restarted = load_once(&db.url, source, &[]).await;
     assert_eq!(
         (restarted.objects_loaded, restarted.events_new),
-        (1, EVENTS as u64)
+        (1, events as u64)
     );
-    let reference = load_once(&clean.url, &source, &[]).await;
+    let reference = load_once(&clean.url, source, &[]).await;
     assert_eq!(restarted, reference);
     assert_same(&snapshot(&db.pool).await, &snapshot(&clean.pool).await);
     assert_books_balance(&db.pool).await;
+}
+
+/// `db_url` with its server replaced by a [`TcpProxy`] to that server.
+async fn through_proxy(db_url: &str) -> (TcpProxy, String) {
+    use sqlx::ConnectOptions as _;
+    let opts: PgConnectOptions = db_url.parse().expect("a PostgreSQL URL");
+    assert!(
+        !opts.get_host().starts_with('/'),
+        "this test needs PostgreSQL over TCP; DATABASE_URL names a socket"
+    );
+    let server = tokio::net::lookup_host((opts.get_host(), opts.get_port()))
+        .await
+        .expect("resolve the database host")
+        .next()
+        .expect("an address");
+    let proxy = TcpProxy::start(server).await.expect("proxy");
+    let url = opts
+        .host("127.0.0.1")
+        .port(proxy.addr().port())
+        .to_url_lossy()
+        .to_string();
+    (proxy, url)
+}
+
+/// The loader's connections to `db`, seen from the server.
+async fn loader_backends(admin: &PgPool, db: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'earshot'",
+    )
+    .bind(db)
+    .fetch_one(admin)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_loader_whose_database_goes_silent_mid_object_exits_as_stalled_then_a_restart_counts_like_a_clean_run(
+) {
+    const EVENTS: usize = 200_000;
+    // A step may run this long; well above a 200,000-event object's
+    // halves on a loaded CI machine, well below the test's patience.
+    const STALL_SECONDS: &str = "8";
+    let db = TestDb::new().await;
+    let clean = TestDb::new().await;
+    let dir = temp_dir("stall");
+    let events = synth_events(EVENTS, 11, yesterday(), time::Duration::hours(20));
+    std::fs::write(dir.join("big.ndjson"), ndjson(&events)).unwrap();
+    drop(events);
+    let source = format!("dir:{}", dir.display());
+    let (proxy, proxied_url) = through_proxy(&db.url).await;
+
+    // Long-running mode: without the watchdog it would wait for ever.
+    let spec = loader_spec(&proxied_url, &["--source", &source], &[])
+        .env("EARSHOT_LOADER_STALL_SECONDS", STALL_SECONDS);
+    let mut loader = ChildProcess::spawn(&spec).expect("start earshot load");
+    wait_for_load_in_progress(&db.pool, &db.name, &mut loader).await;
+    proxy.silence();
+    let status = tokio::time::timeout(std::time::Duration::from_secs(90), loader.wait())
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "the loader did not give up on its silent database\n{}",
+                loader.output_text()
+            )
+        })
+        .unwrap();
+    assert!(!status.success(), "{}", loader.output_text());
+    assert!(proxy.stats().swallowed > 0, "the silence cut nothing");
+    let stderr = loader.stderr_lines();
+    let stalled = stderr
+        .iter()
+        .find(|l| l.contains("\"the loader stalled; exiting\""))
+        .unwrap_or_else(|| panic!("no stall logged\n{}", loader.output_text()));
+    assert!(
+        [
+            "inserting an object's events",
+            "counting and committing an object"
+        ]
+        .iter()
+        .any(|step| stalled.contains(step)),
+        "{stalled}"
+    );
+    assert!(stalled.contains("big.ndjson"), "{stalled}");
+    assert!(
+        stderr
+            .iter()
+            .any(|l| l.contains("longer than EARSHOT_LOADER_STALL_SECONDS (8s)")),
+        "the exit error names the setting\n{}",
+        loader.output_text()
+    );
+
+    // Its sockets closed with it: PostgreSQL ends its sessions and rolls
+    // the object's transaction back, so nothing of it is visible.
+    eventually("the loader's sessions to end", String::new, || async {
+        (loader_backends(&db.pool, &db.name).await == 0).then_some(())
+    })
+    .await;
+    assert_nothing_committed(&db.pool).await;
+    assert_a_restart_counts_like_a_clean_run(&db, &clean, &source, EVENTS).await;
 }
 
 /// Takes the s3:TestEvent off the queue, so the queue then holds only the

@@ -19,6 +19,7 @@ use sqlx::PgPool;
 use time::OffsetDateTime;
 
 use crate::tally::hour_of;
+use crate::watchdog::Watchdog;
 
 /// The hours, per campaign, that received rows since the last merge.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -192,11 +193,19 @@ pub async fn merge_touched(
     pool: &PgPool,
     touched: Touched,
     concurrency: usize,
+    watchdog: &Watchdog,
 ) -> Result<Compacted, (Touched, sqlx::Error)> {
     use futures::StreamExt as _;
     let results: Vec<_> = futures::stream::iter(touched.ranges())
         .map(|(campaign, first, last)| async move {
-            (campaign, merge_campaign(pool, campaign, first, last).await)
+            let merge = merge_campaign(pool, campaign, first, last);
+            let about = Some(format!("campaign {campaign:?}"));
+            (
+                campaign,
+                watchdog
+                    .watch("merging a campaign's hourly rollups", about, merge)
+                    .await,
+            )
         })
         .buffer_unordered(concurrency.max(1))
         .collect()

@@ -10,6 +10,7 @@ pub mod source;
 pub mod store;
 pub mod tally;
 pub mod verify;
+pub mod watchdog;
 
 pub use run::{LoadOptions, Loader, RunSummary};
 pub use source::{Object, Source, SourceSpec};

@@ -1,7 +1,7 @@
 //! The loader's loop: poll, load each object in its own transaction, ack,
 //! keep partitions ahead, and stop cleanly.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::future::OptionFuture;
@@ -15,6 +15,7 @@ use crate::parse::{self, Parsed, Quarantined};
 use crate::partitions::Partitions;
 use crate::source::{Delivery, Object, ObjectMissing, Source};
 use crate::store::{self, LoadStats, ObjectId};
+use crate::watchdog::Watchdog;
 
 /// How long `--once` keeps retrying one object through database or AWS
 /// errors before giving up with an error exit.
@@ -43,6 +44,10 @@ pub struct LoadOptions {
     pub retention_days: u32,
     /// Deliveries loaded at once, each on its own connection.
     pub concurrency: usize,
+    /// The longest one step may run before the loader gives up and
+    /// [`Loader::run`] returns [`Stalled`](crate::watchdog::Stalled)
+    /// (`watchdog.rs` says why).
+    pub stall_limit: Duration,
 }
 
 /// Totals over a run.
@@ -92,6 +97,8 @@ pub struct Loader {
     /// The counting keys and listener keys of the last days.
     keys: Keys,
     last_compaction: Instant,
+    /// Every step runs under it.
+    watchdog: Arc<Watchdog>,
 }
 
 fn backoff(attempt: u32) -> Duration {
@@ -112,6 +119,7 @@ impl Loader {
             touched: Mutex::default(),
             keys: Keys::default(),
             last_compaction: Instant::now(),
+            watchdog: Arc::new(Watchdog::new(opts.stall_limit)),
         }
     }
 
@@ -164,7 +172,7 @@ impl Loader {
         // As many campaigns at a time as the loads hold transactions (two
         // per run): the merge runs between polls, when those are idle.
         let merges = 2 * self.opts.concurrency;
-        match compact::merge_touched(&self.pool, touched, merges).await {
+        match compact::merge_touched(&self.pool, touched, merges, &self.watchdog).await {
             Ok(c) => {
                 metrics::counter!("earshot_loader_hourly_rows_merged_total").increment(c.merged);
                 tracing::info!(
@@ -184,21 +192,47 @@ impl Loader {
 
     /// Runs until the source is drained (`once`) or `stop` turns true. The
     /// object in hand is always finished before stopping.
-    pub async fn run(&mut self, mut stop: watch::Receiver<bool>) -> anyhow::Result<RunSummary> {
+    ///
+    /// A step that runs longer than `stall_limit` ends the run at once with
+    /// a [`Stalled`](crate::watchdog::Stalled) error, leaving its
+    /// transaction open: the caller is to exit the process, which rolls it
+    /// back (`watchdog.rs`).
+    pub async fn run(&mut self, stop: watch::Receiver<bool>) -> anyhow::Result<RunSummary> {
+        let dog = self.watchdog.clone();
+        tokio::select! {
+            done = self.run_watched(stop) => done,
+            stalled = dog.stalled() => {
+                tracing::error!(
+                    step = stalled.what,
+                    object = stalled.object.as_deref().unwrap_or(""),
+                    running_s = stalled.running_for.as_secs(),
+                    limit_s = stalled.limit.as_secs(),
+                    "the loader stalled; exiting"
+                );
+                Err(stalled.into())
+            }
+        }
+    }
+
+    async fn run_watched(&mut self, mut stop: watch::Receiver<bool>) -> anyhow::Result<RunSummary> {
+        let dog = self.watchdog.clone();
         let mut summary = RunSummary::default();
         let mut poll_failures = 0u32;
         loop {
             if *stop.borrow() {
                 break;
             }
-            if let Err(e) = self.maintain().await {
+            if let Err(e) = dog
+                .watch("keeping event partitions ahead", None, self.maintain())
+                .await
+            {
                 tracing::warn!(error = %e, "partition maintenance failed; will retry");
             }
             self.compact(false).await;
             // A stop interrupts an idle poll (SQS long polling waits up to
             // 20 s); messages it was about to receive stay in the queue.
             let polled = tokio::select! {
-                p = self.source.poll(self.opts.once) => p,
+                p = dog.watch("polling the source", None, self.source.poll(self.opts.once)) => p,
                 _ = stop.changed() => break,
             };
             let deliveries = match polled {
@@ -352,18 +386,20 @@ impl Loader {
                 _ => store::Preceding::default(),
             };
             let (finished, began, ahead) = tokio::join!(
-                OptionFuture::from(
-                    prev_prepared
-                        .as_ref()
-                        .zip(prev_begun)
-                        .map(|(p, b)| self.finish(p, b))
-                ),
-                OptionFuture::from(
-                    current
-                        .as_ref()
-                        .and_then(|r| r.as_ref().ok())
-                        .map(|p| self.begin(p, &preceding))
-                ),
+                OptionFuture::from(prev_prepared.as_ref().zip(prev_begun).map(|(p, b)| {
+                    self.watchdog.watch(
+                        "counting and committing an object",
+                        about(objects[previous.expect("a begun object")].1),
+                        self.finish(p, b),
+                    )
+                })),
+                OptionFuture::from(current.as_ref().and_then(|r| r.as_ref().ok()).map(|p| {
+                    self.watchdog.watch(
+                        "inserting an object's events",
+                        about(objects[next].1),
+                        self.begin(p, &preceding),
+                    )
+                })),
                 OptionFuture::from(ahead)
             );
             parsed_ahead = ahead;
@@ -438,7 +474,11 @@ impl Loader {
     async fn ack(&mut self, d: &Delivery) {
         let mut attempt = 0;
         loop {
-            match self.source.ack(d).await {
+            let acked = self
+                .watchdog
+                .watch("acknowledging a delivery", None, self.source.ack(d))
+                .await;
+            match acked {
                 Ok(()) => return,
                 Err(e) if attempt < 5 => {
                     attempt += 1;
@@ -455,11 +495,22 @@ impl Loader {
     }
 
     async fn prepare_with_retries(&self, obj: &Object) -> anyhow::Result<Prepared> {
-        self.retrying(obj, || self.prepare(obj)).await
+        self.retrying(obj, || {
+            self.watchdog.watch(
+                "fetching and parsing an object",
+                about(obj),
+                self.prepare(obj),
+            )
+        })
+        .await
     }
 
     async fn store_with_retries(&self, obj: &Object, p: &Prepared) -> anyhow::Result<LoadStats> {
-        self.retrying(obj, || self.store(p)).await
+        self.retrying(obj, || {
+            self.watchdog
+                .watch("loading an object", about(obj), self.store(p))
+        })
+        .await
     }
 
     /// Runs `attempt` until it succeeds, backing off between failures; gives
@@ -595,6 +646,11 @@ impl Loader {
         metrics::counter!("earshot_loader_errors_total", "stage" => "load").increment(1);
         tracing::warn!(source = %obj.source, key = %obj.key, error = %format!("{e:#}"), "loading an object failed; loading it again whole");
     }
+}
+
+/// How the watchdog names an object.
+fn about(obj: &Object) -> Option<String> {
+    Some(format!("{} {}", obj.source, obj.key))
 }
 
 /// An object fetched and parsed, ready for its transaction.

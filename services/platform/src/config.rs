@@ -33,6 +33,10 @@ pub const DEFAULT_DATABASE_MAX_CONNECTIONS: u32 = 4;
 /// Backfills that want speed over that may raise it, with two more database
 /// connections per run (docs/BENCHMARKS.md, "Loader").
 pub const DEFAULT_LOAD_CONCURRENCY: u32 = 1;
+/// The loader's stall limit: `earshot_loader::watchdog::DEFAULT_STALL_LIMIT`
+/// says why ten minutes (this crate sits below the loader, so the number is
+/// repeated here; a loader test holds the two equal).
+pub const DEFAULT_LOADER_STALL_SECONDS: u64 = 600;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
@@ -56,6 +60,9 @@ pub struct Settings {
     pub poll_interval_seconds: u64,
     /// Loader: objects loaded at once (each uses one database connection).
     pub load_concurrency: u32,
+    /// Loader: seconds one step (a poll, an object's download, half of its
+    /// transaction, a merge) may run before the loader exits as stalled.
+    pub loader_stall_seconds: u64,
 }
 
 impl Default for Settings {
@@ -74,6 +81,7 @@ impl Default for Settings {
             cache_ttl_seconds: 300,
             poll_interval_seconds: 2,
             load_concurrency: DEFAULT_LOAD_CONCURRENCY,
+            loader_stall_seconds: DEFAULT_LOADER_STALL_SECONDS,
         }
     }
 }
@@ -110,6 +118,7 @@ impl Settings {
             "cache_ttl_seconds",
             "poll_interval_seconds",
             "load_concurrency",
+            "loader_stall_seconds",
         ] {
             if let Some(v) =
                 get(&format!("EARSHOT_{}", field.to_ascii_uppercase())).filter(|v| !v.is_empty())
@@ -148,7 +157,7 @@ impl serde::Serialize for Settings {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use secrecy::ExposeSecret;
         use serde::ser::SerializeStruct;
-        let mut st = s.serialize_struct("Settings", 13)?;
+        let mut st = s.serialize_struct("Settings", 14)?;
         st.serialize_field("database_url", self.database_url.expose_secret())?;
         st.serialize_field("database_max_connections", &self.database_max_connections)?;
         st.serialize_field(
@@ -168,6 +177,7 @@ impl serde::Serialize for Settings {
         st.serialize_field("cache_ttl_seconds", &self.cache_ttl_seconds)?;
         st.serialize_field("poll_interval_seconds", &self.poll_interval_seconds)?;
         st.serialize_field("load_concurrency", &self.load_concurrency)?;
+        st.serialize_field("loader_stall_seconds", &self.loader_stall_seconds)?;
         st.end()
     }
 }

@@ -155,6 +155,7 @@ pub fn opts() -> LoadOptions {
         poll_interval: std::time::Duration::from_millis(100),
         retention_days: 400,
         concurrency: earshot_platform::config::DEFAULT_LOAD_CONCURRENCY as usize,
+        stall_limit: earshot_loader::watchdog::DEFAULT_STALL_LIMIT,
     }
 }
 

@@ -275,6 +275,7 @@ pub async fn load(db: &TestDb, events: &[TrackingEvent]) {
             poll_interval: std::time::Duration::from_millis(50),
             retention_days: 400,
             concurrency: earshot_platform::config::DEFAULT_LOAD_CONCURRENCY as usize,
+            stall_limit: earshot_loader::watchdog::DEFAULT_STALL_LIMIT,
         },
     );
     let (_tx, rx) = tokio::sync::watch::channel(false);
