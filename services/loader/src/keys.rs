@@ -47,10 +47,12 @@ type HashSet<T> = foldhash::HashSet<T>;
 /// peak RSS by about 95 MB (docs/BENCHMARKS.md, "Loader").
 pub const MAX_CACHED_DAYS: usize = 2;
 
-/// Takes the key writers' turn and returns the new epoch. Anything that
-/// writes `counted_keys` or `daily_listeners` must run this first, in the
-/// same transaction.
-const BUMP_EPOCH: &str = "UPDATE counting_state SET epoch = epoch + 1 RETURNING epoch";
+/// Takes the key writers' turn and returns the new epoch, and the last day
+/// the blocks hold (`store::fold_blocks`, which moves it under the same row
+/// lock). Anything that writes `counted_keys` or `daily_listeners` must run
+/// this first, in the same transaction.
+const BUMP_EPOCH: &str =
+    "UPDATE counting_state SET epoch = epoch + 1 RETURNING epoch, blocks_through";
 
 /// The keys one day holds.
 #[derive(Debug, Default)]
@@ -85,7 +87,8 @@ impl Keys {
         days: impl IntoIterator<Item = Date>,
     ) -> Result<Turn<'k>, sqlx::Error> {
         let mut cache = self.0.lock().await;
-        let epoch: i64 = sqlx::query_scalar(BUMP_EPOCH).fetch_one(&mut **tx).await?;
+        let (epoch, blocks_through): (i64, Date) =
+            sqlx::query_as(BUMP_EPOCH).fetch_one(&mut **tx).await?;
         match cache.epoch {
             Some(last) if last == epoch - 1 => {}
             // Other loaders took the turns in between: add what they appended.
@@ -132,7 +135,11 @@ impl Keys {
                 },
             );
         }
-        Ok(Turn { cache, epoch })
+        Ok(Turn {
+            cache,
+            epoch,
+            blocks_through,
+        })
     }
 }
 
@@ -168,12 +175,19 @@ async fn read_into(
 pub struct Turn<'k> {
     cache: tokio::sync::MutexGuard<'k, KeyCache>,
     epoch: i64,
+    blocks_through: Date,
 }
 
 impl Turn<'_> {
     /// The epoch of this turn, which the keys it appends carry.
     pub fn epoch(&self) -> i64 {
         self.epoch
+    }
+
+    /// The last day `rollup_blocks` holds: a load adds to the blocks of its
+    /// days up to it and leaves later days to the fold (migration 10).
+    pub fn blocks_through(&self) -> Date {
+        self.blocks_through
     }
 
     /// Is `key` counted on `day` (before this transaction)?

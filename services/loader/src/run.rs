@@ -143,6 +143,9 @@ impl Loader {
         if !dropped.is_empty() {
             tracing::info!(days = dropped.len(), first = %dropped[0], "dropped expired event partitions");
         }
+        if let Some(f) = store::fold_blocks(&self.pool, store::fold_through(now.date())).await? {
+            tracing::info!(after = %f.from, through = %f.through, rows = f.rows, "folded the days that ended into the day blocks");
+        }
         self.last_maintenance = Some(Instant::now());
         Ok(())
     }

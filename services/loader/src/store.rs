@@ -140,8 +140,37 @@ macro_rules! add_daily_metrics {
     };
 }
 
+/// The rows of `$src` (with a `day` and the daily metric columns) summed into
+/// every aligned block of `rollup_blocks` holding their day, and added to
+/// it. Rows come sorted by key: the order concurrent writers take the row
+/// locks in.
+macro_rules! add_to_blocks {
+    ($src:literal, $where:literal) => {
+        concat!(
+            "INSERT INTO rollup_blocks AS r
+    (campaign, span_days, first_day, creative, country, ",
+            daily_metric_columns!(),
+            ")
+SELECT d.campaign, b.span, d.day - ((d.day - DATE '1970-01-01') % b.span), d.creative, d.country,
+       sum(raw_hits), sum(bot_hits), sum(invalid_hits), sum(impressions), sum(starts), sum(first_quartiles), sum(midpoints), sum(third_quartiles), sum(completes), sum(clicks), sum(skips), sum(errors), sum(bot_impressions), sum(bot_starts), sum(bot_completes), sum(bot_clicks)
+FROM ",
+            $src,
+            " AS d CROSS JOIN (VALUES (2), (4), (8), (16), (32), (64), (128)) AS b (span)
+WHERE ",
+            $where,
+            "
+GROUP BY 1, 2, 3, 4, 5
+ORDER BY 1, 2, 3, 4, 5
+ON CONFLICT (campaign, span_days, first_day, creative, country) DO UPDATE SET
+",
+            add_daily_metrics!()
+        )
+    };
+}
+
 /// The object's rows per (campaign, day, creative, country), added to
-/// `rollup_daily` and to every aligned block of `rollup_blocks` holding that
+/// `rollup_daily`, and for its days up to `$21` (the turn's
+/// `blocks_through`) to every aligned block of `rollup_blocks` holding that
 /// day (data-modifying CTEs always run to completion, read or not). The
 /// metrics come as one array per column, in column order.
 const UPSERT_DAILY: &str = concat!(
@@ -163,19 +192,69 @@ const UPSERT_DAILY: &str = concat!(
     add_daily_metrics!(),
     "
 )
-INSERT INTO rollup_blocks AS r
-    (campaign, span_days, first_day, creative, country, ",
-    daily_metric_columns!(),
-    ")
-SELECT d.campaign, b.span, d.day - ((d.day - DATE '1970-01-01') % b.span), d.creative, d.country,
-       sum(raw_hits), sum(bot_hits), sum(invalid_hits), sum(impressions), sum(starts), sum(first_quartiles), sum(midpoints), sum(third_quartiles), sum(completes), sum(clicks), sum(skips), sum(errors), sum(bot_impressions), sum(bot_starts), sum(bot_completes), sum(bot_clicks)
-FROM d CROSS JOIN (VALUES (2), (4), (8), (16), (32), (64), (128)) AS b (span)
-GROUP BY 1, 2, 3, 4, 5
-ORDER BY 1, 2, 3, 4, 5
-ON CONFLICT (campaign, span_days, first_day, creative, country) DO UPDATE SET
 ",
-    add_daily_metrics!()
+    add_to_blocks!("d", "d.day <= $21::date")
 );
+
+/// The days after `$1` up to `$2`, from `rollup_daily` into their blocks.
+const FOLD_DAYS: &str = add_to_blocks!("rollup_daily", "d.day > $1 AND d.day <= $2");
+
+/// Days are folded into `rollup_blocks` once the day after them has ended
+/// too: live traffic is today's, plus yesterday's for Firehose's buffering
+/// (up to 15 minutes) and any loader backlog of up to a day, and those loads
+/// then leave the blocks alone. A load for a day already folded (a late
+/// object, a backfill) adds to its blocks itself: later folding costs
+/// speed, never exactness.
+pub const FOLD_AFTER_DAYS: i64 = 2;
+
+/// The last day to fold at `today`.
+pub fn fold_through(today: Date) -> Date {
+    today - time::Duration::days(FOLD_AFTER_DAYS)
+}
+
+/// What a fold did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Folded {
+    /// The days after `from` up to `through` joined the blocks.
+    pub from: Date,
+    pub through: Date,
+    /// Block rows written.
+    pub rows: u64,
+}
+
+/// Adds the days after the blocks' mark up to `through` to `rollup_blocks`
+/// and moves the mark there; `None` when the mark is already there.
+///
+/// It takes the turn's row lock (`counting_state`, as loads do in
+/// `Keys::turn`), so no load is between reading the mark and committing:
+/// each day's numbers reach its blocks once, through the loads before the
+/// fold or through the fold and the loads after it.
+pub async fn fold_blocks(pool: &PgPool, through: Date) -> Result<Option<Folded>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let from: Date = sqlx::query_scalar("SELECT blocks_through FROM counting_state FOR UPDATE")
+        .fetch_one(&mut *tx)
+        .await?;
+    if through <= from {
+        tx.rollback().await?;
+        return Ok(None);
+    }
+    let rows = sqlx::query(FOLD_DAYS)
+        .bind(from)
+        .bind(through)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    sqlx::query("UPDATE counting_state SET blocks_through = $1")
+        .bind(through)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Some(Folded {
+        from,
+        through,
+        rows,
+    }))
+}
 
 /// New listeners of the day per campaign (creative '') and per creative,
 /// added to their scope's count. Rows come sorted by key: the order
@@ -345,7 +424,7 @@ pub async fn finish(keys: &Keys, parsed: &Parsed, begun: Begun) -> Result<LoadSt
         stats.counted = new_counted.len() as u32;
         let r = tally::rollups(&fresh, &counted);
         append_hourly(&mut tx, &r.hourly).await?;
-        upsert_daily(&mut tx, &r.daily).await?;
+        upsert_daily(&mut tx, &r.daily, turn.blocks_through()).await?;
         let heard = add_uniques(&mut tx, &turn, &fresh).await?;
         sqlx::query(BUMP_VERSIONS)
             .bind(&r.campaigns)
@@ -517,6 +596,7 @@ async fn append_hourly(
 async fn upsert_daily(
     tx: &mut Transaction<'_, Postgres>,
     rows: &[(tally::DailyKey<'_>, [i64; tally::DAILY_METRICS])],
+    blocks_through: Date,
 ) -> Result<(), sqlx::Error> {
     let mut q = sqlx::query(UPSERT_DAILY)
         .bind(rows.iter().map(|(k, _)| k.campaign).collect::<Vec<&str>>())
@@ -526,7 +606,7 @@ async fn upsert_daily(
     for i in 0..tally::DAILY_METRICS {
         q = q.bind(rows.iter().map(|(_, m)| m[i]).collect::<Vec<i64>>());
     }
-    q.execute(&mut **tx).await?;
+    q.bind(blocks_through).execute(&mut **tx).await?;
     Ok(())
 }
 

@@ -104,7 +104,8 @@ FROM h FULL JOIN d ON (h.campaign, h.day, h.creative, h.country) = (d.campaign, 
 WHERE h.raw_hits IS DISTINCT FROM d.raw_hits OR h.bot_hits IS DISTINCT FROM d.bot_hits OR h.invalid_hits IS DISTINCT FROM d.invalid_hits OR h.impressions IS DISTINCT FROM d.impressions OR h.starts IS DISTINCT FROM d.starts OR h.first_quartiles IS DISTINCT FROM d.first_quartiles OR h.midpoints IS DISTINCT FROM d.midpoints OR h.third_quartiles IS DISTINCT FROM d.third_quartiles OR h.completes IS DISTINCT FROM d.completes OR h.clicks IS DISTINCT FROM d.clicks OR h.skips IS DISTINCT FROM d.skips OR h.errors IS DISTINCT FROM d.errors OR h.bot_impressions IS DISTINCT FROM d.bot_impressions OR h.bot_starts IS DISTINCT FROM d.bot_starts OR h.bot_completes IS DISTINCT FROM d.bot_completes OR h.bot_clicks IS DISTINCT FROM d.bot_clicks
 ORDER BY 2";
 
-/// Each multi-day block against the sum of its days in the daily table.
+/// Each multi-day block against the sum of its days in the daily table, up
+/// to the last day the blocks hold.
 const RECOUNT_BLOCKS: &str = "
 WITH d AS (
     SELECT campaign, s.span AS span_days, day - ((day - DATE '1970-01-01') % s.span) AS first_day, creative, country,
@@ -125,7 +126,9 @@ WITH d AS (
            sum(bot_completes)::bigint AS bot_completes,
            sum(bot_clicks)::bigint AS bot_clicks
     FROM rollup_daily CROSS JOIN (VALUES (2), (4), (8), (16), (32), (64), (128)) AS s (span)
-    WHERE $1::text IS NULL OR campaign = $1
+    WHERE ($1::text IS NULL OR campaign = $1)
+      -- Blocks hold the days up to the mark only (migration 10).
+      AND day <= (SELECT blocks_through FROM counting_state)
     GROUP BY 1, 2, 3, 4, 5
 ), b AS (
     SELECT * FROM rollup_blocks WHERE $1::text IS NULL OR campaign = $1

@@ -3,6 +3,7 @@
 mod support;
 
 use earshot_domain::{EventKind, Verdict};
+use earshot_loader::store;
 use earshot_platform::testing::TestDb;
 use sqlx::AssertSqlSafe;
 use support::*;
@@ -212,6 +213,11 @@ async fn day_blocks_hold_the_sum_of_their_days_and_verify_catches_any_drift() {
         write_object(&dir, name, &ndjson(&events));
     }
     load_dir(&db.pool, &dir).await;
+    // The days join their blocks when folded (at once if they already
+    // were, the day after tomorrow otherwise: the loader folds days that
+    // ended two days ago).
+    let d = |day| time::Date::from_calendar_date(2026, time::Month::November, day).unwrap();
+    store::fold_blocks(&db.pool, d(27)).await.unwrap();
     // 2026-11-25 is day 20,782 since 1970-01-01: a multiple of 2 but not of
     // 4, so the 25th and 26th share a 2-day block and the 27th starts the
     // next; the 4-day block of the 23rd holds the 25th and 26th.
@@ -222,7 +228,6 @@ async fn day_blocks_hold_the_sum_of_their_days_and_verify_catches_any_drift() {
     .fetch_all(&db.pool)
     .await
     .unwrap();
-    let d = |day| time::Date::from_calendar_date(2026, time::Month::November, day).unwrap();
     assert_eq!(
         blocks,
         vec![(2, d(25), 5), (2, d(27), 4), (4, d(23), 5), (4, d(27), 4)],
@@ -250,6 +255,108 @@ async fn day_blocks_hold_the_sum_of_their_days_and_verify_catches_any_drift() {
     assert_eq!(found.len(), 1, "{found:#?}");
     assert_eq!(found[0].what, "day_blocks");
     assert_eq!(found[0].key, "c1/cr1//2026-11-27/2d");
+}
+
+/// Raw hits in the 2-day blocks of campaign c1 (each day is in exactly one).
+async fn raw_in_two_day_blocks(pool: &sqlx::PgPool) -> i64 {
+    count(
+        pool,
+        "SELECT coalesce(sum(raw_hits), 0)::bigint FROM rollup_blocks WHERE campaign = 'c1' AND span_days = 2",
+    )
+    .await
+}
+
+#[tokio::test]
+async fn days_reach_their_blocks_once_whether_loaded_before_or_after_their_fold() {
+    use EventKind::*;
+    use Verdict::*;
+    let db = TestDb::new().await;
+    let today = time::OffsetDateTime::now_utc().date();
+    let at_noon = |d: time::Date| d.with_hms(12, 0, 0).unwrap().assume_utc();
+    // Ten days ago: folded before the load (the loader's upkeep folds the
+    // days up to two days ago). Yesterday: not yet.
+    let (old, yesterday) = (
+        today - time::Duration::days(10),
+        today - time::Duration::days(1),
+    );
+    let dir = temp_dir("fold");
+    // Valid impressions of listeners `who` on `day`.
+    let heard = |day, who: std::ops::Range<u32>| -> Vec<_> {
+        who.map(|l| ev(at_noon(day), "c1", "cr1", Some("e1"), Impression, l, Valid))
+            .collect()
+    };
+    let first = [heard(old, 0..3), heard(yesterday, 0..5)].concat();
+    write_object(&dir, "a.ndjson", &ndjson(&first));
+    load_dir(&db.pool, &dir).await;
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM rollup_daily WHERE campaign = 'c1'"
+        )
+        .await,
+        2
+    );
+    assert_eq!(
+        raw_in_two_day_blocks(&db.pool).await,
+        3,
+        "only the folded day is in its blocks"
+    );
+    assert_books_balance(&db.pool).await;
+
+    // Folding yesterday adds it, once.
+    let folded = store::fold_blocks(&db.pool, yesterday).await.unwrap();
+    assert_eq!(
+        folded.map(|f| (f.from, f.through, f.rows)),
+        Some((store::fold_through(today), yesterday, 7)),
+        "one daily row into its seven blocks"
+    );
+    assert_eq!(store::fold_blocks(&db.pool, yesterday).await.unwrap(), None);
+    assert_eq!(raw_in_two_day_blocks(&db.pool).await, 8);
+    assert_books_balance(&db.pool).await;
+
+    // A late object for the folded day adds to its blocks itself.
+    let late = heard(yesterday, 5..7);
+    write_object(&dir, "b.ndjson", &ndjson(&late));
+    load_dir(&db.pool, &dir).await;
+    assert_eq!(raw_in_two_day_blocks(&db.pool).await, 10);
+    let in_128 = count(
+        &db.pool,
+        "SELECT sum(impressions)::bigint FROM rollup_blocks WHERE campaign = 'c1' AND span_days = 128",
+    )
+    .await;
+    assert_eq!(in_128, 10, "both days, every impression counted once");
+    assert_books_balance(&db.pool).await;
+}
+
+#[tokio::test]
+async fn a_fold_waits_for_a_load_holding_the_turn_to_count() {
+    let db = TestDb::new().await;
+    // A load's turn: the row lock its BUMP_EPOCH takes, held to its commit.
+    let mut turn = db.pool.begin().await.unwrap();
+    sqlx::query("UPDATE counting_state SET epoch = epoch + 1")
+        .execute(&mut *turn)
+        .await
+        .unwrap();
+    let through = time::OffsetDateTime::now_utc().date();
+    let fold = tokio::spawn({
+        let pool = db.pool.clone();
+        async move { store::fold_blocks(&pool, through).await }
+    });
+    let waiting = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+                   AND wait_event_type = 'Lock' AND query LIKE 'SELECT blocks_through%'";
+    let started = std::time::Instant::now();
+    while count(&db.pool, waiting).await == 0 {
+        assert!(!fold.is_finished(), "the fold ran during the turn");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the fold never waited on the turn"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(!fold.is_finished());
+    turn.commit().await.unwrap();
+    let folded = fold.await.unwrap().unwrap().expect("the mark moves");
+    assert_eq!(folded.through, through);
 }
 
 #[tokio::test]

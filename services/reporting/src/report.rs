@@ -414,6 +414,29 @@ pub fn day_blocks(from: Date, to: Date) -> Vec<(i64, Date)> {
     out
 }
 
+/// The last day `rollup_blocks` holds (migration 10): later days are only in
+/// `rollup_daily` until the loader folds them in. The mark only moves
+/// forward, so a report that read it a moment ago is still right.
+const BLOCKS_THROUGH: &str = "SELECT blocks_through FROM counting_state";
+
+/// The whole UTC days [from, to) as [`day_blocks`] splits them, for the days
+/// up to `blocks_through`, then single days: a block is read only where
+/// `rollup_blocks` holds every one of its days.
+pub fn day_parts(from: Date, to: Date, blocks_through: Date) -> Vec<(i64, Date)> {
+    let folded_end = to.min(blocks_through + Duration::days(1));
+    let mut out = if from < folded_end {
+        day_blocks(from, folded_end)
+    } else {
+        Vec::new()
+    };
+    let mut day = from.max(folded_end);
+    while day < to {
+        out.push((1, day));
+        day += Duration::days(1);
+    }
+    out
+}
+
 /// What `rollup_daily` and `rollup_blocks` share, for reading both at once.
 const ROLLUP_DAILY_COLUMNS: &str = "creative, country, raw_hits, bot_hits, invalid_hits, impressions, starts, \
     first_quartiles, midpoints, third_quartiles, completes, clicks, skips, errors, bot_impressions, bot_starts, \
@@ -700,16 +723,19 @@ pub async fn run(pool: &PgPool, campaign: &str, spec: &ReportSpec) -> Result<Rep
     } else {
         0
     };
-    let blocks = spec.uses_day_blocks().then(|| {
-        let (days, spans): (Vec<_>, Vec<_>) = day_blocks(spec.from.date(), spec.to.date())
+    let blocks = if spec.uses_day_blocks() {
+        let through: Date = sqlx::query_scalar(BLOCKS_THROUGH).fetch_one(pool).await?;
+        let (days, spans): (Vec<_>, Vec<_>) = day_parts(spec.from.date(), spec.to.date(), through)
             .into_iter()
             .partition(|(span, _)| *span == 1);
-        (
+        Some((
             days.into_iter().map(|(_, d)| d).collect::<Vec<Date>>(),
             spans.iter().map(|(s, _)| *s as i32).collect::<Vec<i32>>(),
             spans.into_iter().map(|(_, d)| d).collect::<Vec<Date>>(),
-        )
-    });
+        ))
+    } else {
+        None
+    };
     let source = if blocks.is_some() {
         let (d, s, f) = (next_param, next_param + 1, next_param + 2);
         format!(
@@ -948,6 +974,42 @@ mod tests {
                 assert!(blocks.len() <= 15, "{len} days: {} blocks", blocks.len());
             }
         }
+    }
+
+    #[test]
+    fn day_parts_use_blocks_only_up_to_the_last_folded_day() {
+        let (from, to) = (date!(2026 - 08 - 24), date!(2026 - 11 - 22));
+        assert_eq!(
+            day_parts(from, to, date!(2026 - 12 - 31)),
+            day_blocks(from, to),
+            "every day folded"
+        );
+        let singles: Vec<(i64, Date)> = (0..(to - from).whole_days())
+            .map(|i| (1, from + Duration::days(i)))
+            .collect();
+        assert_eq!(
+            day_parts(from, to, date!(2026 - 08 - 23)),
+            singles,
+            "none folded"
+        );
+        let through = date!(2026 - 11 - 19);
+        let parts = day_parts(from, to, through);
+        let mut covered = Vec::new();
+        for &(span, first) in &parts {
+            let last = first + Duration::days(span - 1);
+            assert!(span == 1 || last <= through, "{span} days from {first}");
+            covered.extend((0..span).map(|i| first + Duration::days(i)));
+        }
+        assert_eq!(covered, singles.iter().map(|&(_, d)| d).collect::<Vec<_>>());
+        assert_eq!(
+            &parts[parts.len() - 3..],
+            &[
+                (1, date!(2026 - 11 - 19)),
+                (1, date!(2026 - 11 - 20)),
+                (1, date!(2026 - 11 - 21))
+            ][..],
+            "the block of the 20th and 21st is not read: the 20th is not folded"
+        );
     }
 
     #[test]

@@ -138,6 +138,52 @@ fn actual(report: &Value, dims: &[&str]) -> BTreeMap<Vec<String>, BTreeMap<&'sta
 }
 
 #[tokio::test]
+async fn a_total_over_days_in_and_out_of_the_blocks_equals_a_recount() {
+    let app = spawn_app(AppOptions::default()).await;
+    let (_a, key) = app.advertiser("Acme", &["acme"]).await;
+    // Eight days that are one aligned 8-day block (and two of 4 days), in
+    // the retention window. The blocks hold them up to the fifth: a fresh
+    // database has no blocks, so any mark is true of it.
+    let epoch = time::Date::from_calendar_date(1970, time::Month::January, 1).unwrap();
+    let recent = OffsetDateTime::now_utc().date() - Duration::days(40);
+    let first = recent - Duration::days((recent - epoch).whole_days().rem_euclid(8));
+    let mark = first + Duration::days(4);
+    sqlx::query("UPDATE counting_state SET blocks_through = $1")
+        .bind(mark)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let from = first.midnight().assume_utc();
+    let to = from + Duration::days(8);
+    load_without_upkeep(&app.db, &synthetic_events("acme", from, 8, 40, 11)).await;
+    // Each day is in one 2-day block: those hold the days up to the mark.
+    let (in_blocks, folded, all): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT sum(raw_hits) FROM rollup_blocks WHERE span_days = 2)::bigint,
+                (SELECT sum(raw_hits) FROM rollup_daily WHERE day <= $1)::bigint,
+                (SELECT sum(raw_hits) FROM rollup_daily)::bigint",
+    )
+    .bind(mark)
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(in_blocks, folded);
+    assert!(folded < all, "the days after the mark have hits");
+    for dims in [&[][..], &["creative", "country"][..]] {
+        let path = format!(
+            "/v1/campaigns/acme/report?from={}&to={}&granularity=total&group_by={}",
+            iso(from),
+            iso(to),
+            dims.join(",")
+        );
+        let report = app.json(&path, &key).await;
+        let want = expected(&app.db.pool, "acme", from, to, "total", dims).await;
+        let got = actual(&report, dims);
+        assert!(!got.is_empty());
+        assert_eq!(got, want, "total by {dims:?}");
+    }
+}
+
+#[tokio::test]
 async fn report_numbers_equal_a_recount_from_raw_events() {
     let app = spawn_app(AppOptions::default()).await;
     let (_a, key) = app.advertiser("Acme", &["acme"]).await;

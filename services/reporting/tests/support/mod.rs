@@ -254,6 +254,40 @@ pub fn synthetic_events(
     out
 }
 
+/// Loads the events as one object with the real loader, without the
+/// upkeep a run does first (partitions ahead, folding days into the day
+/// blocks), so a test can place the blocks' mark itself.
+pub async fn load_without_upkeep(db: &TestDb, events: &[TrackingEvent]) {
+    let dir: PathBuf =
+        std::env::temp_dir().join(format!("earshot-api-{}", Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut data = Vec::new();
+    for e in events {
+        e.write_ndjson(&mut data);
+    }
+    std::fs::write(dir.join("all.ndjson"), data).unwrap();
+    let src = Source::open(&SourceSpec::Dir(dir.clone())).await.unwrap();
+    let loader = Loader::new(db.pool.clone(), src, load_options());
+    let object = earshot_loader::Object {
+        source: format!("dir:{}", std::fs::canonicalize(&dir).unwrap().display()),
+        key: "all.ndjson".into(),
+        etag: None,
+    };
+    let stats = loader.load_one(&object).await.unwrap();
+    assert_eq!(stats.new_events as usize, events.len());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+fn load_options() -> LoadOptions {
+    LoadOptions {
+        once: true,
+        poll_interval: std::time::Duration::from_millis(50),
+        retention_days: 400,
+        concurrency: earshot_platform::config::DEFAULT_LOAD_CONCURRENCY as usize,
+        stall_limit: earshot_loader::watchdog::DEFAULT_STALL_LIMIT,
+    }
+}
+
 /// Writes the events as NDJSON objects and loads them with the real loader.
 pub async fn load(db: &TestDb, events: &[TrackingEvent]) {
     let dir: PathBuf =
@@ -267,17 +301,7 @@ pub async fn load(db: &TestDb, events: &[TrackingEvent]) {
         std::fs::write(dir.join(format!("part-{i:04}.ndjson")), data).unwrap();
     }
     let src = Source::open(&SourceSpec::Dir(dir.clone())).await.unwrap();
-    let mut loader = Loader::new(
-        db.pool.clone(),
-        src,
-        LoadOptions {
-            once: true,
-            poll_interval: std::time::Duration::from_millis(50),
-            retention_days: 400,
-            concurrency: earshot_platform::config::DEFAULT_LOAD_CONCURRENCY as usize,
-            stall_limit: earshot_loader::watchdog::DEFAULT_STALL_LIMIT,
-        },
-    );
+    let mut loader = Loader::new(db.pool.clone(), src, load_options());
     let (_tx, rx) = tokio::sync::watch::channel(false);
     loader.run(rx).await.unwrap();
     std::fs::remove_dir_all(&dir).ok();
