@@ -148,6 +148,7 @@ impl Application {
             metrics: earshot_platform::metrics::prometheus(),
             cache_namespace,
             live,
+            blocks_mark: Default::default(),
         });
         let server = HttpServer::new(move || {
             App::new()

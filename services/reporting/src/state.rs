@@ -20,4 +20,6 @@ pub struct AppState {
     /// Keys, owners, versions and reports in memory, kept exact by
     /// PostgreSQL notifications.
     pub live: std::sync::Arc<crate::live::Live>,
+    /// The last day the day blocks hold, as last read.
+    pub blocks_mark: crate::report::BlocksMark,
 }

@@ -176,7 +176,7 @@ pub async fn report(
         }
         metrics::counter!("earshot_api_cache_total", "outcome" => "miss").increment(1);
     }
-    let rep = reports::run(&state.pool, &id, &spec).await?;
+    let rep = reports::run(&state.pool, &state.blocks_mark, &id, &spec).await?;
     let body = actix_web::web::Bytes::from(match spec.format {
         Format::Json => serde_json::to_vec(&rep).map_err(|e| ApiError::Internal(e.into()))?,
         Format::Csv => reports::to_csv(&rep, &spec).into_bytes(),
