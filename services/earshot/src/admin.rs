@@ -96,7 +96,7 @@ pub enum KeyCommand {
     Revoke { id_or_prefix: String },
 }
 
-fn parse_date(s: &str) -> Result<Date, String> {
+pub(crate) fn parse_date(s: &str) -> Result<Date, String> {
     Date::parse(
         s,
         &time::macros::format_description!("[year]-[month]-[day]"),

@@ -49,6 +49,15 @@ enum Command {
         #[arg(long)]
         campaign: Option<String>,
     },
+    /// Rebuild the multi-day blocks of the daily rollup from it, for every
+    /// day up to --through (default: the last day loaded), and mark them
+    /// done up to there. The repair when verify reports day_blocks, and a
+    /// step of rolling back past migration 10 (docs/OPERATIONS.md).
+    RebuildBlocks {
+        /// Last day (YYYY-MM-DD, UTC) the blocks are to hold.
+        #[arg(long, value_parser = admin::parse_date)]
+        through: Option<time::Date>,
+    },
 }
 
 #[tokio::main]
@@ -92,6 +101,16 @@ async fn main() -> anyhow::Result<()> {
                     mismatches.len()
                 )
             }
+        }
+        Command::RebuildBlocks { through } => {
+            let pool = db::connect(&settings).await?;
+            let r = earshot_loader::store::rebuild_blocks(&pool, through).await?;
+            tracing::info!(was = %r.was, through = %r.through, deleted = r.deleted, rows = r.rows, "day blocks rebuilt");
+            println!(
+                "rebuilt rollup_blocks through {} ({} rows; {} deleted; the mark was {})",
+                r.through, r.rows, r.deleted, r.was
+            );
+            Ok(())
         }
         Command::Load { once, source } => {
             let spec: SourceSpec = source.unwrap_or_else(|| settings.source.clone()).parse()?;

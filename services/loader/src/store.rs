@@ -199,6 +199,68 @@ const UPSERT_DAILY: &str = concat!(
 /// The days after `$1` up to `$2`, from `rollup_daily` into their blocks.
 const FOLD_DAYS: &str = add_to_blocks!("rollup_daily", "d.day > $1 AND d.day <= $2");
 
+/// The blocks' mark, with the turn's row lock (`counting_state`, which loads
+/// take in `Keys::turn`): no load is between this and the commit.
+async fn lock_mark(tx: &mut Transaction<'_, Postgres>) -> Result<Date, sqlx::Error> {
+    sqlx::query_scalar("SELECT blocks_through FROM counting_state FOR UPDATE")
+        .fetch_one(&mut **tx)
+        .await
+}
+
+async fn set_mark(tx: &mut Transaction<'_, Postgres>, through: Date) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE counting_state SET blocks_through = $1")
+        .bind(through)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Every day up to `$1`, from `rollup_daily` into their blocks.
+const REBUILD_DAYS: &str = add_to_blocks!("rollup_daily", "d.day <= $1");
+
+/// What a rebuild did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rebuilt {
+    /// The mark before, and now.
+    pub was: Date,
+    pub through: Date,
+    /// Block rows deleted, then written.
+    pub deleted: u64,
+    pub rows: u64,
+}
+
+/// Rebuilds `rollup_blocks` from `rollup_daily`: every day up to `through`
+/// (by default the last day with numbers, or the mark if later) and none
+/// after, and moves the mark there. The repair for blocks that `earshot
+/// verify` finds off, and for a version of the loader that does not know
+/// the mark having run against the database (docs/OPERATIONS.md, "Upgrades
+/// and rollback"). Under the turn's row lock, like a fold.
+pub async fn rebuild_blocks(pool: &PgPool, through: Option<Date>) -> Result<Rebuilt, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let was = lock_mark(&mut tx).await?;
+    let last: Option<Date> = sqlx::query_scalar("SELECT max(day) FROM rollup_daily")
+        .fetch_one(&mut *tx)
+        .await?;
+    let through = through.unwrap_or_else(|| last.map_or(was, |l| l.max(was)));
+    let deleted = sqlx::query("DELETE FROM rollup_blocks")
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    let rows = sqlx::query(REBUILD_DAYS)
+        .bind(through)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    set_mark(&mut tx, through).await?;
+    tx.commit().await?;
+    Ok(Rebuilt {
+        was,
+        through,
+        deleted,
+        rows,
+    })
+}
+
 /// Days are folded into `rollup_blocks` once the day after them has ended
 /// too: live traffic is today's, plus yesterday's for Firehose's buffering
 /// (up to 15 minutes) and any loader backlog of up to a day, and those loads
@@ -231,9 +293,7 @@ pub struct Folded {
 /// fold or through the fold and the loads after it.
 pub async fn fold_blocks(pool: &PgPool, through: Date) -> Result<Option<Folded>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let from: Date = sqlx::query_scalar("SELECT blocks_through FROM counting_state FOR UPDATE")
-        .fetch_one(&mut *tx)
-        .await?;
+    let from = lock_mark(&mut tx).await?;
     if through <= from {
         tx.rollback().await?;
         return Ok(None);
@@ -244,10 +304,7 @@ pub async fn fold_blocks(pool: &PgPool, through: Date) -> Result<Option<Folded>,
         .execute(&mut *tx)
         .await?
         .rows_affected();
-    sqlx::query("UPDATE counting_state SET blocks_through = $1")
-        .bind(through)
-        .execute(&mut *tx)
-        .await?;
+    set_mark(&mut tx, through).await?;
     tx.commit().await?;
     Ok(Some(Folded {
         from,

@@ -266,25 +266,27 @@ async fn raw_in_two_day_blocks(pool: &sqlx::PgPool) -> i64 {
     .await
 }
 
-#[tokio::test]
-async fn days_reach_their_blocks_once_whether_loaded_before_or_after_their_fold() {
-    use EventKind::*;
-    use Verdict::*;
-    let db = TestDb::new().await;
+/// Today, ten days ago (folded before a load: the loader's upkeep folds
+/// the days up to two days ago) and yesterday (not yet).
+fn today_old_yesterday() -> (time::Date, time::Date, time::Date) {
     let today = time::OffsetDateTime::now_utc().date();
-    let at_noon = |d: time::Date| d.with_hms(12, 0, 0).unwrap().assume_utc();
-    // Ten days ago: folded before the load (the loader's upkeep folds the
-    // days up to two days ago). Yesterday: not yet.
-    let (old, yesterday) = (
+    (
+        today,
         today - time::Duration::days(10),
         today - time::Duration::days(1),
-    );
+    )
+}
+
+/// Valid impressions of c1 by the listeners `who`, from noon on `day`.
+fn heard(day: time::Date, who: std::ops::Range<u32>) -> Vec<earshot_domain::TrackingEvent> {
+    impressions(who, day.with_hms(12, 0, 0).unwrap().assume_utc())
+}
+
+#[tokio::test]
+async fn days_reach_their_blocks_once_whether_loaded_before_or_after_their_fold() {
+    let db = TestDb::new().await;
+    let (today, old, yesterday) = today_old_yesterday();
     let dir = temp_dir("fold");
-    // Valid impressions of listeners `who` on `day`.
-    let heard = |day, who: std::ops::Range<u32>| -> Vec<_> {
-        who.map(|l| ev(at_noon(day), "c1", "cr1", Some("e1"), Impression, l, Valid))
-            .collect()
-    };
     let first = [heard(old, 0..3), heard(yesterday, 0..5)].concat();
     write_object(&dir, "a.ndjson", &ndjson(&first));
     load_dir(&db.pool, &dir).await;
@@ -325,6 +327,50 @@ async fn days_reach_their_blocks_once_whether_loaded_before_or_after_their_fold(
     )
     .await;
     assert_eq!(in_128, 10, "both days, every impression counted once");
+    assert_books_balance(&db.pool).await;
+}
+
+#[tokio::test]
+async fn rebuilding_the_blocks_repairs_them_and_marks_every_day_loaded() {
+    let db = TestDb::new().await;
+    let (today, old, yesterday) = today_old_yesterday();
+    let dir = temp_dir("rebuild");
+    let events = [heard(old, 0..4), heard(yesterday, 0..6)].concat();
+    write_object(&dir, "a.ndjson", &ndjson(&events));
+    load_dir(&db.pool, &dir).await;
+    // Blocks off, as a loader that does not know the mark leaves them: it
+    // adds yesterday, after the mark, to its blocks all the same.
+    sqlx::query("UPDATE rollup_blocks SET raw_hits = raw_hits + 6, impressions = impressions + 6")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let drift = earshot_loader::verify::verify(&db.pool, None)
+        .await
+        .unwrap();
+    assert!(
+        drift.iter().all(|m| m.what == "day_blocks") && !drift.is_empty(),
+        "{drift:#?}"
+    );
+
+    let r = store::rebuild_blocks(&db.pool, None).await.unwrap();
+    assert_eq!((r.was, r.through), (store::fold_through(today), yesterday));
+    let first = |d: time::Date, span: i64| {
+        let n = (d - time::Date::from_calendar_date(1970, time::Month::January, 1).unwrap())
+            .whole_days();
+        n - n.rem_euclid(span)
+    };
+    let blocks: u64 = [2, 4, 8, 16, 32, 64, 128]
+        .iter()
+        .map(|&span| {
+            if first(old, span) == first(yesterday, span) {
+                1
+            } else {
+                2
+            }
+        })
+        .sum();
+    assert_eq!(r.rows, blocks, "the blocks of both days");
+    assert_eq!(raw_in_two_day_blocks(&db.pool).await, 10);
     assert_books_balance(&db.pool).await;
 }
 
