@@ -196,8 +196,12 @@ const UPSERT_DAILY: &str = concat!(
     add_to_blocks!("d", "d.day <= $21::date")
 );
 
-/// The days after `$1` up to `$2`, from `rollup_daily` into their blocks.
-const FOLD_DAYS: &str = add_to_blocks!("rollup_daily", "d.day > $1 AND d.day <= $2");
+/// The days after `$1` (every day, when it is NULL) up to `$2`, from
+/// `rollup_daily` into their blocks.
+const FOLD_DAYS: &str = add_to_blocks!(
+    "rollup_daily",
+    "($1::date IS NULL OR d.day > $1) AND d.day <= $2"
+);
 
 /// The blocks' mark, with the turn's row lock (`counting_state`, which loads
 /// take in `Keys::turn`): no load is between this and the commit.
@@ -207,16 +211,27 @@ async fn lock_mark(tx: &mut Transaction<'_, Postgres>) -> Result<Date, sqlx::Err
         .await
 }
 
-async fn set_mark(tx: &mut Transaction<'_, Postgres>, through: Date) -> Result<(), sqlx::Error> {
+/// Adds the days after `after` (every day, when `None`) up to `through` to
+/// their blocks, moves the mark to `through` and commits; returns the block
+/// rows written. `tx` holds the mark's lock ([`lock_mark`]).
+async fn fold_and_commit(
+    mut tx: Transaction<'_, Postgres>,
+    after: Option<Date>,
+    through: Date,
+) -> Result<u64, sqlx::Error> {
+    let rows = sqlx::query(FOLD_DAYS)
+        .bind(after)
+        .bind(through)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
     sqlx::query("UPDATE counting_state SET blocks_through = $1")
         .bind(through)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
-    Ok(())
+    tx.commit().await?;
+    Ok(rows)
 }
-
-/// Every day up to `$1`, from `rollup_daily` into their blocks.
-const REBUILD_DAYS: &str = add_to_blocks!("rollup_daily", "d.day <= $1");
 
 /// What a rebuild did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -246,13 +261,7 @@ pub async fn rebuild_blocks(pool: &PgPool, through: Option<Date>) -> Result<Rebu
         .execute(&mut *tx)
         .await?
         .rows_affected();
-    let rows = sqlx::query(REBUILD_DAYS)
-        .bind(through)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-    set_mark(&mut tx, through).await?;
-    tx.commit().await?;
+    let rows = fold_and_commit(tx, None, through).await?;
     Ok(Rebuilt {
         was,
         through,
@@ -298,14 +307,7 @@ pub async fn fold_blocks(pool: &PgPool, through: Date) -> Result<Option<Folded>,
         tx.rollback().await?;
         return Ok(None);
     }
-    let rows = sqlx::query(FOLD_DAYS)
-        .bind(from)
-        .bind(through)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-    set_mark(&mut tx, through).await?;
-    tx.commit().await?;
+    let rows = fold_and_commit(tx, Some(from), through).await?;
     Ok(Some(Folded {
         from,
         through,

@@ -99,10 +99,6 @@ impl Watchdog {
         }
     }
 
-    pub fn limit(&self) -> Duration {
-        self.limit
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Step>> {
         // A panic elsewhere cannot leave the map half-changed: each change
         // is one insert or remove.
