@@ -5,6 +5,12 @@
 //! renamed to `events-….ndjson` when it reaches [`ROTATE_BYTES`] or
 //! [`ROTATE_AFTER`], and at shutdown. A reader therefore only ever sees
 //! whole files, and a file it sees never changes.
+//!
+//! A process that dies without its shutdown (SIGKILL, a crash) leaves its
+//! temporary file behind, holding events it acknowledged. The writer keeps
+//! an exclusive lock on its file, so the next sink to start in the
+//! directory can tell a dead writer's file from a live one's: it gives the
+//! unlocked ones their final names ([`DirSink::new`]).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -38,9 +44,13 @@ pub struct DirSink {
 }
 
 impl DirSink {
-    /// Creates the directory if needed.
+    /// Creates the directory if needed, and finalizes the temporary files
+    /// that writers which died left in it.
     pub fn new(dir: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
+        for name in recover_orphans(dir)? {
+            tracing::warn!(file = %name, "finalized an events file a stopped process left unfinished");
+        }
         Ok(Self {
             dir: dir.to_owned(),
             current: Mutex::new(None),
@@ -61,6 +71,9 @@ impl DirSink {
         let name = format!("events-{stamp}-{}.ndjson", uuid::Uuid::now_v7().simple());
         let tmp = self.dir.join(format!(".{name}.tmp"));
         let file = std::fs::File::create(&tmp)?;
+        // Held until the file has its final name: it tells a starting sink
+        // that this file's writer is alive (`recover_orphans`).
+        file.lock()?;
         Ok(OpenFile {
             file,
             tmp,
@@ -76,8 +89,11 @@ impl DirSink {
         let shown = f.tmp.display().to_string();
         let closed = tokio::task::spawn_blocking(move || {
             f.file.sync_data()?;
+            // Renamed while still locked, so no starting sink takes it for
+            // an orphan in between.
+            std::fs::rename(&f.tmp, &f.done)?;
             drop(f.file);
-            std::fs::rename(&f.tmp, &f.done)
+            Ok(())
         })
         .await
         .unwrap_or_else(|e| Err(std::io::Error::other(e)));
@@ -101,6 +117,44 @@ impl DirSink {
             None
         })
     }
+}
+
+/// Gives every unlocked temporary file in `dir` its final name: its writer
+/// died before closing it (a live writer holds its lock). The lines in it
+/// were acknowledged, so they must reach the loader; a line cut short by
+/// the crash is the loader's to quarantine. Returns the names given.
+fn recover_orphans(dir: &Path) -> std::io::Result<Vec<String>> {
+    let mut done = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        let Some(final_name) = name
+            .strip_prefix('.')
+            .and_then(|n| n.strip_suffix(".tmp"))
+            .filter(|n| n.starts_with("events-") && n.ends_with(".ndjson"))
+        else {
+            continue;
+        };
+        let tmp = dir.join(&name);
+        let file = match std::fs::File::options().write(true).open(&tmp) {
+            Ok(f) => f,
+            // Finalized by its writer since the listing.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => continue,
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
+        if file.metadata()?.len() == 0 {
+            std::fs::remove_file(&tmp)?;
+            continue;
+        }
+        file.sync_data()?;
+        std::fs::rename(&tmp, dir.join(final_name))?;
+        done.push(final_name.to_owned());
+    }
+    Ok(done)
 }
 
 impl Deliver for DirSink {
@@ -173,6 +227,40 @@ mod tests {
             std::fs::read(dir.join(&n[0])).unwrap(),
             b"{\"a\":1}\n{\"a\":2}\n"
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_starting_sink_finalizes_what_dead_writers_left_and_leaves_live_files_alone() {
+        let dir = std::env::temp_dir().join(format!(
+            "earshot-dir-orphans-{}",
+            uuid::Uuid::now_v7().simple()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        // A writer killed mid-file: its lock went with it.
+        std::fs::write(dir.join(".events-dead.ndjson.tmp"), b"{\"a\":1}\n{\"a\":2").unwrap();
+        // A writer killed before its first line.
+        std::fs::write(dir.join(".events-empty.ndjson.tmp"), b"").unwrap();
+        // A live writer (another process in the same directory).
+        let live = std::fs::File::create(dir.join(".events-live.ndjson.tmp")).unwrap();
+        live.lock().unwrap();
+        // Not ours.
+        std::fs::write(dir.join(".other.tmp"), b"x").unwrap();
+
+        let _sink = DirSink::new(&dir).unwrap();
+        assert_eq!(
+            names(&dir),
+            vec![
+                ".events-live.ndjson.tmp",
+                ".other.tmp",
+                "events-dead.ndjson"
+            ]
+        );
+        assert_eq!(
+            std::fs::read(dir.join("events-dead.ndjson")).unwrap(),
+            b"{\"a\":1}\n{\"a\":2"
+        );
+        drop(live);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
