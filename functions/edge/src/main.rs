@@ -24,8 +24,9 @@ async fn main() -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("EARSHOT_EDGE_ADDR: cannot listen on {addr}"))?;
+            let shutdown = local::shutdown_signal();
             tracing::info!(addr = %listener.local_addr()?, "earshot-edge listening (local mode)");
-            local::serve(app, listener, local::shutdown_signal()).await?;
+            local::serve(app, listener, shutdown).await?;
             Ok(())
         }
     }
