@@ -41,16 +41,26 @@ async fn wait_for_load_in_progress(admin: &PgPool, db: &str, loader: &mut ChildP
     .await;
 }
 
+/// Events in `big.ndjson`: enough that its load is still in progress when
+/// a test strikes.
+const BIG_EVENTS: usize = 200_000;
+
+/// A fresh directory holding one object, `big.ndjson`, of [`BIG_EVENTS`]
+/// events from yesterday (`seed` picks them), and its `dir:` source. The
+/// directory is removed when the returned guard drops.
+fn big_object_source(name: &str, seed: u64) -> (TempDir, String) {
+    let dir = temp_dir(name);
+    let events = synth_events(BIG_EVENTS, seed, yesterday(), time::Duration::hours(20));
+    std::fs::write(dir.join("big.ndjson"), ndjson(&events)).unwrap();
+    let source = format!("dir:{}", dir.display());
+    (dir, source)
+}
+
 #[tokio::test]
 async fn loader_killed_with_sigkill_mid_object_then_restarted_counts_like_a_clean_run() {
-    const EVENTS: usize = 200_000;
     let db = TestDb::new().await;
     let clean = TestDb::new().await;
-    let dir = temp_dir("sigkill");
-    let events = synth_events(EVENTS, 7, yesterday(), time::Duration::hours(20));
-    std::fs::write(dir.join("big.ndjson"), ndjson(&events)).unwrap();
-    drop(events);
-    let source = format!("dir:{}", dir.display());
+    let (_dir, source) = big_object_source("sigkill", 7);
 
     // Long-running mode: it would go on polling; only SIGKILL stops it.
     let mut loader = ChildProcess::spawn(&loader_spec(&db.url, &["--source", &source], &[]))
@@ -69,7 +79,7 @@ async fn loader_killed_with_sigkill_mid_object_then_restarted_counts_like_a_clea
 
     // Nothing of the object is visible: its transaction never committed.
     assert_nothing_committed(&db.pool).await;
-    assert_a_restart_counts_like_a_clean_run(&db, &clean, &source, EVENTS).await;
+    assert_a_restart_counts_like_a_clean_run(&db, &clean, &source).await;
 }
 
 /// Nothing of a load is in `db`: no ledger row, event, hourly row or key.
@@ -80,18 +90,14 @@ async fn assert_nothing_committed(db: &PgPool) {
     }
 }
 
-/// `earshot load --once` of `source` into `db` loads its one object of
-/// `events` events whole, and leaves `db` as the same load leaves `clean`.
-async fn assert_a_restart_counts_like_a_clean_run(
-    db: &TestDb,
-    clean: &TestDb,
-    source: &str,
-    events: usize,
-) {
+/// `earshot load --once` of `source` (a [`big_object_source`]) into `db`
+/// loads its one object whole, and leaves `db` as the same load leaves
+/// `clean`.
+async fn assert_a_restart_counts_like_a_clean_run(db: &TestDb, clean: &TestDb, source: &str) {
     let restarted = load_once(&db.url, source, &[]).await;
     assert_eq!(
         (restarted.objects_loaded, restarted.events_new),
-        (1, events as u64)
+        (1, BIG_EVENTS as u64)
     );
     let reference = load_once(&clean.url, source, &[]).await;
     assert_eq!(restarted, reference);
@@ -135,7 +141,6 @@ async fn loader_backends(admin: &PgPool, db: &str) -> i64 {
 #[tokio::test]
 async fn a_loader_whose_database_goes_silent_mid_object_exits_as_stalled_then_a_restart_counts_like_a_clean_run(
 ) {
-    const EVENTS: usize = 200_000;
     // A step may run this long: well above a 200,000-event object's parse
     // or either half of its transaction on a loaded CI machine (the parse
     // once took more than 8 s there, with the whole suite starting beside
@@ -143,11 +148,7 @@ async fn a_loader_whose_database_goes_silent_mid_object_exits_as_stalled_then_a_
     const STALL_SECONDS: &str = "20";
     let db = TestDb::new().await;
     let clean = TestDb::new().await;
-    let dir = temp_dir("stall");
-    let events = synth_events(EVENTS, 11, yesterday(), time::Duration::hours(20));
-    std::fs::write(dir.join("big.ndjson"), ndjson(&events)).unwrap();
-    drop(events);
-    let source = format!("dir:{}", dir.display());
+    let (_dir, source) = big_object_source("stall", 11);
     let (proxy, proxied_url) = through_proxy(&db.url).await;
 
     // Long-running mode: without the watchdog it would wait for ever.
@@ -197,7 +198,7 @@ async fn a_loader_whose_database_goes_silent_mid_object_exits_as_stalled_then_a_
     })
     .await;
     assert_nothing_committed(&db.pool).await;
-    assert_a_restart_counts_like_a_clean_run(&db, &clean, &source, EVENTS).await;
+    assert_a_restart_counts_like_a_clean_run(&db, &clean, &source).await;
 }
 
 /// Takes the s3:TestEvent off the queue, so the queue then holds only the
