@@ -129,7 +129,7 @@ async fn main() -> anyhow::Result<()> {
                 settings.loader_stall_seconds > 0,
                 "EARSHOT_LOADER_STALL_SECONDS must be at least 1 (seconds one loader step may run)"
             );
-            let pool = db::connect(&settings).await?;
+            let pool = db::connect_loader(&settings).await?;
             let src = Source::open(&spec).await?;
             let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
             tokio::spawn(async move {

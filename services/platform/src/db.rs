@@ -32,6 +32,39 @@ pub async fn connect_api(settings: &Settings) -> anyhow::Result<PgPool> {
     connect_with(settings, opts).await
 }
 
+/// How long PostgreSQL keeps a loader session that is idle inside a
+/// transaction, as a multiple of the stall limit. A running loader never
+/// idles in a transaction longer than one step, and its watchdog exits it
+/// when a step passes the stall limit (`EARSHOT_LOADER_STALL_SECONDS`); a
+/// session idle for twice that belongs to a loader that is frozen (a
+/// stopped process, a paused node) yet still answers TCP, and would
+/// otherwise hold the turn to count (`keys.rs` in the loader) and every
+/// other loader with it until someone noticed.
+pub const LOADER_IDLE_IN_TRANSACTION_STALL_LIMITS: u64 = 2;
+
+/// TCP keepalives PostgreSQL sends on loader sessions: first probe after a
+/// minute of silence, then every 10 s, the peer given up after 6 missed.
+/// A loader whose node died without closing its sockets is dropped within
+/// about two minutes, instead of Linux's default of over two hours, and
+/// its transaction rolled back (the same path as a crash).
+pub const LOADER_TCP_KEEPALIVES: [(&str, &str); 3] = [
+    ("tcp_keepalives_idle", "60"),
+    ("tcp_keepalives_interval", "10"),
+    ("tcp_keepalives_count", "6"),
+];
+
+/// The loader's pool: as [`connect`], with the session limits above, so a
+/// loader that stops answering cannot hold its locks for good.
+pub async fn connect_loader(settings: &Settings) -> anyhow::Result<PgPool> {
+    let idle = settings
+        .loader_stall_seconds
+        .saturating_mul(LOADER_IDLE_IN_TRANSACTION_STALL_LIMITS);
+    let opts = connect_options(settings)?
+        .options([("idle_in_transaction_session_timeout", format!("{idle}s"))])
+        .options(LOADER_TCP_KEEPALIVES);
+    connect_with(settings, opts).await
+}
+
 fn connect_options(settings: &Settings) -> anyhow::Result<PgConnectOptions> {
     let opts: PgConnectOptions = settings
         .database_url
@@ -100,5 +133,81 @@ mod tests {
                     .unwrap();
             assert_eq!(used, offered == "on", "server ssl = {offered}");
         }
+    }
+
+    fn settings_with_stall(seconds: &str) -> Settings {
+        let url = std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| crate::config::DEFAULT_DATABASE_URL.to_owned());
+        Settings::load_from(|k| match k {
+            "DATABASE_URL" => Some(url.clone()),
+            "EARSHOT_LOADER_STALL_SECONDS" => Some(seconds.to_owned()),
+            _ => None,
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn loader_sessions_carry_their_limits_and_other_sessions_do_not() {
+        let settings = settings_with_stall("600");
+        let show = |pool: PgPool| async move {
+            let mut v = Vec::new();
+            for name in [
+                "idle_in_transaction_session_timeout",
+                "tcp_keepalives_idle",
+                "tcp_keepalives_interval",
+                "tcp_keepalives_count",
+            ] {
+                let s: String = sqlx::query_scalar("SELECT current_setting($1)")
+                    .bind(name)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+                v.push(s);
+            }
+            v
+        };
+        let pool = connect_loader(&settings).await.unwrap();
+        // TCP keepalives only apply to TCP sessions; over a Unix socket
+        // PostgreSQL reports 0 whatever was asked.
+        let tcp: bool = sqlx::query_scalar("SELECT inet_client_addr() IS NOT NULL")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        let loader = show(pool).await;
+        assert_eq!(loader[0], "20min");
+        if tcp {
+            assert_eq!(loader[1..], ["60", "10", "6"]);
+        }
+        let api = show(connect_api(&settings).await.unwrap()).await;
+        assert_eq!(api[0], "0");
+    }
+
+    #[tokio::test]
+    async fn postgres_ends_a_loader_session_idle_in_a_transaction_past_its_limit() {
+        // A stall limit of 1 s: PostgreSQL ends the session after 2 s idle
+        // in a transaction, rolling it back.
+        let pool = connect_loader(&settings_with_stall("1")).await.unwrap();
+        let mut tx = pool.begin().await.unwrap();
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        let err = sqlx::query("SELECT 1")
+            .execute(&mut *tx)
+            .await
+            .expect_err("the session was ended");
+        assert!(
+            err.to_string().contains("idle-in-transaction timeout")
+                || matches!(err, sqlx::Error::Io(_)),
+            "{err}"
+        );
+        let still_there: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)")
+                .bind(pid)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert!(!still_there, "backend {pid} still runs");
     }
 }
