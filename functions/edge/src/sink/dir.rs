@@ -8,9 +8,14 @@
 //!
 //! A process that dies without its shutdown (SIGKILL, a crash) leaves its
 //! temporary file behind, holding events it acknowledged. The writer keeps
-//! an exclusive lock on its file, so the next sink to start in the
-//! directory can tell a dead writer's file from a live one's: it gives the
-//! unlocked ones their final names ([`DirSink::new`]).
+//! an exclusive lock on its file, so a sink can tell a dead writer's file
+//! from a live one's: it gives the unlocked ones their final names, when it
+//! starts ([`DirSink::new`]) and every [`ORPHAN_SWEEP_INTERVAL`] after, so
+//! edges sharing a directory finalize what one of them left.
+//!
+//! A file is created under a third name (`.events-….ndjson.new`), locked,
+//! and only then renamed to its temporary name: a sweep never sees a
+//! temporary file its writer has not locked yet.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -24,6 +29,13 @@ pub const ROTATE_BYTES: u64 = 8 * 1024 * 1024;
 /// Close a file this long after it was opened, so events reach the loader
 /// within about a second locally.
 pub const ROTATE_AFTER: Duration = Duration::from_secs(1);
+/// How often a running sink looks for files that dead writers left. A
+/// directory shared by several edges gets the files of one that died
+/// finalized by the others within this, not at the next start.
+pub const ORPHAN_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+/// A `.new` file older than this lost its writer between creating and
+/// renaming it (microseconds apart), so it is empty and is removed.
+const STALE_NEW_FILE: Duration = Duration::from_secs(60);
 
 struct OpenFile {
     file: std::fs::File,
@@ -41,6 +53,8 @@ struct OpenFile {
 pub struct DirSink {
     dir: PathBuf,
     current: Mutex<Option<OpenFile>>,
+    sweep_every: Duration,
+    last_sweep: Mutex<Instant>,
 }
 
 impl DirSink {
@@ -48,13 +62,32 @@ impl DirSink {
     /// that writers which died left in it.
     pub fn new(dir: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        for name in recover_orphans(dir)? {
-            tracing::warn!(file = %name, "finalized an events file a stopped process left unfinished");
-        }
+        log_recovered(recover_orphans(dir)?);
         Ok(Self {
             dir: dir.to_owned(),
             current: Mutex::new(None),
+            sweep_every: ORPHAN_SWEEP_INTERVAL,
+            last_sweep: Mutex::new(Instant::now()),
         })
+    }
+
+    /// Finalizes dead writers' files if a sweep is due.
+    async fn sweep_if_due(&self) {
+        {
+            let mut last = self.last_sweep.lock().unwrap_or_else(|p| p.into_inner());
+            if last.elapsed() < self.sweep_every {
+                return;
+            }
+            *last = Instant::now();
+        }
+        let dir = self.dir.clone();
+        match tokio::task::spawn_blocking(move || recover_orphans(&dir)).await {
+            Ok(Ok(names)) => log_recovered(names),
+            Ok(Err(e)) => {
+                tracing::error!(dir = %self.dir.display(), error = %e, "could not look for events files stopped processes left")
+            }
+            Err(e) => tracing::error!(error = %e, "the orphan sweep panicked"),
+        }
     }
 
     fn open(&self) -> std::io::Result<OpenFile> {
@@ -70,10 +103,14 @@ impl DirSink {
         );
         let name = format!("events-{stamp}-{}.ndjson", uuid::Uuid::now_v7().simple());
         let tmp = self.dir.join(format!(".{name}.tmp"));
-        let file = std::fs::File::create(&tmp)?;
-        // Held until the file has its final name: it tells a starting sink
-        // that this file's writer is alive (`recover_orphans`).
+        let fresh = self.dir.join(format!(".{name}.new"));
+        let file = std::fs::File::create(&fresh)?;
+        // Held until the file has its final name: it tells a sweeping sink
+        // that this file's writer is alive (`recover_orphans`). Taken before
+        // the file has the name a sweep looks for, so no sweep ever finds
+        // it unlocked while its writer lives.
         file.lock()?;
+        std::fs::rename(&fresh, &tmp)?;
         Ok(OpenFile {
             file,
             tmp,
@@ -119,14 +156,26 @@ impl DirSink {
     }
 }
 
+fn log_recovered(names: Vec<String>) {
+    for name in names {
+        tracing::warn!(file = %name, "finalized an events file a stopped process left unfinished");
+    }
+}
+
 /// Gives every unlocked temporary file in `dir` its final name: its writer
 /// died before closing it (a live writer holds its lock). The lines in it
 /// were acknowledged, so they must reach the loader; a line cut short by
 /// the crash is the loader's to quarantine. Returns the names given.
+/// Also removes `.new` files whose writer died before renaming them.
 fn recover_orphans(dir: &Path) -> std::io::Result<Vec<String>> {
     let mut done = Vec::new();
     for entry in std::fs::read_dir(dir)? {
-        let name = entry?.file_name().to_string_lossy().into_owned();
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if is_stale_new_file(&name, &entry)? {
+            remove_unless_gone(&dir.join(&name))?;
+            continue;
+        }
         let Some(final_name) = name
             .strip_prefix('.')
             .and_then(|n| n.strip_suffix(".tmp"))
@@ -157,6 +206,26 @@ fn recover_orphans(dir: &Path) -> std::io::Result<Vec<String>> {
     Ok(done)
 }
 
+/// An unrenamed `.events-….ndjson.new` file, older than [`STALE_NEW_FILE`].
+fn is_stale_new_file(name: &str, entry: &std::fs::DirEntry) -> std::io::Result<bool> {
+    if !(name.starts_with(".events-") && name.ends_with(".ndjson.new")) {
+        return Ok(false);
+    }
+    let modified = match entry.metadata() {
+        Ok(m) => m.modified()?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    Ok(modified.elapsed().is_ok_and(|age| age >= STALE_NEW_FILE))
+}
+
+fn remove_unless_gone(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 impl Deliver for DirSink {
     async fn deliver(&self, lines: Vec<Vec<u8>>) {
         let data = lines.concat();
@@ -183,6 +252,9 @@ impl Deliver for DirSink {
         };
         if let Some(f) = due {
             Self::close(f).await;
+        }
+        if !closing {
+            self.sweep_if_due().await;
         }
     }
 }
@@ -246,11 +318,19 @@ mod tests {
         live.lock().unwrap();
         // Not ours.
         std::fs::write(dir.join(".other.tmp"), b"x").unwrap();
+        // A writer killed between creating its file and renaming it, and
+        // one doing that right now.
+        let stale = std::fs::File::create(dir.join(".events-stale.ndjson.new")).unwrap();
+        stale
+            .set_modified(std::time::SystemTime::now() - 2 * STALE_NEW_FILE)
+            .unwrap();
+        std::fs::write(dir.join(".events-fresh.ndjson.new"), b"").unwrap();
 
         let _sink = DirSink::new(&dir).unwrap();
         assert_eq!(
             names(&dir),
             vec![
+                ".events-fresh.ndjson.new",
                 ".events-live.ndjson.tmp",
                 ".other.tmp",
                 "events-dead.ndjson"
@@ -261,6 +341,38 @@ mod tests {
             b"{\"a\":1}\n{\"a\":2"
         );
         drop(live);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_running_sink_finalizes_a_dead_writers_file_at_its_next_sweep_and_keeps_its_own() {
+        let dir = std::env::temp_dir().join(format!(
+            "earshot-dir-sweep-{}",
+            uuid::Uuid::now_v7().simple()
+        ));
+        let mut sink = DirSink::new(&dir).unwrap();
+        sink.deliver(vec![b"{\"own\":1}\n".to_vec()]).await;
+        let own = names(&dir);
+        assert_eq!(own.len(), 1);
+        // Another edge sharing the directory dies after the sink started.
+        std::fs::write(dir.join(".events-dead.ndjson.tmp"), b"{\"a\":1}\n").unwrap();
+        sink.maintain(false).await;
+        assert_eq!(
+            names(&dir),
+            vec![own[0].clone(), ".events-dead.ndjson.tmp".to_owned()],
+            "no sweep before its interval"
+        );
+        sink.sweep_every = Duration::ZERO;
+        sink.maintain(false).await;
+        assert_eq!(
+            names(&dir),
+            vec![own[0].clone(), "events-dead.ndjson".to_owned()],
+            "the dead writer's file is finalized; the sink's own open file is left alone"
+        );
+        sink.maintain(true).await;
+        let done = names(&dir);
+        assert_eq!(done.len(), 2);
+        assert!(done.iter().all(|n| n.starts_with("events-")), "{done:?}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
