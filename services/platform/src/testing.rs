@@ -63,6 +63,9 @@ impl TestDb {
     }
 }
 
+/// How long dropping a test database may take before it is left behind.
+const DROP_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl Drop for TestDb {
     fn drop(&mut self) {
         let admin = self.admin.clone();
@@ -77,11 +80,25 @@ impl Drop for TestDb {
                 .expect("runtime");
             rt.block_on(async move {
                 if let Ok(mut conn) = admin.connect().await {
+                    // DROP DATABASE waits for every backend on the server to
+                    // acknowledge it, and one stuck in a COPY whose client
+                    // went silent never does: a failing test must end with
+                    // its own message, not hang here. A database left behind
+                    // is named in the test's output.
                     let _ = sqlx::query(AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                        "SET statement_timeout = '{}s'",
+                        DROP_PATIENCE.as_secs()
                     )))
                     .execute(&mut conn)
                     .await;
+                    if let Err(e) = sqlx::query(AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut conn)
+                    .await
+                    {
+                        eprintln!("test database {name} was not dropped: {e}");
+                    }
                 }
             });
         })

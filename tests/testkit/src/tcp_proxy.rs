@@ -7,6 +7,12 @@
 //! route looks like). When one end closes, the proxy closes the other, as
 //! the kernel would once the process holding it exits. Connections opened
 //! after `silence` are forwarded normally.
+//!
+//! Dropping the proxy shuts every connection down at once, from the
+//! dropping thread: its tasks may never run again (a test that panics
+//! blocks its runtime in its clean-up), and a silent connection left open
+//! keeps a PostgreSQL backend waiting in a `COPY` that stalls even
+//! `DROP DATABASE` on other databases.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -29,6 +35,9 @@ pub struct TcpProxyStats {
 struct Shared {
     /// The silence flag of every connection opened so far.
     connections: Mutex<Vec<Arc<AtomicBool>>>,
+    /// A second handle on both sockets of every connection, to shut them
+    /// down on drop without the tasks that own them.
+    sockets: Mutex<Vec<std::net::TcpStream>>,
     swallowed: AtomicU64,
 }
 
@@ -74,7 +83,26 @@ impl TcpProxy {
 impl Drop for TcpProxy {
     fn drop(&mut self) {
         self.accept.abort();
+        let sockets = std::mem::take(
+            &mut *self
+                .shared
+                .sockets
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        for s in sockets {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
     }
+}
+
+/// A handle on `s`'s socket that outlives the task owning `s`.
+fn second_handle(s: &TcpStream) -> Option<std::net::TcpStream> {
+    use std::os::fd::AsFd as _;
+    s.as_fd()
+        .try_clone_to_owned()
+        .ok()
+        .map(std::net::TcpStream::from)
 }
 
 async fn accept_loop(listener: TcpListener, target: SocketAddr, shared: Arc<Shared>) {
@@ -85,6 +113,13 @@ async fn accept_loop(listener: TcpListener, target: SocketAddr, shared: Arc<Shar
         let _ = client.set_nodelay(true);
         let _ = server.set_nodelay(true);
         let silent = Arc::new(AtomicBool::new(false));
+        // Before the connection is counted: a counted connection can be
+        // shut down by a drop.
+        shared.sockets.lock().expect("not poisoned").extend(
+            [second_handle(&client), second_handle(&server)]
+                .into_iter()
+                .flatten(),
+        );
         shared
             .connections
             .lock()
@@ -120,4 +155,43 @@ async fn pump(
         }
     }
     let _ = to.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read as _;
+    use std::time::Duration;
+
+    /// The case it exists for: the runtime's one thread is busy (a test
+    /// panicked and is cleaning up), so no proxy task runs, and the upstream
+    /// end of a silent connection must still see it close.
+    #[tokio::test]
+    async fn dropping_the_proxy_closes_its_connections_even_when_its_tasks_cannot_run() {
+        let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let proxy = TcpProxy::start(upstream.local_addr().unwrap())
+            .await
+            .unwrap();
+        let _client = TcpStream::connect(proxy.addr()).await.unwrap();
+        let (mut accepted, _) = tokio::task::spawn_blocking(move || upstream.accept().unwrap())
+            .await
+            .unwrap();
+        while proxy.stats().connections == 0 {
+            tokio::task::yield_now().await;
+        }
+        proxy.silence();
+        // From here on this thread does not return to the runtime.
+        let reader = std::thread::spawn(move || {
+            accepted
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            accepted.read(&mut [0u8; 1]).map_err(|e| e.kind())
+        });
+        drop(proxy);
+        assert_eq!(
+            reader.join().unwrap(),
+            Ok(0),
+            "the upstream end sees the connection end"
+        );
+    }
 }
