@@ -300,7 +300,18 @@ pub struct Folded {
 /// `Keys::turn`), so no load is between reading the mark and committing:
 /// each day's numbers reach its blocks once, through the loads before the
 /// fold or through the fold and the loads after it.
+///
+/// The mark only moves forward, so a mark already at `through` stays there:
+/// such a call (nearly every one: each loader asks at every upkeep, a day
+/// needs folding once a day) reads it without the lock and returns, never
+/// making a load wait for its turn.
 pub async fn fold_blocks(pool: &PgPool, through: Date) -> Result<Option<Folded>, sqlx::Error> {
+    let mark: Date = sqlx::query_scalar("SELECT blocks_through FROM counting_state")
+        .fetch_one(pool)
+        .await?;
+    if through <= mark {
+        return Ok(None);
+    }
     let mut tx = pool.begin().await?;
     let from = lock_mark(&mut tx).await?;
     if through <= from {

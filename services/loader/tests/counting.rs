@@ -314,6 +314,21 @@ async fn days_reach_their_blocks_once_whether_loaded_before_or_after_their_fold(
     );
     assert_eq!(store::fold_blocks(&db.pool, yesterday).await.unwrap(), None);
     assert_eq!(raw_in_two_day_blocks(&db.pool).await, 8);
+    // With nothing to fold, the fold does not wait for the turn a load
+    // holds (it answers while the lock is still taken).
+    let mut load = db.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM counting_state FOR UPDATE")
+        .execute(&mut *load)
+        .await
+        .unwrap();
+    let waited = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        store::fold_blocks(&db.pool, yesterday),
+    )
+    .await
+    .expect("a fold with nothing to do waited for a load's turn");
+    assert_eq!(waited.unwrap(), None);
+    load.rollback().await.unwrap();
     assert_books_balance(&db.pool).await;
 
     // A late object for the folded day adds to its blocks itself.
