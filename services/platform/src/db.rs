@@ -113,11 +113,26 @@ mod tests {
     /// default, `sslmode=prefer`, which `connect_options` keeps), so the
     /// suite runs the TLS path that production takes, where sqlx 0.8 could
     /// hang a COPY for good (vendor/README.md).
-    #[tokio::test]
-    async fn connections_use_tls_when_the_server_offers_it() {
+    /// Settings for this machine's `DATABASE_URL` (or the default), with
+    /// `extra` variables.
+    fn test_settings(extra: &[(&str, &str)]) -> Settings {
         let url = std::env::var("DATABASE_URL")
             .unwrap_or_else(|_| crate::config::DEFAULT_DATABASE_URL.to_owned());
-        let settings = Settings::load_from(|k| (k == "DATABASE_URL").then(|| url.clone())).unwrap();
+        Settings::load_from(|k| {
+            if k == "DATABASE_URL" {
+                return Some(url.clone());
+            }
+            extra
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| (*v).to_owned())
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn connections_use_tls_when_the_server_offers_it() {
+        let settings = test_settings(&[]);
         for pool in [
             connect(&settings).await.unwrap(),
             connect_api(&settings).await.unwrap(),
@@ -135,20 +150,9 @@ mod tests {
         }
     }
 
-    fn settings_with_stall(seconds: &str) -> Settings {
-        let url = std::env::var("DATABASE_URL")
-            .unwrap_or_else(|_| crate::config::DEFAULT_DATABASE_URL.to_owned());
-        Settings::load_from(|k| match k {
-            "DATABASE_URL" => Some(url.clone()),
-            "EARSHOT_LOADER_STALL_SECONDS" => Some(seconds.to_owned()),
-            _ => None,
-        })
-        .unwrap()
-    }
-
     #[tokio::test]
     async fn loader_sessions_carry_their_limits_and_other_sessions_do_not() {
-        let settings = settings_with_stall("600");
+        let settings = test_settings(&[("EARSHOT_LOADER_STALL_SECONDS", "600")]);
         let show = |pool: PgPool| async move {
             let mut v = Vec::new();
             for name in [
@@ -186,7 +190,9 @@ mod tests {
     async fn postgres_ends_a_loader_session_idle_in_a_transaction_past_its_limit() {
         // A stall limit of 1 s: PostgreSQL ends the session after 2 s idle
         // in a transaction, rolling it back.
-        let pool = connect_loader(&settings_with_stall("1")).await.unwrap();
+        let pool = connect_loader(&test_settings(&[("EARSHOT_LOADER_STALL_SECONDS", "1")]))
+            .await
+            .unwrap();
         let mut tx = pool.begin().await.unwrap();
         let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
             .fetch_one(&mut *tx)

@@ -113,31 +113,37 @@ async fn drop_stale(conn: &mut sqlx::PgConnection) {
         names.iter().map(String::as_str),
         std::time::SystemTime::now(),
     );
-    if stale.is_empty() {
-        return;
+    for name in stale {
+        // Names come from the server's list and matched a UUID's hex
+        // digits above: nothing to inject.
+        match drop_database(conn, name).await {
+            Ok(()) => eprintln!("dropped {name}, a test database a killed run left"),
+            Err(e) => eprintln!("could not drop the stale test database {name}: {e}"),
+        }
     }
-    let _ = sqlx::query(AssertSqlSafe(format!(
+}
+
+/// Drops database `name` (made from a UUID's hex digits: nothing to
+/// inject), giving up after [`DROP_PATIENCE`]. DROP DATABASE waits for
+/// every backend on the server to acknowledge it, and one stuck in a COPY
+/// whose client went silent never does: a failing test must end with its
+/// own message, not hang in its clean-up.
+async fn drop_database(conn: &mut sqlx::PgConnection, name: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(AssertSqlSafe(format!(
         "SET statement_timeout = '{}s'",
         DROP_PATIENCE.as_secs()
     )))
     .execute(&mut *conn)
+    .await?;
+    let dropped = sqlx::query(AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&mut *conn)
     .await;
-    for name in stale {
-        // Names come from the server's list and matched a UUID's hex
-        // digits above: nothing to inject.
-        match sqlx::query(AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-        )))
+    sqlx::query("RESET statement_timeout")
         .execute(&mut *conn)
-        .await
-        {
-            Ok(_) => eprintln!("dropped {name}, a test database a killed run left"),
-            Err(e) => eprintln!("could not drop the stale test database {name}: {e}"),
-        }
-    }
-    let _ = sqlx::query("RESET statement_timeout")
-        .execute(&mut *conn)
-        .await;
+        .await?;
+    dropped.map(|_| ())
 }
 
 /// How long dropping a test database may take before it is left behind.
@@ -157,23 +163,8 @@ impl Drop for TestDb {
                 .expect("runtime");
             rt.block_on(async move {
                 if let Ok(mut conn) = admin.connect().await {
-                    // DROP DATABASE waits for every backend on the server to
-                    // acknowledge it, and one stuck in a COPY whose client
-                    // went silent never does: a failing test must end with
-                    // its own message, not hang here. A database left behind
-                    // is named in the test's output.
-                    let _ = sqlx::query(AssertSqlSafe(format!(
-                        "SET statement_timeout = '{}s'",
-                        DROP_PATIENCE.as_secs()
-                    )))
-                    .execute(&mut conn)
-                    .await;
-                    if let Err(e) = sqlx::query(AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                    )))
-                    .execute(&mut conn)
-                    .await
-                    {
+                    // A database left behind is named in the test's output.
+                    if let Err(e) = drop_database(&mut conn, &name).await {
                         eprintln!("test database {name} was not dropped: {e}");
                     }
                 }
