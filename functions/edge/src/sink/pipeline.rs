@@ -491,6 +491,65 @@ mod tests {
         p.shutdown().await;
     }
 
+    /// A log writer the test reads back.
+    #[derive(Clone, Default)]
+    struct Log(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Log {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn lines_queued_when_the_runtime_goes_away_are_dead_lettered() {
+        let log = Log::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_writer(move || writer.clone())
+            .finish();
+        let p = tracing::subscriber::with_default(subscriber, || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let p = rt.block_on(async {
+                let p = Pipeline::start(
+                    Arc::new(Recording::default()),
+                    FlushMode::Buffered {
+                        max_events: 100,
+                        max_age: Duration::from_secs(3600),
+                    },
+                );
+                for i in 0..3 {
+                    p.submit(line(i)).wait().await;
+                }
+                settle().await; // the worker is waiting for more
+                p
+            });
+            drop(rt); // no shutdown: the worker task is dropped
+            p
+        });
+        let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        let dead: Vec<String> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v["dead_letter"] == serde_json::Value::Bool(true))
+            .map(|v| v["ndjson"].as_str().unwrap().to_owned())
+            .collect();
+        let expected: Vec<String> = (0..3)
+            .map(|i| String::from_utf8(line(i)).unwrap())
+            .collect();
+        assert_eq!(dead, expected);
+        assert!(p.submit(line(9)).0.is_none(), "closed: nothing to wait for");
+    }
+
     /// A sink that fails its first delivery in the worst way.
     struct Panics;
 
