@@ -16,6 +16,7 @@ use earshot_edge::sink::firehose::{FirehoseSink, RetryPolicy, MAX_RECORD_BYTES};
 use earshot_edge::sink::Deliver;
 use earshot_testkit::edge::{
     dead_lettered_events, decode_objects, match_events_to_hits, mixed_hits, send_sequentially,
+    HitSpec,
 };
 use earshot_testkit::{FirehoseFault, FirehoseFaultProxy, LocalEdge, Moto};
 use serde_json::Value;
@@ -106,6 +107,77 @@ async fn throttled_and_partially_failed_calls_still_deliver_every_event_exactly_
     let stdout = edge.process.stdout_lines();
     assert_eq!(emf_sum(&stdout, "FirehoseRetries"), 5);
     assert_eq!(emf_sum(&stdout, "DeadLetteredEvents"), 0);
+    assert_eq!(
+        dead_lettered_events(&edge.process.stderr_lines())
+            .unwrap()
+            .len(),
+        0
+    );
+}
+
+/// The request of `hit`, as a player sends it.
+fn raw_request(hit: &HitSpec, host: &str) -> String {
+    let mut head = format!(
+        "GET /v1/t?{} HTTP/1.1\r\nHost: {host}\r\nX-Amzn-Trace-Id: {}\r\n",
+        hit.query, hit.trace_id
+    );
+    if let Some(ua) = &hit.user_agent {
+        head.push_str(&format!("User-Agent: {ua}\r\n"));
+    }
+    head.push_str("\r\n");
+    head
+}
+
+/// Players that give up: each hit on a connection of its own, the request
+/// written and the connection closed at once, the answer never read. All
+/// connections are open before the first request goes, so requests and
+/// hang-ups arrive together at connections the edge already holds.
+async fn send_and_hang_up(hits: &[HitSpec], base_url: &str) {
+    use tokio::io::AsyncWriteExt;
+    let addr = base_url
+        .strip_prefix("http://")
+        .expect("an http:// base URL");
+    let mut conns = Vec::new();
+    for _ in hits {
+        conns.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+    }
+    for (hit, mut s) in hits.iter().zip(conns) {
+        s.write_all(raw_request(hit, addr).as_bytes())
+            .await
+            .expect("send the request");
+        drop(s);
+    }
+}
+
+/// Players that fire a hit and hang up without waiting for the answer are
+/// counted like any other: the local server once dropped nearly all of them
+/// (hyper saw the EOF and dropped the handler before it ran).
+#[tokio::test]
+async fn hits_whose_players_hang_up_at_once_are_delivered_once() {
+    let (moto, proxy) = moto_and_proxy().await;
+    // Throttled calls: hits also wait out the backoff (sync mode) while
+    // their players are already gone.
+    proxy.push_all([
+        FirehoseFault::Throttle,
+        FirehoseFault::Throttle,
+        FirehoseFault::Throttle,
+    ]);
+    let mut edge = edge_via(&proxy, &[]).await;
+    let hits = mixed_hits(31, "hangup-campaign");
+    let (gone, last) = hits.split_at(30);
+    send_and_hang_up(gone, &edge.base_url()).await;
+    // The edge still serves, and answers a hit only once it is delivered:
+    // its batch goes out after those of the hits before it.
+    send_sequentially(last, &edge.base_url())
+        .await
+        .expect("answered with the GIF");
+    edge.stop().await.expect("clean exit");
+
+    assert_eq!(proxy.script_left(), 0);
+    assert_eq!(proxy.stats().throttled_calls, 3);
+    let objects = moto.read_all_objects(BUCKET, PREFIX).await.unwrap();
+    let events = decode_objects(&objects).unwrap();
+    match_events_to_hits(&hits, &events).expect("each event exactly once");
     assert_eq!(
         dead_lettered_events(&edge.process.stderr_lines())
             .unwrap()
