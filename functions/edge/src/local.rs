@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -14,6 +15,24 @@ use tokio::net::TcpListener;
 use crate::hit::HitRequest;
 use crate::App;
 
+/// How long the accept loop pauses after an error that is not about one
+/// connection: out of file descriptors (EMFILE, ENFILE) or memory (ENOBUFS,
+/// ENOMEM). Retrying at once fails the same way while the connection waits
+/// in the backlog: the loop would spin a core and write that warning
+/// thousands of times a second. axum's `serve` pauses 1 s; players'
+/// connections end within milliseconds, so the edge tries again sooner.
+pub const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// Whether an accept error concerns only the connection it was for (gone
+/// already: the next one can be accepted at once).
+fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset | Interrupted
+    )
+}
+
 /// Serves on `listener` until `shutdown` resolves, then drains.
 pub async fn serve(
     app: Arc<App>,
@@ -23,15 +42,22 @@ pub async fn serve(
     tokio::pin!(shutdown);
     let mut conns = tokio::task::JoinSet::new();
     loop {
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    continue;
-                }
-            },
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
             _ = &mut shutdown => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                if !is_connection_error(&e) {
+                    tokio::select! {
+                        _ = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => {}
+                        _ = &mut shutdown => break,
+                    }
+                }
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
@@ -60,7 +86,7 @@ pub async fn serve(
     }
     // In-flight requests finish (their events are submitted), then the
     // pipeline delivers everything and the sink closes its files.
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
         while conns.join_next().await.is_some() {}
     })
     .await;
