@@ -19,9 +19,17 @@ use crate::App;
 /// connection: out of file descriptors (EMFILE, ENFILE) or memory (ENOBUFS,
 /// ENOMEM). Retrying at once fails the same way while the connection waits
 /// in the backlog: the loop would spin a core and write that warning
-/// thousands of times a second. axum's `serve` pauses 1 s; players'
-/// connections end within milliseconds, so the edge tries again sooner.
+/// thousands of times a second. axum's `serve` pauses 1 s (as hyper 0.14's
+/// `AddrIncoming` did); players' connections end within milliseconds, so
+/// the edge tries again sooner.
 pub const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// How long a stopping server waits for requests in flight. A sync hit waits
+/// at most for its Firehose call's retries; the ones still busy after this
+/// are cut off (their events were submitted before they waited, and the
+/// pipeline's shutdown delivers them). Kubernetes and ECS give 30 s between
+/// SIGTERM and SIGKILL.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Whether an accept error concerns only the connection it was for (gone
 /// already: the next one can be accepted at once).
@@ -41,6 +49,9 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     tokio::pin!(shutdown);
     let mut conns = tokio::task::JoinSet::new();
+    // Tells every connection to finish: idle ones close at once, busy ones
+    // after their answer.
+    let (stop, stopping) = tokio::sync::watch::channel(false);
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -61,12 +72,13 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
+        let mut stopping = stopping.clone();
         conns.spawn(async move {
             let svc = service_fn(move |req: hyper::Request<Incoming>| {
                 let app = app.clone();
                 async move { Ok::<_, std::convert::Infallible>(answer(&app, req, peer).await) }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
+            let conn = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)
                 // A request whose client hangs up at once (a beacon fired
                 // and forgotten) is still recorded; its answer goes to a
@@ -78,20 +90,40 @@ pub async fn serve(
                 // 550 instructions, 1,100 for a sync pixel hit, which waits
                 // (callgrind, docs/BENCHMARKS.md).
                 .half_close(true)
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+                .serve_connection(TokioIo::new(stream), svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                () = stopped(&mut stopping) => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
         });
         // Reap finished connections so the set does not grow forever.
         while conns.try_join_next().is_some() {}
     }
-    // In-flight requests finish (their events are submitted), then the
-    // pipeline delivers everything and the sink closes its files.
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+    // Idle connections close now; in-flight requests finish (their events
+    // are submitted already), then the pipeline delivers everything and the
+    // sink closes its files.
+    let _ = stop.send(true);
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
         while conns.join_next().await.is_some() {}
     })
     .await;
+    if drained.is_err() {
+        tracing::warn!(
+            open = conns.len(),
+            "connections still busy at the drain timeout are dropped; their events are recorded"
+        );
+    }
     app.shutdown().await;
     Ok(())
+}
+
+/// Resolves once the server stops (or is gone).
+async fn stopped(stopping: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stopping.wait_for(|stop| *stop).await;
 }
 
 async fn answer(

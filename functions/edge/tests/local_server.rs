@@ -98,3 +98,40 @@ async fn out_of_descriptors_the_edge_pauses_accepting_then_serves_again() {
     }
     match_events_to_hits(&hits, &events).unwrap();
 }
+
+#[tokio::test]
+async fn a_stop_closes_idle_connections_at_once_instead_of_waiting_out_the_drain() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = vec![
+        (
+            "EARSHOT_SINK".into(),
+            format!("dir:{}", dir.path().display()),
+        ),
+        (
+            "EARSHOT_LISTENER_SECRET".into(),
+            "idle-stop-listener-secret-0123456789".into(),
+        ),
+    ];
+    let mut edge = LocalEdge::spawn(Path::new(env!("CARGO_BIN_EXE_earshot-edge")), env)
+        .await
+        .unwrap();
+    // A player (or a load balancer) that keeps its connection open after a
+    // hit: the client below holds it idle in its pool until it is dropped.
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let hits = mixed_hits(1, "idle-stop");
+    hits[0].send(&client, &edge.base_url()).await.unwrap();
+
+    edge.stop().await.unwrap();
+    let stderr = edge.process.stderr_lines();
+    assert!(
+        !stderr.iter().any(|l| l.contains("drain timeout")),
+        "the idle connection held the stop until the drain timeout:\n{}",
+        edge.process.output_text()
+    );
+    drop(client);
+    let events: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flat_map(|e| decode_ndjson(&std::fs::read(e.unwrap().path()).unwrap()).unwrap())
+        .collect();
+    match_events_to_hits(&hits, &events).unwrap();
+}
