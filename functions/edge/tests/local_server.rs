@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use earshot_domain::TrackingEvent;
 use earshot_edge::local::ACCEPT_ERROR_PAUSE;
 use earshot_testkit::edge::{decode_ndjson, match_events_to_hits, mixed_hits, send_sequentially};
 use earshot_testkit::LocalEdge;
@@ -17,22 +18,36 @@ const SPARE_FDS: u64 = 4;
 /// How long the flood is held.
 const HOLD: Duration = Duration::from_secs(1);
 
+/// The edge in local mode with the directory sink in `dir`.
+async fn spawn_edge(dir: &Path, listener_secret: &str) -> LocalEdge {
+    let env = vec![
+        ("EARSHOT_SINK".into(), format!("dir:{}", dir.display())),
+        ("EARSHOT_LISTENER_SECRET".into(), listener_secret.into()),
+    ];
+    LocalEdge::spawn(Path::new(env!("CARGO_BIN_EXE_earshot-edge")), env)
+        .await
+        .unwrap()
+}
+
+/// The events in `dir` after a stop: every file has its final name.
+fn events_in(dir: &Path) -> Vec<TrackingEvent> {
+    let mut events = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            !name.starts_with('.'),
+            "unfinished file {name} after a stop"
+        );
+        events.extend(decode_ndjson(&std::fs::read(&path).unwrap()).unwrap());
+    }
+    events
+}
+
 #[tokio::test]
 async fn out_of_descriptors_the_edge_pauses_accepting_then_serves_again() {
     let dir = tempfile::tempdir().unwrap();
-    let env = vec![
-        (
-            "EARSHOT_SINK".into(),
-            format!("dir:{}", dir.path().display()),
-        ),
-        (
-            "EARSHOT_LISTENER_SECRET".into(),
-            "fd-flood-listener-secret-0123456789".into(),
-        ),
-    ];
-    let mut edge = LocalEdge::spawn(Path::new(env!("CARGO_BIN_EXE_earshot-edge")), env)
-        .await
-        .unwrap();
+    let mut edge = spawn_edge(dir.path(), "fd-flood-listener-secret-0123456789").await;
     let hits = mixed_hits(2, "fd-flood");
     // The first hit opens the sink's file, so the edge holds it from now on.
     send_sequentially(&hits[..1], &edge.base_url())
@@ -86,35 +101,13 @@ async fn out_of_descriptors_the_edge_pauses_accepting_then_serves_again() {
         .expect("served again");
     edge.stop().await.unwrap();
 
-    let mut events = Vec::new();
-    for entry in std::fs::read_dir(dir.path()).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(
-            !name.starts_with('.'),
-            "unfinished file {name} after a stop"
-        );
-        events.extend(decode_ndjson(&std::fs::read(&path).unwrap()).unwrap());
-    }
-    match_events_to_hits(&hits, &events).unwrap();
+    match_events_to_hits(&hits, &events_in(dir.path())).unwrap();
 }
 
 #[tokio::test]
 async fn a_stop_closes_idle_connections_at_once_instead_of_waiting_out_the_drain() {
     let dir = tempfile::tempdir().unwrap();
-    let env = vec![
-        (
-            "EARSHOT_SINK".into(),
-            format!("dir:{}", dir.path().display()),
-        ),
-        (
-            "EARSHOT_LISTENER_SECRET".into(),
-            "idle-stop-listener-secret-0123456789".into(),
-        ),
-    ];
-    let mut edge = LocalEdge::spawn(Path::new(env!("CARGO_BIN_EXE_earshot-edge")), env)
-        .await
-        .unwrap();
+    let mut edge = spawn_edge(dir.path(), "idle-stop-listener-secret-0123456789").await;
     // A player (or a load balancer) that keeps its connection open after a
     // hit: the client below holds it idle in its pool until it is dropped.
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
@@ -129,9 +122,5 @@ async fn a_stop_closes_idle_connections_at_once_instead_of_waiting_out_the_drain
         edge.process.output_text()
     );
     drop(client);
-    let events: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .flat_map(|e| decode_ndjson(&std::fs::read(e.unwrap().path()).unwrap()).unwrap())
-        .collect();
-    match_events_to_hits(&hits, &events).unwrap();
+    match_events_to_hits(&hits, &events_in(dir.path())).unwrap();
 }

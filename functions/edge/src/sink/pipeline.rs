@@ -60,7 +60,7 @@ struct Inbox {
     /// are waiting. Not once per hit, as a channel send would.
     wake: Notify,
     /// Most lines in one delivery; buffered mode delivers only full
-    /// batches until the age, a flush or the shutdown says otherwise.
+    /// batches until the age or the shutdown says otherwise.
     max_events: usize,
     /// Whether `submit` hands out receipts to wait on.
     sync: bool,
@@ -255,11 +255,20 @@ impl Pipeline {
 }
 
 /// The last delivery: no more lines are accepted, what is queued goes out,
-/// and the sink closes.
-async fn close<D: Deliver>(sink: &D, inbox: &Inbox, woken: &mut Vec<Waker>) {
+/// the sink closes, and the shutdown request (if any: `None` when every
+/// `Pipeline` was dropped) is answered.
+async fn close<D: Deliver>(
+    sink: &D,
+    inbox: &Inbox,
+    woken: &mut Vec<Waker>,
+    done: Option<oneshot::Sender<()>>,
+) {
     inbox.lock().closed = true;
     inbox.deliver(sink, true, woken).await;
     sink.maintain(true).await;
+    if let Some(done) = done {
+        let _ = done.send(());
+    }
 }
 
 async fn sync_worker<D: Deliver>(
@@ -278,10 +287,7 @@ async fn sync_worker<D: Deliver>(
             () = inbox.wake.notified() => inbox.deliver(&*sink, true, &mut woken).await,
             _ = tick.tick() => sink.maintain(false).await,
             done = shutdown.recv() => {
-                close(&*sink, inbox, &mut woken).await;
-                if let Some(done) = done {
-                    let _ = done.send(());
-                }
+                close(&*sink, inbox, &mut woken, done).await;
                 return;
             }
         }
@@ -313,10 +319,7 @@ async fn buffered_worker<D: Deliver>(
             }
             _ = tick.tick() => sink.maintain(false).await,
             done = shutdown.recv() => {
-                close(&*sink, inbox, &mut woken).await;
-                if let Some(done) = done {
-                    let _ = done.send(());
-                }
+                close(&*sink, inbox, &mut woken, done).await;
                 return;
             }
         }
