@@ -75,3 +75,20 @@ start_moto() {
   for _ in $(seq 100); do moto_answers "$port" && return 0; sleep 0.2; done
   cat "$dir/moto.log" >&2; die "moto did not start on port $port"
 }
+
+# The edge benches' secrets and their signed pixel request, the one the
+# system bench sends (functions/edge/benches/system.rs).
+BENCH_LISTENER_SECRET=bench-listener-secret-0123456789
+BENCH_SIGNING_SECRET=bench-signing-secret-0123456789
+BENCH_PIXEL_QUERY="c=spring-sale-2026&cr=cr_30s_v2&ep=ep-101&sh=dailytech&pos=mid&ev=impression"
+
+# Prints the signed pixel path under key k1 = BENCH_SIGNING_SECRET.
+# docs/SIGNING.md: base64url, no padding, of HMAC-SHA256 over the canonical
+# string (here the query itself, in canonical order), 22 characters.
+bench_pixel_path() {
+  local sig
+  sig="$(python3 -c 'import base64, hashlib, hmac, sys
+mac = hmac.new(sys.argv[1].encode(), sys.argv[2].encode(), hashlib.sha256).digest()
+print(base64.urlsafe_b64encode(mac).decode().rstrip("=")[:22])' "$BENCH_SIGNING_SECRET" "$BENCH_PIXEL_QUERY")"
+  echo "/v1/t?$BENCH_PIXEL_QUERY&k=k1&sig=$sig&cb=1700000000"
+}
