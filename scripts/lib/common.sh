@@ -81,6 +81,21 @@ start_moto() {
 BENCH_LISTENER_SECRET=bench-listener-secret-0123456789
 BENCH_SIGNING_SECRET=bench-signing-secret-0123456789
 BENCH_PIXEL_QUERY="c=spring-sale-2026&cr=cr_30s_v2&ep=ep-101&sh=dailytech&pos=mid&ev=impression"
+BENCH_USER_AGENT="Podcasts/1650.20 CFNetwork/1333.0.4 Darwin/21.5.0"
+
+# Waits until the bench edge PID, logging to LOG, answers /healthz on
+# 127.0.0.1:PORT; tries TRIES times, 0.1 s apart (100). Dies with the log if
+# the edge exits or never answers.
+wait_for_bench_edge() {
+  local port="$1" pid="$2" log="$3" tries="${4:-100}"
+  for _ in $(seq "$tries"); do
+    curl -sf -o /dev/null "http://127.0.0.1:$port/healthz" && return 0
+    kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; die "the edge on port $port did not start"; }
+    sleep 0.1
+  done
+  cat "$log" >&2
+  die "the edge on port $port did not answer /healthz"
+}
 
 # Prints the signed pixel path under key k1 = BENCH_SIGNING_SECRET.
 # docs/SIGNING.md: base64url, no padding, of HMAC-SHA256 over the canonical
