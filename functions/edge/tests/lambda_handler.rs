@@ -63,31 +63,8 @@ impl Edge {
     /// Shuts the app down (finalizing the file) and returns every event written.
     async fn events(&self) -> Vec<TrackingEvent> {
         self.app.shutdown().await;
-        let files = event_files(self.dir.path());
-        let mut out = Vec::new();
-        for f in files {
-            let bytes = std::fs::read(&f).expect("read events file");
-            out.extend(earshot_testkit::edge::decode_ndjson(&bytes).expect("valid NDJSON"));
-        }
-        out
+        earshot_testkit::edge::events_in_sink_dir(self.dir.path()).expect("finalized event files")
     }
-}
-
-/// Every file in the sink directory; all must be finalized event files.
-fn event_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("read sink dir")
-        .map(|e| e.expect("dir entry").path())
-        .collect();
-    files.sort();
-    for f in &files {
-        let name = f.file_name().unwrap().to_string_lossy();
-        assert!(
-            name.starts_with("events-") && name.ends_with(".ndjson"),
-            "unexpected file in the sink dir: {name}"
-        );
-    }
-    files
 }
 
 fn listener(ev: &TrackingEvent, ip: &str, ua: &str) -> ListenerId {
@@ -215,7 +192,10 @@ async fn head_answers_the_pixel_headers_without_a_body_and_records_nothing() {
     let resp = edge.handle(&fixture("apigw-v2-head.json")).await;
     assert_pixel_response(&resp, false);
     assert_eq!(edge.events().await, Vec::new());
-    assert_eq!(event_files(edge.dir.path()), Vec::<PathBuf>::new());
+    assert_eq!(
+        earshot_testkit::edge::sink_dir_files(edge.dir.path()).unwrap(),
+        Vec::<PathBuf>::new()
+    );
 }
 
 #[tokio::test]

@@ -5,9 +5,10 @@
 use std::path::Path;
 use std::time::Duration;
 
-use earshot_domain::TrackingEvent;
 use earshot_edge::local::ACCEPT_ERROR_PAUSE;
-use earshot_testkit::edge::{decode_ndjson, match_events_to_hits, mixed_hits, send_sequentially};
+use earshot_testkit::edge::{
+    events_in_sink_dir, match_events_to_hits, mixed_hits, send_sequentially,
+};
 use earshot_testkit::LocalEdge;
 use rustix::process::{getrlimit, prlimit, Pid, Resource, Rlimit};
 
@@ -27,21 +28,6 @@ async fn spawn_edge(dir: &Path, listener_secret: &str) -> LocalEdge {
     LocalEdge::spawn(Path::new(env!("CARGO_BIN_EXE_earshot-edge")), env)
         .await
         .unwrap()
-}
-
-/// The events in `dir` after a stop: every file has its final name.
-fn events_in(dir: &Path) -> Vec<TrackingEvent> {
-    let mut events = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(
-            !name.starts_with('.'),
-            "unfinished file {name} after a stop"
-        );
-        events.extend(decode_ndjson(&std::fs::read(&path).unwrap()).unwrap());
-    }
-    events
 }
 
 #[tokio::test]
@@ -101,7 +87,7 @@ async fn out_of_descriptors_the_edge_pauses_accepting_then_serves_again() {
         .expect("served again");
     edge.stop().await.unwrap();
 
-    match_events_to_hits(&hits, &events_in(dir.path())).unwrap();
+    match_events_to_hits(&hits, &events_in_sink_dir(dir.path()).unwrap()).unwrap();
 }
 
 #[tokio::test]
@@ -122,5 +108,5 @@ async fn a_stop_closes_idle_connections_at_once_instead_of_waiting_out_the_drain
         edge.process.output_text()
     );
     drop(client);
-    match_events_to_hits(&hits, &events_in(dir.path())).unwrap();
+    match_events_to_hits(&hits, &events_in_sink_dir(dir.path()).unwrap()).unwrap();
 }

@@ -2,7 +2,7 @@
 //! read back the events it wrote (S3 objects, dead-letter log lines).
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use earshot_domain::TrackingEvent;
@@ -73,6 +73,35 @@ pub fn decode_ndjson(bytes: &[u8]) -> anyhow::Result<Vec<TrackingEvent>> {
                 .with_context(|| format!("decoding {:?}", String::from_utf8_lossy(l)))
         })
         .collect()
+}
+
+/// Every file in a directory sink's `dir`, in name order, once its edge has
+/// stopped: all must be finalized events files (`events-*.ndjson`); a
+/// temporary or unknown file is an error.
+pub fn sink_dir_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        files.push(entry?.path());
+    }
+    files.sort();
+    for f in &files {
+        let name = f.file_name().unwrap_or_default().to_string_lossy();
+        if !(name.starts_with("events-") && name.ends_with(".ndjson")) {
+            bail!("unexpected file in the sink dir (unfinished?): {name}");
+        }
+    }
+    Ok(files)
+}
+
+/// The events a directory sink wrote to `dir`, once its edge has stopped
+/// ([`sink_dir_files`] checks every file is finalized).
+pub fn events_in_sink_dir(dir: &Path) -> anyhow::Result<Vec<TrackingEvent>> {
+    let mut events = Vec::new();
+    for f in sink_dir_files(dir)? {
+        let bytes = std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?;
+        events.extend(decode_ndjson(&bytes).with_context(|| format!("in {}", f.display()))?);
+    }
+    Ok(events)
 }
 
 /// The events in S3 objects as [`crate::Moto::read_all_objects`] returns them.
