@@ -4,12 +4,24 @@
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 TOOLS="${EARSHOT_TOOLS_DIR:-$ROOT/.tools}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
-export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
+# What the user set, before anything here sets them: a URL the user gives is
+# used as given (scripts/lib/servers.sh); without one earshot runs its own.
+USER_DATABASE_URL="${DATABASE_URL:-}"
+USER_REDIS_URL="${REDIS_URL:-}"
 MOTO_PORT="${MOTO_PORT:-5000}"
 
-log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+log() { if [ -t 2 ]; then printf '\033[1m==> %s\033[0m\n' "$*" >&2; else printf '==> %s\n' "$*" >&2; fi; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# on_exit CMD: runs CMD when the script exits, the last registered first.
+# One EXIT trap runs them all, so a script's cleanup and the servers it
+# started never replace each other's trap.
+EXIT_HOOKS=()
+run_exit_hooks() {
+  local i
+  for ((i = ${#EXIT_HOOKS[@]} - 1; i >= 0; i--)); do eval "${EXIT_HOOKS[$i]}" || true; done
+}
+on_exit() { EXIT_HOOKS+=("$1"); trap run_exit_hooks EXIT; }
 
 # Runs a command as root, through sudo when we are not root.
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -17,37 +29,13 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 apt_install() {
   command -v apt-get >/dev/null || die "need $* but apt-get is not available; install them by hand"
   log "installing $* from the distribution's packages"
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null 2>&1 \
-    || { as_root apt-get update -q >/dev/null 2>&1 && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null; }
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null 2>&1 && return 0
+  as_root apt-get update -q >/dev/null 2>&1 || true
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null
 }
 
-pg_answers() { psql "$DATABASE_URL" -Atqc 'select 1' >/dev/null 2>&1; }
-
-# PostgreSQL: use the one DATABASE_URL points at; otherwise install and start
-# the distribution's server (no systemd needed).
-ensure_postgres() {
-  pg_answers && return 0
-  command -v pg_ctlcluster >/dev/null || apt_install postgresql postgresql-client
-  local v; v="$(ls /etc/postgresql 2>/dev/null | sort -V | tail -1)"
-  [ -n "$v" ] || die "PostgreSQL is installed but has no cluster in /etc/postgresql"
-  log "starting PostgreSQL $v"
-  as_root pg_ctlcluster --skip-systemctl-redirect "$v" main start >/dev/null 2>&1 || as_root pg_ctlcluster "$v" main start || true
-  for _ in $(seq 50); do pg_answers && return 0; sleep 0.2; done
-  die "PostgreSQL does not answer at $DATABASE_URL"
-}
-
-redis_answers() {
-  if command -v redis-cli >/dev/null; then redis-cli -u "$REDIS_URL" ping 2>/dev/null | grep -q PONG; else return 1; fi
-}
-
-ensure_redis() {
-  redis_answers && return 0
-  command -v redis-server >/dev/null || apt_install redis-server
-  log "starting Redis on 127.0.0.1:6379"
-  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
-  for _ in $(seq 50); do redis_answers && return 0; sleep 0.1; done
-  die "Redis does not answer at $REDIS_URL"
-}
+source "$ROOT/scripts/lib/servers.sh"
+source "$ROOT/scripts/lib/prereqs.sh"
 
 # A venv per tool set under $TOOLS, so nothing touches the system Python.
 venv_install() {
