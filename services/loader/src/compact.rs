@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use sqlx::PgPool;
 use time::OffsetDateTime;
 
-use crate::tally::hour_of;
+use crate::counting::rollups::hour_of;
 use crate::watchdog::Watchdog;
 
 /// The hours, per campaign, that received rows since the last merge.
@@ -102,7 +102,7 @@ pub struct Compacted {
 /// another lock of the database.
 const MERGE_LOCK_CLASS: i32 = 0x4553_4852;
 
-/// `tally::hourly_group` in SQL, over a `rollup_hourly` row's columns (the
+/// `counting::rollups::hourly_group` in SQL, over a `rollup_hourly` row's columns (the
 /// expression of migration 9).
 macro_rules! group_hash {
     () => {

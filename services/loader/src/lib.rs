@@ -2,13 +2,13 @@
 
 pub mod compact;
 pub mod copy;
-pub mod keys;
+pub mod counting;
 pub mod parse;
 pub mod partitions;
+pub mod pipeline;
 pub mod run;
 pub mod source;
 pub mod store;
-pub mod tally;
 pub mod verify;
 pub mod watchdog;
 

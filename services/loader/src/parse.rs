@@ -2,8 +2,7 @@
 
 use std::io::Read;
 
-use earshot_domain::{EventKind, TrackingEvent, Verdict};
-use sha2::{Digest, Sha256};
+use earshot_domain::TrackingEvent;
 use time::{Date, Duration, OffsetDateTime};
 use uuid::Uuid;
 
@@ -20,21 +19,6 @@ pub const MAX_QUARANTINED_LINE: usize = 64 * 1024;
 /// would create a partition.
 pub const MAX_FUTURE_SKEW: Duration = Duration::days(2);
 
-/// One event ready to be staged, with its counting keys.
-#[derive(Debug, Clone)]
-pub struct Staged {
-    pub event: TrackingEvent,
-    pub day: Date,
-    /// Counting key (valid events only).
-    pub count_key: Option<Uuid>,
-    /// Unique-listener keys (valid impressions only): campaign-wide and per creative.
-    pub uniq_campaign_key: Option<Uuid>,
-    pub uniq_creative_key: Option<Uuid>,
-    /// `tally::hourly_group` of its hourly row's dimensions, hashed here so
-    /// that it overlaps the previous object's load.
-    pub hourly_group: i64,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Quarantined {
     /// 1-based line number within the (decompressed) object.
@@ -45,7 +29,8 @@ pub struct Quarantined {
 
 #[derive(Debug, Default)]
 pub struct Parsed {
-    pub events: Vec<Staged>,
+    /// The decoded events, each id once, in the object's order.
+    pub events: Vec<TrackingEvent>,
     pub quarantined: Vec<Quarantined>,
     pub lines: u32,
     /// Lines repeating an event id already seen in this object.
@@ -75,54 +60,6 @@ pub fn decompress(bytes: &[u8]) -> Result<Vec<u8>, ObjectError> {
     } else {
         Ok(bytes.to_vec())
     }
-}
-
-/// A 128-bit key from parts, separated so that ("ab","c") ≠ ("a","bc").
-fn key(tag: &[u8], parts: &[&str]) -> Uuid {
-    let mut h = Sha256::new();
-    h.update(tag);
-    for p in parts {
-        h.update([0x1f]);
-        h.update(p.as_bytes());
-    }
-    let d = h.finalize();
-    let mut b = [0u8; 16];
-    b.copy_from_slice(&d[..16]);
-    Uuid::from_bytes(b)
-}
-
-/// The counting key of a valid event: (campaign, creative, episode, event,
-/// listener); the UTC day is the partition column beside it.
-pub fn count_key(ev: &TrackingEvent) -> Option<Uuid> {
-    if ev.verdict != Verdict::Valid {
-        return None;
-    }
-    Some(key(
-        b"count/v1",
-        &[
-            ev.campaign.as_ref()?.as_str(),
-            ev.creative.as_ref()?.as_str(),
-            ev.episode.as_ref().map_or("", |e| e.as_str()),
-            ev.event?.as_str(),
-            ev.listener.as_str(),
-        ],
-    ))
-}
-
-fn uniq_keys(ev: &TrackingEvent) -> (Option<Uuid>, Option<Uuid>) {
-    if ev.verdict != Verdict::Valid || ev.event != Some(EventKind::Impression) {
-        return (None, None);
-    }
-    let (Some(c), Some(cr)) = (ev.campaign.as_ref(), ev.creative.as_ref()) else {
-        return (None, None);
-    };
-    (
-        Some(key(b"uniq/v1", &[c.as_str(), "", ev.listener.as_str()])),
-        Some(key(
-            b"uniq/v1",
-            &[c.as_str(), cr.as_str(), ev.listener.as_str()],
-        )),
-    )
 }
 
 fn has_nul(ev: &TrackingEvent) -> bool {
@@ -190,7 +127,7 @@ pub fn parse(data: &[u8], now: OffsetDateTime, oldest: Date) -> Parsed {
             out.duplicates_in_object += 1;
             continue;
         }
-        out.events.push(stage(ev));
+        out.events.push(ev);
     }
     out
 }
@@ -208,59 +145,29 @@ fn lines(data: &[u8]) -> impl Iterator<Item = &[u8]> {
         })
 }
 
-/// An event with its UTC day and counting keys.
-pub fn stage(ev: TrackingEvent) -> Staged {
-    let (uc, ucr) = uniq_keys(&ev);
-    let hourly_group = crate::tally::hourly_group(crate::tally::hourly_dims(&ev));
-    Staged {
-        count_key: count_key(&ev),
-        hourly_group,
-        uniq_campaign_key: uc,
-        uniq_creative_key: ucr,
-        day: ev.day(),
-        event: ev,
+/// Decompresses and parses an object's bytes. A corrupt object is recorded
+/// whole in quarantine, so it is neither lost nor retried forever.
+pub fn parse_object(bytes: &[u8], now: OffsetDateTime, oldest: Date) -> Parsed {
+    match decompress(bytes) {
+        Ok(data) => parse(&data, now, oldest),
+        Err(e) => Parsed {
+            quarantined: vec![Quarantined {
+                line_no: 0,
+                raw: bytes[..bytes.len().min(MAX_QUARANTINED_LINE)].to_vec(),
+                reason: e.to_string(),
+            }],
+            ..Default::default()
+        },
     }
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use earshot_domain::{CampaignId, CreativeId, ListenerId};
+    use crate::counting::tests::{event, L1};
+    use earshot_domain::{EventKind, Verdict};
     use std::io::Write;
     use time::macros::datetime;
-
-    /// A valid-looking event of campaign c1, creative cr1 (tests here and in `tally`).
-    pub(crate) fn event(listener: &str, ev: EventKind, verdict: Verdict) -> TrackingEvent {
-        let ts = datetime!(2026-11-27 10:00:00.5 UTC);
-        let ms = (ts.unix_timestamp_nanos() / 1_000_000) as u64;
-        TrackingEvent {
-            id: Uuid::new_v7(uuid::Timestamp::from_unix(
-                uuid::NoContext,
-                ms / 1000,
-                (ms % 1000) as u32 * 1_000_000,
-            )),
-            ts,
-            campaign: Some(CampaignId::parse("c1").unwrap()),
-            creative: Some(CreativeId::parse("cr1").unwrap()),
-            episode: None,
-            show: None,
-            placement: None,
-            event: Some(ev),
-            error_code: None,
-            listener: ListenerId::parse(listener).unwrap(),
-            ua: None,
-            app: None,
-            device: None,
-            os: None,
-            country: None,
-            verdict,
-            reason: (verdict != Verdict::Valid).then(|| "ua_missing".into()),
-            trace_id: None,
-        }
-    }
-
-    pub(crate) const L1: &str = "0123456789abcdef0123456789abcdef";
-    pub(crate) const L2: &str = "fedcba9876543210fedcba9876543210";
 
     #[test]
     fn lines_are_what_splitting_on_newlines_gives() {
@@ -324,22 +231,6 @@ pub(crate) mod tests {
             p.quarantined[0].reason,
             "ts 2026-11-27T10:00:00.500Z is older than the retention period"
         );
-    }
-
-    #[test]
-    fn keys_follow_the_counting_rule() {
-        let a = event(L1, EventKind::Impression, Verdict::Valid);
-        let b = event(L1, EventKind::Impression, Verdict::Valid);
-        let other_listener = event(L2, EventKind::Impression, Verdict::Valid);
-        let start = event(L1, EventKind::Start, Verdict::Valid);
-        let bot = event(L1, EventKind::Impression, Verdict::Bot);
-        assert_eq!(count_key(&a), count_key(&b));
-        assert_ne!(count_key(&a), count_key(&other_listener));
-        assert_ne!(count_key(&a), count_key(&start));
-        assert_eq!(count_key(&bot), None);
-        assert_eq!(uniq_keys(&start), (None, None));
-        let (ua, _) = uniq_keys(&a);
-        assert_eq!(ua, uniq_keys(&b).0);
     }
 
     #[test]

@@ -1,14 +1,15 @@
 //! One object, one transaction: claim it in the ledger, COPY its new events,
-//! count, add the rollup deltas (computed in `tally`), and commit.
+//! count (as `counting` decides), add the rollup deltas, and commit.
 
 use sqlx::{PgPool, Postgres, Transaction};
 use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
 use crate::copy::BinaryCopy;
-use crate::keys::{Keys, Turn};
-use crate::parse::{Parsed, Staged};
-use crate::tally;
+use crate::counting::memory::KeyMemory;
+use crate::counting::rollups::{self, DailyKey, HourlyCounts, HourlyKey, Rollups};
+use crate::counting::{self, Decision, Staged};
+use crate::parse::{Parsed, Quarantined};
 
 /// Where an object came from, as the ledger records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +20,32 @@ pub struct ObjectId {
     /// S3 ETag, or the sha256 of a local file.
     pub etag: String,
     pub bytes: u64,
+}
+
+/// An object fetched, parsed and staged for counting: what its
+/// transaction loads.
+#[derive(Debug)]
+pub struct Prepared {
+    pub id: ObjectId,
+    /// The decoded events, each id once, with their counting keys.
+    pub events: Vec<Staged>,
+    pub quarantined: Vec<Quarantined>,
+    pub lines: u32,
+    /// Lines repeating an event id already seen in this object.
+    pub duplicates_in_object: u32,
+}
+
+impl Prepared {
+    /// Stages the events of `parsed` (their days and counting keys).
+    pub fn new(id: ObjectId, parsed: Parsed) -> Self {
+        Self {
+            id,
+            events: parsed.events.into_iter().map(counting::stage).collect(),
+            quarantined: parsed.quarantined,
+            lines: parsed.lines,
+            duplicates_in_object: parsed.duplicates_in_object,
+        }
+    }
 }
 
 /// What loading one object did.
@@ -96,7 +123,7 @@ const COPY_EVENTS: &str =
 /// timestamp is its event's ts.
 const KNOWN_IDS: &str = "SELECT id FROM events WHERE ts >= $1 AND ts <= $2 AND id = ANY($3)";
 
-/// The counting keys that counted now, appended: `keys::Keys` decides which
+/// The counting keys that counted now, appended: `counting::decide` says which
 /// are new (migration 8 says why there is no primary key to do it).
 const APPEND_COUNTED: &str = "COPY counted_keys (day, key, epoch) FROM STDIN (FORMAT binary)";
 /// Listener keys heard for the first time on their day, appended likewise.
@@ -111,7 +138,7 @@ const APPEND_HOURLY: &str = "COPY rollup_hourly
 const HOURLY_COLUMNS: i16 = 15;
 
 /// The metric columns `rollup_daily` and `rollup_blocks` share, in order
-/// (`tally::DAILY_METRICS` of them).
+/// (`rollups::DAILY_METRICS` of them).
 macro_rules! daily_metric_columns {
     () => {
         "raw_hits, bot_hits, invalid_hits, impressions, starts, first_quartiles, midpoints, third_quartiles, completes, clicks, skips, errors, bot_impressions, bot_starts, bot_completes, bot_clicks"
@@ -204,7 +231,7 @@ const FOLD_DAYS: &str = add_to_blocks!(
 );
 
 /// The blocks' mark, with the turn's row lock (`counting_state`, which loads
-/// take in `Keys::turn`): no load is between this and the commit.
+/// take in `KeyMemory::turn`): no load is between this and the commit.
 async fn lock_mark(tx: &mut Transaction<'_, Postgres>) -> Result<Date, sqlx::Error> {
     sqlx::query_scalar("SELECT blocks_through FROM counting_state FOR UPDATE")
         .fetch_one(&mut **tx)
@@ -297,7 +324,7 @@ pub struct Folded {
 /// and moves the mark there; `None` when the mark is already there.
 ///
 /// It takes the turn's row lock (`counting_state`, as loads do in
-/// `Keys::turn`), so no load is between reading the mark and committing:
+/// `KeyMemory::turn`), so no load is between reading the mark and committing:
 /// each day's numbers reach its blocks once, through the loads before the
 /// fold or through the fold and the loads after it.
 ///
@@ -342,18 +369,6 @@ const BUMP_VERSIONS: &str = "WITH bumped AS (
     RETURNING campaign, version
 ) SELECT count(pg_notify('earshot_changes', 'v ' || campaign || ' ' || version)) FROM bumped";
 
-/// Loads one parsed object in one transaction. Returns `loaded: false`, and
-/// writes nothing, when the ledger already has it.
-pub async fn load_object(
-    pool: &PgPool,
-    keys: &Keys,
-    obj: &ObjectId,
-    parsed: &Parsed,
-) -> Result<LoadStats, sqlx::Error> {
-    let begun = begin(pool, obj, parsed, &Preceding::default()).await?;
-    finish(keys, parsed, begun).await
-}
-
 /// The object loading just before another, for the other's first half
 /// ([`begin`]) to run meanwhile: the ids it is inserting.
 #[derive(Debug, Default)]
@@ -362,10 +377,10 @@ pub struct Preceding {
 }
 
 impl Preceding {
-    /// Every id of `parsed`: once its object commits, each is in `events`.
-    pub fn of(parsed: &Parsed) -> Self {
+    /// Every id of `object`: once it commits, each is in `events`.
+    pub fn of(object: &Prepared) -> Self {
         Self {
-            ids: parsed.events.iter().map(|s| s.event.id).collect(),
+            ids: object.events.iter().map(|s| s.event.id).collect(),
         }
     }
 }
@@ -378,7 +393,7 @@ pub struct Begun {
     /// `None`: the ledger already had the object (nothing written).
     tx: Option<Transaction<'static, Postgres>>,
     stats: LoadStats,
-    /// The events not loaded before, as indexes into `Parsed::events`, in
+    /// The events not loaded before, as indexes into `Prepared::events`, in
     /// (ts, id) order.
     fresh: Vec<usize>,
 }
@@ -391,10 +406,10 @@ pub struct Begun {
 /// since it is the one inserting them.
 pub async fn begin(
     pool: &PgPool,
-    obj: &ObjectId,
-    parsed: &Parsed,
+    object: &Prepared,
     preceding: &Preceding,
 ) -> Result<Begun, sqlx::Error> {
+    let obj = &object.id;
     let mut tx = pool.begin().await?;
     // Claim the object. A concurrent loader with the same object waits here
     // on the unique index until the first commits, then finds it present.
@@ -416,26 +431,26 @@ pub async fn begin(
     let stats = LoadStats {
         loaded: true,
         ledger_id,
-        lines: parsed.lines,
-        events: parsed.events.len() as u32 + parsed.duplicates_in_object,
-        quarantined: parsed.quarantined.len() as u32,
-        max_event_ts: parsed.events.iter().map(|s| s.event.ts).max(),
+        lines: object.lines,
+        events: object.events.len() as u32 + object.duplicates_in_object,
+        quarantined: object.quarantined.len() as u32,
+        max_event_ts: object.events.iter().map(|s| s.event.ts).max(),
         ..Default::default()
     };
-    let fresh = if parsed.events.is_empty() {
+    let fresh = if object.events.is_empty() {
         Vec::new()
     } else {
-        insert_new_events(&mut tx, ledger_id, &parsed.events, &preceding.ids).await?
+        insert_new_events(&mut tx, ledger_id, &object.events, &preceding.ids).await?
     };
 
-    if !parsed.quarantined.is_empty() {
-        let line_nos: Vec<i32> = parsed
+    if !object.quarantined.is_empty() {
+        let line_nos: Vec<i32> = object
             .quarantined
             .iter()
             .map(|q| q.line_no as i32)
             .collect();
-        let raws: Vec<Vec<u8>> = parsed.quarantined.iter().map(|q| q.raw.clone()).collect();
-        let reasons: Vec<String> = parsed
+        let raws: Vec<Vec<u8>> = object.quarantined.iter().map(|q| q.raw.clone()).collect();
+        let reasons: Vec<String> = object
             .quarantined
             .iter()
             .map(|q| q.reason.clone())
@@ -473,13 +488,17 @@ impl Begun {
 /// The second half: takes the turn to count (after every transaction that
 /// took it before has committed), counts, adds the hourly and daily rollups
 /// and uniques, completes the ledger row and commits.
-/// `parsed` is what `begun` began with.
-pub async fn finish(keys: &Keys, parsed: &Parsed, begun: Begun) -> Result<LoadStats, sqlx::Error> {
+/// `object` is what `begun` began with.
+pub async fn finish(
+    memory: &KeyMemory,
+    object: &Prepared,
+    begun: Begun,
+) -> Result<LoadStats, sqlx::Error> {
     let Some(mut tx) = begun.tx else {
         return Ok(begun.stats);
     };
     let mut stats = begun.stats;
-    let fresh: Vec<&Staged> = begun.fresh.iter().map(|&i| &parsed.events[i]).collect();
+    let fresh: Vec<&Staged> = begun.fresh.iter().map(|&i| &object.events[i]).collect();
     stats.new_events = fresh.len() as u32;
     stats.duplicates = stats.events - stats.new_events;
 
@@ -489,18 +508,20 @@ pub async fn finish(keys: &Keys, parsed: &Parsed, begun: Begun) -> Result<LoadSt
         let mut days: Vec<Date> = fresh.iter().map(|s| s.day).collect();
         days.sort_unstable();
         days.dedup();
-        let turn = keys.turn(&mut tx, days).await?;
-        let (counted, new_counted) = count(&mut tx, &turn, &fresh).await?;
-        stats.counted = new_counted.len() as u32;
-        let r = tally::rollups(&fresh, &counted);
+        let turn = memory.turn(&mut tx, days).await?;
+        let decision = counting::decide(&fresh, &turn);
+        stats.counted = decision.new_counted.len() as u32;
+        append_keys(&mut tx, APPEND_COUNTED, turn.epoch(), &decision.new_counted).await?;
+        let r = rollups::rollups(&fresh, &decision.counted);
         append_hourly(&mut tx, &r.hourly).await?;
-        upsert_daily(&mut tx, &r.daily, turn.blocks_through()).await?;
-        let heard = add_uniques(&mut tx, &turn, &fresh).await?;
+        upsert_daily(&mut tx, &r, turn.blocks_through()).await?;
+        add_uniques(&mut tx, turn.epoch(), &decision).await?;
         sqlx::query(BUMP_VERSIONS)
             .bind(&r.campaigns)
             .execute(&mut *tx)
             .await?;
-        counting = Some((turn, new_counted, heard));
+        let heard = decision.heard_keys();
+        counting = Some((turn, decision.new_counted, heard));
     }
 
     sqlx::query(
@@ -577,25 +598,6 @@ async fn insert_new_events(
     Ok(fresh)
 }
 
-/// Applies the counting rule to `fresh`: which of them counted, and their
-/// keys, which are appended to `counted_keys`.
-async fn count(
-    tx: &mut Transaction<'_, Postgres>,
-    turn: &Turn<'_>,
-    fresh: &[&Staged],
-) -> Result<(Vec<bool>, Vec<(Date, Uuid)>), sqlx::Error> {
-    let mut counted = vec![false; fresh.len()];
-    let mut new = Vec::new();
-    for (day, key, i) in tally::count_candidates(fresh) {
-        if !turn.is_counted(day, key) {
-            counted[i] = true;
-            new.push((day, key));
-        }
-    }
-    append_keys(tx, APPEND_COUNTED, turn.epoch(), &new).await?;
-    Ok((counted, new))
-}
-
 /// Appends `(day, key)` rows of the turn's `epoch` with `statement` (a
 /// binary COPY).
 async fn append_keys(
@@ -631,7 +633,7 @@ async fn copy_whole(
 
 async fn append_hourly(
     tx: &mut Transaction<'_, Postgres>,
-    rows: &[(tally::HourlyKey<'_>, tally::HourlyCounts)],
+    rows: &[(HourlyKey<'_>, HourlyCounts)],
 ) -> Result<(), sqlx::Error> {
     if rows.is_empty() {
         return Ok(());
@@ -665,38 +667,34 @@ async fn append_hourly(
 
 async fn upsert_daily(
     tx: &mut Transaction<'_, Postgres>,
-    rows: &[(tally::DailyKey<'_>, [i64; tally::DAILY_METRICS])],
+    r: &Rollups<'_>,
     blocks_through: Date,
 ) -> Result<(), sqlx::Error> {
+    let rows: &[(DailyKey<'_>, _)] = &r.daily;
     let mut q = sqlx::query(UPSERT_DAILY)
         .bind(rows.iter().map(|(k, _)| k.campaign).collect::<Vec<&str>>())
         .bind(rows.iter().map(|(k, _)| k.day).collect::<Vec<Date>>())
         .bind(rows.iter().map(|(k, _)| k.creative).collect::<Vec<&str>>())
         .bind(rows.iter().map(|(k, _)| k.country).collect::<Vec<&str>>());
-    for i in 0..tally::DAILY_METRICS {
+    for i in 0..rollups::DAILY_METRICS {
         q = q.bind(rows.iter().map(|(_, m)| m[i]).collect::<Vec<i64>>());
     }
     q.bind(blocks_through).execute(&mut **tx).await?;
     Ok(())
 }
 
-/// Appends the listener keys of `fresh` not heard before on their day and
-/// adds them to `daily_uniques`; returns them.
+/// Appends the listener keys heard for the first time and adds them to
+/// `daily_uniques`.
 async fn add_uniques(
     tx: &mut Transaction<'_, Postgres>,
-    turn: &Turn<'_>,
-    fresh: &[&Staged],
-) -> Result<Vec<(Date, Uuid)>, sqlx::Error> {
-    let new: Vec<_> = tally::unique_candidates(fresh)
-        .into_iter()
-        .filter(|&(day, key, _, _)| !turn.is_heard(day, key))
-        .collect();
-    if new.is_empty() {
-        return Ok(Vec::new());
+    epoch: i64,
+    decision: &Decision<'_>,
+) -> Result<(), sqlx::Error> {
+    if decision.new_heard.is_empty() {
+        return Ok(());
     }
-    let heard: Vec<(Date, Uuid)> = new.iter().map(|&(d, k, _, _)| (d, k)).collect();
-    append_keys(tx, APPEND_LISTENERS, turn.epoch(), &heard).await?;
-    let scopes = tally::new_listeners(&new);
+    append_keys(tx, APPEND_LISTENERS, epoch, &decision.heard_keys()).await?;
+    let scopes = counting::new_listeners(&decision.new_heard);
     sqlx::query(UPSERT_UNIQUES)
         .bind(scopes.iter().map(|s| s.0).collect::<Vec<&str>>())
         .bind(scopes.iter().map(|s| s.1).collect::<Vec<Date>>())
@@ -704,7 +702,7 @@ async fn add_uniques(
         .bind(scopes.iter().map(|s| s.3).collect::<Vec<i64>>())
         .execute(&mut **tx)
         .await?;
-    Ok(heard)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -717,18 +715,18 @@ mod tests {
         // `tally` sums into arrays by index; the upsert binds them in the
         // order of `daily_metric_columns!`. The two must agree.
         let cols: Vec<&str> = daily_metric_columns!().split(", ").collect();
-        assert_eq!(cols.len(), tally::DAILY_METRICS);
+        assert_eq!(cols.len(), rollups::DAILY_METRICS);
         assert_eq!(
             [
-                cols[tally::RAW_HITS],
-                cols[tally::BOT_HITS],
-                cols[tally::INVALID_HITS]
+                cols[rollups::RAW_HITS],
+                cols[rollups::BOT_HITS],
+                cols[rollups::INVALID_HITS]
             ],
             ["raw_hits", "bot_hits", "invalid_hits"]
         );
         let counted: Vec<&str> = EventKind::ALL
             .iter()
-            .map(|k| cols[tally::counted_column(*k)])
+            .map(|k| cols[rollups::counted_column(*k)])
             .collect();
         assert_eq!(
             counted,
@@ -746,7 +744,7 @@ mod tests {
         );
         let bots: Vec<&str> = EventKind::ALL
             .iter()
-            .filter_map(|k| tally::bot_column(*k))
+            .filter_map(|k| rollups::bot_column(*k))
             .map(|i| cols[i])
             .collect();
         assert_eq!(

@@ -143,7 +143,7 @@ WHERE ROW(d.raw_hits, d.bot_hits, d.invalid_hits, d.impressions, d.starts, d.fir
 ORDER BY 2";
 
 /// Keys stored more than once. Nothing in the schema forbids it since
-/// migration 8 (the loader decides what is new, `keys.rs`), so the audit
+/// migration 8 (the loader decides what is new, `counting/memory.rs`), so the audit
 /// checks it: `from_events` is 1, `from_rollups` the copies found. Keys are
 /// hashes, so this runs only over the whole database.
 const DUPLICATE_KEYS: &str = "

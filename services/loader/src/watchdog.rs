@@ -9,7 +9,7 @@
 //! STDIN` waiting for its client is not cancelled by `statement_timeout`
 //! (checked on PostgreSQL 15: still `active` in `ClientRead` past it), and
 //! the connection is not idle. Worse, a stalled transaction that holds the
-//! turn to count (`keys.rs`) holds up every other loader too.
+//! turn to count (`counting/memory.rs`) holds up every other loader too.
 //!
 //! So every step of the loader runs under a [`Watchdog`]: when one has run
 //! longer than the limit (`EARSHOT_LOADER_STALL_SECONDS`), [`Loader::run`]

@@ -423,7 +423,7 @@ async fn a_fold_waits_for_a_load_holding_the_turn_to_count() {
 #[tokio::test]
 async fn verify_reports_a_counting_or_listener_key_stored_twice() {
     // Nothing in the schema forbids a key twice (the loader decides what is
-    // new, keys.rs), so the audit looks for it.
+    // new, counting/memory.rs), so the audit looks for it.
     let db = TestDb::new().await;
     let dir = temp_dir("twice");
     let events = impressions(0..3, datetime!(2026-11-26 12:00 UTC));

@@ -448,7 +448,7 @@ async fn counted_and_heard(pool: &sqlx::PgPool) -> (i64, i64) {
 #[tokio::test]
 async fn a_loader_reads_the_keys_again_after_another_loader_counted() {
     // The loader decides which keys are new from the day's keys it holds
-    // (keys.rs). Loader A holds listeners 0–99; loader B then counts 100–149;
+    // (counting/memory.rs). Loader A holds listeners 0–99; loader B then counts 100–149;
     // A's next object repeats 100–149: A must see B's keys, not count them
     // a second time.
     let db = TestDb::new().await;
@@ -480,9 +480,9 @@ async fn a_loader_reads_the_keys_again_after_another_loader_counted() {
 
 #[tokio::test]
 async fn days_beyond_the_cache_are_read_again_when_events_come_back_to_them() {
-    // Two days more than the loader holds (keys::MAX_CACHED_DAYS); then
+    // Two days more than the loader holds (counting::memory::MAX_CACHED_DAYS); then
     // late events for the first day, half of them repeats.
-    let days = earshot_loader::keys::MAX_CACHED_DAYS as i64 + 2;
+    let days = earshot_loader::counting::memory::MAX_CACHED_DAYS as i64 + 2;
     let db = TestDb::new().await;
     let dir = temp_dir("evicted");
     let first = datetime!(2026-11-20 10:00 UTC);

@@ -38,7 +38,7 @@ pub async fn connect_api(settings: &Settings) -> anyhow::Result<PgPool> {
 /// when a step passes the stall limit (`EARSHOT_LOADER_STALL_SECONDS`); a
 /// session idle for twice that belongs to a loader that is frozen (a
 /// stopped process, a paused node) yet still answers TCP, and would
-/// otherwise hold the turn to count (`keys.rs` in the loader) and every
+/// otherwise hold the turn to count (`counting/memory.rs` in the loader) and every
 /// other loader with it until someone noticed.
 pub const LOADER_IDLE_IN_TRANSACTION_STALL_LIMITS: u64 = 2;
 

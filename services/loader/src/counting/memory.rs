@@ -2,12 +2,11 @@
 //! day already holds, kept in the loader.
 //!
 //! `counted_keys` and `daily_listeners` are append-only logs in PostgreSQL
-//! (migration 8); this cache is what decides whether a key is new. Before,
-//! each key went through `INSERT … ON CONFLICT DO NOTHING` into a primary key
-//! on random 128-bit hashes, and those two statements were 40% of a load's
-//! database time (docs/BENCHMARKS.md, "Loader"): a B-tree insertion per key.
-//! Looking a key up in a hash set costs nanoseconds, and appending the new
-//! ones to an unindexed heap costs a seventh of the insert.
+//! (migration 8); this cache is what decides whether a key is new. A primary
+//! key on random 128-bit hashes would cost a B-tree insertion per key (40% of
+//! a load's database time when the keys were inserted that way,
+//! docs/BENCHMARKS.md, "Loader"); a lookup in a hash set costs nanoseconds,
+//! and appending the new keys to an unindexed heap a seventh of the insert.
 //!
 //! What keeps it exact, with any number of loaders:
 //! - Every transaction that writes keys first bumps the one row of
@@ -25,7 +24,7 @@
 //!   in between forgets the epoch, so the next load reads again.
 //!
 //! Within one process, transactions loading side by side
-//! (`EARSHOT_LOAD_CONCURRENCY`) hold [`Keys`]' lock from the bump to the
+//! (`EARSHOT_LOAD_CONCURRENCY`) hold [`KeyMemory`]'s lock from the bump to the
 //! cache update, so one never reads the cache while another's commit is on
 //! its way in.
 
@@ -75,9 +74,9 @@ struct KeyCache {
 
 /// The cache behind the lock that load transactions take turns on.
 #[derive(Debug, Default)]
-pub struct Keys(tokio::sync::Mutex<KeyCache>);
+pub struct KeyMemory(tokio::sync::Mutex<KeyCache>);
 
-impl Keys {
+impl KeyMemory {
     /// Takes the turn to count: the lock of this process, then the epoch
     /// row of the database (waiting for another loader's commit). Reads the
     /// keys of `days` that the cache lacks.

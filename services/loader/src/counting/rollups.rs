@@ -1,5 +1,5 @@
-//! The counting rule and the rollup deltas of one object, computed in the
-//! loader from its new events.
+//! The rollup deltas of one object, computed in the loader from its new
+//! events and what the counting rule decided for them.
 //!
 //! Doing this in Rust rather than in SQL over a staging table means
 //! PostgreSQL only writes: it receives a few thousand aggregated rows per
@@ -9,15 +9,8 @@
 
 use earshot_domain::{EventKind, TrackingEvent, Verdict};
 use time::{Date, OffsetDateTime};
-use uuid::Uuid;
 
-use crate::parse::Staged;
-
-/// The maps here hash every event's keys: foldhash, not the standard
-/// library's SipHash, which was a tenth of the loader's CPU (`perf`, loader
-/// bench). Its seed is random per map, so crafted ids cannot aim at
-/// collisions offline.
-type HashMap<K, V> = foldhash::HashMap<K, V>;
+use super::{HashMap, Staged};
 use foldhash::HashMapExt as _;
 
 /// Number of metric columns `rollup_daily` and `rollup_blocks` hold, in the
@@ -51,67 +44,6 @@ pub(crate) const fn bot_column(kind: EventKind) -> Option<usize> {
         EventKind::Click => Some(15),
         _ => None,
     }
-}
-
-/// Candidates for `counted_keys`: per (UTC day, counting key), the earliest
-/// new valid event by (ts, id), as an index into `fresh`. Sorted by
-/// (day, key), so a load appends its keys in the same order whatever the
-/// hash map's seed.
-pub fn count_candidates(fresh: &[&Staged]) -> Vec<(Date, Uuid, usize)> {
-    let mut first: HashMap<(Date, Uuid), usize> = HashMap::with_capacity(fresh.len());
-    for (i, s) in fresh.iter().enumerate() {
-        let Some(key) = s.count_key else { continue };
-        first
-            .entry((s.day, key))
-            .and_modify(|j| {
-                let held = &fresh[*j].event;
-                if (s.event.ts, s.event.id) < (held.ts, held.id) {
-                    *j = i;
-                }
-            })
-            .or_insert(i);
-    }
-    let mut out: Vec<(Date, Uuid, usize)> =
-        first.into_iter().map(|((d, k), i)| (d, k, i)).collect();
-    out.sort_unstable();
-    out
-}
-
-/// Candidates for `daily_listeners`: (day, key, campaign, creative) once per
-/// (day, key), sorted by (day, key); creative is '' for the campaign-wide key.
-pub fn unique_candidates<'a>(fresh: &[&'a Staged]) -> Vec<(Date, Uuid, &'a str, &'a str)> {
-    let mut seen: HashMap<(Date, Uuid), (&'a str, &'a str)> = HashMap::new();
-    for s in fresh {
-        let campaign = s.event.campaign.as_ref().map_or("", |c| c.as_str());
-        if let Some(k) = s.uniq_campaign_key {
-            seen.entry((s.day, k)).or_insert((campaign, ""));
-        }
-        if let Some(k) = s.uniq_creative_key {
-            let creative = s.event.creative.as_ref().map_or("", |c| c.as_str());
-            seen.entry((s.day, k)).or_insert((campaign, creative));
-        }
-    }
-    let mut out: Vec<_> = seen
-        .into_iter()
-        .map(|((d, k), (c, cr))| (d, k, c, cr))
-        .collect();
-    out.sort_unstable_by_key(|&(d, k, _, _)| (d, k));
-    out
-}
-
-/// New listeners per (campaign, day, creative): `heard` (unique candidates
-/// not heard before) counted per scope, sorted by scope, the order
-/// concurrent loaders take `daily_uniques`' row locks in.
-pub fn new_listeners<'a>(
-    heard: &[(Date, Uuid, &'a str, &'a str)],
-) -> Vec<(&'a str, Date, &'a str, i64)> {
-    let mut n: HashMap<(&'a str, Date, &'a str), i64> = HashMap::new();
-    for &(day, _, campaign, creative) in heard {
-        *n.entry((campaign, day, creative)).or_default() += 1;
-    }
-    let mut out: Vec<_> = n.into_iter().map(|((c, d, cr), n)| (c, d, cr, n)).collect();
-    out.sort_unstable();
-    out
 }
 
 /// A `rollup_hourly` key: every reporting dimension, '' when missing.
@@ -275,46 +207,9 @@ pub fn rollups<'a>(fresh: &[&'a Staged], counted: &[bool]) -> Rollups<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parse::tests::{L1, L2};
+    use crate::counting::tests::{staged, L1, L2};
+    use earshot_domain::EventKind;
     use time::macros::datetime;
-
-    fn staged(
-        id: u128,
-        ts: OffsetDateTime,
-        kind: EventKind,
-        listener: &str,
-        verdict: Verdict,
-    ) -> Staged {
-        let mut event = crate::parse::tests::event(listener, kind, verdict);
-        event.id = Uuid::from_u128(id);
-        event.ts = ts;
-        event.app = Some("app".into());
-        crate::parse::stage(event)
-    }
-
-    #[test]
-    fn the_earliest_event_of_a_key_is_the_candidate_whatever_the_order() {
-        let impression = |id, ts, verdict| staged(id, ts, EventKind::Impression, L1, verdict);
-        let late = impression(2, datetime!(2026-11-27 10:00 UTC), Verdict::Valid);
-        let early = impression(3, datetime!(2026-11-27 09:00 UTC), Verdict::Valid);
-        let next_day = impression(4, datetime!(2026-11-28 00:00 UTC), Verdict::Valid);
-        let bot = impression(5, datetime!(2026-11-27 08:00 UTC), Verdict::Bot);
-        let fresh = [&late, &early, &next_day, &bot];
-        let c = count_candidates(&fresh);
-        assert_eq!(c.len(), 2);
-        assert_eq!(c[0].2, 1, "the 09:00 event counts, not the 10:00 one");
-        assert_eq!(c[1].2, 2, "a new UTC day is a new key");
-        assert!(c[0].0 < c[1].0);
-    }
-
-    #[test]
-    fn ties_on_ts_go_to_the_smaller_id() {
-        let ts = datetime!(2026-11-27 10:00 UTC);
-        let b = staged(9, ts, EventKind::Start, L1, Verdict::Valid);
-        let a = staged(7, ts, EventKind::Start, L1, Verdict::Valid);
-        let c = count_candidates(&[&b, &a]);
-        assert_eq!(c.iter().map(|x| x.2).collect::<Vec<_>>(), vec![1]);
-    }
 
     #[test]
     fn rollups_add_up_by_verdict_kind_and_counting() {
@@ -363,17 +258,5 @@ mod tests {
         assert_eq!(d[counted_column(EventKind::Complete)], 0);
         assert_eq!(d[bot_column(EventKind::Complete).unwrap()], 1);
         assert_eq!(d.iter().sum::<i64>(), 5 + 1 + 1 + 2 + 1);
-    }
-
-    #[test]
-    fn unique_candidates_hold_each_listener_once_per_scope() {
-        let ts = datetime!(2026-11-27 10:00 UTC);
-        let a = staged(1, ts, EventKind::Impression, L1, Verdict::Valid);
-        let again = staged(2, ts, EventKind::Impression, L1, Verdict::Valid);
-        let start = staged(3, ts, EventKind::Start, L2, Verdict::Valid);
-        let u = unique_candidates(&[&a, &again, &start]);
-        let mut scopes: Vec<(&str, &str)> = u.iter().map(|x| (x.2, x.3)).collect();
-        scopes.sort_unstable();
-        assert_eq!(scopes, vec![("c1", ""), ("c1", "cr1")]);
     }
 }

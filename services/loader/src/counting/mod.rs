@@ -1,0 +1,323 @@
+//! The counting rule (docs/COUNTING.md), all of it: the keys an event is
+//! counted and heard by, which new events count given the keys counted
+//! before, and what they add to the rollups.
+//!
+//! - [`stage`] gives an event its UTC day and keys: the counting key
+//!   (campaign, creative, episode, event, listener) of a valid event, and
+//!   the listener keys (campaign-wide and per creative) of a valid
+//!   impression.
+//! - [`decide`] applies the rule to an object's new events during the turn
+//!   to count: per (day, counting key), the earliest new event by (ts, id)
+//!   counts unless the key counted before; a listener key not heard before
+//!   that day is a new unique listener.
+//! - [`memory`] holds the keys counted and heard on the last days, and the
+//!   turn that makes concurrent loaders take turns.
+//! - [`rollups`] sums the new events into hourly and daily rollup rows.
+//!
+//! Parsing (`parse.rs`) only turns bytes into events; the store
+//! (`store.rs`) only writes what this module decided.
+
+pub mod memory;
+pub mod rollups;
+
+use earshot_domain::{EventKind, TrackingEvent, Verdict};
+use sha2::{Digest, Sha256};
+use time::Date;
+use uuid::Uuid;
+
+use memory::Turn;
+
+/// The maps here hash every event's keys: foldhash, not the standard
+/// library's SipHash, which was a tenth of the loader's CPU (`perf`, loader
+/// bench). Its seed is random per map, so crafted ids cannot aim at
+/// collisions offline.
+pub(crate) type HashMap<K, V> = foldhash::HashMap<K, V>;
+use foldhash::HashMapExt as _;
+
+/// One event ready to be loaded, with its day and keys.
+#[derive(Debug, Clone)]
+pub struct Staged {
+    pub event: TrackingEvent,
+    pub day: Date,
+    /// Counting key (valid events only).
+    pub count_key: Option<Uuid>,
+    /// Unique-listener keys (valid impressions only): campaign-wide and per creative.
+    pub uniq_campaign_key: Option<Uuid>,
+    pub uniq_creative_key: Option<Uuid>,
+    /// [`rollups::hourly_group`] of its hourly row's dimensions, hashed here,
+    /// with the keys, while the previous object loads.
+    pub hourly_group: i64,
+}
+
+/// An event with its UTC day and counting keys.
+pub fn stage(ev: TrackingEvent) -> Staged {
+    let (uc, ucr) = uniq_keys(&ev);
+    Staged {
+        count_key: count_key(&ev),
+        hourly_group: rollups::hourly_group(rollups::hourly_dims(&ev)),
+        uniq_campaign_key: uc,
+        uniq_creative_key: ucr,
+        day: ev.day(),
+        event: ev,
+    }
+}
+
+/// A 128-bit key from parts, separated so that ("ab","c") ≠ ("a","bc").
+fn key(tag: &[u8], parts: &[&str]) -> Uuid {
+    let mut h = Sha256::new();
+    h.update(tag);
+    for p in parts {
+        h.update([0x1f]);
+        h.update(p.as_bytes());
+    }
+    let d = h.finalize();
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&d[..16]);
+    Uuid::from_bytes(b)
+}
+
+/// The counting key of a valid event: (campaign, creative, episode, event,
+/// listener); the UTC day is the partition column beside it.
+pub fn count_key(ev: &TrackingEvent) -> Option<Uuid> {
+    if ev.verdict != Verdict::Valid {
+        return None;
+    }
+    Some(key(
+        b"count/v1",
+        &[
+            ev.campaign.as_ref()?.as_str(),
+            ev.creative.as_ref()?.as_str(),
+            ev.episode.as_ref().map_or("", |e| e.as_str()),
+            ev.event?.as_str(),
+            ev.listener.as_str(),
+        ],
+    ))
+}
+
+/// The listener keys of a valid impression: campaign-wide and per creative.
+fn uniq_keys(ev: &TrackingEvent) -> (Option<Uuid>, Option<Uuid>) {
+    if ev.verdict != Verdict::Valid || ev.event != Some(EventKind::Impression) {
+        return (None, None);
+    }
+    let (Some(c), Some(cr)) = (ev.campaign.as_ref(), ev.creative.as_ref()) else {
+        return (None, None);
+    };
+    (
+        Some(key(b"uniq/v1", &[c.as_str(), "", ev.listener.as_str()])),
+        Some(key(
+            b"uniq/v1",
+            &[c.as_str(), cr.as_str(), ev.listener.as_str()],
+        )),
+    )
+}
+
+/// Candidates for `counted_keys`: per (UTC day, counting key), the earliest
+/// new valid event by (ts, id), as an index into `fresh`. Sorted by
+/// (day, key), so a load appends its keys in the same order whatever the
+/// hash map's seed.
+pub fn count_candidates(fresh: &[&Staged]) -> Vec<(Date, Uuid, usize)> {
+    let mut first: HashMap<(Date, Uuid), usize> = HashMap::with_capacity(fresh.len());
+    for (i, s) in fresh.iter().enumerate() {
+        let Some(key) = s.count_key else { continue };
+        first
+            .entry((s.day, key))
+            .and_modify(|j| {
+                let held = &fresh[*j].event;
+                if (s.event.ts, s.event.id) < (held.ts, held.id) {
+                    *j = i;
+                }
+            })
+            .or_insert(i);
+    }
+    let mut out: Vec<(Date, Uuid, usize)> =
+        first.into_iter().map(|((d, k), i)| (d, k, i)).collect();
+    out.sort_unstable();
+    out
+}
+
+/// A listener key with its day and scope: (day, key, campaign, creative),
+/// creative '' for the campaign-wide key.
+pub type Heard<'a> = (Date, Uuid, &'a str, &'a str);
+
+/// Candidates for `daily_listeners`: each (day, key) once, sorted by
+/// (day, key).
+pub fn unique_candidates<'a>(fresh: &[&'a Staged]) -> Vec<Heard<'a>> {
+    let mut seen: HashMap<(Date, Uuid), (&'a str, &'a str)> = HashMap::new();
+    for s in fresh {
+        let campaign = s.event.campaign.as_ref().map_or("", |c| c.as_str());
+        if let Some(k) = s.uniq_campaign_key {
+            seen.entry((s.day, k)).or_insert((campaign, ""));
+        }
+        if let Some(k) = s.uniq_creative_key {
+            let creative = s.event.creative.as_ref().map_or("", |c| c.as_str());
+            seen.entry((s.day, k)).or_insert((campaign, creative));
+        }
+    }
+    let mut out: Vec<_> = seen
+        .into_iter()
+        .map(|((d, k), (c, cr))| (d, k, c, cr))
+        .collect();
+    out.sort_unstable_by_key(|&(d, k, _, _)| (d, k));
+    out
+}
+
+/// New listeners per (campaign, day, creative): `heard` (listener keys not
+/// heard before) counted per scope, sorted by scope, the order concurrent
+/// loaders take `daily_uniques`' row locks in.
+pub fn new_listeners<'a>(heard: &[Heard<'a>]) -> Vec<(&'a str, Date, &'a str, i64)> {
+    let mut n: HashMap<(&'a str, Date, &'a str), i64> = HashMap::new();
+    for &(day, _, campaign, creative) in heard {
+        *n.entry((campaign, day, creative)).or_default() += 1;
+    }
+    let mut out: Vec<_> = n.into_iter().map(|((c, d, cr), n)| (c, d, cr, n)).collect();
+    out.sort_unstable();
+    out
+}
+
+/// What the rule decided for an object's new events.
+#[derive(Debug, Default)]
+pub struct Decision<'a> {
+    /// Whether each event of `fresh` counted.
+    pub counted: Vec<bool>,
+    /// The counting keys that counted now, sorted by (day, key).
+    pub new_counted: Vec<(Date, Uuid)>,
+    /// The listener keys heard for the first time on their day, sorted by
+    /// (day, key).
+    pub new_heard: Vec<Heard<'a>>,
+}
+
+impl Decision<'_> {
+    /// The new listener keys as the key memory holds them.
+    pub fn heard_keys(&self) -> Vec<(Date, Uuid)> {
+        self.new_heard.iter().map(|&(d, k, _, _)| (d, k)).collect()
+    }
+}
+
+/// Applies the rule to `fresh` (an object's events not loaded before)
+/// against the keys counted and heard before this turn.
+pub fn decide<'a>(fresh: &[&'a Staged], turn: &Turn<'_>) -> Decision<'a> {
+    let mut counted = vec![false; fresh.len()];
+    let mut new_counted = Vec::new();
+    for (day, key, i) in count_candidates(fresh) {
+        if !turn.is_counted(day, key) {
+            counted[i] = true;
+            new_counted.push((day, key));
+        }
+    }
+    let new_heard = unique_candidates(fresh)
+        .into_iter()
+        .filter(|&(day, key, _, _)| !turn.is_heard(day, key))
+        .collect();
+    Decision {
+        counted,
+        new_counted,
+        new_heard,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use earshot_domain::{CampaignId, CreativeId, ListenerId};
+    use time::macros::datetime;
+    use time::OffsetDateTime;
+
+    /// A valid-looking event of campaign c1, creative cr1 (tests here and in `parse`).
+    pub(crate) fn event(listener: &str, ev: EventKind, verdict: Verdict) -> TrackingEvent {
+        let ts = datetime!(2026-11-27 10:00:00.5 UTC);
+        let ms = (ts.unix_timestamp_nanos() / 1_000_000) as u64;
+        TrackingEvent {
+            id: Uuid::new_v7(uuid::Timestamp::from_unix(
+                uuid::NoContext,
+                ms / 1000,
+                (ms % 1000) as u32 * 1_000_000,
+            )),
+            ts,
+            campaign: Some(CampaignId::parse("c1").unwrap()),
+            creative: Some(CreativeId::parse("cr1").unwrap()),
+            episode: None,
+            show: None,
+            placement: None,
+            event: Some(ev),
+            error_code: None,
+            listener: ListenerId::parse(listener).unwrap(),
+            ua: None,
+            app: None,
+            device: None,
+            os: None,
+            country: None,
+            verdict,
+            reason: (verdict != Verdict::Valid).then(|| "ua_missing".into()),
+            trace_id: None,
+        }
+    }
+
+    pub(crate) const L1: &str = "0123456789abcdef0123456789abcdef";
+    pub(crate) const L2: &str = "fedcba9876543210fedcba9876543210";
+
+    pub(crate) fn staged(
+        id: u128,
+        ts: OffsetDateTime,
+        kind: EventKind,
+        listener: &str,
+        verdict: Verdict,
+    ) -> Staged {
+        let mut event = event(listener, kind, verdict);
+        event.id = Uuid::from_u128(id);
+        event.ts = ts;
+        event.app = Some("app".into());
+        stage(event)
+    }
+
+    #[test]
+    fn keys_follow_the_counting_rule() {
+        let a = event(L1, EventKind::Impression, Verdict::Valid);
+        let b = event(L1, EventKind::Impression, Verdict::Valid);
+        let other_listener = event(L2, EventKind::Impression, Verdict::Valid);
+        let start = event(L1, EventKind::Start, Verdict::Valid);
+        let bot = event(L1, EventKind::Impression, Verdict::Bot);
+        assert_eq!(count_key(&a), count_key(&b));
+        assert_ne!(count_key(&a), count_key(&other_listener));
+        assert_ne!(count_key(&a), count_key(&start));
+        assert_eq!(count_key(&bot), None);
+        assert_eq!(uniq_keys(&start), (None, None));
+        let (ua, _) = uniq_keys(&a);
+        assert_eq!(ua, uniq_keys(&b).0);
+    }
+
+    #[test]
+    fn the_earliest_event_of_a_key_is_the_candidate_whatever_the_order() {
+        let impression = |id, ts, verdict| staged(id, ts, EventKind::Impression, L1, verdict);
+        let late = impression(2, datetime!(2026-11-27 10:00 UTC), Verdict::Valid);
+        let early = impression(3, datetime!(2026-11-27 09:00 UTC), Verdict::Valid);
+        let next_day = impression(4, datetime!(2026-11-28 00:00 UTC), Verdict::Valid);
+        let bot = impression(5, datetime!(2026-11-27 08:00 UTC), Verdict::Bot);
+        let fresh = [&late, &early, &next_day, &bot];
+        let c = count_candidates(&fresh);
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[0].2, 1, "the 09:00 event counts, not the 10:00 one");
+        assert_eq!(c[1].2, 2, "a new UTC day is a new key");
+        assert!(c[0].0 < c[1].0);
+    }
+
+    #[test]
+    fn ties_on_ts_go_to_the_smaller_id() {
+        let ts = datetime!(2026-11-27 10:00 UTC);
+        let b = staged(9, ts, EventKind::Start, L1, Verdict::Valid);
+        let a = staged(7, ts, EventKind::Start, L1, Verdict::Valid);
+        let c = count_candidates(&[&b, &a]);
+        assert_eq!(c.iter().map(|x| x.2).collect::<Vec<_>>(), vec![1]);
+    }
+
+    #[test]
+    fn unique_candidates_hold_each_listener_once_per_scope() {
+        let ts = datetime!(2026-11-27 10:00 UTC);
+        let a = staged(1, ts, EventKind::Impression, L1, Verdict::Valid);
+        let again = staged(2, ts, EventKind::Impression, L1, Verdict::Valid);
+        let start = staged(3, ts, EventKind::Start, L2, Verdict::Valid);
+        let u = unique_candidates(&[&a, &again, &start]);
+        let mut scopes: Vec<(&str, &str)> = u.iter().map(|x| (x.2, x.3)).collect();
+        scopes.sort_unstable();
+        assert_eq!(scopes, vec![("c1", ""), ("c1", "cr1")]);
+    }
+}
