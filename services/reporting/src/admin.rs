@@ -165,6 +165,14 @@ pub async fn list_advertisers(pool: &PgPool) -> Result<Vec<Advertiser>, ApiError
     )
 }
 
+pub async fn get_advertiser(pool: &PgPool, id: Uuid) -> Result<Advertiser, ApiError> {
+    sqlx::query_as("SELECT id, name, created_at FROM advertisers WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no advertiser {id}")))
+}
+
 /// A campaign to create.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -381,6 +389,17 @@ pub async fn list_keys(pool: &PgPool) -> Result<Vec<ApiKeyInfo>, ApiError> {
     )))
     .fetch_all(pool)
     .await?)
+}
+
+/// One key's listing, revoked or not (never the key itself).
+pub async fn get_key(pool: &PgPool, id: Uuid) -> Result<ApiKeyInfo, ApiError> {
+    sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {KEY_COLS} FROM api_keys WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?
+    .ok_or_else(|| ApiError::NotFound(format!("no key {id}")))
 }
 
 /// Revokes a key by id or prefix; effective on the next request.

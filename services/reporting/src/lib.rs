@@ -51,6 +51,7 @@ impl Modify for BearerAuth {
         description = "Podcast ad delivery, counted the way the IAB podcast measurement guidelines count. Errors are RFC 9457 problem details (application/problem+json) naming the bad parameter in `param`."
     ),
     paths(
+        routes::me::me,
         routes::campaigns::list,
         routes::campaigns::get_one,
         routes::campaigns::creatives,
@@ -92,7 +93,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(routes::ops::readyz)
     .service(routes::ops::metrics)
     .service(routes::ops::openapi)
-    .service(routes::ops::docs)
+    .configure(earshot_web::configure)
+    .service(routes::me::me)
     .service(routes::campaigns::list)
     .service(routes::admin::create_campaign)
     .service(routes::campaigns::report)

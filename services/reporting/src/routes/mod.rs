@@ -1,3 +1,4 @@
 pub mod admin;
 pub mod campaigns;
+pub mod me;
 pub mod ops;

@@ -1,4 +1,5 @@
-//! Health, readiness, metrics, and the API's own description.
+//! Health, readiness, metrics, and the API's own description (its
+//! readable page, `/docs`, is earshot-web's).
 
 use actix_web::{get, web, HttpResponse};
 use serde::Serialize;
@@ -77,20 +78,4 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
 #[get("/v1/openapi.json")]
 pub async fn openapi() -> HttpResponse {
     HttpResponse::Ok().json(crate::ApiDoc::openapi())
-}
-
-/// A readable page over the document (Scalar, loaded from its CDN by the browser).
-#[get("/docs")]
-pub async fn docs() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/html; charset=utf-8")
-        .body(
-            r#"<!doctype html>
-<html><head><title>earshot API</title><meta charset="utf-8"/>
-<meta name="viewport" content="width=device-width, initial-scale=1"/></head>
-<body><script id="api-reference" data-url="/v1/openapi.json"></script>
-<script src="https://cdn.jsdelivr.net/npm/@scalar/api-reference"></script>
-<noscript>The API description is at <a href="/v1/openapi.json">/v1/openapi.json</a>.</noscript>
-</body></html>"#,
-        )
 }
