@@ -142,10 +142,10 @@ async fn loader_backends(admin: &PgPool, db: &str) -> i64 {
 async fn a_loader_whose_database_goes_silent_mid_object_exits_as_stalled_then_a_restart_counts_like_a_clean_run(
 ) {
     // A step may run this long: well above a 200,000-event object's parse
-    // or either half of its transaction on a loaded CI machine (the parse
-    // once took more than 8 s there, with the whole suite starting beside
-    // it), well below the test's patience.
-    const STALL_SECONDS: &str = "20";
+    // or either half of its transaction in a debug build on a machine whose
+    // two cores are shared with other builds (the parse has taken over 20 s
+    // there), well below the test's 90 s patience.
+    const STALL_SECONDS: &str = "45";
     let db = TestDb::new().await;
     let clean = TestDb::new().await;
     let (_dir, source) = big_object_source("stall", 11);
@@ -186,7 +186,7 @@ async fn a_loader_whose_database_goes_silent_mid_object_exits_as_stalled_then_a_
     assert!(
         stderr
             .iter()
-            .any(|l| l.contains("longer than EARSHOT_LOADER_STALL_SECONDS (20s)")),
+            .any(|l| l.contains("longer than EARSHOT_LOADER_STALL_SECONDS (45s)")),
         "the exit error names the setting\n{}",
         loader.output_text()
     );
