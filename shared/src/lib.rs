@@ -3,6 +3,7 @@
 pub mod event;
 pub mod ids;
 pub mod listener;
+pub mod metric;
 mod patterns;
 pub mod pixel;
 pub mod signing;

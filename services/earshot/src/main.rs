@@ -104,7 +104,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::RebuildBlocks { through } => {
             let pool = db::connect(&settings).await?;
-            let r = earshot_loader::store::rebuild_blocks(&pool, through).await?;
+            let r = earshot_loader::daily::rebuild_blocks(&pool, through).await?;
             tracing::info!(was = %r.was, through = %r.through, deleted = r.deleted, rows = r.rows, "day blocks rebuilt");
             println!(
                 "rebuilt rollup_blocks through {} ({} rows; {} deleted; the mark was {})",

@@ -3,6 +3,7 @@
 pub mod compact;
 pub mod copy;
 pub mod counting;
+pub mod daily;
 pub mod parse;
 pub mod partitions;
 pub mod pipeline;

@@ -10,9 +10,9 @@ use tokio::sync::watch;
 
 use crate::compact::{self, Touched};
 use crate::counting::memory::KeyMemory;
+use crate::daily;
 use crate::partitions::Partitions;
 use crate::source::{Delivery, Source};
-use crate::store;
 use crate::watchdog::Watchdog;
 
 /// How long `--once` keeps retrying one object through database or AWS
@@ -116,7 +116,7 @@ impl Loader {
         if !dropped.is_empty() {
             tracing::info!(days = dropped.len(), first = %dropped[0], "dropped expired event partitions");
         }
-        if let Some(f) = store::fold_blocks(&self.pool, store::fold_through(now.date())).await? {
+        if let Some(f) = daily::fold_blocks(&self.pool, daily::fold_through(now.date())).await? {
             tracing::info!(after = %f.from, through = %f.through, rows = f.rows, "folded the days that ended into the day blocks");
         }
         self.last_maintenance = Some(Instant::now());

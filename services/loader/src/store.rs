@@ -1,14 +1,18 @@
 //! One object, one transaction: claim it in the ledger, COPY its new events,
 //! count (as `counting` decides), add the rollup deltas, and commit.
 
+use std::sync::LazyLock;
+
+use earshot_platform::rollup::{hourly_column, HOURLY_HITS};
 use sqlx::{PgPool, Postgres, Transaction};
 use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
 use crate::copy::BinaryCopy;
 use crate::counting::memory::KeyMemory;
-use crate::counting::rollups::{self, DailyKey, HourlyCounts, HourlyKey, Rollups};
+use crate::counting::rollups::{self, HourlyCounts, HourlyKey};
 use crate::counting::{self, Decision, Staged};
+use crate::daily::DailySql;
 use crate::parse::{Parsed, Quarantined};
 
 /// Where an object came from, as the ledger records it.
@@ -130,228 +134,19 @@ const APPEND_COUNTED: &str = "COPY counted_keys (day, key, epoch) FROM STDIN (FO
 const APPEND_LISTENERS: &str = "COPY daily_listeners (day, key, epoch) FROM STDIN (FORMAT binary)";
 
 /// The object's hourly groups, appended: readers sum over groups, and
-/// `compact` merges a group's rows later (migration 6 says why).
-const APPEND_HOURLY: &str = "COPY rollup_hourly
-    (campaign, hour, creative, episode, show, placement, event, country, app, device,
-     raw_hits, counted_hits, bot_hits, invalid_hits, grp) FROM STDIN (FORMAT binary)";
-/// Number of columns in `APPEND_HOURLY`.
-const HOURLY_COLUMNS: i16 = 15;
-
-/// The metric columns `rollup_daily` and `rollup_blocks` share, in order
-/// (`rollups::DAILY_METRICS` of them).
-macro_rules! daily_metric_columns {
-    () => {
-        "raw_hits, bot_hits, invalid_hits, impressions, starts, first_quartiles, midpoints, third_quartiles, completes, clicks, skips, errors, bot_impressions, bot_starts, bot_completes, bot_clicks"
-    };
-}
-
-/// ON CONFLICT: add the new counts to the stored ones, for every metric.
-macro_rules! add_daily_metrics {
-    () => {
-        "    raw_hits = r.raw_hits + EXCLUDED.raw_hits,
-    bot_hits = r.bot_hits + EXCLUDED.bot_hits,
-    invalid_hits = r.invalid_hits + EXCLUDED.invalid_hits,
-    impressions = r.impressions + EXCLUDED.impressions,
-    starts = r.starts + EXCLUDED.starts,
-    first_quartiles = r.first_quartiles + EXCLUDED.first_quartiles,
-    midpoints = r.midpoints + EXCLUDED.midpoints,
-    third_quartiles = r.third_quartiles + EXCLUDED.third_quartiles,
-    completes = r.completes + EXCLUDED.completes,
-    clicks = r.clicks + EXCLUDED.clicks,
-    skips = r.skips + EXCLUDED.skips,
-    errors = r.errors + EXCLUDED.errors,
-    bot_impressions = r.bot_impressions + EXCLUDED.bot_impressions,
-    bot_starts = r.bot_starts + EXCLUDED.bot_starts,
-    bot_completes = r.bot_completes + EXCLUDED.bot_completes,
-    bot_clicks = r.bot_clicks + EXCLUDED.bot_clicks"
-    };
-}
-
-/// The rows of `$src` (with a `day` and the daily metric columns) summed into
-/// every aligned block of `rollup_blocks` holding their day, and added to
-/// it. Rows come sorted by key: the order concurrent writers take the row
-/// locks in.
-macro_rules! add_to_blocks {
-    ($src:literal, $where:literal) => {
-        concat!(
-            "INSERT INTO rollup_blocks AS r
-    (campaign, span_days, first_day, creative, country, ",
-            daily_metric_columns!(),
-            ")
-SELECT d.campaign, b.span, d.day - ((d.day - DATE '1970-01-01') % b.span), d.creative, d.country,
-       sum(raw_hits), sum(bot_hits), sum(invalid_hits), sum(impressions), sum(starts), sum(first_quartiles), sum(midpoints), sum(third_quartiles), sum(completes), sum(clicks), sum(skips), sum(errors), sum(bot_impressions), sum(bot_starts), sum(bot_completes), sum(bot_clicks)
-FROM ",
-            $src,
-            " AS d CROSS JOIN (VALUES (2), (4), (8), (16), (32), (64), (128)) AS b (span)
-WHERE ",
-            $where,
-            "
-GROUP BY 1, 2, 3, 4, 5
-ORDER BY 1, 2, 3, 4, 5
-ON CONFLICT (campaign, span_days, first_day, creative, country) DO UPDATE SET
-",
-            add_daily_metrics!()
-        )
-    };
-}
-
-/// The object's rows per (campaign, day, creative, country), added to
-/// `rollup_daily`, and for its days up to `$21` (the turn's
-/// `blocks_through`) to every aligned block of `rollup_blocks` holding that
-/// day (data-modifying CTEs always run to completion, read or not). The
-/// metrics come as one array per column, in column order.
-const UPSERT_DAILY: &str = concat!(
-    "WITH d AS (
-    SELECT * FROM UNNEST($1::text[], $2::date[], $3::text[], $4::text[],
-        $5::int8[], $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::int8[],
-        $13::int8[], $14::int8[], $15::int8[], $16::int8[], $17::int8[], $18::int8[], $19::int8[], $20::int8[])
-    AS t (campaign, day, creative, country, ",
-    daily_metric_columns!(),
-    ")
-), daily AS (
-    INSERT INTO rollup_daily AS r
-        (campaign, day, creative, country, ",
-    daily_metric_columns!(),
-    ")
-    SELECT * FROM d
-    ON CONFLICT (campaign, day, creative, country) DO UPDATE SET
-",
-    add_daily_metrics!(),
-    "
-)
-",
-    add_to_blocks!("d", "d.day <= $21::date")
-);
-
-/// The days after `$1` (every day, when it is NULL) up to `$2`, from
-/// `rollup_daily` into their blocks.
-const FOLD_DAYS: &str = add_to_blocks!(
-    "rollup_daily",
-    "($1::date IS NULL OR d.day > $1) AND d.day <= $2"
-);
-
-/// The blocks' mark, with the turn's row lock (`counting_state`, which loads
-/// take in `KeyMemory::turn`): no load is between this and the commit.
-async fn lock_mark(tx: &mut Transaction<'_, Postgres>) -> Result<Date, sqlx::Error> {
-    sqlx::query_scalar("SELECT blocks_through FROM counting_state FOR UPDATE")
-        .fetch_one(&mut **tx)
-        .await
-}
-
-/// Adds the days after `after` (every day, when `None`) up to `through` to
-/// their blocks, moves the mark to `through` and commits; returns the block
-/// rows written. `tx` holds the mark's lock ([`lock_mark`]).
-async fn fold_and_commit(
-    mut tx: Transaction<'_, Postgres>,
-    after: Option<Date>,
-    through: Date,
-) -> Result<u64, sqlx::Error> {
-    let rows = sqlx::query(FOLD_DAYS)
-        .bind(after)
-        .bind(through)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-    sqlx::query("UPDATE counting_state SET blocks_through = $1")
-        .bind(through)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(rows)
-}
-
-/// What a rebuild did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rebuilt {
-    /// The mark before, and now.
-    pub was: Date,
-    pub through: Date,
-    /// Block rows deleted, then written.
-    pub deleted: u64,
-    pub rows: u64,
-}
-
-/// Rebuilds `rollup_blocks` from `rollup_daily`: every day up to `through`
-/// (by default the last day with numbers, or the mark if later) and none
-/// after, and moves the mark there. The repair for blocks that `earshot
-/// verify` finds off, and for a version of the loader that does not know
-/// the mark having run against the database (docs/OPERATIONS.md, "Upgrades
-/// and rollback"). Under the turn's row lock, like a fold.
-pub async fn rebuild_blocks(pool: &PgPool, through: Option<Date>) -> Result<Rebuilt, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let was = lock_mark(&mut tx).await?;
-    let last: Option<Date> = sqlx::query_scalar("SELECT max(day) FROM rollup_daily")
-        .fetch_one(&mut *tx)
-        .await?;
-    let through = through.unwrap_or_else(|| last.map_or(was, |l| l.max(was)));
-    let deleted = sqlx::query("DELETE FROM rollup_blocks")
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-    let rows = fold_and_commit(tx, None, through).await?;
-    Ok(Rebuilt {
-        was,
-        through,
-        deleted,
-        rows,
-    })
-}
-
-/// Days are folded into `rollup_blocks` once the day after them has ended
-/// too: live traffic is today's, plus yesterday's for Firehose's buffering
-/// (up to 15 minutes) and any loader backlog of up to a day, and those loads
-/// then leave the blocks alone. A load for a day already folded (a late
-/// object, a backfill) adds to its blocks itself: later folding costs
-/// speed, never exactness.
-pub const FOLD_AFTER_DAYS: i64 = 2;
-
-/// The last day to fold at `today`.
-pub fn fold_through(today: Date) -> Date {
-    today - time::Duration::days(FOLD_AFTER_DAYS)
-}
-
-/// What a fold did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Folded {
-    /// The days after `from` up to `through` joined the blocks.
-    pub from: Date,
-    pub through: Date,
-    /// Block rows written.
-    pub rows: u64,
-}
-
-/// Adds the days after the blocks' mark up to `through` to `rollup_blocks`
-/// and moves the mark there; `None` when the mark is already there.
-///
-/// It takes the turn's row lock (`counting_state`, as loads do in
-/// `KeyMemory::turn`), so no load is between reading the mark and committing:
-/// each day's numbers reach its blocks once, through the loads before the
-/// fold or through the fold and the loads after it.
-///
-/// The mark only moves forward, so a mark already at `through` stays there:
-/// such a call (nearly every one: each loader asks at every upkeep, a day
-/// needs folding once a day) reads it without the lock and returns, never
-/// making a load wait for its turn.
-pub async fn fold_blocks(pool: &PgPool, through: Date) -> Result<Option<Folded>, sqlx::Error> {
-    let mark: Date = sqlx::query_scalar("SELECT blocks_through FROM counting_state")
-        .fetch_one(pool)
-        .await?;
-    if through <= mark {
-        return Ok(None);
-    }
-    let mut tx = pool.begin().await?;
-    let from = lock_mark(&mut tx).await?;
-    if through <= from {
-        tx.rollback().await?;
-        return Ok(None);
-    }
-    let rows = fold_and_commit(tx, Some(from), through).await?;
-    Ok(Some(Folded {
-        from,
-        through,
-        rows,
-    }))
-}
+/// `compact` merges a group's rows later (migration 6 says why). The
+/// counts are `HOURLY_HITS`' columns.
+static APPEND_HOURLY: LazyLock<String> = LazyLock::new(|| {
+    let counts: Vec<&str> = HOURLY_HITS.into_iter().map(hourly_column).collect();
+    format!(
+        "COPY rollup_hourly (campaign, hour, creative, episode, show, placement, event, country, \
+         app, device, {}, grp) FROM STDIN (FORMAT binary)",
+        counts.join(", ")
+    )
+});
+/// Number of columns in `APPEND_HOURLY`: campaign, hour, eight dimensions,
+/// the counts and the group hash.
+const HOURLY_COLUMNS: i16 = 11 + HOURLY_HITS.len() as i16;
 
 /// New listeners of the day per campaign (creative '') and per creative,
 /// added to their scope's count. Rows come sorted by key: the order
@@ -514,7 +309,9 @@ pub async fn finish(
         append_keys(&mut tx, APPEND_COUNTED, turn.epoch(), &decision.new_counted).await?;
         let r = rollups::rollups(&fresh, &decision.counted);
         append_hourly(&mut tx, &r.hourly).await?;
-        upsert_daily(&mut tx, &r, turn.blocks_through()).await?;
+        DailySql::standard()
+            .upsert(&mut tx, &r, turn.blocks_through())
+            .await?;
         add_uniques(&mut tx, turn.epoch(), &decision).await?;
         sqlx::query(BUMP_VERSIONS)
             .bind(&r.campaigns)
@@ -662,25 +459,7 @@ async fn append_hourly(
         }
         out.int8(k.group);
     }
-    copy_whole(tx, APPEND_HOURLY, out).await
-}
-
-async fn upsert_daily(
-    tx: &mut Transaction<'_, Postgres>,
-    r: &Rollups<'_>,
-    blocks_through: Date,
-) -> Result<(), sqlx::Error> {
-    let rows: &[(DailyKey<'_>, _)] = &r.daily;
-    let mut q = sqlx::query(UPSERT_DAILY)
-        .bind(rows.iter().map(|(k, _)| k.campaign).collect::<Vec<&str>>())
-        .bind(rows.iter().map(|(k, _)| k.day).collect::<Vec<Date>>())
-        .bind(rows.iter().map(|(k, _)| k.creative).collect::<Vec<&str>>())
-        .bind(rows.iter().map(|(k, _)| k.country).collect::<Vec<&str>>());
-    for i in 0..rollups::DAILY_METRICS {
-        q = q.bind(rows.iter().map(|(_, m)| m[i]).collect::<Vec<i64>>());
-    }
-    q.bind(blocks_through).execute(&mut **tx).await?;
-    Ok(())
+    copy_whole(tx, &APPEND_HOURLY, out).await
 }
 
 /// Appends the listener keys heard for the first time and adds them to
@@ -703,58 +482,4 @@ async fn add_uniques(
         .execute(&mut **tx)
         .await?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use earshot_domain::EventKind;
-
-    #[test]
-    fn tally_columns_are_the_sql_metric_columns() {
-        // `tally` sums into arrays by index; the upsert binds them in the
-        // order of `daily_metric_columns!`. The two must agree.
-        let cols: Vec<&str> = daily_metric_columns!().split(", ").collect();
-        assert_eq!(cols.len(), rollups::DAILY_METRICS);
-        assert_eq!(
-            [
-                cols[rollups::RAW_HITS],
-                cols[rollups::BOT_HITS],
-                cols[rollups::INVALID_HITS]
-            ],
-            ["raw_hits", "bot_hits", "invalid_hits"]
-        );
-        let counted: Vec<&str> = EventKind::ALL
-            .iter()
-            .map(|k| cols[rollups::counted_column(*k)])
-            .collect();
-        assert_eq!(
-            counted,
-            [
-                "impressions",
-                "starts",
-                "first_quartiles",
-                "midpoints",
-                "third_quartiles",
-                "completes",
-                "skips",
-                "clicks",
-                "errors"
-            ]
-        );
-        let bots: Vec<&str> = EventKind::ALL
-            .iter()
-            .filter_map(|k| rollups::bot_column(*k))
-            .map(|i| cols[i])
-            .collect();
-        assert_eq!(
-            bots,
-            [
-                "bot_impressions",
-                "bot_starts",
-                "bot_completes",
-                "bot_clicks"
-            ]
-        );
-    }
 }

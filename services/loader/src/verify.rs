@@ -7,7 +7,13 @@
 //! makes the number exact: distinct (campaign, creative, episode, event,
 //! listener) among valid events of that day.
 
-use sqlx::PgPool;
+use std::sync::LazyLock;
+
+use earshot_domain::metric::{counters, Hits, Registry, METRICS};
+use earshot_platform::rollup::{
+    block_spans_sql, daily_columns, hourly_column, hourly_sum, HOURLY_HITS,
+};
+use sqlx::{AssertSqlSafe, PgPool};
 
 /// One (campaign, creative, episode, event, day) whose numbers disagree.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -18,22 +24,34 @@ pub struct Mismatch {
     pub from_rollups: i64,
 }
 
-const RECOUNT: &str = "
+/// The hourly rollups against a recount of the events, per (campaign,
+/// creative, episode, event, UTC day), one count per `HOURLY_HITS`.
+static RECOUNT: LazyLock<String> = LazyLock::new(|| {
+    let (mut from_events, mut rolled, mut pairs, mut checks) = (vec![], vec![], vec![], vec![]);
+    for hits in HOURLY_HITS {
+        let c = hourly_column(hits);
+        from_events.push(format!("{} AS {c}", events_count(hits)));
+        rolled.push(format!("sum({c})::bigint AS {c}"));
+        pairs.push(format!(
+            "coalesce(r.{c}, 0) AS e_{c}, coalesce(o.{c}, 0) AS o_{c}"
+        ));
+        checks.push(format!(
+            "SELECT '{c}' AS what, key, e_{c} AS from_events, o_{c} AS from_rollups FROM joined WHERE e_{c} <> o_{c}"
+        ));
+    }
+    format!(
+        "
 WITH raw AS (
     SELECT coalesce(campaign, '') AS campaign, coalesce(creative, '') AS creative,
            coalesce(episode, '') AS episode, coalesce(event, '') AS event,
            (ts AT TIME ZONE 'UTC')::date AS day,
-           count(*) AS raw_hits,
-           count(DISTINCT listener) FILTER (WHERE verdict = 'valid') AS counted_hits,
-           count(*) FILTER (WHERE verdict = 'bot') AS bot_hits,
-           count(*) FILTER (WHERE verdict = 'invalid') AS invalid_hits
+           {from_events}
     FROM events
     WHERE $1::text IS NULL OR campaign = $1
     GROUP BY 1, 2, 3, 4, 5
 ), rolled AS (
     SELECT campaign, creative, episode, event, (hour AT TIME ZONE 'UTC')::date AS day,
-           sum(raw_hits)::bigint AS raw_hits, sum(counted_hits)::bigint AS counted_hits,
-           sum(bot_hits)::bigint AS bot_hits, sum(invalid_hits)::bigint AS invalid_hits
+           {rolled}
     FROM rollup_hourly
     WHERE $1::text IS NULL OR campaign = $1
     GROUP BY 1, 2, 3, 4, 5
@@ -41,18 +59,29 @@ WITH raw AS (
     SELECT concat_ws('/', coalesce(r.campaign, o.campaign), coalesce(r.creative, o.creative),
                      coalesce(r.episode, o.episode), coalesce(r.event, o.event),
                      coalesce(r.day, o.day)::text) AS key,
-           coalesce(r.raw_hits, 0) AS e_raw, coalesce(o.raw_hits, 0) AS o_raw,
-           coalesce(r.counted_hits, 0) AS e_counted, coalesce(o.counted_hits, 0) AS o_counted,
-           coalesce(r.bot_hits, 0) AS e_bot, coalesce(o.bot_hits, 0) AS o_bot,
-           coalesce(r.invalid_hits, 0) AS e_invalid, coalesce(o.invalid_hits, 0) AS o_invalid
+           {pairs}
     FROM raw r FULL JOIN rolled o
       ON (r.campaign, r.creative, r.episode, r.event, r.day) = (o.campaign, o.creative, o.episode, o.event, o.day)
 )
-SELECT 'raw_hits' AS what, key, e_raw AS from_events, o_raw AS from_rollups FROM joined WHERE e_raw <> o_raw
-UNION ALL SELECT 'counted_hits', key, e_counted, o_counted FROM joined WHERE e_counted <> o_counted
-UNION ALL SELECT 'bot_hits', key, e_bot, o_bot FROM joined WHERE e_bot <> o_bot
-UNION ALL SELECT 'invalid_hits', key, e_invalid, o_invalid FROM joined WHERE e_invalid <> o_invalid
-ORDER BY 1, 2";
+{checks}
+ORDER BY 1, 2",
+        from_events = from_events.join(",\n           "),
+        rolled = rolled.join(", "),
+        pairs = pairs.join(",\n           "),
+        checks = checks.join("\nUNION ALL "),
+    )
+});
+
+/// The counting rule over the raw events of one (campaign, creative,
+/// episode, event, UTC day): `hits` as `rollup_hourly` holds them.
+const fn events_count(hits: Hits) -> &'static str {
+    match hits {
+        Hits::All => "count(*)",
+        Hits::Counted => "count(DISTINCT listener) FILTER (WHERE verdict = 'valid')",
+        Hits::Bot => "count(*) FILTER (WHERE verdict = 'bot')",
+        Hits::Invalid => "count(*) FILTER (WHERE verdict = 'invalid')",
+    }
+}
 
 const RECOUNT_UNIQUES: &str = "
 WITH raw AS (
@@ -71,26 +100,25 @@ FROM raw2 r FULL JOIN stored s ON (r.campaign, r.creative, r.day) = (s.campaign,
 WHERE coalesce(r.n, 0) <> coalesce(s.n, 0)
 ORDER BY 2";
 
-/// The daily creative x country table against the hourly rollups.
-const RECOUNT_DAILY: &str = "
+/// `verify`'s recounts of the daily tables, for one registry.
+#[derive(Debug)]
+pub struct RecountSql {
+    /// `rollup_daily` (creative × country per day) against the hourly
+    /// rollups, every counter.
+    pub daily: String,
+    /// Each multi-day block against the sum of its days in `rollup_daily`,
+    /// up to the last day the blocks hold.
+    pub blocks: String,
+}
+
+impl RecountSql {
+    pub fn new(registry: Registry) -> Self {
+        let row = |t: &str| daily_columns(registry, |c| format!("{t}.{c}"));
+        let daily = format!(
+            "
 WITH h AS (
     SELECT campaign, (hour AT TIME ZONE 'UTC')::date AS day, creative, country,
-           coalesce(sum(raw_hits), 0)::bigint AS raw_hits,
-           coalesce(sum(bot_hits), 0)::bigint AS bot_hits,
-           coalesce(sum(invalid_hits), 0)::bigint AS invalid_hits,
-           coalesce(sum(counted_hits) FILTER (WHERE event = 'impression'), 0)::bigint AS impressions,
-           coalesce(sum(counted_hits) FILTER (WHERE event = 'start'), 0)::bigint AS starts,
-           coalesce(sum(counted_hits) FILTER (WHERE event = 'firstQuartile'), 0)::bigint AS first_quartiles,
-           coalesce(sum(counted_hits) FILTER (WHERE event = 'midpoint'), 0)::bigint AS midpoints,
-           coalesce(sum(counted_hits) FILTER (WHERE event = 'thirdQuartile'), 0)::bigint AS third_quartiles,
-           coalesce(sum(counted_hits) FILTER (WHERE event = 'complete'), 0)::bigint AS completes,
-           coalesce(sum(counted_hits) FILTER (WHERE event = 'click'), 0)::bigint AS clicks,
-           coalesce(sum(counted_hits) FILTER (WHERE event = 'skip'), 0)::bigint AS skips,
-           coalesce(sum(counted_hits) FILTER (WHERE event = 'error'), 0)::bigint AS errors,
-           coalesce(sum(bot_hits) FILTER (WHERE event = 'impression'), 0)::bigint AS bot_impressions,
-           coalesce(sum(bot_hits) FILTER (WHERE event = 'start'), 0)::bigint AS bot_starts,
-           coalesce(sum(bot_hits) FILTER (WHERE event = 'complete'), 0)::bigint AS bot_completes,
-           coalesce(sum(bot_hits) FILTER (WHERE event = 'click'), 0)::bigint AS bot_clicks
+           {sums}
     FROM rollup_hourly WHERE $1::text IS NULL OR campaign = $1 GROUP BY 1, 2, 3, 4
 ), d AS (
     SELECT * FROM rollup_daily WHERE $1::text IS NULL OR campaign = $1
@@ -101,31 +129,21 @@ SELECT 'daily_rollup' AS what,
        coalesce(h.raw_hits, 0) AS from_events,
        coalesce(d.raw_hits, 0) AS from_rollups
 FROM h FULL JOIN d ON (h.campaign, h.day, h.creative, h.country) = (d.campaign, d.day, d.creative, d.country)
-WHERE h.raw_hits IS DISTINCT FROM d.raw_hits OR h.bot_hits IS DISTINCT FROM d.bot_hits OR h.invalid_hits IS DISTINCT FROM d.invalid_hits OR h.impressions IS DISTINCT FROM d.impressions OR h.starts IS DISTINCT FROM d.starts OR h.first_quartiles IS DISTINCT FROM d.first_quartiles OR h.midpoints IS DISTINCT FROM d.midpoints OR h.third_quartiles IS DISTINCT FROM d.third_quartiles OR h.completes IS DISTINCT FROM d.completes OR h.clicks IS DISTINCT FROM d.clicks OR h.skips IS DISTINCT FROM d.skips OR h.errors IS DISTINCT FROM d.errors OR h.bot_impressions IS DISTINCT FROM d.bot_impressions OR h.bot_starts IS DISTINCT FROM d.bot_starts OR h.bot_completes IS DISTINCT FROM d.bot_completes OR h.bot_clicks IS DISTINCT FROM d.bot_clicks
-ORDER BY 2";
-
-/// Each multi-day block against the sum of its days in the daily table, up
-/// to the last day the blocks hold.
-const RECOUNT_BLOCKS: &str = "
+WHERE ROW({h}) IS DISTINCT FROM ROW({d})
+ORDER BY 2",
+            sums = counters(registry)
+                .filter_map(|(_, m)| Some(format!("coalesce({}, 0)::bigint AS {}", hourly_sum(m)?, m.name)))
+                .collect::<Vec<_>>()
+                .join(",\n           "),
+            h = row("h"),
+            d = row("d"),
+        );
+        let blocks = format!(
+            "
 WITH d AS (
     SELECT campaign, s.span AS span_days, day - ((day - DATE '1970-01-01') % s.span) AS first_day, creative, country,
-           sum(raw_hits)::bigint AS raw_hits,
-           sum(bot_hits)::bigint AS bot_hits,
-           sum(invalid_hits)::bigint AS invalid_hits,
-           sum(impressions)::bigint AS impressions,
-           sum(starts)::bigint AS starts,
-           sum(first_quartiles)::bigint AS first_quartiles,
-           sum(midpoints)::bigint AS midpoints,
-           sum(third_quartiles)::bigint AS third_quartiles,
-           sum(completes)::bigint AS completes,
-           sum(clicks)::bigint AS clicks,
-           sum(skips)::bigint AS skips,
-           sum(errors)::bigint AS errors,
-           sum(bot_impressions)::bigint AS bot_impressions,
-           sum(bot_starts)::bigint AS bot_starts,
-           sum(bot_completes)::bigint AS bot_completes,
-           sum(bot_clicks)::bigint AS bot_clicks
-    FROM rollup_daily CROSS JOIN (VALUES (2), (4), (8), (16), (32), (64), (128)) AS s (span)
+           {sums}
+    FROM rollup_daily CROSS JOIN {spans} AS s (span)
     WHERE ($1::text IS NULL OR campaign = $1)
       -- Blocks hold the days up to the mark only (migration 10).
       AND day <= (SELECT blocks_through FROM counting_state)
@@ -139,8 +157,22 @@ SELECT 'day_blocks' AS what,
        coalesce(d.raw_hits, 0) AS from_events,
        coalesce(b.raw_hits, 0) AS from_rollups
 FROM d FULL JOIN b ON (d.campaign, d.span_days, d.first_day, d.creative, d.country) = (b.campaign, b.span_days, b.first_day, b.creative, b.country)
-WHERE ROW(d.raw_hits, d.bot_hits, d.invalid_hits, d.impressions, d.starts, d.first_quartiles, d.midpoints, d.third_quartiles, d.completes, d.clicks, d.skips, d.errors, d.bot_impressions, d.bot_starts, d.bot_completes, d.bot_clicks) IS DISTINCT FROM ROW(b.raw_hits, b.bot_hits, b.invalid_hits, b.impressions, b.starts, b.first_quartiles, b.midpoints, b.third_quartiles, b.completes, b.clicks, b.skips, b.errors, b.bot_impressions, b.bot_starts, b.bot_completes, b.bot_clicks)
-ORDER BY 2";
+WHERE ROW({d}) IS DISTINCT FROM ROW({b})
+ORDER BY 2",
+            sums = daily_columns(registry, |c| format!("sum({c})::bigint AS {c}")),
+            spans = block_spans_sql(),
+            d = row("d"),
+            b = row("b"),
+        );
+        Self { daily, blocks }
+    }
+
+    /// The recounts of earshot's registry ([`METRICS`]).
+    pub fn standard() -> &'static RecountSql {
+        static STANDARD: LazyLock<RecountSql> = LazyLock::new(|| RecountSql::new(METRICS));
+        &STANDARD
+    }
+}
 
 /// Keys stored more than once. Nothing in the schema forbids it since
 /// migration 8 (the loader decides what is new, `counting/memory.rs`), so the audit
@@ -160,7 +192,7 @@ ORDER BY 2";
 /// when the books balance), optionally for one campaign; for the whole
 /// database, also every counting or listener key stored twice.
 pub async fn verify(pool: &PgPool, campaign: Option<&str>) -> Result<Vec<Mismatch>, sqlx::Error> {
-    let mut out: Vec<Mismatch> = sqlx::query_as(RECOUNT)
+    let mut out: Vec<Mismatch> = sqlx::query_as(AssertSqlSafe(RECOUNT.as_str()))
         .bind(campaign)
         .fetch_all(pool)
         .await?;
@@ -170,9 +202,10 @@ pub async fn verify(pool: &PgPool, campaign: Option<&str>) -> Result<Vec<Mismatc
             .fetch_all(pool)
             .await?,
     );
-    for check in [RECOUNT_DAILY, RECOUNT_BLOCKS] {
+    let recount = RecountSql::standard();
+    for check in [&recount.daily, &recount.blocks] {
         out.extend(
-            sqlx::query_as::<_, Mismatch>(check)
+            sqlx::query_as::<_, Mismatch>(AssertSqlSafe(check.as_str()))
                 .bind(campaign)
                 .fetch_all(pool)
                 .await?,

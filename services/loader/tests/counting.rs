@@ -3,7 +3,7 @@
 mod support;
 
 use earshot_domain::{EventKind, Verdict};
-use earshot_loader::store;
+use earshot_loader::daily;
 use earshot_platform::testing::TestDb;
 use sqlx::AssertSqlSafe;
 use support::*;
@@ -217,7 +217,7 @@ async fn day_blocks_hold_the_sum_of_their_days_and_verify_catches_any_drift() {
     // were, the day after tomorrow otherwise: the loader folds days that
     // ended two days ago).
     let d = |day| time::Date::from_calendar_date(2026, time::Month::November, day).unwrap();
-    store::fold_blocks(&db.pool, d(27)).await.unwrap();
+    daily::fold_blocks(&db.pool, d(27)).await.unwrap();
     // 2026-11-25 is day 20,782 since 1970-01-01: a multiple of 2 but not of
     // 4, so the 25th and 26th share a 2-day block and the 27th starts the
     // next; the 4-day block of the 23rd holds the 25th and 26th.
@@ -306,13 +306,13 @@ async fn days_reach_their_blocks_once_whether_loaded_before_or_after_their_fold(
     assert_books_balance(&db.pool).await;
 
     // Folding yesterday adds it, once.
-    let folded = store::fold_blocks(&db.pool, yesterday).await.unwrap();
+    let folded = daily::fold_blocks(&db.pool, yesterday).await.unwrap();
     assert_eq!(
         folded.map(|f| (f.from, f.through, f.rows)),
-        Some((store::fold_through(today), yesterday, 7)),
+        Some((daily::fold_through(today), yesterday, 7)),
         "one daily row into its seven blocks"
     );
-    assert_eq!(store::fold_blocks(&db.pool, yesterday).await.unwrap(), None);
+    assert_eq!(daily::fold_blocks(&db.pool, yesterday).await.unwrap(), None);
     assert_eq!(raw_in_two_day_blocks(&db.pool).await, 8);
     // With nothing to fold, the fold does not wait for the turn a load
     // holds (it answers while the lock is still taken).
@@ -323,7 +323,7 @@ async fn days_reach_their_blocks_once_whether_loaded_before_or_after_their_fold(
         .unwrap();
     let waited = tokio::time::timeout(
         std::time::Duration::from_secs(30),
-        store::fold_blocks(&db.pool, yesterday),
+        daily::fold_blocks(&db.pool, yesterday),
     )
     .await
     .expect("a fold with nothing to do waited for a load's turn");
@@ -367,8 +367,8 @@ async fn rebuilding_the_blocks_repairs_them_and_marks_every_day_loaded() {
         "{drift:#?}"
     );
 
-    let r = store::rebuild_blocks(&db.pool, None).await.unwrap();
-    assert_eq!((r.was, r.through), (store::fold_through(today), yesterday));
+    let r = daily::rebuild_blocks(&db.pool, None).await.unwrap();
+    assert_eq!((r.was, r.through), (daily::fold_through(today), yesterday));
     let first = |d: time::Date, span: i64| {
         let n = (d - time::Date::from_calendar_date(1970, time::Month::January, 1).unwrap())
             .whole_days();
@@ -401,7 +401,7 @@ async fn a_fold_waits_for_a_load_holding_the_turn_to_count() {
     let through = time::OffsetDateTime::now_utc().date();
     let fold = tokio::spawn({
         let pool = db.pool.clone();
-        async move { store::fold_blocks(&pool, through).await }
+        async move { daily::fold_blocks(&pool, through).await }
     });
     let waiting = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
                    AND wait_event_type = 'Lock' AND query LIKE 'SELECT blocks_through%'";

@@ -3,6 +3,7 @@
 pub mod config;
 pub mod db;
 pub mod metrics;
+pub mod rollup;
 pub mod shutdown;
 pub mod telemetry;
 #[cfg(feature = "testing")]

@@ -189,7 +189,7 @@ async fn a_total_over_days_in_and_out_of_the_blocks_equals_a_recount() {
     // The loader folds the rest; the API still holds the old mark for a
     // while (BLOCKS_MARK_TTL), which reads single days where it could read
     // blocks, and gives the same numbers.
-    let folded = earshot_loader::store::fold_blocks(&app.db.pool, first + Duration::days(7))
+    let folded = earshot_loader::daily::fold_blocks(&app.db.pool, first + Duration::days(7))
         .await
         .unwrap()
         .expect("the mark moves");

@@ -14,95 +14,100 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 
-use earshot_domain::EventKind;
+use earshot_domain::metric::{Metric, Source, METRICS};
+use earshot_domain::{EventKind, Verdict};
 use serde::{Deserialize, Serialize};
 use time::Date;
 
 use crate::generate::{Hit, HitKind};
 
-/// One report row's numbers, named as the API names them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Counts {
-    pub impressions: u64,
-    pub raw_hits: u64,
-    pub bot_hits: u64,
-    pub invalid_hits: u64,
-    pub unique_listeners: u64,
-    pub starts: u64,
-    pub first_quartiles: u64,
-    pub midpoints: u64,
-    pub third_quartiles: u64,
-    pub completes: u64,
-    pub clicks: u64,
-    pub skips: u64,
-    pub errors: u64,
+/// One report row's numbers, named as the API names them: the metrics of
+/// the registry a report shows without `include_bots` (its counters and
+/// the unique listeners; ratios are left out), in registry order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counts(Vec<u64>);
+
+/// The metrics [`Counts`] holds.
+fn fields() -> impl Iterator<Item = &'static Metric> {
+    METRICS.iter().filter(|m| match m.source {
+        Source::Counter { .. } => m.bot_breakdown().is_none(),
+        Source::DailyUniqueListeners => true,
+        Source::Ratio { .. } => false,
+    })
+}
+
+impl Default for Counts {
+    fn default() -> Self {
+        Counts(vec![0; fields().count()])
+    }
 }
 
 impl Counts {
     /// The field names, in the order [`Counts::values`] gives them.
-    pub const FIELDS: [&'static str; 13] = [
-        "impressions",
-        "raw_hits",
-        "bot_hits",
-        "invalid_hits",
-        "unique_listeners",
-        "starts",
-        "first_quartiles",
-        "midpoints",
-        "third_quartiles",
-        "completes",
-        "clicks",
-        "skips",
-        "errors",
-    ];
-
-    pub fn values(&self) -> [u64; 13] {
-        [
-            self.impressions,
-            self.raw_hits,
-            self.bot_hits,
-            self.invalid_hits,
-            self.unique_listeners,
-            self.starts,
-            self.first_quartiles,
-            self.midpoints,
-            self.third_quartiles,
-            self.completes,
-            self.clicks,
-            self.skips,
-            self.errors,
-        ]
+    pub fn fields() -> Vec<&'static str> {
+        fields().map(|m| m.name).collect()
     }
 
-    fn counted(&mut self, e: EventKind) {
-        let slot = match e {
-            EventKind::Impression => &mut self.impressions,
-            EventKind::Start => &mut self.starts,
-            EventKind::FirstQuartile => &mut self.first_quartiles,
-            EventKind::Midpoint => &mut self.midpoints,
-            EventKind::ThirdQuartile => &mut self.third_quartiles,
-            EventKind::Complete => &mut self.completes,
-            EventKind::Click => &mut self.clicks,
-            EventKind::Skip => &mut self.skips,
-            EventKind::Error => &mut self.errors,
-        };
-        *slot += 1;
+    pub fn values(&self) -> &[u64] {
+        &self.0
+    }
+
+    /// Counts with each field's value from `value`.
+    pub fn from_fn<E>(mut value: impl FnMut(&str) -> Result<u64, E>) -> Result<Self, E> {
+        fields()
+            .map(|m| value(m.name))
+            .collect::<Result<_, _>>()
+            .map(Counts)
+    }
+
+    /// The value of the field `name` (0 for a name it does not hold).
+    pub fn get(&self, name: &str) -> u64 {
+        fields()
+            .position(|m| m.name == name)
+            .map_or(0, |i| self.0[i])
+    }
+
+    /// Adds a hit to every counter it feeds.
+    fn hit(&mut self, verdict: Verdict, kind: EventKind, counted: bool) {
+        for (n, m) in self.0.iter_mut().zip(fields()) {
+            *n += u64::from(m.takes(verdict, Some(kind), counted));
+        }
+    }
+
+    fn unique_listeners(&mut self) -> &mut u64 {
+        let i = fields()
+            .position(|m| m.source == Source::DailyUniqueListeners)
+            .expect("the registry has unique listeners");
+        &mut self.0[i]
     }
 
     fn add(&mut self, o: &Counts) {
-        self.impressions += o.impressions;
-        self.raw_hits += o.raw_hits;
-        self.bot_hits += o.bot_hits;
-        self.invalid_hits += o.invalid_hits;
-        self.unique_listeners += o.unique_listeners;
-        self.starts += o.starts;
-        self.first_quartiles += o.first_quartiles;
-        self.midpoints += o.midpoints;
-        self.third_quartiles += o.third_quartiles;
-        self.completes += o.completes;
-        self.clicks += o.clicks;
-        self.skips += o.skips;
-        self.errors += o.errors;
+        for (n, m) in self.0.iter_mut().zip(&o.0) {
+            *n += m;
+        }
+    }
+}
+
+/// As an object of field names, in order.
+impl Serialize for Counts {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (m, n) in fields().zip(&self.0) {
+            map.serialize_entry(m.name, n)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Counts {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let map = BTreeMap::<String, u64>::deserialize(d)?;
+        Counts::from_fn(|name| {
+            map.get(name)
+                .copied()
+                .ok_or_else(|| serde::de::Error::missing_field("a metric of the registry"))
+        })
     }
 }
 
@@ -155,41 +160,39 @@ impl Expected {
                 .or_default()
                 .entry(h.creative.clone())
                 .or_default();
-            row.raw_hits += 1;
             match h.kind {
                 HitKind::Bot => {
                     out.bot_hits += 1;
-                    row.bot_hits += 1;
+                    row.hit(Verdict::Bot, h.event, false);
                 }
                 HitKind::Forged(_) => {
                     out.invalid_hits += 1;
-                    row.invalid_hits += 1;
+                    row.hit(Verdict::Invalid, h.event, false);
                 }
                 HitKind::Valid => {
                     out.valid_hits += 1;
-                    if counted.insert((
+                    let first = counted.insert((
                         day,
                         &h.campaign,
                         &h.creative,
                         &h.episode,
                         h.event,
                         h.listener,
-                    )) {
-                        row.counted(h.event);
-                    }
+                    ));
+                    row.hit(Verdict::Valid, h.event, first);
                     if h.event == EventKind::Impression {
                         if uniq_creative.insert((day, &h.campaign, &h.creative, h.listener)) {
-                            row.unique_listeners += 1;
+                            *row.unique_listeners() += 1;
                         }
                         if uniq_campaign.insert((day, &h.campaign, h.listener)) {
-                            c.totals.unique_listeners += 1;
+                            *c.totals.unique_listeners() += 1;
                         }
                     }
                 }
             }
         }
         for c in out.campaigns.values_mut() {
-            let campaign_uniques = c.totals.unique_listeners;
+            let campaign_uniques = *c.totals.unique_listeners();
             let mut totals = Counts::default();
             for creatives in c.by_day.values() {
                 for (cr, n) in creatives {
@@ -197,7 +200,7 @@ impl Expected {
                     totals.add(n);
                 }
             }
-            totals.unique_listeners = campaign_uniques;
+            *totals.unique_listeners() = campaign_uniques;
             c.totals = totals;
         }
         out.first_day = days.iter().min().map(|d| day_string(*d));
@@ -208,20 +211,17 @@ impl Expected {
     /// The numbers as a text table, one line per campaign, day and creative,
     /// then per-campaign totals.
     pub fn table(&self) -> String {
-        let short = [
-            "impr", "raw", "bot", "invalid", "uniq", "start", "q1", "mid", "q3", "complete",
-            "click", "skip", "error",
-        ];
         let mut s = String::new();
         let _ = write!(s, "{:<20} {:<10} {:<12}", "campaign", "day", "creative");
-        for h in short {
+        let fields = Counts::fields();
+        for h in &fields {
             let _ = write!(s, " {h:>8}");
         }
         s.push('\n');
         let line = |s: &mut String, c: &str, d: &str, cr: &str, n: &Counts| {
             let _ = write!(s, "{c:<20} {d:<10} {cr:<12}");
-            for v in n.values() {
-                let _ = write!(s, " {v:>8}");
+            for (v, h) in n.values().iter().zip(&fields) {
+                let _ = write!(s, " {v:>w$}", w = h.len().max(8));
             }
             s.push('\n');
         };
@@ -281,26 +281,26 @@ mod tests {
         ];
         let e = Expected::compute(hits.iter().map(|(h, d)| (h, *d)));
         let c = &e.campaigns["c1"];
-        let a1 = c.by_day["2026-11-27"]["a"];
+        let a1 = &c.by_day["2026-11-27"]["a"];
         assert_eq!(
             (
-                a1.impressions,
-                a1.raw_hits,
-                a1.bot_hits,
-                a1.invalid_hits,
-                a1.unique_listeners,
-                a1.starts
+                a1.get("impressions"),
+                a1.get("raw_hits"),
+                a1.get("bot_hits"),
+                a1.get("invalid_hits"),
+                a1.get("unique_listeners"),
+                a1.get("starts")
             ),
             (1, 5, 1, 1, 1, 1)
         );
-        assert_eq!(c.by_day["2026-11-28"]["a"].impressions, 1);
-        assert_eq!(c.by_creative["a"].impressions, 2);
-        assert_eq!(c.by_creative["a"].unique_listeners, 2);
-        assert_eq!(c.by_creative["b"].unique_listeners, 1);
+        assert_eq!(c.by_day["2026-11-28"]["a"].get("impressions"), 1);
+        assert_eq!(c.by_creative["a"].get("impressions"), 2);
+        assert_eq!(c.by_creative["a"].get("unique_listeners"), 2);
+        assert_eq!(c.by_creative["b"].get("unique_listeners"), 1);
         // Listener 1 on day 1 heard a and b: one campaign-wide unique that day.
-        assert_eq!(c.totals.unique_listeners, 2);
-        assert_eq!(c.totals.impressions, 3);
-        assert_eq!(c.totals.raw_hits, 7);
+        assert_eq!(c.totals.get("unique_listeners"), 2);
+        assert_eq!(c.totals.get("impressions"), 3);
+        assert_eq!(c.totals.get("raw_hits"), 7);
         assert_eq!(
             (e.hits, e.valid_hits, e.bot_hits, e.invalid_hits),
             (7, 5, 1, 1)

@@ -7,42 +7,70 @@
 //! rules are the ones in docs/COUNTING.md; `earshot verify` recounts every
 //! rollup from the raw events table, and the loader's tests compare both.
 
+use std::sync::LazyLock;
+
+use earshot_domain::metric::{counter_count, counters, Registry, METRICS};
 use earshot_domain::{EventKind, TrackingEvent, Verdict};
+use earshot_platform::rollup::HOURLY_HITS;
 use time::{Date, OffsetDateTime};
 
 use super::{HashMap, Staged};
 use foldhash::HashMapExt as _;
 
-/// Number of metric columns `rollup_daily` and `rollup_blocks` hold, in the
-/// order of `store::daily_metric_columns!`.
-pub const DAILY_METRICS: usize = 16;
-pub(crate) const RAW_HITS: usize = 0;
-pub(crate) const BOT_HITS: usize = 1;
-pub(crate) const INVALID_HITS: usize = 2;
-
-/// Column of the counted (valid, first of its key) events of a kind.
-pub(crate) const fn counted_column(kind: EventKind) -> usize {
-    match kind {
-        EventKind::Impression => 3,
-        EventKind::Start => 4,
-        EventKind::FirstQuartile => 5,
-        EventKind::Midpoint => 6,
-        EventKind::ThirdQuartile => 7,
-        EventKind::Complete => 8,
-        EventKind::Click => 9,
-        EventKind::Skip => 10,
-        EventKind::Error => 11,
-    }
+/// Which counters of a registry each hit adds one to, by its verdict, event
+/// kind and whether it counted: looked up per event instead of asking every
+/// counter.
+#[derive(Debug)]
+pub struct Tally {
+    counters: usize,
+    /// Indexed by [`Tally::slot`].
+    feeds: Vec<Vec<usize>>,
 }
 
-/// Column of the bot hits of the kinds `include_bots=true` shows.
-pub(crate) const fn bot_column(kind: EventKind) -> Option<usize> {
-    match kind {
-        EventKind::Impression => Some(12),
-        EventKind::Start => Some(13),
-        EventKind::Complete => Some(14),
-        EventKind::Click => Some(15),
-        _ => None,
+const VERDICTS: [Verdict; 3] = [Verdict::Valid, Verdict::Bot, Verdict::Invalid];
+
+impl Tally {
+    pub fn new(registry: Registry) -> Self {
+        let mut feeds =
+            vec![Vec::new(); Self::slot(Verdict::Invalid, Some(EventKind::Error), true) + 1];
+        for verdict in VERDICTS {
+            let kinds = std::iter::once(None).chain(EventKind::ALL.map(Some));
+            for kind in kinds {
+                for counted in [false, true] {
+                    feeds[Self::slot(verdict, kind, counted)] = counters(registry)
+                        .filter(|(_, m)| m.takes(verdict, kind, counted))
+                        .map(|(i, _)| i)
+                        .collect();
+                }
+            }
+        }
+        Self {
+            counters: counter_count(registry),
+            feeds,
+        }
+    }
+
+    /// The tally of earshot's registry ([`METRICS`]).
+    pub fn standard() -> &'static Tally {
+        static STANDARD: LazyLock<Tally> = LazyLock::new(|| Tally::new(METRICS));
+        &STANDARD
+    }
+
+    /// Number of counters, the length of a daily row's values.
+    pub fn counters(&self) -> usize {
+        self.counters
+    }
+
+    fn slot(verdict: Verdict, kind: Option<EventKind>, counted: bool) -> usize {
+        let kind = kind.map_or(0, |k| k as usize + 1);
+        ((verdict as usize * (EventKind::ALL.len() + 1)) + kind) * 2 + usize::from(counted)
+    }
+
+    /// Adds a hit to `values` (a row of the registry's counters).
+    fn add(&self, values: &mut [i64], verdict: Verdict, kind: Option<EventKind>, counted: bool) {
+        for &i in &self.feeds[Self::slot(verdict, kind, counted)] {
+            values[i] += 1;
+        }
     }
 }
 
@@ -65,8 +93,8 @@ pub struct HourlyKey<'a> {
     pub device: &'a str,
 }
 
-/// raw, counted, bot and invalid hits.
-pub type HourlyCounts = [i64; 4];
+/// An hourly row's counts, one per `earshot_platform::rollup::HOURLY_HITS`.
+pub type HourlyCounts = [i64; HOURLY_HITS.len()];
 
 /// An event's dimensions below the hour, in `rollup_hourly`'s column order
 /// ('' when missing): what its hourly row holds and [`hourly_group`] hashes.
@@ -117,7 +145,8 @@ pub struct DailyKey<'a> {
 #[derive(Debug, Default)]
 pub struct Rollups<'a> {
     pub hourly: Vec<(HourlyKey<'a>, HourlyCounts)>,
-    pub daily: Vec<(DailyKey<'a>, [i64; DAILY_METRICS])>,
+    /// Each key's counters, in the order of the registry's counters.
+    pub daily: Vec<(DailyKey<'a>, Vec<i64>)>,
     /// Campaigns the object touched.
     pub campaigns: Vec<&'a str>,
 }
@@ -127,80 +156,73 @@ pub(crate) fn hour_of(ts: OffsetDateTime) -> i64 {
     ts.unix_timestamp().div_euclid(3600) * 3600
 }
 
-/// Sums `fresh` (the object's events not loaded before) into rollup rows;
-/// `counted[i]` says whether `fresh[i]` counted.
+/// Sums `fresh` (the object's events not loaded before) into rollup rows of
+/// earshot's counters; `counted[i]` says whether `fresh[i]` counted.
 pub fn rollups<'a>(fresh: &[&'a Staged], counted: &[bool]) -> Rollups<'a> {
-    // Nearly one hourly group per event on realistic traffic: size for it.
-    let mut hourly: HashMap<HourlyKey<'a>, HourlyCounts> = HashMap::with_capacity(fresh.len());
-    let mut daily: HashMap<DailyKey<'a>, [i64; DAILY_METRICS]> = HashMap::new();
-    let mut campaigns: Vec<&'a str> = Vec::new();
-    for (st, &is_counted) in fresh.iter().zip(counted) {
-        let e = &st.event;
-        let campaign = e.campaign.as_ref().map_or("", |c| c.as_str());
-        let [creative, episode, show, placement, event, country, app, device] = hourly_dims(e);
-        if let Some(c) = &e.campaign {
-            if campaigns.last() != Some(&c.as_str()) {
-                campaigns.push(c.as_str());
-            }
-        }
-        let bot = e.verdict == Verdict::Bot;
-        let invalid = e.verdict == Verdict::Invalid;
+    Tally::standard().rollups(fresh, counted)
+}
 
-        let h = hourly
-            .entry(HourlyKey {
-                campaign,
-                hour: hour_of(e.ts),
-                group: st.hourly_group,
-                creative,
-                episode,
-                show,
-                placement,
-                event,
-                country,
-                app,
-                device,
-            })
-            .or_default();
-        h[0] += 1;
-        h[1] += i64::from(is_counted);
-        h[2] += i64::from(bot);
-        h[3] += i64::from(invalid);
+impl Tally {
+    /// Sums `fresh` into rollup rows of this tally's counters.
+    pub fn rollups<'a>(&self, fresh: &[&'a Staged], counted: &[bool]) -> Rollups<'a> {
+        // Nearly one hourly group per event on realistic traffic: size for it.
+        let mut hourly: HashMap<HourlyKey<'a>, HourlyCounts> = HashMap::with_capacity(fresh.len());
+        let mut daily: HashMap<DailyKey<'a>, Vec<i64>> = HashMap::new();
+        let mut campaigns: Vec<&'a str> = Vec::new();
+        for (st, &is_counted) in fresh.iter().zip(counted) {
+            let e = &st.event;
+            let campaign = e.campaign.as_ref().map_or("", |c| c.as_str());
+            let [creative, episode, show, placement, event, country, app, device] = hourly_dims(e);
+            if let Some(c) = &e.campaign {
+                if campaigns.last() != Some(&c.as_str()) {
+                    campaigns.push(c.as_str());
+                }
+            }
+            let h = hourly
+                .entry(HourlyKey {
+                    campaign,
+                    hour: hour_of(e.ts),
+                    group: st.hourly_group,
+                    creative,
+                    episode,
+                    show,
+                    placement,
+                    event,
+                    country,
+                    app,
+                    device,
+                })
+                .or_default();
+            for (n, hits) in h.iter_mut().zip(HOURLY_HITS) {
+                *n += i64::from(hits.takes(e.verdict, is_counted));
+            }
 
-        let d = daily
-            .entry(DailyKey {
-                campaign,
-                day: st.day,
-                creative,
-                country,
-            })
-            .or_insert([0; DAILY_METRICS]);
-        d[RAW_HITS] += 1;
-        d[BOT_HITS] += i64::from(bot);
-        d[INVALID_HITS] += i64::from(invalid);
-        if let Some(kind) = e.event {
-            if is_counted {
-                d[counted_column(kind)] += 1;
-            }
-            if let (true, Some(col)) = (bot, bot_column(kind)) {
-                d[col] += 1;
-            }
+            let d = daily
+                .entry(DailyKey {
+                    campaign,
+                    day: st.day,
+                    creative,
+                    country,
+                })
+                .or_insert_with(|| vec![0; self.counters]);
+            self.add(d, e.verdict, e.event, is_counted);
         }
-    }
-    // Hourly rows are appended (no locks to order), in campaign order: an
-    // object's rows of one campaign then share pages, and a merge or a
-    // report of that campaign reads those pages, not every page the object
-    // wrote. Only by (campaign, hour): sorting by every dimension cost 9%
-    // of the loader's CPU and bought nothing.
-    let mut hourly: Vec<_> = hourly.into_iter().collect();
-    hourly.sort_unstable_by_key(|(k, _)| (k.campaign, k.hour));
-    let mut daily: Vec<_> = daily.into_iter().collect();
-    daily.sort_unstable_by_key(|(k, _)| *k);
-    campaigns.sort_unstable();
-    campaigns.dedup();
-    Rollups {
-        hourly,
-        daily,
-        campaigns,
+        // Hourly rows are appended (no locks to order), in campaign order: an
+        // object's rows of one campaign then share pages, and a merge or a
+        // report of that campaign reads those pages, not every page the object
+        // wrote. Only by (campaign, hour): sorting by every dimension cost 9%
+        // of the loader's CPU and bought nothing.
+        let mut hourly: Vec<_> = hourly.into_iter().collect();
+        hourly.sort_unstable_by_key(|(k, _)| (k.campaign, k.hour));
+        let mut daily: Vec<_> = daily.into_iter().collect();
+        daily.sort_unstable_by_key(|(k, _)| *k);
+        campaigns.sort_unstable();
+        campaigns.dedup();
+        Rollups {
+            hourly,
+            daily,
+            campaigns,
+        }
     }
 }
 
@@ -208,7 +230,7 @@ pub fn rollups<'a>(fresh: &[&'a Staged], counted: &[bool]) -> Rollups<'a> {
 mod tests {
     use super::*;
     use crate::counting::tests::{staged, L1, L2};
-    use earshot_domain::EventKind;
+    use earshot_domain::metric::counter_index;
     use time::macros::datetime;
 
     #[test]
@@ -250,13 +272,14 @@ mod tests {
             ]
         );
         assert_eq!(r.daily.len(), 1);
-        let d = r.daily[0].1;
-        assert_eq!(d[RAW_HITS], 5);
-        assert_eq!(d[BOT_HITS], 1);
-        assert_eq!(d[INVALID_HITS], 1);
-        assert_eq!(d[counted_column(EventKind::Impression)], 2);
-        assert_eq!(d[counted_column(EventKind::Complete)], 0);
-        assert_eq!(d[bot_column(EventKind::Complete).unwrap()], 1);
+        let d = &r.daily[0].1;
+        let col = |name| counter_index(METRICS, name).unwrap();
+        assert_eq!(d[col("raw_hits")], 5);
+        assert_eq!(d[col("bot_hits")], 1);
+        assert_eq!(d[col("invalid_hits")], 1);
+        assert_eq!(d[col("impressions")], 2);
+        assert_eq!(d[col("completes")], 0);
+        assert_eq!(d[col("bot_completes")], 1);
         assert_eq!(d.iter().sum::<i64>(), 5 + 1 + 1 + 2 + 1);
     }
 }

@@ -603,24 +603,9 @@ impl EdgeTally {
 // ------------------------------------------------------------ reports
 
 fn counts_of(v: &Value) -> anyhow::Result<Counts> {
-    let get = |f: &str| -> anyhow::Result<u64> {
+    Counts::from_fn(|f| {
         v[f].as_u64()
             .with_context(|| format!("{f} is not a count in {v}"))
-    };
-    Ok(Counts {
-        impressions: get("impressions")?,
-        raw_hits: get("raw_hits")?,
-        bot_hits: get("bot_hits")?,
-        invalid_hits: get("invalid_hits")?,
-        unique_listeners: get("unique_listeners")?,
-        starts: get("starts")?,
-        first_quartiles: get("first_quartiles")?,
-        midpoints: get("midpoints")?,
-        third_quartiles: get("third_quartiles")?,
-        completes: get("completes")?,
-        clicks: get("clicks")?,
-        skips: get("skips")?,
-        errors: get("errors")?,
     })
 }
 
@@ -664,13 +649,13 @@ fn diff_counts(what: &str, want: Option<&Counts>, got: Option<&Counts>, out: &mu
         return;
     }
     let (w, g) = (
-        want.copied().unwrap_or_default(),
-        got.copied().unwrap_or_default(),
+        want.cloned().unwrap_or_default(),
+        got.cloned().unwrap_or_default(),
     );
-    let fields: Vec<String> = Counts::FIELDS
+    let fields: Vec<String> = Counts::fields()
         .iter()
         .zip(w.values().iter().zip(g.values()))
-        .filter(|(_, (a, b))| *a != b)
+        .filter(|(_, (a, b))| a != b)
         .map(|(f, (a, b))| format!("{f}: expected {a}, got {b}"))
         .collect();
     let presence = match (want, got) {

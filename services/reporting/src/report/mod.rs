@@ -1,0 +1,22 @@
+//! Campaign reports over the rollups:
+//!
+//! - `spec`: the query parameters, parsed into a normalized spec (every
+//!   error names its parameter), page tokens and the cache key;
+//! - `query`: the SQL built from the spec and the metric registry, run with
+//!   keyset pagination;
+//! - `blocks`: which day blocks a total over whole days reads;
+//! - `metrics`: a row's numbers (the registry's values) as JSON and their
+//!   sums;
+//! - `csv`: the same rows as CSV.
+
+pub mod blocks;
+pub mod csv;
+pub mod metrics;
+pub mod query;
+pub mod spec;
+
+pub use blocks::BlocksMark;
+pub use csv::to_csv;
+pub use metrics::Metrics;
+pub use query::{run, Report, ReportRow};
+pub use spec::{format_instant, Dim, Format, Granularity, ReportParams, ReportSpec};
