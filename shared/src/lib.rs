@@ -7,6 +7,7 @@ pub mod metric;
 mod patterns;
 pub mod pixel;
 pub mod signing;
+pub mod ssai;
 pub mod ua;
 
 pub use event::{
@@ -16,4 +17,5 @@ pub use ids::{CampaignId, CreativeId, EpisodeId, IdError, ShowId};
 pub use listener::{ListenerHasher, ListenerId, ListenerSecret};
 pub use pixel::{CheckedHit, InvalidReason, PixelParams};
 pub use signing::{KeyId, SignatureError, SignedFields, SigningKey, SigningKeys};
+pub use ssai::{DeviceHeaders, SsaiError};
 pub use ua::{UaClass, UaClassifier, UaInfo, UaLoadReport};

@@ -1,27 +1,56 @@
 //! User-agent classification: bots, podcast apps, libraries, browsers, and
 //! the device behind them.
 //!
-//! Order (as the OPAWG user-agents-v2 files prescribe): a missing user agent
-//! or one that calls itself a bot/crawler/spider is a bot; otherwise the first
-//! match in bots, then apps, then libraries, then browsers wins. Within each
-//! list, patterns from the configured OPAWG files come first, then the small
-//! built-in list. A library entry whose OPAWG category is `bot` (scripted
-//! HTTP clients such as Go-http-client or python-httpx) counts as a bot.
-//! Devices are matched separately, for non-bots only.
+//! The lists are OPAWG's user-agents-v2 (MIT), compiled into the crate from
+//! `shared/data/opawg/` (its `VERSION` names the upstream commit;
+//! `scripts/update-opawg` refreshes it). A folder of newer files can replace
+//! them at run time, list by list ([`UaClassifier::load`]).
+//!
+//! Order: a missing user agent is a bot; then the first match in bots, then
+//! apps (OPAWG's order); then one that calls itself a bot/crawler/spider is a
+//! bot, so a listed app whose name says "bot" stays an app, as in OP3; then
+//! libraries, then browsers. A library entry whose OPAWG category is `bot`
+//! (scripted HTTP clients such as Go-http-client or python-httpx) counts as a
+//! bot. Devices are matched separately, for non-bots only.
+//!
+//! One user agent has more than one spelling: CFNetwork percent-encodes an
+//! app's name (`Pocket%20Casts/7.96`, `%D0%9F%D0%BE…/1410`) where other
+//! clients, and ad servers forwarding a decoded agent, send it raw
+//! (`Подкасты/1520`). OPAWG lists both forms for some apps and one for
+//! others, so each list is matched against every spelling (the agent as
+//! sent, percent-decoded, and with the product name percent-encoded) and the
+//! first entry in list order that any of them matches wins: the two forms
+//! classify alike.
 //!
 //! Patterns are matched as byte regexes with Unicode off, which matches the
 //! ASCII semantics of `\d`/`\w` in the JavaScript regexes OPAWG writes; a
 //! pattern the regex engine cannot compile (e.g. a lookahead) is skipped and
 //! reported, never fatal. How a list is matched: `patterns.rs`.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+
+use percent_encoding::{AsciiSet, CONTROLS};
 
 /// Distinct user agents remembered. A podcast network sees a few thousand
 /// distinct strings a day; beyond this the cache starts over rather than
 /// grow without bound.
 pub const UA_CACHE_CAPACITY: usize = 8192;
+
+/// The OPAWG lists compiled in, by file stem, in the order they are
+/// consulted (`shared/data/opawg/`).
+pub(crate) const EMBEDDED_LISTS: [(&str, &str); 5] = [
+    ("bots", include_str!("../data/opawg/bots.json")),
+    ("apps", include_str!("../data/opawg/apps.json")),
+    ("libraries", include_str!("../data/opawg/libraries.json")),
+    ("browsers", include_str!("../data/opawg/browsers.json")),
+    ("devices", include_str!("../data/opawg/devices.json")),
+];
+
+/// The upstream commit (and its date) of the compiled-in OPAWG lists.
+pub const OPAWG_VERSION: &str = include_str!("../data/opawg/VERSION");
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UaClass {
@@ -62,64 +91,7 @@ fn pattern_list(items: Items, skipped: &mut Vec<String>) -> PatternList {
     PatternList::build(items, |e| &e.name, skipped)
 }
 
-/// Built-in lists: a few of the most common clients, so a deployment without
-/// OPAWG files still tells Apple Podcasts from a script. (name, pattern)
-const BUILTIN_BOTS: &[(&str, &str)] = &[
-    ("Facebook External Hit", "facebookexternalhit"),
-    ("Headless Chrome", "HeadlessChrome"),
-    ("PhantomJS", "PhantomJS"),
-    ("Uptime Robot", "UptimeRobot"),
-    ("Pingdom", "Pingdom"),
-    ("curl", "^curl/"),
-    ("Wget", "^Wget/"),
-];
-const BUILTIN_APPS: &[(&str, &str)] = &[
-    (
-        "Apple Podcasts",
-        "^Podcasts/|^AirPodcasts/|^Balados/|^Podcast/",
-    ),
-    ("Spotify", "^Spotify/|^spotify"),
-    ("Overcast", "^Overcast/"),
-    ("Pocket Casts", "^Pocket Casts|PocketCasts/"),
-    ("Castro", "^Castro"),
-    ("Podcast Addict", "^PodcastAddict/"),
-    ("AntennaPod", "^AntennaPod/"),
-    ("Castbox", "^CastBox/"),
-    ("iHeartRadio", "iHeartRadio/"),
-    ("Amazon Music", "^AmazonMusic"),
-    ("Podbean", "^Podbean/"),
-    ("Deezer", "^Deezer/"),
-    ("Audible", "^Audible"),
-];
-const BUILTIN_LIBRARIES: &[(&str, &str, bool)] = &[
-    ("AppleCoreMedia", "^AppleCoreMedia(/|$)", false),
-    ("ExoPlayer", "ExoPlayerLib/|^Exo2/", false),
-    ("stagefright", "stagefright/", false),
-    ("okhttp", "okhttp", true),
-    ("ffmpeg", "^Lavf/", true),
-    ("Go Http Client", "^Go-http-client", true),
-    ("python-requests", "^python-requests/", true),
-];
-const BUILTIN_BROWSERS: &[(&str, &str)] = &[
-    ("Edge", "Edg/|EdgA/|EdgiOS/"),
-    ("Firefox", "Firefox/|FxiOS/"),
-    ("Chrome", "Chrome/|CriOS/"),
-    ("Safari", "AppleWebKit.*Safari/"),
-];
-const BUILTIN_DEVICES: &[(&str, &str)] = &[
-    ("Apple Watch", "Watch OS|watchOS|^Watch/"),
-    ("Apple HomePod", "HomePod|^AirPodcasts/"),
-    ("Apple iPad", "iPad"),
-    ("Apple iPhone", "iPhone|iOS|CFNetwork"),
-    ("Apple Computer", "Macintosh|Mac OS X|macOS"),
-    ("Amazon Smart Speaker", "Alexa|^Echo/"),
-    ("Other Smart Speaker", "Sonos|^Bose/"),
-    ("Android Phone", "Android|android"),
-    ("Windows Computer", "Windows"),
-    ("Other Computer", "Linux|X11"),
-];
-
-/// Why the OPAWG folder could not be used.
+/// Why a folder of OPAWG files could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum UaLoadError {
     #[error("user-agent patterns: cannot read {path}: {source}")]
@@ -136,9 +108,10 @@ pub enum UaLoadError {
     Empty(String),
 }
 
-/// What loading the OPAWG folder did, for the startup log.
+/// Where each list came from, for the startup log.
 #[derive(Debug, Default, Clone)]
 pub struct UaLoadReport {
+    /// One per list: the file read, or `compiled-in <file> (<upstream commit>)`.
     pub files: Vec<String>,
     pub patterns: usize,
     /// Patterns the regex engine refused, with the reason.
@@ -179,81 +152,94 @@ impl std::fmt::Debug for UaClassifier {
     }
 }
 
+/// One list's entries: (name, pattern, is a bot).
 type Items = Vec<(String, String, bool)>;
 
-fn builtin(list: &[(&str, &str)]) -> Items {
-    list.iter()
-        .map(|(n, p)| (n.to_string(), p.to_string(), false))
-        .collect()
+fn parse_list(json: &[u8]) -> Result<Items, serde_json::Error> {
+    let parsed: OpawgFile = serde_json::from_slice(json)?;
+    Ok(parsed
+        .entries
+        .into_iter()
+        .map(|e| {
+            let bot = e.category.as_deref() == Some("bot");
+            (e.name, e.pattern, bot)
+        })
+        .collect())
 }
 
 impl UaClassifier {
-    /// The built-in lists only.
+    /// The OPAWG lists compiled into the crate.
     pub fn builtin() -> Self {
-        Self::from_items(Default::default(), &mut Vec::new())
+        Self::load(None)
+            .expect("the compiled-in OPAWG lists parse (a test holds them to it)")
+            .0
     }
 
-    /// The OPAWG files in `dir` first, then the built-in lists.
-    pub fn with_opawg_dir(dir: &Path) -> Result<(Self, UaLoadReport), UaLoadError> {
+    /// The lists in `dir` (`bots.json`, `apps.json`, `libraries.json`,
+    /// `browsers.json`, `devices.json`), each in place of its compiled-in
+    /// copy; a file missing there keeps the compiled-in list. With no `dir`,
+    /// the compiled-in lists. A `dir` holding none of the five is an error
+    /// (a wrong path, not a choice).
+    pub fn load(dir: Option<&Path>) -> Result<(Self, UaLoadReport), UaLoadError> {
         let mut report = UaLoadReport::default();
         let mut lists: [Items; 5] = Default::default();
-        for (i, file) in ["bots", "apps", "libraries", "browsers", "devices"]
-            .iter()
-            .enumerate()
-        {
-            let path = dir.join(format!("{file}.json"));
-            let shown = path.display().to_string();
-            let bytes = match std::fs::read(&path) {
-                Ok(b) => b,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(source) => {
-                    return Err(UaLoadError::Read {
-                        path: shown,
-                        source,
-                    })
+        let mut from_dir = 0;
+        for (i, (stem, embedded)) in EMBEDDED_LISTS.iter().enumerate() {
+            let file = format!("{stem}.json");
+            let read = match dir {
+                None => None,
+                Some(dir) => {
+                    let path = dir.join(&file);
+                    match std::fs::read(&path) {
+                        Ok(bytes) => Some((path.display().to_string(), bytes)),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                        Err(source) => {
+                            return Err(UaLoadError::Read {
+                                path: path.display().to_string(),
+                                source,
+                            })
+                        }
+                    }
                 }
             };
-            let parsed: OpawgFile =
-                serde_json::from_slice(&bytes).map_err(|source| UaLoadError::Parse {
-                    path: shown.clone(),
-                    source,
-                })?;
-            report.patterns += parsed.entries.len();
-            report.files.push(shown);
-            lists[i] = parsed
-                .entries
-                .into_iter()
-                .map(|e| {
-                    let bot = e.category.as_deref() == Some("bot");
-                    (e.name, e.pattern, bot)
-                })
-                .collect();
+            lists[i] = match read {
+                Some((path, bytes)) => {
+                    from_dir += 1;
+                    let items = parse_list(&bytes).map_err(|source| UaLoadError::Parse {
+                        path: path.clone(),
+                        source,
+                    })?;
+                    report.files.push(path);
+                    items
+                }
+                None => {
+                    let items =
+                        parse_list(embedded.as_bytes()).map_err(|source| UaLoadError::Parse {
+                            path: format!("compiled-in {file}"),
+                            source,
+                        })?;
+                    report
+                        .files
+                        .push(format!("compiled-in {file} ({})", OPAWG_VERSION.trim()));
+                    items
+                }
+            };
+            report.patterns += lists[i].len();
         }
-        if report.files.is_empty() {
+        if let Some(dir) = dir.filter(|_| from_dir == 0) {
             return Err(UaLoadError::Empty(dir.display().to_string()));
         }
-        let classifier = Self::from_items(lists, &mut report.skipped);
-        Ok((classifier, report))
-    }
-
-    fn from_items(opawg: [Items; 5], skipped: &mut Vec<String>) -> Self {
-        let [bots, apps, libraries, browsers, devices] = opawg;
-        let chain = |mut first: Items, then: Items| {
-            first.extend(then);
-            first
-        };
-        let libs_builtin = BUILTIN_LIBRARIES
-            .iter()
-            .map(|(n, p, b)| (n.to_string(), p.to_string(), *b))
-            .collect();
-        Self {
-            bots: pattern_list(chain(bots, builtin(BUILTIN_BOTS)), skipped),
-            apps: pattern_list(chain(apps, builtin(BUILTIN_APPS)), skipped),
-            libraries: pattern_list(chain(libraries, libs_builtin), skipped),
-            browsers: pattern_list(chain(browsers, builtin(BUILTIN_BROWSERS)), skipped),
-            devices: pattern_list(chain(devices, builtin(BUILTIN_DEVICES)), skipped),
+        let [bots, apps, libraries, browsers, devices] = lists;
+        let skipped = &mut report.skipped;
+        let classifier = Self {
+            bots: pattern_list(bots, skipped),
+            apps: pattern_list(apps, skipped),
+            libraries: pattern_list(libraries, skipped),
+            browsers: pattern_list(browsers, skipped),
+            devices: pattern_list(devices, skipped),
             cache: Mutex::new(HashMap::new()),
-        }
+        };
+        Ok((classifier, report))
     }
 
     /// Classifies a user agent (`None` or empty: missing). Results are cached
@@ -282,8 +268,7 @@ impl UaClassifier {
     }
 
     fn classify_uncached(&self, ua: &str) -> UaInfo {
-        let bytes = ua.as_bytes();
-        let lower = ua.to_ascii_lowercase();
+        let forms = spellings(ua);
         let bot = |name: Option<String>, reason: String| UaInfo {
             class: UaClass::Bot,
             name,
@@ -293,24 +278,23 @@ impl UaClassifier {
                 crate::event::truncate_to(&reason, crate::event::MAX_LABEL_LEN).to_owned(),
             ),
         };
-        if let Some(e) = self.bots.first_match(bytes) {
+        if let Some(e) = self.bots.first_match_any(&forms) {
             return bot(Some(e.name.clone()), format!("ua_listed:{}", e.name));
         }
-        // Self-declared bots come after the list so listed bots keep their name.
-        if ["bot", "crawler", "spider"]
-            .iter()
-            .any(|w| lower.contains(w))
-        {
+        let app = self.apps.first_match_any(&forms);
+        // Self-declared bots come after the bots list, so listed bots keep
+        // their name, and after the apps list, so a listed app is an app.
+        if app.is_none() && forms.iter().any(|f| declares_itself_a_bot(f)) {
             return bot(None, "ua_self_declared".into());
         }
-        let (class, entry) = if let Some(e) = self.apps.first_match(bytes) {
+        let (class, entry) = if let Some(e) = app {
             (UaClass::App, Some(e))
-        } else if let Some(e) = self.libraries.first_match(bytes) {
+        } else if let Some(e) = self.libraries.first_match_any(&forms) {
             if e.is_bot {
                 return bot(Some(e.name.clone()), format!("ua_listed:{}", e.name));
             }
             (UaClass::Library, Some(e))
-        } else if let Some(e) = self.browsers.first_match(bytes) {
+        } else if let Some(e) = self.browsers.first_match_any(&forms) {
             (UaClass::Browser, Some(e))
         } else {
             (UaClass::Unknown, None)
@@ -318,11 +302,46 @@ impl UaClassifier {
         UaInfo {
             class,
             name: entry.map(|e| e.name.clone()),
-            device: self.devices.first_match(bytes).map(|e| e.name.clone()),
+            device: self.devices.first_match_any(&forms).map(|e| e.name.clone()),
             os: guess_os(ua),
             bot_reason: None,
         }
     }
+}
+
+fn declares_itself_a_bot(ua: &str) -> bool {
+    let lower = ua.to_ascii_lowercase();
+    ["bot", "crawler", "spider"]
+        .iter()
+        .any(|w| lower.contains(w))
+}
+
+/// What CFNetwork percent-encodes in an app's name: everything outside
+/// printable ASCII (always, in `percent_encoding`), and spaces.
+const PRODUCT_NAME_ENCODED: &AsciiSet = &CONTROLS.add(b' ');
+
+/// The spellings of one user agent that the lists are matched against: as
+/// sent; percent-decoded (UTF-8, lossy) when it holds escapes; and, when
+/// its product name (what comes before the first `/`) holds spaces or
+/// non-ASCII text, with that name percent-encoded as CFNetwork sends it.
+fn spellings(ua: &str) -> Vec<Cow<'_, str>> {
+    let mut forms: Vec<Cow<'_, str>> = vec![Cow::Borrowed(ua)];
+    let decoded = percent_encoding::percent_decode_str(ua).decode_utf8_lossy();
+    if decoded != ua {
+        forms.push(Cow::Owned(decoded.into_owned()));
+    }
+    let raw = forms.last().expect("the agent as sent").clone();
+    let (product, rest) = raw.split_at(raw.find('/').unwrap_or(raw.len()));
+    if product.bytes().any(|b| b == b' ' || !b.is_ascii()) {
+        let encoded = format!(
+            "{}{rest}",
+            percent_encoding::utf8_percent_encode(product, PRODUCT_NAME_ENCODED)
+        );
+        if !forms.iter().any(|f| *f == encoded) {
+            forms.push(Cow::Owned(encoded));
+        }
+    }
+    forms
 }
 
 /// A coarse OS from well-known tokens. CFNetwork/Darwin without other hints
@@ -360,10 +379,20 @@ mod tests {
         std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/opawg-mini")
     }
 
-    /// The real OPAWG files (MIT, not committed): `EARSHOT_OPAWG_DIR`, which
-    /// scripts/test sets when it finds them beside the checkout.
-    fn opawg_dir() -> Option<std::path::PathBuf> {
-        std::env::var_os("EARSHOT_OPAWG_DIR").map(std::path::PathBuf::from)
+    /// The `examples` of every entry of a compiled-in list, with the entry's name.
+    fn examples(list: &str) -> Vec<(String, String)> {
+        let (_, json) = EMBEDDED_LISTS.iter().find(|(s, _)| *s == list).unwrap();
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        let mut out = Vec::new();
+        for e in v["entries"].as_array().unwrap() {
+            for ex in e["examples"].as_array().into_iter().flatten() {
+                out.push((
+                    e["name"].as_str().unwrap().to_owned(),
+                    ex.as_str().unwrap().to_owned(),
+                ));
+            }
+        }
+        out
     }
 
     #[test]
@@ -384,13 +413,37 @@ mod tests {
     }
 
     #[test]
-    fn builtin_list_names_common_podcast_apps_and_devices() {
+    fn the_compiled_in_lists_name_crawlers_podcast_apps_and_devices() {
         let c = UaClassifier::builtin();
+        for (ua, reason) in [
+            (
+                "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+                "ua_listed:Googlebot",
+            ),
+            (
+                "Mozilla/5.0 (compatible; AhrefsBot/7.0; +http://ahrefs.com/robot/)",
+                "ua_listed:AhrefsBot",
+            ),
+            ("Go-http-client/1.1", "ua_listed:Go Http Client"),
+        ] {
+            let i = c.classify(Some(ua));
+            assert_eq!(
+                (i.class, i.bot_reason.as_deref()),
+                (UaClass::Bot, Some(reason)),
+                "{ua}"
+            );
+        }
         let i = c.classify(Some("Podcasts/1650.20 CFNetwork/1404.0.5 Darwin/22.3.0"));
         assert_eq!(i.class, UaClass::App);
         assert_eq!(i.name.as_deref(), Some("Apple Podcasts"));
-        assert_eq!(i.device.as_deref(), Some("Apple iPhone"));
         assert_eq!(i.os, Some("ios"));
+        let w = c.classify(Some(
+            "Overcast/3.0 (+http://overcast.fm/; Apple Watch podcast app)",
+        ));
+        assert_eq!(
+            (w.class, w.name.as_deref(), w.bot_reason.as_deref()),
+            (UaClass::App, Some("Overcast"), None)
+        );
         let s = c.classify(Some("Spotify/8.8.0 Android/33 (SM-G991B)"));
         assert_eq!(
             (s.name.as_deref(), s.os),
@@ -409,9 +462,115 @@ mod tests {
     }
 
     #[test]
-    fn opawg_format_files_load_in_list_order_and_bad_patterns_are_skipped() {
-        let (c, report) = UaClassifier::with_opawg_dir(&mini_dir()).unwrap();
+    fn every_compiled_in_list_parses_and_every_bot_example_is_a_bot() {
+        let (c, report) = UaClassifier::load(None).unwrap();
         assert_eq!(report.files.len(), 5);
+        assert!(
+            report.files.iter().all(|f| f.starts_with("compiled-in ")),
+            "{:?}",
+            report.files
+        );
+        assert!(report.patterns > 900, "{}", report.patterns);
+        let bots = examples("bots");
+        assert!(bots.len() > 200, "{}", bots.len());
+        for (_, ex) in &bots {
+            assert_eq!(c.classify(Some(ex)).class, UaClass::Bot, "{ex}");
+        }
+    }
+
+    /// OP3's rule: an agent the apps list names is that app, even when its
+    /// name says "bot" (Tweetbot).
+    #[test]
+    fn a_listed_app_beats_the_self_declared_bot_rule() {
+        let c = UaClassifier::builtin();
+        let apps = examples("apps");
+        let (name, ua) = apps
+            .iter()
+            .find(|(n, _)| n == "Tweetbot")
+            .expect("OPAWG lists Tweetbot as an app");
+        assert!(declares_itself_a_bot(ua));
+        let i = c.classify(Some(ua));
+        assert_eq!(
+            (i.class, i.name.as_deref(), i.bot_reason.as_deref()),
+            (UaClass::App, Some(name.as_str()), None)
+        );
+        // Not listed: the rule still applies.
+        let s = c.classify(Some("Tweetbotter/1.0 CFNetwork/1335.0.3 Darwin/21.6.0"));
+        assert_eq!(s.bot_reason.as_deref(), Some("ua_self_declared"));
+    }
+
+    /// Every localized Apple Podcasts example OPAWG lists, in the form it
+    /// lists and in the other one (raw for percent-encoded, and back): all
+    /// are Apple Podcasts.
+    #[test]
+    fn localized_apple_podcasts_agents_classify_alike_raw_or_percent_encoded() {
+        let c = UaClassifier::builtin();
+        let localized: Vec<String> = examples("apps")
+            .into_iter()
+            .filter(|(n, ua)| n == "Apple Podcasts" && (!ua.is_ascii() || ua.contains('%')))
+            .map(|(_, ua)| ua)
+            .collect();
+        assert!(localized.len() >= 20, "{localized:?}");
+        for ua in &localized {
+            let other = if ua.is_ascii() {
+                percent_encoding::percent_decode_str(ua)
+                    .decode_utf8()
+                    .unwrap()
+                    .into_owned()
+            } else {
+                let (product, rest) = ua.split_at(ua.find('/').unwrap());
+                format!(
+                    "{}{rest}",
+                    percent_encoding::utf8_percent_encode(product, PRODUCT_NAME_ENCODED)
+                )
+            };
+            assert_ne!(&other, ua);
+            for form in [ua, &other] {
+                let i = c.classify(Some(form));
+                assert_eq!(
+                    (i.class, i.name.as_deref()),
+                    (UaClass::App, Some("Apple Podcasts")),
+                    "{form}"
+                );
+            }
+        }
+        // Listed only raw (Подкасти/) or only encoded (Anghami): both
+        // spellings of each are found.
+        let anghami = "أنغامي/601041 CFNetwork/1335.0.3 Darwin/21.6.0";
+        assert_eq!(c.classify(Some(anghami)).name.as_deref(), Some("Anghami"));
+    }
+
+    #[test]
+    fn every_app_example_with_escapes_or_non_ascii_text_names_the_same_app_in_both_spellings() {
+        let c = UaClassifier::builtin();
+        let mut checked = 0;
+        for (_, ua) in examples("apps") {
+            if !(ua.contains('%') || !ua.is_ascii()) {
+                continue;
+            }
+            let listed = c.classify(Some(&ua));
+            let decoded = percent_encoding::percent_decode_str(&ua)
+                .decode_utf8_lossy()
+                .into_owned();
+            let raw = c.classify(Some(&decoded));
+            assert_eq!(
+                (raw.class, &raw.name),
+                (listed.class, &listed.name),
+                "{ua} / {decoded}"
+            );
+            checked += 1;
+        }
+        assert!(checked > 50, "{checked}");
+    }
+
+    #[test]
+    fn a_folder_replaces_the_lists_it_holds_and_bad_patterns_are_skipped() {
+        let (c, report) = UaClassifier::load(Some(&mini_dir())).unwrap();
+        assert_eq!(report.files.len(), 5);
+        assert!(report
+            .files
+            .iter()
+            .all(|f| f.starts_with(mini_dir().to_str().unwrap())));
         assert_eq!(report.patterns, 8);
         assert_eq!(report.skipped.len(), 1, "{:?}", report.skipped);
         assert!(
@@ -441,53 +600,61 @@ mod tests {
             (UaClass::Library, Some("Example Player Lib"))
         );
         assert_eq!(c.classify(Some("ExampleBrowser/9")).class, UaClass::Browser);
-        // The built-in lists still apply after the files' entries.
-        assert_eq!(
-            c.classify(Some("Overcast/3.0")).name.as_deref(),
-            Some("Overcast")
-        );
-        // The files come first: their Spotify entry wins over the built-in one.
         assert_eq!(
             c.classify(Some("Spotify/8.8")).name.as_deref(),
             Some("Spotify (from the file)")
         );
+        // The folder's apps list replaced the compiled-in one whole.
+        assert_eq!(c.classify(Some("Overcast/3.0")).class, UaClass::Unknown);
     }
 
     #[test]
-    fn every_bot_example_in_the_real_opawg_files_is_a_bot() {
-        let Some(dir) = opawg_dir() else {
-            eprintln!("EARSHOT_OPAWG_DIR is not set: the real OPAWG files were not found; scripts/test sets it");
-            return;
-        };
-        let (c, report) = UaClassifier::with_opawg_dir(&dir).unwrap();
-        assert_eq!(report.files.len(), 5);
-        assert!(report.patterns > 900, "{}", report.patterns);
-        let bots: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(dir.join("bots.json")).unwrap()).unwrap();
-        let mut checked = 0;
-        for e in bots["entries"].as_array().unwrap() {
-            for ex in e["examples"].as_array().into_iter().flatten() {
-                let info = c.classify(ex.as_str());
-                assert_eq!(info.class, UaClass::Bot, "{ex}");
-                checked += 1;
-            }
-        }
-        assert!(checked > 200, "{checked}");
-        let app = c.classify(Some("Overcast/3.0 (+http://overcast.fm/; iOS podcast app)"));
+    fn a_list_missing_from_the_folder_keeps_its_compiled_in_copy() {
+        let dir = std::env::temp_dir().join(format!("earshot-ua-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(mini_dir().join("bots.json"), dir.join("bots.json")).unwrap();
+        let (c, report) = UaClassifier::load(Some(&dir)).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(report.files[0], dir.join("bots.json").display().to_string());
+        assert!(report.files[1..]
+            .iter()
+            .all(|f| f.starts_with("compiled-in ")));
         assert_eq!(
-            (app.class, app.name.as_deref()),
-            (UaClass::App, Some("Overcast"))
+            c.classify(Some("ExampleChecker/2.0")).bot_reason.as_deref(),
+            Some("ua_listed:Example Checker")
         );
-        let lib = c.classify(Some("Go-http-client/1.1"));
-        assert_eq!(lib.bot_reason.as_deref(), Some("ua_listed:Go Http Client"));
+        assert_eq!(
+            c.classify(Some("Overcast/3.0 (+http://overcast.fm/; iOS podcast app)"))
+                .name
+                .as_deref(),
+            Some("Overcast")
+        );
+        // The folder's bots list replaced the compiled-in one: AhrefsBot is
+        // only caught by the self-declared rule now.
+        assert_eq!(
+            c.classify(Some("Mozilla/5.0 (compatible; AhrefsBot/7.0)"))
+                .bot_reason
+                .as_deref(),
+            Some("ua_self_declared")
+        );
     }
 
     #[test]
-    fn a_missing_folder_is_a_clear_error() {
-        let err = UaClassifier::with_opawg_dir(Path::new("/nonexistent/opawg")).unwrap_err();
+    fn a_folder_without_any_list_is_a_clear_error() {
+        let err = UaClassifier::load(Some(Path::new("/nonexistent/opawg"))).unwrap_err();
         assert_eq!(
             err.to_string(),
             "user-agent patterns: none of bots.json, apps.json, libraries.json, browsers.json, devices.json is in /nonexistent/opawg"
+        );
+    }
+
+    #[test]
+    fn the_version_names_an_upstream_commit() {
+        let commit = OPAWG_VERSION.split_whitespace().next().unwrap();
+        assert_eq!(commit.len(), 40, "{OPAWG_VERSION}");
+        assert!(
+            commit.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{OPAWG_VERSION}"
         );
     }
 }

@@ -16,16 +16,14 @@
 //! bench only records and encodes N hits (built-in lists) and exits, so
 //! under `valgrind --tool=callgrind` the difference between two N, divided
 //! by their difference, is the instructions of one hit
-//! (`scripts/bench-edge-instructions` does that).
-//! OPAWG patterns come from `EARSHOT_UA_PATTERNS_DIR`, else
-//! `<repo>/../shared/data/opawg-user-agents-v2` (skipped when absent).
+//! (`scripts/bench-edge-instructions` does that). The user-agent lists are
+//! the OPAWG lists compiled into `earshot-domain`, as in the edge.
 
 use std::hint::black_box;
 use std::net::IpAddr;
-use std::path::PathBuf;
 
 use earshot_domain::{ListenerHasher, ListenerSecret, PixelParams, SigningKeys, UaClassifier};
-use earshot_edge::config::TrustConfig;
+use earshot_edge::config::{SigningConfig, TrustConfig};
 use earshot_edge::hit::{HitRequest, Recorder, LINE_CAPACITY};
 use http::{HeaderMap, Method};
 
@@ -47,23 +45,15 @@ const USER_AGENTS: &[&str] = &[
     "okhttp/4.9.3",
 ];
 
-fn opawg_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("EARSHOT_UA_PATTERNS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../../shared/data/opawg-user-agents-v2")
-        });
-    dir.join("apps.json").exists().then_some(dir)
-}
-
 fn recorder(ua: UaClassifier) -> Recorder {
     Recorder {
         listener: ListenerHasher::new(
             ListenerSecret::new("bench-listener-secret-0123456789").unwrap(),
         ),
-        keys: SigningKeys::parse(KEYS).unwrap(),
-        require_signature: true,
+        signing: SigningConfig {
+            keys: SigningKeys::parse(KEYS).unwrap(),
+            required: true,
+        },
         ua,
         trust: TrustConfig::default(),
     }
@@ -136,6 +126,7 @@ fn hit(r: &Req) -> HitRequest<'_> {
         headers: &r.headers,
         source_ip: Some(r.ip),
         runtime_trace_id: None,
+        deadline: None,
     }
 }
 
@@ -253,63 +244,38 @@ fn main() {
     let s_builtin = measure(ITERS, Some(&mut base), |_, i| {
         black_box(record_line(&builtin, black_box(&hit(&cached[i])), now));
     });
-    row("record+encode, built-in UA lists", &s_builtin);
+    row("record+encode, OPAWG lists (seen UA)", &s_builtin);
 
-    let unsigned = Recorder {
-        require_signature: false,
-        ..recorder(UaClassifier::builtin())
-    };
+    let mut unsigned = recorder(UaClassifier::builtin());
+    unsigned.signing.required = false;
     let s = measure(ITERS, Some(&mut base), |_, i| {
         black_box(record_line(&unsigned, black_box(&hit(&cached[i])), now));
     });
-    row("record+encode, built-in, signature not required", &s);
+    row("record+encode, seen UA, signature not required", &s);
 
-    let mut results = vec![("built-in", s_builtin.median, s_builtin.ratio)];
-    let mut new_ua = None;
-    match opawg_dir() {
-        None => println!("(OPAWG patterns not found: set EARSHOT_UA_PATTERNS_DIR to include them)"),
-        Some(dir) => {
-            let t = cpu_now();
-            let (ua, report) = UaClassifier::with_opawg_dir(&dir).expect("OPAWG files load");
-            let load_ms = (cpu_now() - t) / 1e6;
-            let opawg = recorder(ua);
-            let s = measure(ITERS, Some(&mut base), |_, i| {
-                black_box(record_line(&opawg, black_box(&hit(&cached[i])), now));
-            });
-            row("record+encode, OPAWG lists (seen UA)", &s);
-            results.push(("OPAWG", s.median, s.ratio));
+    let results = vec![("OPAWG", s_builtin.median, s_builtin.ratio)];
+    // A user agent never seen before: the pattern lists run. Each run gets
+    // its own strings so nothing is served from the cache.
+    let fresh: Vec<Vec<Req>> = (0..=RUNS)
+        .map(|run| {
+            requests(NEW_UA_ITERS, |i| {
+                format!("{} (r{run}i{i})", USER_AGENTS[i % USER_AGENTS.len()])
+            })
+        })
+        .collect();
+    let s_new = measure(NEW_UA_ITERS, Some(&mut base), |run, i| {
+        let set = if run == usize::MAX { RUNS } else { run };
+        black_box(record_line(
+            &builtin,
+            black_box(&hit(&fresh[set][i % NEW_UA_ITERS])),
+            now,
+        ));
+    });
+    row("record+encode, OPAWG lists (new UA)", &s_new);
+    let new_ua = Some((s_new.median, s_new.ratio));
 
-            // A user agent never seen before: the regex sets run. Each run
-            // gets its own strings so nothing is served from the cache.
-            let fresh: Vec<Vec<Req>> = (0..=RUNS)
-                .map(|run| {
-                    requests(NEW_UA_ITERS, |i| {
-                        format!("{} (r{run}i{i})", USER_AGENTS[i % USER_AGENTS.len()])
-                    })
-                })
-                .collect();
-            let s_new = measure(NEW_UA_ITERS, Some(&mut base), |run, i| {
-                let set = if run == usize::MAX { RUNS } else { run };
-                black_box(record_line(
-                    &opawg,
-                    black_box(&hit(&fresh[set][i % NEW_UA_ITERS])),
-                    now,
-                ));
-            });
-            row("record+encode, OPAWG lists (new UA)", &s_new);
-            println!(
-                "  OPAWG load: {} patterns from {} files, {} skipped, {:.0} ms CPU to compile",
-                report.patterns,
-                report.files.len(),
-                report.skipped.len(),
-                load_ms
-            );
-            new_ua = Some((s_new.median, s_new.ratio));
-        }
-    }
-
-    // Where the time goes (seen UA, built-in lists).
-    println!("\nbreakdown (built-in lists, seen UA):");
+    // Where the time goes (seen UA).
+    println!("\nbreakdown (seen UA):");
     let keys = SigningKeys::parse(KEYS).unwrap();
     let s = measure(ITERS, Some(&mut base), |_, i| {
         black_box(PixelParams::parse(black_box(&cached[i].query)).check(&keys, true));
@@ -346,18 +312,36 @@ fn main() {
     });
     row("  event id: v7 from a userspace RNG (fastrand)", &s);
 
-    // Init cost of the built-in lists (part of the Lambda cold start).
-    let mut builds: Vec<f64> = (0..11)
-        .map(|_| {
-            let t = cpu_now();
-            black_box(UaClassifier::builtin());
-            (cpu_now() - t) / 1e6
-        })
-        .collect();
-    builds.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    // Init cost of the compiled-in lists (part of the Lambda cold start):
+    // parsing their JSON, and all of it (parse and compile).
+    let (_, report) = UaClassifier::load(None).expect("the compiled-in lists load");
+    let median_ms = |f: &mut dyn FnMut()| {
+        let mut v: Vec<f64> = (0..11)
+            .map(|_| {
+                let t = cpu_now();
+                f();
+                (cpu_now() - t) / 1e6
+            })
+            .collect();
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v[5]
+    };
+    let parse_ms = median_ms(&mut || {
+        for file in ["bots", "apps", "libraries", "browsers", "devices"] {
+            let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/opawg");
+            let json =
+                std::fs::read(format!("{dir}/{file}.json")).expect("the compiled-in lists' source");
+            black_box(serde_json::from_slice::<serde_json::Value>(&json).unwrap());
+        }
+    });
+    let build_ms = median_ms(&mut || {
+        black_box(UaClassifier::builtin());
+    });
     println!(
-        "\ninit: UaClassifier::builtin() compiles in {:.2} ms CPU (median of 11)",
-        builds[5]
+        "\ninit: UaClassifier::builtin() ({} patterns, {} skipped) in {build_ms:.2} ms CPU, \
+         of which reading and parsing the JSON {parse_ms:.2} ms (medians of 11)",
+        report.patterns,
+        report.skipped.len()
     );
 
     println!();

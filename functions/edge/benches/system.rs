@@ -37,16 +37,6 @@ fn edge_bin() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_earshot-edge")))
 }
 
-fn opawg_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("EARSHOT_UA_PATTERNS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../../shared/data/opawg-user-agents-v2")
-        });
-    dir.join("apps.json").exists().then_some(dir)
-}
-
 fn wanted(section: &str) -> bool {
     match std::env::var("EARSHOT_BENCH_ONLY") {
         Ok(v) if !v.is_empty() => v.split(',').any(|s| s.trim() == section),
@@ -137,8 +127,8 @@ async fn init_section(bin: &Path) {
             .filter(|(k, _)| k != "AWS_ENDPOINT_URL"),
     );
     let mut cases: Vec<(&str, &str, Env)> = vec![
-        ("sync", "sync, built-in UA lists", base.clone()),
-        ("buffered", "buffered (+ shutdown extension), built-in", {
+        ("sync", "sync, compiled-in OPAWG lists", base.clone()),
+        ("buffered", "buffered (+ shutdown extension)", {
             let mut e = base.clone();
             e.push(("EARSHOT_FLUSH".into(), "buffered".into()));
             e
@@ -153,11 +143,17 @@ async fn init_section(bin: &Path) {
             e
         },
     ));
-    if let Some(dir) = opawg_dir() {
-        let mut e = base.clone();
-        e.push(("EARSHOT_UA_PATTERNS_DIR".into(), dir.display().to_string()));
-        cases.push(("opawg", "sync, OPAWG lists loaded", e));
-    }
+    // The same lists read from a folder at start (EARSHOT_UA_PATTERNS_DIR).
+    cases.push((
+        "patterns_dir",
+        "sync, OPAWG lists from EARSHOT_UA_PATTERNS_DIR",
+        {
+            let mut e = base.clone();
+            let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/opawg");
+            e.push(("EARSHOT_UA_PATTERNS_DIR".into(), dir.into()));
+            e
+        },
+    ));
     // A warm-up run each: the first exec pays for the page cache.
     exec_baseline_once(bin).await;
     for (_, _, env) in &cases {

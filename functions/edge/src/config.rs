@@ -21,6 +21,22 @@ pub const DEFAULT_BUFFER_MAX_EVENTS: usize = 1000;
 pub const DEFAULT_BUFFER_MAX_AGE: Duration = Duration::from_millis(1000);
 /// Attempts per Firehose batch (first try plus retries) before dead-lettering.
 pub const DEFAULT_FIREHOSE_MAX_ATTEMPTS: u32 = 6;
+/// More trusted proxies than this is a misconfiguration (CloudFront in front
+/// of an ALB is two).
+pub const MAX_TRUSTED_PROXY_HOPS: usize = 8;
+/// Trust variables this edge does not read, and what to set instead: an
+/// operator who sets one expects it to act, so it stops the edge rather than
+/// being ignored.
+const RETIRED_TRUST_VARIABLES: [(&str, &str); 2] = [
+    (
+        "EARSHOT_TRUST_FORWARDED",
+        "set EARSHOT_TRUSTED_PROXY_HOPS to the number of proxies in front of the edge",
+    ),
+    (
+        "EARSHOT_TRUST_DEVICE_HEADERS",
+        "device headers are believed only when signed with a key of EARSHOT_SSAI_KEYS",
+    ),
+];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunMode {
@@ -47,17 +63,49 @@ pub enum FlushMode {
     },
 }
 
-/// Which client-supplied headers are believed. All off by default: a header
-/// is only as trustworthy as whatever sits in front of the function.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Which request headers are believed about the client. Nothing by default:
+/// a header is only as trustworthy as whatever sits in front of the function.
+#[derive(Debug, Clone, Default)]
 pub struct TrustConfig {
-    /// `X-Forwarded-For` (leftmost address) replaces the connection's address.
-    pub forwarded: bool,
-    /// `CloudFront-Viewer-Country` gives the country.
+    /// Proxies in front of the function that each append the address they
+    /// saw to `X-Forwarded-For`: the client is the entry this many places
+    /// from the right. 0: the platform's source address.
+    pub proxy_hops: usize,
+    /// The function is reachable only through CloudFront (origin access
+    /// control): `CloudFront-Viewer-Address` and `CloudFront-Viewer-Country`
+    /// come from CloudFront, not from the client.
     pub cloudfront: bool,
-    /// VAST server-side beacons: `X-Device-IP` / `X-Device-User-Agent`
-    /// replace the caller's address and user agent.
-    pub device_headers: bool,
+    /// Ad servers allowed to name the player in `X-Device-IP` /
+    /// `X-Device-User-Agent`, each with its own key (`earshot_domain::ssai`).
+    pub ssai_keys: SigningKeys,
+}
+
+/// Pixel URL signatures.
+#[derive(Debug, Clone, Default)]
+pub struct SigningConfig {
+    pub keys: SigningKeys,
+    /// Unsigned or badly signed hits are recorded as invalid.
+    pub required: bool,
+}
+
+/// The secrets behind listener ids.
+#[derive(Debug)]
+pub struct ListenerConfig {
+    pub secret: ListenerSecret,
+    /// A scheduled rotation (`EARSHOT_LISTENER_SECRET_NEXT=YYYY-MM-DD:secret`):
+    /// from that UTC day on, listener ids use the next secret.
+    pub next: Option<(time::Date, ListenerSecret)>,
+    /// True when the dev default secret is in use (local mode only).
+    pub is_dev_default: bool,
+}
+
+/// How events reach Firehose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveryConfig {
+    /// Attempts per batch, the first included, before dead-lettering (the
+    /// invocation's deadline may end them sooner).
+    pub max_attempts: u32,
+    pub tls_roots: TlsRoots,
 }
 
 #[derive(Debug)]
@@ -65,18 +113,12 @@ pub struct EdgeConfig {
     pub mode: RunMode,
     pub sink: SinkConfig,
     pub flush: FlushMode,
-    pub listener_secret: ListenerSecret,
-    /// A scheduled rotation (`EARSHOT_LISTENER_SECRET_NEXT=YYYY-MM-DD:secret`):
-    /// from that UTC day on, listener ids use the next secret.
-    pub listener_secret_next: Option<(time::Date, ListenerSecret)>,
-    /// True when the dev default secret is in use (local mode only).
-    pub listener_secret_is_dev_default: bool,
-    pub signing_keys: SigningKeys,
-    pub require_signature: bool,
+    pub delivery: DeliveryConfig,
+    pub listener: ListenerConfig,
+    pub signing: SigningConfig,
     pub trust: TrustConfig,
+    /// A folder of newer OPAWG lists, each replacing its compiled-in copy.
     pub ua_patterns_dir: Option<PathBuf>,
-    pub firehose_max_attempts: u32,
-    pub tls_roots: TlsRoots,
 }
 
 /// Which root certificates the Firehose client trusts.
@@ -256,33 +298,46 @@ impl EdgeConfig {
             }
         };
 
-        let signing_keys = SigningKeys::parse(&get("EARSHOT_SIGNING_KEYS").unwrap_or_default())
+        let keys = SigningKeys::parse(&get("EARSHOT_SIGNING_KEYS").unwrap_or_default())
             .map_err(|e: KeysError| err("EARSHOT_SIGNING_KEYS", e.to_string()))?;
-        let require_signature = match get("EARSHOT_REQUIRE_SIGNATURE") {
+        let required = match get("EARSHOT_REQUIRE_SIGNATURE") {
             Some(v) => parse_bool("EARSHOT_REQUIRE_SIGNATURE", &v)?,
-            None => !signing_keys.is_empty(),
+            None => !keys.is_empty(),
         };
-        if require_signature && signing_keys.is_empty() {
+        if required && keys.is_empty() {
             return Err(err(
                 "EARSHOT_REQUIRE_SIGNATURE",
                 "is true but EARSHOT_SIGNING_KEYS is empty: every hit would be invalid",
             ));
         }
 
-        let flag = |var: &'static str| -> Result<bool, ConfigError> {
-            get(var)
-                .map(|v| parse_bool(var, &v))
-                .transpose()
-                .map(|b| b.unwrap_or(false))
+        for (old, new) in RETIRED_TRUST_VARIABLES {
+            if get(old).is_some() {
+                return Err(err(old, format!("is no longer read: {new}")));
+            }
+        }
+        let proxy_hops = match get("EARSHOT_TRUSTED_PROXY_HOPS") {
+            Some(v) => parse_num("EARSHOT_TRUSTED_PROXY_HOPS", &v, 0usize)?,
+            None => 0,
         };
+        if proxy_hops > MAX_TRUSTED_PROXY_HOPS {
+            return Err(err(
+                "EARSHOT_TRUSTED_PROXY_HOPS",
+                format!("{proxy_hops} is above the maximum {MAX_TRUSTED_PROXY_HOPS}"),
+            ));
+        }
         let trust = TrustConfig {
-            forwarded: flag("EARSHOT_TRUST_FORWARDED")?,
-            cloudfront: flag("EARSHOT_TRUST_CLOUDFRONT")?,
-            device_headers: flag("EARSHOT_TRUST_DEVICE_HEADERS")?,
+            proxy_hops,
+            cloudfront: match get("EARSHOT_TRUST_CLOUDFRONT") {
+                Some(v) => parse_bool("EARSHOT_TRUST_CLOUDFRONT", &v)?,
+                None => false,
+            },
+            ssai_keys: SigningKeys::parse(&get("EARSHOT_SSAI_KEYS").unwrap_or_default())
+                .map_err(|e| err("EARSHOT_SSAI_KEYS", e.to_string()))?,
         };
 
         let ua_patterns_dir = get("EARSHOT_UA_PATTERNS_DIR").map(PathBuf::from);
-        let firehose_max_attempts = match get("EARSHOT_FIREHOSE_MAX_ATTEMPTS") {
+        let max_attempts = match get("EARSHOT_FIREHOSE_MAX_ATTEMPTS") {
             Some(v) => parse_num("EARSHOT_FIREHOSE_MAX_ATTEMPTS", &v, 1u32)?,
             None => DEFAULT_FIREHOSE_MAX_ATTEMPTS,
         };
@@ -291,15 +346,18 @@ impl EdgeConfig {
             mode,
             sink,
             flush,
-            listener_secret,
-            listener_secret_next,
-            listener_secret_is_dev_default,
-            signing_keys,
-            require_signature,
+            delivery: DeliveryConfig {
+                max_attempts,
+                tls_roots,
+            },
+            listener: ListenerConfig {
+                secret: listener_secret,
+                next: listener_secret_next,
+                is_dev_default: listener_secret_is_dev_default,
+            },
+            signing: SigningConfig { keys, required },
             trust,
             ua_patterns_dir,
-            firehose_max_attempts,
-            tls_roots,
         })
     }
 }
@@ -333,9 +391,17 @@ mod tests {
             }
         );
         assert_eq!(c.flush, FlushMode::Sync);
-        assert!(c.listener_secret_is_dev_default);
-        assert!(!c.require_signature);
-        assert_eq!(c.trust, TrustConfig::default());
+        assert!(c.listener.is_dev_default);
+        assert!(!c.signing.required);
+        assert_eq!(
+            (
+                c.trust.proxy_hops,
+                c.trust.cloudfront,
+                c.trust.ssai_keys.is_empty()
+            ),
+            (0, false, true)
+        );
+        assert_eq!(c.ua_patterns_dir, None);
     }
 
     #[test]
@@ -372,13 +438,13 @@ mod tests {
     #[test]
     fn keys_turn_signature_checks_on_unless_told_otherwise() {
         let c = cfg(&[("EARSHOT_SIGNING_KEYS", "k1:0123456789abcdef")]).unwrap();
-        assert!(c.require_signature);
+        assert!(c.signing.required);
         let c = cfg(&[
             ("EARSHOT_SIGNING_KEYS", "k1:0123456789abcdef"),
             ("EARSHOT_REQUIRE_SIGNATURE", "false"),
         ])
         .unwrap();
-        assert!(!c.require_signature);
+        assert!(!c.signing.required);
         let e = cfg(&[("EARSHOT_REQUIRE_SIGNATURE", "true")]).unwrap_err();
         assert_eq!(e.var, "EARSHOT_REQUIRE_SIGNATURE");
     }
@@ -390,7 +456,10 @@ mod tests {
             ("EARSHOT_FLUSH", "sometimes"),
             ("EARSHOT_EDGE_ADDR", "nowhere"),
             ("EARSHOT_SIGNING_KEYS", "k1"),
-            ("EARSHOT_TRUST_FORWARDED", "maybe"),
+            ("EARSHOT_TRUST_CLOUDFRONT", "maybe"),
+            ("EARSHOT_TRUSTED_PROXY_HOPS", "-1"),
+            ("EARSHOT_TRUSTED_PROXY_HOPS", "9"),
+            ("EARSHOT_SSAI_KEYS", "adsrv1:short"),
             ("EARSHOT_LISTENER_SECRET", "short"),
             ("EARSHOT_LISTENER_SECRET_NEXT", "tomorrow:0123456789abcdef"),
             ("EARSHOT_LISTENER_SECRET_NEXT", "2026-11-28"),
@@ -412,10 +481,10 @@ mod tests {
 
     #[test]
     fn aws_roots_unless_a_custom_endpoint_or_told_otherwise() {
-        assert_eq!(cfg(&[]).unwrap().tls_roots, TlsRoots::Aws);
+        assert_eq!(cfg(&[]).unwrap().delivery.tls_roots, TlsRoots::Aws);
         for var in ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_FIREHOSE"] {
             let c = cfg(&[(var, "https://firehose.internal:8443")]).unwrap();
-            assert_eq!(c.tls_roots, TlsRoots::System, "{var}");
+            assert_eq!(c.delivery.tls_roots, TlsRoots::System, "{var}");
         }
         let c = cfg(&[
             (
@@ -425,9 +494,40 @@ mod tests {
             ("EARSHOT_TLS_ROOTS", "aws"),
         ])
         .unwrap();
-        assert_eq!(c.tls_roots, TlsRoots::Aws);
+        assert_eq!(c.delivery.tls_roots, TlsRoots::Aws);
         let c = cfg(&[("EARSHOT_TLS_ROOTS", "system")]).unwrap();
-        assert_eq!(c.tls_roots, TlsRoots::System);
+        assert_eq!(c.delivery.tls_roots, TlsRoots::System);
+    }
+
+    #[test]
+    fn trust_settings_are_read_and_retired_ones_refused() {
+        let c = cfg(&[
+            ("EARSHOT_TRUSTED_PROXY_HOPS", "2"),
+            ("EARSHOT_TRUST_CLOUDFRONT", "true"),
+            (
+                "EARSHOT_SSAI_KEYS",
+                "adsrv1:adsrv1-secret-0123456789,adsrv2:adsrv2-secret-0123456789",
+            ),
+        ])
+        .unwrap();
+        assert_eq!((c.trust.proxy_hops, c.trust.cloudfront), (2, true));
+        assert_eq!(
+            c.trust
+                .ssai_keys
+                .ids()
+                .map(|k| k.as_str())
+                .collect::<Vec<_>>(),
+            ["adsrv1", "adsrv2"]
+        );
+        for (var, value) in [
+            ("EARSHOT_TRUST_FORWARDED", "true"),
+            ("EARSHOT_TRUST_FORWARDED", "false"),
+            ("EARSHOT_TRUST_DEVICE_HEADERS", "true"),
+        ] {
+            let e = cfg(&[(var, value)]).unwrap_err();
+            assert_eq!(e.var, var);
+            assert!(e.message.starts_with("is no longer read: "), "{e}");
+        }
     }
 
     #[test]

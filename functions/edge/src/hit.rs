@@ -2,19 +2,21 @@
 //! no I/O, no clock (the caller passes `now`), so it is tested directly and
 //! benchmarked per hit.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::borrow::Cow;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use bytes::Bytes;
 use earshot_domain::event::EventFields;
 use earshot_domain::event::{truncate_to, MAX_LABEL_LEN, MAX_TRACE_ID_LEN, MAX_UA_LEN};
 use earshot_domain::{
-    CountryCode, ListenerHasher, PixelParams, SigningKeys, TrackingEvent, UaClassifier, Verdict,
+    CountryCode, DeviceHeaders, ListenerHasher, PixelParams, SsaiError, TrackingEvent,
+    UaClassifier, Verdict,
 };
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::config::TrustConfig;
+use crate::config::{SigningConfig, TrustConfig};
 
 /// The smallest transparent GIF: 1x1, one transparent colour (43 bytes).
 pub const PIXEL_GIF: [u8; 43] = [
@@ -41,6 +43,9 @@ pub struct HitRequest<'a> {
     pub source_ip: Option<IpAddr>,
     /// X-Ray trace id from the Lambda runtime, if any.
     pub runtime_trace_id: Option<&'a str>,
+    /// When the answer must be sent (the Lambda invocation's deadline, less
+    /// a margin), if the platform sets one.
+    pub deadline: Option<tokio::time::Instant>,
 }
 
 /// Which route a request takes.
@@ -132,8 +137,7 @@ pub const LINE_CAPACITY: usize = 768;
 /// Everything a hit needs that does not change between hits.
 pub struct Recorder {
     pub listener: ListenerHasher,
-    pub keys: SigningKeys,
-    pub require_signature: bool,
+    pub signing: SigningConfig,
     pub ua: UaClassifier,
     pub trust: TrustConfig,
 }
@@ -142,11 +146,16 @@ pub struct Recorder {
 static X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
 static X_DEVICE_IP: http::HeaderName = http::HeaderName::from_static("x-device-ip");
 static X_DEVICE_USER_AGENT: http::HeaderName = http::HeaderName::from_static("x-device-user-agent");
+static X_EARSHOT_SSAI: http::HeaderName =
+    http::HeaderName::from_static(earshot_domain::ssai::SSAI_SIGNATURE_HEADER);
 static X_AMZN_TRACE_ID: http::HeaderName = http::HeaderName::from_static("x-amzn-trace-id");
 static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+static CLOUDFRONT_VIEWER_ADDRESS: http::HeaderName =
+    http::HeaderName::from_static("cloudfront-viewer-address");
 static CLOUDFRONT_VIEWER_COUNTRY: http::HeaderName =
     http::HeaderName::from_static("cloudfront-viewer-country");
 
+/// A header of visible ASCII (addresses, trace ids), trimmed, if not empty.
 fn header_str<'a>(h: &'a HeaderMap, name: &http::HeaderName) -> Option<&'a str> {
     h.get(name)
         .and_then(|v| v.to_str().ok())
@@ -154,39 +163,103 @@ fn header_str<'a>(h: &'a HeaderMap, name: &http::HeaderName) -> Option<&'a str> 
         .filter(|s| !s.is_empty())
 }
 
-/// The first address of an `X-Forwarded-For` list.
-fn first_forwarded(h: &HeaderMap) -> Option<IpAddr> {
-    header_str(h, &X_FORWARDED_FOR)?
-        .split(',')
-        .next()?
-        .trim()
-        .parse()
-        .ok()
+/// A header of free text (user agents), decoded as UTF-8 with invalid bytes
+/// replaced, trimmed, if not empty. Localized apps name themselves in their
+/// own script and ad servers forward decoded agents: such a value is text,
+/// not a missing header.
+fn header_text<'a>(h: &'a HeaderMap, name: &http::HeaderName) -> Option<Cow<'a, str>> {
+    match String::from_utf8_lossy(h.get(name)?.as_bytes()) {
+        Cow::Borrowed(s) => Some(s.trim()).filter(|s| !s.is_empty()).map(Cow::Borrowed),
+        Cow::Owned(s) => Some(s.trim())
+            .filter(|s| !s.is_empty())
+            .map(|s| Cow::Owned(s.to_owned())),
+    }
+}
+
+/// The address `hops` entries from the right of `X-Forwarded-For` (all its
+/// lines, in order): what the farthest of `hops` trusted proxies, each
+/// appending the address it saw, wrote. Anything left of it the client
+/// may have written. `None` when the list is shorter or that entry is not
+/// an address.
+fn forwarded_from_right(h: &HeaderMap, hops: usize) -> Option<IpAddr> {
+    let mut entries: Vec<&str> = Vec::new();
+    for v in h.get_all(&X_FORWARDED_FOR) {
+        entries.extend(v.to_str().ok()?.split(',').map(str::trim));
+    }
+    let i = entries.len().checked_sub(hops)?;
+    entries[i].parse().ok()
+}
+
+/// `CloudFront-Viewer-Address`: the viewer's address and port, `IP:port`
+/// (an IPv6 address unbracketed, so the port is after the last colon).
+fn viewer_address(v: &str) -> Option<IpAddr> {
+    if let Ok(sa) = v.parse::<SocketAddr>() {
+        return Some(sa.ip());
+    }
+    v.rsplit_once(':')?.0.parse().ok()
+}
+
+/// Who a hit is from, as far as the edge believes the request.
+struct Client<'a> {
+    ip: Option<IpAddr>,
+    user_agent: Option<Cow<'a, str>>,
+    /// The player as a signed SSAI beacon names it (not the caller).
+    from_device_headers: bool,
+    /// Device headers were present but not believed.
+    refused: Option<SsaiError>,
 }
 
 impl Recorder {
-    /// The address that identifies the listener.
-    fn client_ip(&self, req: &HitRequest<'_>) -> Option<IpAddr> {
-        if self.trust.device_headers {
-            if let Some(ip) = header_str(req.headers, &X_DEVICE_IP).and_then(|s| s.parse().ok()) {
+    /// The caller's address: what CloudFront saw (only behind CloudFront),
+    /// else what the farthest trusted proxy saw, else the platform's.
+    fn caller_ip(&self, req: &HitRequest<'_>) -> Option<IpAddr> {
+        if self.trust.cloudfront {
+            if let Some(ip) =
+                header_str(req.headers, &CLOUDFRONT_VIEWER_ADDRESS).and_then(viewer_address)
+            {
                 return Some(ip);
             }
         }
-        if self.trust.forwarded {
-            if let Some(ip) = first_forwarded(req.headers) {
+        if self.trust.proxy_hops > 0 {
+            if let Some(ip) = forwarded_from_right(req.headers, self.trust.proxy_hops) {
                 return Some(ip);
             }
         }
         req.source_ip
     }
 
-    fn user_agent<'a>(&self, req: &HitRequest<'a>) -> Option<&'a str> {
-        if self.trust.device_headers {
-            if let Some(ua) = header_str(req.headers, &X_DEVICE_USER_AGENT) {
-                return Some(ua);
-            }
+    /// The caller, or the player a signed SSAI beacon names.
+    fn client<'a>(&self, req: &HitRequest<'a>, now: OffsetDateTime) -> Client<'a> {
+        let user_agent = header_text(req.headers, &header::USER_AGENT);
+        let device_ip = header_text(req.headers, &X_DEVICE_IP);
+        let device_ua = header_text(req.headers, &X_DEVICE_USER_AGENT);
+        let caller = |refused| Client {
+            ip: self.caller_ip(req),
+            user_agent: user_agent.clone(),
+            from_device_headers: false,
+            refused,
+        };
+        if device_ip.is_none() && device_ua.is_none() {
+            return caller(None);
         }
-        header_str(req.headers, &header::USER_AGENT)
+        let device = DeviceHeaders {
+            ip: device_ip.as_deref().unwrap_or(""),
+            user_agent: device_ua.as_deref().unwrap_or(""),
+        };
+        match device.verify(
+            &self.trust.ssai_keys,
+            header_str(req.headers, &X_EARSHOT_SSAI),
+            req.query.unwrap_or(""),
+            now.unix_timestamp(),
+        ) {
+            Ok(ip) => Client {
+                ip: ip.or_else(|| self.caller_ip(req)),
+                user_agent: device_ua.clone().or_else(|| user_agent.clone()),
+                from_device_headers: true,
+                refused: None,
+            },
+            Err(e) => caller(Some(e)),
+        }
     }
 
     fn trace_id<'a>(&self, req: &HitRequest<'a>) -> Option<&'a str> {
@@ -225,22 +298,24 @@ impl Recorder {
     ) -> R {
         let now = earshot_domain::event::to_wire_precision(now);
         let params = PixelParams::parse(req.query.unwrap_or(""));
-        let checked = params.check(&self.keys, self.require_signature);
-        let ua = self.user_agent(req);
+        let checked = params.check(&self.signing.keys, self.signing.required);
+        let client = self.client(req, now);
+        let ua = client.user_agent.as_deref();
         let ua_info = self.ua.classify(ua);
         // Without an address (never seen from API Gateway, a Function URL or
         // a socket) every such hit shares one listener per user agent: an
         // undercount, never an overcount.
-        let ip = self
-            .client_ip(req)
-            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let ip = client.ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         let listener = self.listener.listener_id(now.date(), ip, ua.unwrap_or(""));
-        let (verdict, reason) = match (checked.invalid, &ua_info.bot_reason) {
-            (Some(r), _) => (Verdict::Invalid, Some(r.as_str())),
-            (None, Some(b)) => (Verdict::Bot, Some(b.as_str())),
-            (None, None) => (Verdict::Valid, None),
+        let (verdict, reason) = match (checked.invalid, client.refused, &ua_info.bot_reason) {
+            (Some(r), _, _) => (Verdict::Invalid, Some(r.as_str())),
+            (None, Some(e), _) => (Verdict::Invalid, Some(e.as_str())),
+            (None, None, Some(b)) => (Verdict::Bot, Some(b.as_str())),
+            (None, None, None) => (Verdict::Valid, None),
         };
-        let country = if self.trust.cloudfront {
+        // CloudFront's country is the caller's: for an SSAI beacon, the ad
+        // server's, not the player's.
+        let country = if self.trust.cloudfront && !client.from_device_headers {
             header_str(req.headers, &CLOUDFRONT_VIEWER_COUNTRY).and_then(CountryCode::parse)
         } else {
             None
@@ -277,14 +352,16 @@ impl Recorder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use earshot_domain::{EventKind, ListenerSecret};
+    use earshot_domain::{DeviceHeaders, EventKind, ListenerSecret, SigningKeys};
     use time::macros::datetime;
 
     fn recorder(trust: TrustConfig, require_signature: bool) -> Recorder {
         Recorder {
             listener: ListenerHasher::new(ListenerSecret::new("test-secret-0123456789").unwrap()),
-            keys: SigningKeys::parse("k1:k1-secret-0123456789").unwrap(),
-            require_signature,
+            signing: SigningConfig {
+                keys: SigningKeys::parse("k1:k1-secret-0123456789").unwrap(),
+                required: require_signature,
+            },
             ua: UaClassifier::builtin(),
             trust,
         }
@@ -308,6 +385,7 @@ mod tests {
             headers: h,
             source_ip: Some(ip.parse().unwrap()),
             runtime_trace_id: None,
+            deadline: None,
         }
     }
 
@@ -404,6 +482,12 @@ mod tests {
         let bot = rec.record(&hit("c=camp&cr=cr1&ev=start", &h, "203.0.113.7"), now);
         assert_eq!(
             (bot.verdict, bot.reason.as_deref()),
+            (Verdict::Bot, Some("ua_listed:Googlebot"))
+        );
+        let h = headers(&[("user-agent", "ExampleSpider/1.0")]);
+        let bot = rec.record(&hit("c=camp&cr=cr1&ev=start", &h, "203.0.113.7"), now);
+        assert_eq!(
+            (bot.verdict, bot.reason.as_deref()),
             (Verdict::Bot, Some("ua_self_declared"))
         );
         let none = HeaderMap::new();
@@ -414,68 +498,282 @@ mod tests {
         );
     }
 
+    /// The listener id a hit from `ip` with `ua` gets at `now`.
+    fn listener_of(ip: &str, ua: &str, now: OffsetDateTime) -> earshot_domain::ListenerId {
+        recorder(TrustConfig::default(), false)
+            .record(
+                &hit(
+                    "c=camp&cr=cr1&ev=impression",
+                    &headers(&[("user-agent", ua)]),
+                    ip,
+                ),
+                now,
+            )
+            .listener
+    }
+
     #[test]
-    fn forwarded_and_device_headers_count_only_when_trusted() {
+    fn the_client_is_the_forwarded_entry_n_places_from_the_right() {
         let now = datetime!(2026-11-27 10:00:00 UTC);
+        let q = "c=camp&cr=cr1&ev=impression";
+        // The client wrote 192.0.2.66 itself; two proxies appended
+        // 198.51.100.1 (the client as the first saw it) and 10.0.0.1.
         let h = headers(&[
             ("user-agent", OVERCAST),
-            ("x-forwarded-for", "198.51.100.1, 10.0.0.1"),
-            ("cloudfront-viewer-country", "FR"),
-            ("x-device-ip", "192.0.2.55"),
-            ("x-device-user-agent", "Spotify/8.8 iOS"),
+            ("x-forwarded-for", "192.0.2.66, 198.51.100.1, 10.0.0.1"),
         ]);
-        let q = "c=camp&cr=cr1&ev=impression";
-        let untrusted = recorder(TrustConfig::default(), false);
-        let base = untrusted.record(&hit(q, &h, "203.0.113.7"), now);
-        assert_eq!(base.country, None);
-        assert_eq!(base.ua.as_deref(), Some(OVERCAST));
-        let plain = HeaderMap::new();
-        let direct = recorder(TrustConfig::default(), false).record(
-            &hit(q, &headers(&[("user-agent", OVERCAST)]), "203.0.113.7"),
-            now,
-        );
+        let hops = |n| {
+            recorder(
+                TrustConfig {
+                    proxy_hops: n,
+                    ..TrustConfig::default()
+                },
+                false,
+            )
+            .record(&hit(q, &h, "203.0.113.7"), now)
+            .listener
+        };
         assert_eq!(
-            base.listener, direct.listener,
-            "untrusted XFF must not change the listener"
+            hops(0),
+            listener_of("203.0.113.7", OVERCAST, now),
+            "0: the source address"
         );
-        drop(plain);
-
-        let fwd = recorder(
+        assert_eq!(hops(1), listener_of("10.0.0.1", OVERCAST, now));
+        assert_eq!(hops(2), listener_of("198.51.100.1", OVERCAST, now));
+        assert_ne!(
+            hops(2),
+            listener_of("192.0.2.66", OVERCAST, now),
+            "the leftmost entry is the client's to write"
+        );
+        assert_eq!(hops(3), listener_of("192.0.2.66", OVERCAST, now));
+        assert_eq!(
+            hops(4),
+            listener_of("203.0.113.7", OVERCAST, now),
+            "fewer entries than hops"
+        );
+        // Entries over several header lines count as one list.
+        let mut split = headers(&[("user-agent", OVERCAST)]);
+        split.append(
+            "x-forwarded-for",
+            "192.0.2.66, 198.51.100.1".parse().unwrap(),
+        );
+        split.append("x-forwarded-for", "10.0.0.1".parse().unwrap());
+        let ev = recorder(
             TrustConfig {
-                forwarded: true,
+                proxy_hops: 2,
+                ..TrustConfig::default()
+            },
+            false,
+        )
+        .record(&hit(q, &split, "203.0.113.7"), now);
+        assert_eq!(ev.listener, listener_of("198.51.100.1", OVERCAST, now));
+    }
+
+    #[test]
+    fn cloudfront_viewer_headers_count_only_behind_cloudfront() {
+        let now = datetime!(2026-11-27 10:00:00 UTC);
+        let q = "c=camp&cr=cr1&ev=impression";
+        let behind = recorder(
+            TrustConfig {
                 cloudfront: true,
-                device_headers: false,
+                ..TrustConfig::default()
             },
             false,
         );
-        let ev = fwd.record(&hit(q, &h, "203.0.113.7"), now);
-        assert_eq!(ev.country.unwrap().as_str(), "FR");
-        let from_xff = fwd.record(
-            &hit(q, &headers(&[("user-agent", OVERCAST)]), "198.51.100.1"),
-            now,
-        );
-        assert_eq!(ev.listener, from_xff.listener);
+        let direct = recorder(TrustConfig::default(), false);
+        for (address, ip) in [
+            ("198.51.100.10:46532", "198.51.100.10"),
+            (
+                "2001:db8:85a3::8a2e:370:7334:46532",
+                "2001:db8:85a3::8a2e:370:7334",
+            ),
+            ("[2001:db8::1]:443", "2001:db8::1"),
+        ] {
+            let h = headers(&[
+                ("user-agent", OVERCAST),
+                ("cloudfront-viewer-address", address),
+                ("cloudfront-viewer-country", "FR"),
+                ("x-forwarded-for", "192.0.2.66"),
+            ]);
+            let ev = behind.record(&hit(q, &h, "203.0.113.7"), now);
+            assert_eq!(ev.listener, listener_of(ip, OVERCAST, now), "{address}");
+            assert_eq!(ev.country.unwrap().as_str(), "FR");
+            let ev = direct.record(&hit(q, &h, "203.0.113.7"), now);
+            assert_eq!(ev.listener, listener_of("203.0.113.7", OVERCAST, now));
+            assert_eq!(ev.country, None);
+        }
+    }
 
-        let dev = recorder(
-            TrustConfig {
-                forwarded: false,
-                cloudfront: false,
-                device_headers: true,
-            },
-            false,
-        );
-        let ev = dev.record(&hit(q, &h, "203.0.113.7"), now);
+    fn ssai_trust() -> TrustConfig {
+        TrustConfig {
+            ssai_keys: SigningKeys::parse("adsrv1:adsrv1-secret-0123456789").unwrap(),
+            ..TrustConfig::default()
+        }
+    }
+
+    #[test]
+    fn device_headers_count_only_with_a_valid_ssai_signature() {
+        let now = datetime!(2026-11-27 10:00:00 UTC);
+        let q = "c=camp&cr=cr1&ev=impression&cb=7";
+        let device = DeviceHeaders {
+            ip: "192.0.2.55",
+            user_agent: "Spotify/8.8 iOS",
+        };
+        let key = SigningKeys::parse("adsrv1:adsrv1-secret-0123456789").unwrap();
+        let signed = device.signature_header(key.newest().unwrap(), now.unix_timestamp(), q);
+        let with = |sig: Option<&str>| {
+            let mut h = headers(&[
+                ("user-agent", "Go-http-client/1.1"),
+                ("x-device-ip", device.ip),
+                ("x-device-user-agent", device.user_agent),
+            ]);
+            if let Some(s) = sig {
+                h.insert("x-earshot-ssai", s.parse().unwrap());
+            }
+            h
+        };
+        let rec = recorder(ssai_trust(), false);
+        let ev = rec.record(&hit(q, &with(Some(&signed)), "203.0.113.7"), now);
+        assert_eq!((ev.verdict, ev.reason.as_deref()), (Verdict::Valid, None));
         assert_eq!(ev.ua.as_deref(), Some("Spotify/8.8 iOS"));
         assert_eq!(ev.app.as_deref(), Some("Spotify"));
-        let same = dev.record(
+        assert_eq!(
+            ev.listener,
+            listener_of("192.0.2.55", "Spotify/8.8 iOS", now)
+        );
+
+        let stale = device.signature_header(key.newest().unwrap(), now.unix_timestamp() - 301, q);
+        let forged = signed.replace("sig=", "sig=A");
+        let foreign = device.signature_header(
+            SigningKeys::parse("adsrv9:adsrv9-secret-0123456789")
+                .unwrap()
+                .newest()
+                .unwrap(),
+            now.unix_timestamp(),
+            q,
+        );
+        for (sig, rec, reason) in [
+            (None, recorder(ssai_trust(), false), "ssai_unsigned"),
+            (
+                Some(signed.as_str()),
+                recorder(TrustConfig::default(), false),
+                "ssai_unknown_key",
+            ),
+            (
+                Some(forged.as_str()),
+                recorder(ssai_trust(), false),
+                "ssai_bad_signature",
+            ),
+            (
+                Some(foreign.as_str()),
+                recorder(ssai_trust(), false),
+                "ssai_unknown_key",
+            ),
+            (
+                Some(stale.as_str()),
+                recorder(ssai_trust(), false),
+                "ssai_stale",
+            ),
+        ] {
+            let ev = rec.record(&hit(q, &with(sig), "203.0.113.7"), now);
+            assert_eq!(
+                (ev.verdict, ev.reason.as_deref()),
+                (Verdict::Invalid, Some(reason)),
+                "{sig:?}"
+            );
+            // Refused headers change nothing: the caller's address and agent.
+            assert_eq!(ev.ua.as_deref(), Some("Go-http-client/1.1"));
+            assert_eq!(
+                ev.listener,
+                listener_of("203.0.113.7", "Go-http-client/1.1", now)
+            );
+        }
+        // Signed for another hit: the query is part of what is signed.
+        let ev = rec.record(
             &hit(
-                q,
-                &headers(&[("user-agent", "Spotify/8.8 iOS")]),
-                "192.0.2.55",
+                "c=camp&cr=cr2&ev=impression&cb=7",
+                &with(Some(&signed)),
+                "203.0.113.7",
             ),
             now,
         );
-        assert_eq!(ev.listener, same.listener);
+        assert_eq!(ev.reason.as_deref(), Some("ssai_bad_signature"));
+        // A bad query is still the first reason.
+        let ev = rec.record(
+            &hit("c=camp&ev=impression", &with(None), "203.0.113.7"),
+            now,
+        );
+        assert_eq!(ev.reason.as_deref(), Some("missing_creative"));
+    }
+
+    #[test]
+    fn a_signed_ssai_beacon_behind_cloudfront_has_no_country() {
+        let now = datetime!(2026-11-27 10:00:00 UTC);
+        let q = "c=camp&cr=cr1&ev=impression";
+        let device = DeviceHeaders {
+            ip: "192.0.2.55",
+            user_agent: OVERCAST,
+        };
+        let key = SigningKeys::parse("adsrv1:adsrv1-secret-0123456789").unwrap();
+        let sig = device.signature_header(key.newest().unwrap(), now.unix_timestamp(), q);
+        let h = headers(&[
+            ("x-device-ip", device.ip),
+            ("x-device-user-agent", device.user_agent),
+            ("x-earshot-ssai", &sig),
+            ("cloudfront-viewer-address", "198.51.100.10:443"),
+            ("cloudfront-viewer-country", "US"),
+        ]);
+        let rec = recorder(
+            TrustConfig {
+                cloudfront: true,
+                ..ssai_trust()
+            },
+            false,
+        );
+        let ev = rec.record(&hit(q, &h, "203.0.113.7"), now);
+        assert_eq!(ev.verdict, Verdict::Valid);
+        assert_eq!(ev.listener, listener_of("192.0.2.55", OVERCAST, now));
+        assert_eq!(
+            ev.country, None,
+            "the country CloudFront saw is the ad server's"
+        );
+    }
+
+    /// Localized Apple Podcasts builds name themselves in their own script;
+    /// those bytes are the user agent, not a missing one.
+    #[test]
+    fn user_agents_in_other_scripts_are_decoded_not_missing() {
+        let now = datetime!(2026-11-27 10:00:00 UTC);
+        let rec = recorder(TrustConfig::default(), false);
+        let q = "c=camp&cr=cr1&ev=impression";
+        let raw = "Подкасты/1520.39 CFNetwork/1206 Darwin/20.1.0";
+        let encoded =
+            "%D0%9F%D0%BE%D0%B4%D0%BA%D0%B0%D1%81%D1%82%D1%8B/1520.39 CFNetwork/1206 Darwin/20.1.0";
+        for ua in [raw, encoded] {
+            let mut h = HeaderMap::new();
+            h.insert(
+                "user-agent",
+                HeaderValue::from_bytes(ua.as_bytes()).unwrap(),
+            );
+            let ev = rec.record(&hit(q, &h, "203.0.113.7"), now);
+            assert_eq!(
+                (ev.verdict, ev.reason.as_deref()),
+                (Verdict::Valid, None),
+                "{ua}"
+            );
+            assert_eq!(ev.app.as_deref(), Some("Apple Podcasts"), "{ua}");
+            assert_eq!(ev.ua.as_deref(), Some(ua));
+            assert_eq!(ev.listener, listener_of("203.0.113.7", ua, now));
+        }
+        // Bytes that are not UTF-8 are replaced, not dropped.
+        let mut h = HeaderMap::new();
+        h.insert(
+            "user-agent",
+            HeaderValue::from_bytes(b"Podcasts/1.0 \xff CFNetwork/1").unwrap(),
+        );
+        let ev = rec.record(&hit(q, &h, "203.0.113.7"), now);
+        assert_eq!(ev.ua.as_deref(), Some("Podcasts/1.0 \u{fffd} CFNetwork/1"));
+        assert_eq!(ev.app.as_deref(), Some("Apple Podcasts"));
     }
 
     #[test]
@@ -506,7 +804,7 @@ mod tests {
         // must write the same line for every kind of hit; only the random
         // part of the id differs between two calls.
         let rec = recorder(TrustConfig::default(), true);
-        let keys = SigningKeys::parse("k1:k1-secret-0123456789").unwrap();
+        let keys = &rec.signing.keys;
         let signed = |q: &str| {
             let sig = keys
                 .newest()

@@ -33,18 +33,12 @@ impl App {
     /// Builds everything once, at start-up: the UA classifier, the listener
     /// hasher, the AWS client and the pipeline. Nothing here runs per hit.
     pub async fn build(cfg: EdgeConfig) -> anyhow::Result<Arc<Self>> {
-        let ua = match &cfg.ua_patterns_dir {
-            Some(dir) => {
-                let (c, report) = UaClassifier::with_opawg_dir(dir)?;
-                tracing::info!(files = ?report.files, patterns = report.patterns, skipped = report.skipped.len(), "loaded OPAWG user-agent patterns");
-                for s in &report.skipped {
-                    tracing::warn!(pattern = %s, "OPAWG pattern skipped");
-                }
-                c
-            }
-            None => UaClassifier::builtin(),
-        };
-        if cfg.listener_secret_is_dev_default {
+        let (ua, report) = UaClassifier::load(cfg.ua_patterns_dir.as_deref())?;
+        tracing::info!(files = ?report.files, patterns = report.patterns, skipped = report.skipped.len(), "loaded the OPAWG user-agent lists");
+        for s in &report.skipped {
+            tracing::warn!(pattern = %s, "OPAWG pattern skipped");
+        }
+        if cfg.listener.is_dev_default {
             tracing::warn!("EARSHOT_LISTENER_SECRET is not set: using the local development secret; never run like this in production");
         }
         let function_name = std::env::var("AWS_LAMBDA_FUNCTION_NAME")
@@ -52,11 +46,11 @@ impl App {
         let metrics = Arc::new(Metrics::new(function_name));
         let sink = match &cfg.sink {
             SinkConfig::Firehose { stream } => {
-                let client = firehose_client(cfg.tls_roots).await;
+                let client = firehose_client(cfg.delivery.tls_roots).await;
                 Sink::Firehose(FirehoseSink::new(
                     client,
                     stream.clone(),
-                    RetryPolicy::new(cfg.firehose_max_attempts),
+                    RetryPolicy::new(cfg.delivery.max_attempts),
                     metrics.clone(),
                 ))
             }
@@ -65,17 +59,15 @@ impl App {
                     .with_context(|| format!("EARSHOT_SINK: cannot create {}", path.display()))?,
             ),
         };
-        let pipeline = Pipeline::start(Arc::new(sink), cfg.flush);
+        let pipeline = Pipeline::start(Arc::new(sink), cfg.flush, metrics.clone());
+        let listener = ListenerHasher::new(cfg.listener.secret);
         Ok(Arc::new(Self {
             recorder: Recorder {
-                listener: match cfg.listener_secret_next {
-                    Some((day, next)) => {
-                        ListenerHasher::new(cfg.listener_secret).with_next(day, next)
-                    }
-                    None => ListenerHasher::new(cfg.listener_secret),
+                listener: match cfg.listener.next {
+                    Some((day, next)) => listener.with_next(day, next),
+                    None => listener,
                 },
-                keys: cfg.signing_keys,
-                require_signature: cfg.require_signature,
+                signing: cfg.signing,
                 ua,
                 trust: cfg.trust,
             },
@@ -86,7 +78,8 @@ impl App {
     }
 
     /// Answers one request. A pixel GET records exactly one event and, in
-    /// sync mode, returns once the event is delivered (or dead-lettered).
+    /// sync mode, returns once the event is delivered or dead-lettered (by
+    /// the request's deadline, if it has one).
     pub async fn handle(&self, req: HitRequest<'_>) -> Response<Bytes> {
         let route = hit::route(req.method, req.path);
         if route == Route::PixelGet {
@@ -95,15 +88,16 @@ impl App {
                 self.recorder
                     .record_ndjson(&req, time::OffsetDateTime::now_utc(), &mut line);
             self.metrics.hit(verdict);
-            self.pipeline.submit(line).wait().await;
+            self.pipeline.submit(line, req.deadline).wait().await;
             self.metrics.maybe_emit();
         }
         hit::response(route)
     }
 
-    /// Delivers what is buffered and closes the sink.
-    pub async fn shutdown(&self) {
-        self.pipeline.shutdown().await;
+    /// Delivers what is buffered and closes the sink; with a `budget`, what
+    /// is not delivered by then is dead-lettered.
+    pub async fn shutdown(&self, budget: Option<std::time::Duration>) {
+        self.pipeline.shutdown(budget).await;
         self.metrics.emit();
     }
 }

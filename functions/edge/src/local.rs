@@ -30,6 +30,10 @@ pub const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// pipeline's shutdown delivers them). Kubernetes and ECS give 30 s between
 /// SIGTERM and SIGKILL.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the pipeline's last delivery may take after the drain; what is
+/// not delivered by then is dead-lettered. With [`DRAIN_TIMEOUT`], inside
+/// the 30 s Kubernetes and ECS allow.
+pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Whether an accept error concerns only the connection it was for (gone
 /// already: the next one can be accepted at once).
@@ -117,7 +121,7 @@ pub async fn serve(
             "connections still busy at the drain timeout are dropped; their events are recorded"
         );
     }
-    app.shutdown().await;
+    app.shutdown(Some(FLUSH_TIMEOUT)).await;
     Ok(())
 }
 
@@ -139,6 +143,7 @@ async fn answer(
             headers: req.headers(),
             source_ip: Some(peer.ip()),
             runtime_trace_id: None,
+            deadline: None,
         })
         .await;
     resp.map(Full::new)

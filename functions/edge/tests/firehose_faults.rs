@@ -8,12 +8,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use earshot_domain::{ListenerHasher, ListenerSecret, SigningKeys, TrackingEvent, UaClassifier};
-use earshot_edge::config::TrustConfig;
+use earshot_domain::{ListenerHasher, ListenerSecret, TrackingEvent, UaClassifier};
+use earshot_edge::config::{SigningConfig, TrustConfig};
 use earshot_edge::hit::{HitRequest, Recorder};
 use earshot_edge::metrics::Metrics;
 use earshot_edge::sink::firehose::{FirehoseSink, RetryPolicy, MAX_RECORD_BYTES};
-use earshot_edge::sink::Deliver;
+use earshot_edge::sink::{Deadline, Deliver};
 use earshot_testkit::edge::{
     dead_lettered_events, decode_objects, match_events_to_hits, mixed_hits, send_sequentially,
     HitSpec,
@@ -250,8 +250,7 @@ async fn exhausted_retries_dead_letter_exactly_the_undelivered_events_to_the_log
 fn big_events(n: usize) -> Vec<TrackingEvent> {
     let rec = Recorder {
         listener: ListenerHasher::new(ListenerSecret::new(SECRET).unwrap()),
-        keys: SigningKeys::default(),
-        require_signature: false,
+        signing: SigningConfig::default(),
         ua: UaClassifier::builtin(),
         trust: TrustConfig::default(),
     };
@@ -276,6 +275,7 @@ fn big_events(n: usize) -> Vec<TrackingEvent> {
                     headers: &h,
                     source_ip: Some("192.0.2.10".parse().unwrap()),
                     runtime_trace_id: None,
+                    deadline: None,
                 },
                 now,
             )
@@ -320,7 +320,7 @@ async fn partial_failures_resend_only_the_failed_records_through_the_real_sdk_cl
         },
         metrics.clone(),
     );
-    sink.deliver(lines).await;
+    sink.deliver(lines, &Deadline::none()).await;
 
     let stats = proxy.stats();
     assert_eq!(

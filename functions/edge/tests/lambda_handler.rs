@@ -62,7 +62,7 @@ impl Edge {
 
     /// Shuts the app down (finalizing the file) and returns every event written.
     async fn events(&self) -> Vec<TrackingEvent> {
-        self.app.shutdown().await;
+        self.app.shutdown(None).await;
         earshot_testkit::edge::events_in_sink_dir(self.dir.path()).expect("finalized event files")
     }
 }

@@ -245,7 +245,7 @@ async fn measure_local(
             ("EARSHOT_FLUSH", "buffered"),
             ("EARSHOT_LISTENER_SECRET", "cost-listener-secret-0123456789"),
             ("EARSHOT_SIGNING_KEYS", KEYS),
-            ("EARSHOT_TRUST_FORWARDED", "true"),
+            ("EARSHOT_TRUSTED_PROXY_HOPS", "1"),
             ("EARSHOT_TRUST_CLOUDFRONT", "true"),
         ]
         .map(|(k, v)| (k.to_owned(), v.to_owned())),

@@ -2,7 +2,8 @@
 //! shares of podcast downloads (apps' own reports and the OPAWG examples).
 //!
 //! Every listener agent must be classified as a non-bot and every bot agent
-//! as a bot by the edge's built-in list (`earshot_domain::UaClassifier`);
+//! as a bot by the edge's user-agent lists (`earshot_domain::UaClassifier`,
+//! the OPAWG lists compiled in);
 //! the tests below keep the two in step, because the expected report
 //! depends on it.
 
@@ -37,7 +38,8 @@ pub const PLAYERS: &[PlayerAgent] = &[
         weight: 10,
     },
     PlayerAgent {
-        app: Some("Apple Podcasts"),
+        // Apple Podcasts playing on a HomePod, as OPAWG names it.
+        app: Some("Apple HomePod"),
         user_agent: "AirPodcasts/1650.20 CFNetwork/1404.0.5 Darwin/22.3.0",
         weight: 2,
     },
@@ -127,7 +129,7 @@ pub const BOTS: &[BotAgent] = &[
     },
     BotAgent {
         user_agent: Some("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"),
-        reason: "ua_self_declared",
+        reason: "ua_listed:Googlebot",
         weight: 2,
     },
     BotAgent {
@@ -142,12 +144,12 @@ pub const BOTS: &[BotAgent] = &[
     },
     BotAgent {
         user_agent: Some("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/124.0.0.0 Safari/537.36"),
-        reason: "ua_listed:Headless Chrome",
+        reason: "ua_listed:Puppeteer",
         weight: 1,
     },
     BotAgent {
         user_agent: Some("facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)"),
-        reason: "ua_listed:Facebook External Hit",
+        reason: "ua_listed:Facebook Bot",
         weight: 1,
     },
 ];

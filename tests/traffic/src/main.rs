@@ -10,9 +10,10 @@ use earshot_traffic::{Amount, Burst, CampaignSpec, Expected, Generator, Mix, Pla
 /// Sends realistic podcast ad traffic to an earshot edge and prints the
 /// report the API must then return.
 ///
-/// The edge must trust X-Forwarded-For and CloudFront-Viewer-Country
-/// (EARSHOT_TRUST_FORWARDED=true, EARSHOT_TRUST_CLOUDFRONT=true): each
-/// listener is one address and one user agent, sent in those headers.
+/// The edge must take the client from X-Forwarded-For and the country from
+/// CloudFront-Viewer-Country (EARSHOT_TRUSTED_PROXY_HOPS=1,
+/// EARSHOT_TRUST_CLOUDFRONT=true): each listener is one address and one
+/// user agent, sent in those headers.
 #[derive(Parser)]
 #[command(name = "earshot-traffic", version)]
 struct Cli {

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::{dead_letter, Deliver};
+use super::{dead_letter, Deadline, Deliver};
 
 /// Close a file at this size (similar to a Firehose object).
 pub const ROTATE_BYTES: u64 = 8 * 1024 * 1024;
@@ -227,7 +227,8 @@ fn remove_unless_gone(path: &Path) -> std::io::Result<()> {
 }
 
 impl Deliver for DirSink {
-    async fn deliver(&self, lines: Vec<Vec<u8>>) {
+    /// A local write: quick enough that no deadline is consulted.
+    async fn deliver(&self, lines: Vec<Vec<u8>>, _deadline: &Deadline) {
         let data = lines.concat();
         match self.write(&data) {
             Ok(Some(full)) => Self::close(full).await,
@@ -279,8 +280,11 @@ mod tests {
             uuid::Uuid::now_v7().simple()
         ));
         let sink = DirSink::new(&dir).unwrap();
-        sink.deliver(vec![b"{\"a\":1}\n".to_vec(), b"{\"a\":2}\n".to_vec()])
-            .await;
+        sink.deliver(
+            vec![b"{\"a\":1}\n".to_vec(), b"{\"a\":2}\n".to_vec()],
+            &Deadline::none(),
+        )
+        .await;
         let n = names(&dir);
         assert_eq!(n.len(), 1);
         assert!(
@@ -351,7 +355,8 @@ mod tests {
             uuid::Uuid::now_v7().simple()
         ));
         let mut sink = DirSink::new(&dir).unwrap();
-        sink.deliver(vec![b"{\"own\":1}\n".to_vec()]).await;
+        sink.deliver(vec![b"{\"own\":1}\n".to_vec()], &Deadline::none())
+            .await;
         let own = names(&dir);
         assert_eq!(own.len(), 1);
         // Another edge sharing the directory dies after the sink started.

@@ -6,7 +6,10 @@
 //! limits. When a call fails, or succeeds with `FailedPutCount > 0`, only the
 //! failed records are sent again, with capped exponential backoff and full
 //! jitter; after the retry budget they are dead-lettered (a structured log
-//! line holding the NDJSON, plus the `DeadLetteredEvents` metric).
+//! line holding the NDJSON, plus the `DeadLetteredEvents` metric). The
+//! budget is the attempts allowed, cut short by the delivery's deadline (a
+//! sync hit's invocation deadline, or the shutdown window): a call still
+//! running then is abandoned, and no attempt starts that could not finish.
 //!
 //! A call that timed out may still have been accepted, so a retry can deliver
 //! a record twice. That is safe downstream: every event has a unique id, and
@@ -18,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::{dead_letter, Deliver};
+use super::{dead_letter, Deadline, Deliver};
 use crate::metrics::Metrics;
 
 /// PutRecordBatch accepts at most 500 records per call (Firehose quotas).
@@ -30,6 +33,11 @@ pub const MAX_RECORD_BYTES: usize = 1000 * 1024;
 /// Firehose bills ingestion per record rounded up to the next 5 KB
 /// (Kinesis Data Firehose pricing, Direct PUT).
 pub const BILLING_INCREMENT: usize = 5 * 1024;
+
+/// No attempt starts with less time than this before the deadline: a
+/// PutRecordBatch inside the region takes 10-30 ms, so a shorter one would
+/// almost surely be cut off, a call paid for and possibly accepted twice.
+pub const MIN_ATTEMPT_TIME: Duration = Duration::from_millis(50);
 
 /// The bytes Firehose bills for a record of `len` bytes.
 pub fn billed_bytes(len: usize) -> usize {
@@ -163,8 +171,10 @@ impl RetryPolicy {
     pub fn new(max_attempts: u32) -> Self {
         Self {
             max_attempts,
-            // 50 ms doubling to a 2 s cap: six attempts span about 4 s at
-            // worst, inside a pixel's patience and a Lambda's timeout.
+            // 50 ms doubling to a 2 s cap: six attempts wait about 4 s at
+            // worst between them. With each attempt allowed 3 s (the
+            // client's timeout) the whole can outlast a Lambda invocation,
+            // which is why a delivery's deadline cuts it short.
             base: Duration::from_millis(50),
             cap: Duration::from_secs(2),
         }
@@ -202,28 +212,50 @@ impl<A: FirehoseApi> FirehoseSink<A> {
         }
     }
 
-    /// Sends one call's records until all are accepted or the budget is spent.
-    async fn send_call(&self, mut pending: Vec<Record>) {
+    /// Sends one call's records until all are accepted, the attempts are
+    /// spent or the deadline is near; dead-letters what is left.
+    async fn send_call(&self, mut pending: Vec<Record>, deadline: &Deadline) {
         let c = &self.metrics.counters;
-        let mut last_error = String::new();
-        for attempt in 0..self.retry.max_attempts {
-            if attempt > 0 {
-                self.metrics.add(&c.retries, 1);
-                tokio::time::sleep(self.retry.backoff(attempt - 1)).await;
+        let mut last_error = String::from("none: no time was left to try");
+        let mut attempts = 0;
+        while attempts < self.retry.max_attempts {
+            let pause = if attempts == 0 {
+                Duration::ZERO
+            } else {
+                self.retry.backoff(attempts - 1)
+            };
+            if deadline
+                .remaining()
+                .is_some_and(|left| left < pause + MIN_ATTEMPT_TIME)
+            {
+                break;
             }
+            if attempts > 0 {
+                self.metrics.add(&c.retries, 1);
+                tokio::time::sleep(pause).await;
+            }
+            attempts += 1;
             let started = Instant::now();
-            let result = self
-                .api
-                .put_record_batch(
-                    &self.stream,
-                    pending.iter().map(|r| r.data.clone()).collect(),
-                )
-                .await;
+            let call = self.api.put_record_batch(
+                &self.stream,
+                pending.iter().map(|r| r.data.clone()).collect(),
+            );
+            let result = tokio::select! {
+                r = call => Some(r),
+                () = deadline.passed() => None,
+            };
             self.metrics.add(&c.firehose_calls, 1);
             self.metrics
                 .add(&c.firehose_latency_us, started.elapsed().as_micros() as u64);
             match result {
-                Ok(results) if results.len() == pending.len() => {
+                None => {
+                    // Abandoned: Firehose may still accept it, and the
+                    // dead letter then holds a copy; the loader keeps one.
+                    last_error = "the deadline came during the call".into();
+                    tracing::warn!(attempt = attempts, "firehose call cut off by the deadline");
+                    break;
+                }
+                Some(Ok(results)) if results.len() == pending.len() => {
                     let mut failed = Vec::new();
                     for (rec, res) in pending.into_iter().zip(results) {
                         if let Some(e) = res {
@@ -234,26 +266,30 @@ impl<A: FirehoseApi> FirehoseSink<A> {
                     if failed.is_empty() {
                         return;
                     }
-                    tracing::warn!(failed = failed.len(), attempt = attempt + 1, error = %last_error, "firehose partial failure; retrying the failed records");
+                    tracing::warn!(failed = failed.len(), attempt = attempts, error = %last_error, "firehose partial failure; retrying the failed records");
                     pending = failed;
                 }
-                Ok(results) => {
+                Some(Ok(results)) => {
                     // Cannot tell which record failed: resend all (the loader
                     // dedupes by event id).
                     last_error =
                         format!("{} responses for {} records", results.len(), pending.len());
-                    tracing::warn!(attempt = attempt + 1, error = %last_error, "firehose answered with a mismatched response count");
+                    tracing::warn!(attempt = attempts, error = %last_error, "firehose answered with a mismatched response count");
                 }
-                Err(e) => {
+                Some(Err(e)) => {
                     last_error = e.message;
-                    tracing::warn!(attempt = attempt + 1, error = %last_error, "firehose call failed; retrying");
+                    tracing::warn!(attempt = attempts, error = %last_error, "firehose call failed; retrying");
                 }
             }
         }
-        let why = format!(
-            "firehose: {} attempts failed, last error: {last_error}",
-            self.retry.max_attempts
-        );
+        let why = if attempts == self.retry.max_attempts {
+            format!("firehose: {attempts} attempts failed, last error: {last_error}")
+        } else {
+            format!(
+                "firehose: the deadline came after {attempts} of {} attempts, last error: {last_error}",
+                self.retry.max_attempts
+            )
+        };
         for rec in pending {
             let n = dead_letter(&rec.data, &why);
             self.metrics.add(&c.dead_lettered, n as u64);
@@ -262,7 +298,7 @@ impl<A: FirehoseApi> FirehoseSink<A> {
 }
 
 impl<A: FirehoseApi> Deliver for FirehoseSink<A> {
-    async fn deliver(&self, lines: Vec<Vec<u8>>) {
+    async fn deliver(&self, lines: Vec<Vec<u8>>, deadline: &Deadline) {
         let (records, oversized) = pack(lines);
         let c = &self.metrics.counters;
         for line in oversized {
@@ -274,7 +310,7 @@ impl<A: FirehoseApi> Deliver for FirehoseSink<A> {
             self.metrics.add(&c.batch_records, call.len() as u64);
             self.metrics
                 .add(&c.batch_events, call.iter().map(|r| r.events as u64).sum());
-            self.send_call(call).await;
+            self.send_call(call, deadline).await;
         }
     }
 }
@@ -352,6 +388,9 @@ mod tests {
     /// fails the records whose content is in the set.
     enum Outcome {
         CallError,
+        /// The call takes this long, then fails as the client's attempt
+        /// timeout would.
+        Hang(Duration),
         FailIndexes(Vec<usize>),
         AllOk,
     }
@@ -380,6 +419,12 @@ mod tests {
                 Outcome::CallError => Err(CallError {
                     message: "ServiceUnavailableException: slow down".into(),
                 }),
+                Outcome::Hang(d) => {
+                    tokio::time::sleep(d).await;
+                    Err(CallError {
+                        message: "timeout: the attempt timed out".into(),
+                    })
+                }
                 Outcome::AllOk => {
                     self.accepted
                         .lock()
@@ -430,7 +475,7 @@ mod tests {
         ]);
         let (s, m) = sink(api.clone(), 5);
         let input = records_of(10); // 5 records of 2 lines
-        s.deliver(input.clone()).await;
+        s.deliver(input.clone(), &Deadline::none()).await;
         assert_eq!(*api.calls.lock().unwrap(), vec![5, 2, 1]);
         let mut got: Vec<u8> = api
             .accepted
@@ -465,7 +510,7 @@ mod tests {
             .unwrap()
             .extend([Outcome::CallError, Outcome::CallError]);
         let (s, m) = sink(api.clone(), 5);
-        s.deliver(records_of(4)).await;
+        s.deliver(records_of(4), &Deadline::none()).await;
         assert_eq!(*api.calls.lock().unwrap(), vec![2, 2, 2]);
         assert_eq!(api.accepted.lock().unwrap().len(), 2);
         assert_eq!(
@@ -485,7 +530,7 @@ mod tests {
             Outcome::FailIndexes(vec![0]),
         ]);
         let (s, m) = sink(api.clone(), 3);
-        s.deliver(records_of(4)).await;
+        s.deliver(records_of(4), &Deadline::none()).await;
         assert_eq!(*api.calls.lock().unwrap(), vec![2, 1, 1]);
         assert_eq!(api.accepted.lock().unwrap().len(), 1);
         assert_eq!(
@@ -495,6 +540,74 @@ mod tests {
             2,
             "the two events of the failed record"
         );
+    }
+
+    fn dead_lettered(m: &Metrics) -> u64 {
+        m.counters
+            .dead_lettered
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Calls that hang 4 s each under a 10 s deadline: two fail, the third
+    /// is cut off at the deadline, and the events are dead-lettered then,
+    /// not after the six attempts the policy allows.
+    #[tokio::test(start_paused = true)]
+    async fn a_hanging_firehose_is_given_up_at_the_deadline() {
+        let api = Arc::new(Scripted::default());
+        api.script
+            .lock()
+            .unwrap()
+            .extend((0..6).map(|_| Outcome::Hang(Duration::from_secs(4))));
+        let (s, m) = sink(api.clone(), 6);
+        let start = tokio::time::Instant::now();
+        let deadline = Deadline::new(
+            Some(start + Duration::from_secs(10)),
+            tokio::sync::watch::channel(None).1,
+        );
+        s.deliver(records_of(2), &deadline).await;
+        assert_eq!(start.elapsed(), Duration::from_secs(10));
+        assert_eq!(*api.calls.lock().unwrap(), vec![1, 1, 1]);
+        assert_eq!(dead_lettered(&m), 2);
+        assert!(api.accepted.lock().unwrap().is_empty());
+    }
+
+    /// No attempt starts that could not finish: with less than
+    /// MIN_ATTEMPT_TIME left, the events are dead-lettered at once.
+    #[tokio::test(start_paused = true)]
+    async fn no_attempt_starts_too_close_to_the_deadline() {
+        let api = Arc::new(Scripted::default());
+        let (s, m) = sink(api.clone(), 6);
+        let start = tokio::time::Instant::now();
+        let deadline = Deadline::new(
+            Some(start + MIN_ATTEMPT_TIME - Duration::from_millis(1)),
+            tokio::sync::watch::channel(None).1,
+        );
+        s.deliver(records_of(2), &deadline).await;
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        assert!(api.calls.lock().unwrap().is_empty());
+        assert_eq!(dead_lettered(&m), 2);
+    }
+
+    /// A cutoff set while a call is under way (the shutdown window) ends it.
+    #[tokio::test(start_paused = true)]
+    async fn a_cutoff_set_during_a_call_ends_it() {
+        let api = Arc::new(Scripted::default());
+        api.script
+            .lock()
+            .unwrap()
+            .push_back(Outcome::Hang(Duration::from_secs(3)));
+        let (s, m) = sink(api.clone(), 6);
+        let (cutoff, rx) = tokio::sync::watch::channel(None);
+        let deadline = Deadline::new(None, rx);
+        let start = tokio::time::Instant::now();
+        let set_cutoff = async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            cutoff.send_replace(Some(start + Duration::from_millis(1300)));
+        };
+        tokio::join!(s.deliver(records_of(2), &deadline), set_cutoff);
+        assert_eq!(start.elapsed(), Duration::from_millis(1300));
+        assert_eq!(*api.calls.lock().unwrap(), vec![1]);
+        assert_eq!(dead_lettered(&m), 2);
     }
 
     #[test]

@@ -347,7 +347,7 @@ impl Stack {
             ("EARSHOT_FIREHOSE_STREAM", STREAM),
             ("EARSHOT_LISTENER_SECRET", LISTENER_SECRET),
             ("EARSHOT_SIGNING_KEYS", SIGNING_KEYS),
-            ("EARSHOT_TRUST_FORWARDED", "true"),
+            ("EARSHOT_TRUSTED_PROXY_HOPS", "1"),
             ("EARSHOT_TRUST_CLOUDFRONT", "true"),
         ]));
         match self.opts.flush {
