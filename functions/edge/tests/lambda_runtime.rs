@@ -117,6 +117,7 @@ async fn sync_lambda_answers_each_front_door_and_each_get_is_in_s3_before_its_re
                 &fixture(fixture_name),
                 InvokeOptions {
                     trace_id: Some(RUNTIME_TRACE.to_owned()),
+                    ..InvokeOptions::default()
                 },
             )
             .await
@@ -194,6 +195,7 @@ async fn lambda_records_the_runtime_trace_id_over_the_request_header() {
                 event,
                 InvokeOptions {
                     trace_id: Some(trace.to_owned()),
+                    ..InvokeOptions::default()
                 },
             )
             .await

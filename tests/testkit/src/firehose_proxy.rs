@@ -17,6 +17,7 @@
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use base64::Engine;
 use bytes::Bytes;
@@ -46,6 +47,13 @@ pub enum FirehoseFault {
     FailRecords(Vec<usize>),
     /// Every record fails (HTTP 200, FailedPutCount = all); nothing reaches moto.
     FailAllRecords,
+    /// A Firehose that hangs: nothing reaches moto, and the answer (a
+    /// throttle) comes only after this long, past any client's timeout.
+    Hang(Duration),
+    /// Accepted, then silent: the records are forwarded to moto (they land
+    /// in S3), and moto's answer is held this long, so a client that timed
+    /// out cannot know they were accepted.
+    AcceptThenHang(Duration),
 }
 
 /// One `PutRecordBatch` call as the proxy saw it.
@@ -197,6 +205,16 @@ async fn handle(state: &State, req: Req) -> Resp {
         FirehoseFault::FailRecords(idx) => {
             let set: BTreeSet<usize> = idx.into_iter().filter(|i| *i < n).collect();
             partial(state, &req, body, &records, &set).await
+        }
+        FirehoseFault::Hang(d) => {
+            tokio::time::sleep(d).await;
+            state.stats.lock().expect("lock").throttled_calls += 1;
+            throttled()
+        }
+        FirehoseFault::AcceptThenHang(d) => {
+            let answer = partial(state, &req, body, &records, &BTreeSet::new()).await;
+            tokio::time::sleep(d).await;
+            answer
         }
     }
 }

@@ -38,6 +38,11 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Lambda allows 500 ms with internal extensions only; a loaded CI machine
 /// needs more, and a test must not fail on a slow machine.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Lambda's shutdown phase with internal extensions only: SIGTERM, then
+/// SIGKILL 500 ms later (Lambda execution environment lifecycle, Shutdown
+/// phase). For [`LambdaFunction::shutdown_within`] when a test must prove a
+/// function finishes inside it.
+pub const LAMBDA_SHUTDOWN_WINDOW: Duration = Duration::from_millis(500);
 pub const ACCOUNT_ID: &str = "123456789012";
 
 /// How an invocation ended.
@@ -57,6 +62,11 @@ pub enum InvocationOutcome {
 pub struct InvokeOptions {
     /// `Lambda-Runtime-Trace-Id`; a fresh X-Ray id when `None`.
     pub trace_id: Option<String>,
+    /// The function's timeout: `Lambda-Runtime-Deadline-Ms` is this far
+    /// from when the event is queued ([`DEFAULT_TIMEOUT`] when `None`). An
+    /// invocation that has not answered by then ends as Lambda ends it, with
+    /// a `Sandbox.Timedout` error.
+    pub timeout: Option<Duration>,
 }
 
 struct Queued {
@@ -192,6 +202,8 @@ impl LambdaRuntimeEmulator {
         opts: InvokeOptions,
     ) -> anyhow::Result<InvocationOutcome> {
         let (done, rx) = oneshot::channel();
+        let timeout = opts.timeout.unwrap_or(DEFAULT_TIMEOUT);
+        let id = uuid::Uuid::new_v4().to_string();
         {
             let mut inner = self.state.inner.lock().expect("lock");
             if let Some((t, b)) = &inner.init_error {
@@ -201,16 +213,30 @@ impl LambdaRuntimeEmulator {
                 );
             }
             inner.queue.push_back(Queued {
-                id: uuid::Uuid::new_v4().to_string(),
+                id: id.clone(),
                 event,
                 trace_id: opts.trace_id.unwrap_or_else(new_xray_trace_id),
-                deadline_ms: epoch_ms(DEFAULT_TIMEOUT),
+                deadline_ms: epoch_ms(timeout),
                 done,
             });
         }
         self.state.bump();
-        rx.await
-            .map_err(|_| anyhow!("the emulator dropped the invocation"))
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(outcome) => outcome.map_err(|_| anyhow!("the emulator dropped the invocation")),
+            Err(_) => {
+                // Too late: a response posted from now on is refused.
+                let mut inner = self.state.inner.lock().expect("lock");
+                inner.queue.retain(|q| q.id != id);
+                inner.in_flight.remove(&id);
+                Ok(InvocationOutcome::Error {
+                    error_type: Some("Sandbox.Timedout".to_owned()),
+                    body: Bytes::from(format!(
+                        "Task timed out after {:.2} seconds",
+                        timeout.as_secs_f64()
+                    )),
+                })
+            }
+        }
     }
 
     /// When the runtime first polled `/invocation/next` (the end of init).
@@ -405,8 +431,15 @@ impl LambdaFunction {
 
     /// Lambda's shutdown phase: [`LambdaRuntimeEmulator::request_shutdown`],
     /// then SIGTERM if an extension is registered (SIGKILL otherwise), and
-    /// waits for the exit and the last output line.
+    /// waits for the exit and the last output line, SIGKILL after
+    /// [`SHUTDOWN_GRACE`].
     pub async fn shutdown(&mut self) -> anyhow::Result<ShutdownReport> {
+        self.shutdown_within(SHUTDOWN_GRACE).await
+    }
+
+    /// [`shutdown`](Self::shutdown) with SIGKILL after `grace`
+    /// ([`LAMBDA_SHUTDOWN_WINDOW`] is Lambda's own).
+    pub async fn shutdown_within(&mut self, grace: Duration) -> anyhow::Result<ShutdownReport> {
         self.emulator.request_shutdown();
         if self.emulator.extensions().is_empty() {
             let status = self.process.kill().await?;
@@ -417,7 +450,7 @@ impl LambdaFunction {
             });
         }
         self.process.signal(rustix::process::Signal::TERM)?;
-        match tokio::time::timeout(SHUTDOWN_GRACE, self.process.wait()).await {
+        match tokio::time::timeout(grace, self.process.wait()).await {
             Ok(status) => Ok(ShutdownReport {
                 status: status?,
                 sigterm: true,

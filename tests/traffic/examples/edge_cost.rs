@@ -93,6 +93,7 @@ fn function_url_event(h: &Hit) -> Value {
 fn trace(h: &Hit) -> InvokeOptions {
     InvokeOptions {
         trace_id: Some(h.trace_id.clone()),
+        ..InvokeOptions::default()
     }
 }
 
