@@ -139,10 +139,7 @@ async fn a_hanging_firehose_is_dead_lettered_before_the_deadline_and_the_gif_is_
     assert_eq!(stats.records_forwarded, 0);
     // 3 attempts of 3 s, and a fourth when the backoffs' jitter left time
     // for one before the deadline.
-    assert!(
-        (3..=4).contains(&stats.put_record_batch_calls),
-        "{stats:?}"
-    );
+    assert!((3..=4).contains(&stats.put_record_batch_calls), "{stats:?}");
     assert!(stack.in_s3().await.is_empty());
     let dead = stack.dead_lettered();
     assert_eq!(traces(&dead), vec![trace_of(1)]);
@@ -209,7 +206,10 @@ async fn buffered_shutdown_with_a_slow_firehose_ends_inside_lambdas_window() {
     // The size flush runs after the third answer: wait for its object.
     let mut waited = Duration::ZERO;
     while stack.in_s3().await.len() < 3 {
-        assert!(waited < Duration::from_secs(30), "the first batch never landed");
+        assert!(
+            waited < Duration::from_secs(30),
+            "the first batch never landed"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
         waited += Duration::from_millis(50);
     }
@@ -224,7 +224,10 @@ async fn buffered_shutdown_with_a_slow_firehose_ends_inside_lambdas_window() {
         .await
         .unwrap();
     assert!(report.sigterm);
-    assert!(!report.killed_after_grace, "finished inside Lambda's window");
+    assert!(
+        !report.killed_after_grace,
+        "finished inside Lambda's window"
+    );
     assert!(report.status.success(), "{:?}", report.status);
 
     let s3 = stack.in_s3().await;

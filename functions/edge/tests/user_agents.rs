@@ -25,7 +25,10 @@ fn edge_bin() -> PathBuf {
 async fn classify(patterns_dir: &str, agents: &[&str]) -> Vec<TrackingEvent> {
     let dir = tempfile::tempdir().unwrap();
     let env = vec![
-        ("EARSHOT_SINK".into(), format!("dir:{}", dir.path().display())),
+        (
+            "EARSHOT_SINK".into(),
+            format!("dir:{}", dir.path().display()),
+        ),
         ("EARSHOT_LISTENER_SECRET".into(), SECRET.into()),
         // Empty is unset: no folder, whatever this process's environment says.
         ("EARSHOT_UA_PATTERNS_DIR".into(), patterns_dir.into()),
