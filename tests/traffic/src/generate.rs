@@ -85,6 +85,23 @@ pub struct Hit {
     pub kind: HitKind,
 }
 
+impl Hit {
+    /// The headers the player (or ad server) sends with the pixel request,
+    /// lowercase names: the listener's address and country as a CDN in
+    /// front of the edge passes them, the trace id, the user agent.
+    pub fn request_headers(&self) -> Vec<(&'static str, String)> {
+        let mut h = vec![
+            ("x-forwarded-for", self.client_ip.to_string()),
+            ("cloudfront-viewer-country", self.country.to_owned()),
+            ("x-amzn-trace-id", self.trace_id.clone()),
+        ];
+        if let Some(ua) = self.user_agent {
+            h.push(("user-agent", ua.to_owned()));
+        }
+        h
+    }
+}
+
 /// A member of the audience.
 #[derive(Debug, Clone, Copy)]
 struct Member {

@@ -4,6 +4,7 @@ pub mod agents;
 pub mod expected;
 pub mod generate;
 pub mod plan;
+pub mod record;
 pub mod send;
 
 pub use expected::{CampaignReport, Counts, Expected};

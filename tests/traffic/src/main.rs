@@ -88,6 +88,16 @@ struct Cli {
     /// Send nothing; print the report the hits would give today.
     #[arg(long)]
     dry_run: bool,
+    /// Send nothing over HTTP: record each hit with the edge's own recorder
+    /// into this directory (its directory sink), at a time spread over the
+    /// --days days that end now; load it with
+    /// `earshot load --once --source dir:DIR`. Edge variables such as
+    /// EARSHOT_LISTENER_SECRET are read from the environment.
+    #[arg(long, conflicts_with = "dry_run")]
+    record_dir: Option<PathBuf>,
+    /// With --record-dir: how many days of history the hits make.
+    #[arg(long, default_value_t = 90, requires = "record_dir", value_parser = clap::value_parser!(u32).range(1..=400))]
+    days: u32,
 }
 
 #[tokio::main]
@@ -138,13 +148,39 @@ async fn main() -> anyhow::Result<()> {
         plan.seed,
         plan.listeners,
         plan.bots,
-        cli.pixel_url
+        match &cli.record_dir {
+            Some(dir) => format!("the edge's recorder, into {}", dir.display()),
+            None => cli.pixel_url.clone(),
+        }
     );
     let today = time::OffsetDateTime::now_utc().date();
     let (expected, run) = if cli.dry_run {
         (
             Expected::compute(hits.iter().map(|h| (h, today))),
             serde_json::json!({"dry_run": true}),
+        )
+    } else if let Some(dir) = &cli.record_dir {
+        let times = earshot_traffic::record::spread(
+            &hits,
+            time::OffsetDateTime::now_utc(),
+            time::Duration::days(cli.days.into()),
+        );
+        earshot_traffic::record::record(&hits, &times, &cli.signing_keys, dir, |k| {
+            std::env::var(k).ok().filter(|v| !v.is_empty())
+        })
+        .await?;
+        let (first, last) = (times.first().copied(), times.last().copied());
+        eprintln!(
+            "recorded {} hits from {} to {} into {}; load them with `earshot load --once --source dir:{}`",
+            hits.len(),
+            first.map(|t| t.to_string()).unwrap_or_default(),
+            last.map(|t| t.to_string()).unwrap_or_default(),
+            dir.display(),
+            dir.display()
+        );
+        (
+            Expected::compute(hits.iter().zip(&times).map(|(h, t)| (h, t.date()))),
+            serde_json::json!({"recorded": hits.len(), "days": cli.days}),
         )
     } else {
         let opts = SendOptions {

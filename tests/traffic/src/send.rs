@@ -109,13 +109,9 @@ pub fn client(opts: &SendOptions) -> anyhow::Result<reqwest::Client> {
 
 /// Sends one hit; `Ok` only for the GIF.
 pub async fn send_one(client: &reqwest::Client, pixel_url: &str, h: &Hit) -> anyhow::Result<()> {
-    let mut req = client
-        .get(format!("{pixel_url}?{}", h.query))
-        .header("x-forwarded-for", h.client_ip.to_string())
-        .header("cloudfront-viewer-country", h.country)
-        .header("x-amzn-trace-id", &h.trace_id);
-    if let Some(ua) = h.user_agent {
-        req = req.header("user-agent", ua);
+    let mut req = client.get(format!("{pixel_url}?{}", h.query));
+    for (name, value) in h.request_headers() {
+        req = req.header(name, value);
     }
     let resp = req.send().await.context("no answer")?;
     let status = resp.status();
