@@ -1,5 +1,5 @@
-//! What web pages rely on from the API binary: `/v1/me`, and the pages
-//! served beside the API without taking its error shape away.
+//! What the dashboard (`/app`) relies on from the API binary: `/v1/me`, and
+//! the pages served beside the API without taking its error shape away.
 
 mod support;
 
@@ -45,9 +45,16 @@ async fn me_names_the_key_and_the_advertiser_it_speaks_for() {
 }
 
 #[tokio::test]
-async fn the_api_reference_is_served_beside_the_api() {
+async fn the_dashboard_and_the_api_reference_are_served_beside_the_api() {
     let app = spawn_app(AppOptions::default()).await;
-    for page in ["/docs"] {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let root = client.get(format!("{}/", app.base)).send().await.unwrap();
+    assert_eq!(root.status(), 302);
+    assert_eq!(root.headers()["location"], "/app");
+    for page in ["/app", "/app/campaigns/acme-spring", "/docs"] {
         let r = app.get(page, None).await;
         assert_eq!(r.status(), 200, "{page}");
         assert_eq!(r.headers()["content-type"], "text/html; charset=utf-8");

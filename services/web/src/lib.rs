@@ -51,9 +51,13 @@ macro_rules! embed {
 
 /// Everything pages load. `vendor/` holds the npm packages pinned in
 /// `assets/vendor/VERSIONS` (refreshed by `scripts/vendor-web`).
-const ASSETS: [File; 4] = [
+const ASSETS: [File; 8] = [
+    embed!("app.js", JS, "app/app.js"),
+    embed!("app.css", CSS, "app/app.css"),
     embed!("favicon.svg", SVG, "app/favicon.svg"),
     embed!("docs.js", JS, "docs/docs.js"),
+    embed!("uPlot.iife.min.js", JS, "vendor/uplot/uPlot.iife.min.js"),
+    embed!("uPlot.min.css", CSS, "vendor/uplot/uPlot.min.css"),
     embed!(
         "swagger-ui-bundle.js",
         JS,
@@ -62,6 +66,8 @@ const ASSETS: [File; 4] = [
     embed!("swagger-ui.css", CSS, "vendor/swagger-ui/swagger-ui.css"),
 ];
 
+/// The dashboard's one page (the script routes `/app/...` itself).
+const APP_PAGE: &str = include_str!("../assets/app/index.html");
 /// The API reference.
 const DOCS_PAGE: &str = include_str!("../assets/docs/index.html");
 
@@ -109,6 +115,7 @@ fn hash_hex(bytes: &[u8]) -> String {
 struct Site {
     /// By URL path (`/assets/<hash>/<name>`).
     assets: HashMap<String, Body>,
+    app: Body,
     docs: Body,
 }
 
@@ -131,6 +138,7 @@ impl Site {
             Body::new(HTML, Bytes::from(out))
         };
         Self {
+            app: render(APP_PAGE),
             docs: render(DOCS_PAGE),
             assets: ASSETS
                 .iter()
@@ -150,10 +158,24 @@ fn asset_url(name: &str, bytes: &[u8]) -> String {
     format!("/assets/{}/{name}", &hash_hex(bytes)[..HASH_HEX_LEN])
 }
 
-/// Registers `/docs` and `/assets/...`.
+/// Registers `/` (a redirect to `/app`), `/app` and everything under it
+/// (the dashboard's page), `/docs` and `/assets/...`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/docs", web::get().to(docs_page))
+    cfg.route("/", web::get().to(root))
+        .route("/app", web::get().to(app_page))
+        .route("/app/{route:.*}", web::get().to(app_page))
+        .route("/docs", web::get().to(docs_page))
         .route("/assets/{hash}/{name}", web::get().to(asset));
+}
+
+async fn root() -> HttpResponse {
+    HttpResponse::Found()
+        .insert_header((header::LOCATION, "/app"))
+        .finish()
+}
+
+async fn app_page(req: HttpRequest) -> HttpResponse {
+    send(&req, &SITE.app, PAGE_CACHE)
 }
 
 async fn docs_page(req: HttpRequest) -> HttpResponse {
@@ -256,8 +278,8 @@ mod tests {
     #[test]
     fn pages_name_assets_by_the_hash_of_their_bytes() {
         let site = Site::build();
-        let page = std::str::from_utf8(&site.docs.bytes).unwrap();
-        let js = &ASSETS[1];
+        let page = std::str::from_utf8(&site.app.bytes).unwrap();
+        let js = &ASSETS[0];
         let url = asset_url(js.name, js.bytes);
         assert!(page.contains(&format!("src=\"{url}\"")), "{page}");
         assert_eq!(site.assets[&url].bytes, js.bytes);

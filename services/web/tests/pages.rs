@@ -81,7 +81,7 @@ fn gunzip(bytes: &[u8]) -> Vec<u8> {
 #[actix_web::test]
 async fn docs_and_every_asset_it_references_load_from_this_origin_with_their_types() {
     let app = test::init_service(App::new().configure(earshot_web::configure)).await;
-    for page in ["/docs"] {
+    for page in ["/docs", "/app"] {
         let resp = get!(app, page, false);
         assert_eq!(resp.status(), StatusCode::OK, "{page}");
         assert_eq!(
@@ -144,14 +144,28 @@ async fn docs_and_every_asset_it_references_load_from_this_origin_with_their_typ
 }
 
 #[actix_web::test]
+async fn root_redirects_to_the_dashboard_and_its_routes_all_get_its_page() {
+    let app = test::init_service(App::new().configure(earshot_web::configure)).await;
+    let resp = get!(app, "/", false);
+    assert_eq!(resp.status(), StatusCode::FOUND);
+    assert_eq!(header_of(&resp, header::LOCATION), "/app");
+    let page = test::read_body(get!(app, "/app", false)).await;
+    for route in ["/app/", "/app/campaigns/spring-sale", "/app/admin/keys"] {
+        let resp = get!(app, route, false);
+        assert_eq!(resp.status(), StatusCode::OK, "{route}");
+        assert_eq!(test::read_body(resp).await, page, "{route}");
+    }
+}
+
+#[actix_web::test]
 async fn bodies_are_gzipped_for_clients_that_take_it_and_revalidate_by_etag() {
     let app = test::init_service(App::new().configure(earshot_web::configure)).await;
-    let html = test::read_body(get!(app, "/docs", false)).await;
+    let html = test::read_body(get!(app, "/app", false)).await;
     let js_url = references(std::str::from_utf8(&html).unwrap())
         .into_iter()
-        .find(|r| r.ends_with("/swagger-ui-bundle.js"))
+        .find(|r| r.ends_with("/app.js"))
         .unwrap();
-    for path in ["/docs", js_url.as_str()] {
+    for path in ["/app", js_url.as_str()] {
         let plain = get!(app, path, false);
         assert!(
             plain.headers().get(header::CONTENT_ENCODING).is_none(),
