@@ -1,7 +1,7 @@
 //! earshot: wires configuration, telemetry and the subcommands.
 
-mod admin;
-mod ops;
+mod admin_cli;
+mod loader_ops;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -39,7 +39,7 @@ enum Command {
     /// prints the new id or key alone on the last line of stdout.
     Admin {
         #[command(subcommand)]
-        command: admin::AdminCommand,
+        command: admin_cli::AdminCommand,
     },
     /// Recount from raw events and compare with the rollups; without
     /// --campaign, also look for counting keys stored twice. Exits 1 on any
@@ -55,7 +55,7 @@ enum Command {
     /// step of rolling back past migration 10 (docs/OPERATIONS.md).
     RebuildBlocks {
         /// Last day (YYYY-MM-DD, UTC) the blocks are to hold.
-        #[arg(long, value_parser = admin::parse_date)]
+        #[arg(long, value_parser = admin_cli::parse_date)]
         through: Option<time::Date>,
     },
 }
@@ -81,7 +81,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Admin { command } => {
             let pool = db::connect(&settings).await?;
-            admin::run(&pool, command).await
+            admin_cli::run(&pool, command).await
         }
         Command::Verify { campaign } => {
             let pool = db::connect(&settings).await?;
@@ -142,7 +142,7 @@ async fn main() -> anyhow::Result<()> {
                 let listener = tokio::net::TcpListener::bind(&addr)
                     .await
                     .with_context(|| format!("EARSHOT_LOADER_ADDR: cannot listen on {addr}"))?;
-                tokio::spawn(ops::serve(
+                tokio::spawn(loader_ops::serve(
                     listener,
                     earshot_platform::metrics::prometheus(),
                 ));

@@ -1,12 +1,12 @@
 #![doc = include_str!("../README.md")]
 
-pub mod admin;
 pub mod auth;
+pub mod catalog;
 pub mod error;
-pub mod keys;
 pub mod live;
 pub mod redis_store;
 pub mod report;
+pub mod report_cache;
 pub mod routes;
 pub mod state;
 
@@ -24,7 +24,9 @@ use sqlx::PgPool;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use crate::auth::Authenticator;
 use crate::redis_store::RedisStore;
+use crate::report_cache::ReportCache;
 use crate::state::AppState;
 
 struct BearerAuth;
@@ -55,18 +57,18 @@ impl Modify for BearerAuth {
         routes::campaigns::list,
         routes::campaigns::get_one,
         routes::campaigns::creatives,
-        routes::campaigns::report,
+        routes::reports::report,
         routes::campaigns::pacing,
-        routes::admin::create_advertiser,
-        routes::admin::list_advertisers,
-        routes::admin::update_advertiser,
-        routes::admin::create_campaign,
-        routes::admin::update_campaign,
-        routes::admin::put_creative,
-        routes::admin::create_key,
-        routes::admin::list_keys,
-        routes::admin::revoke_key,
-        routes::admin::tracking_urls,
+        routes::catalog::create_advertiser,
+        routes::catalog::list_advertisers,
+        routes::catalog::update_advertiser,
+        routes::catalog::create_campaign,
+        routes::catalog::update_campaign,
+        routes::catalog::put_creative,
+        routes::api_keys::create_key,
+        routes::api_keys::list_keys,
+        routes::api_keys::revoke_key,
+        routes::catalog::tracking_urls,
         routes::ops::healthz,
         routes::ops::readyz,
         routes::ops::metrics,
@@ -96,20 +98,20 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .configure(earshot_web::configure)
     .service(routes::me::me)
     .service(routes::campaigns::list)
-    .service(routes::admin::create_campaign)
-    .service(routes::campaigns::report)
+    .service(routes::catalog::create_campaign)
+    .service(routes::reports::report)
     .service(routes::campaigns::pacing)
     .service(routes::campaigns::creatives)
-    .service(routes::admin::put_creative)
-    .service(routes::admin::tracking_urls)
+    .service(routes::catalog::put_creative)
+    .service(routes::catalog::tracking_urls)
     .service(routes::campaigns::get_one)
-    .service(routes::admin::update_campaign)
-    .service(routes::admin::create_advertiser)
-    .service(routes::admin::list_advertisers)
-    .service(routes::admin::update_advertiser)
-    .service(routes::admin::create_key)
-    .service(routes::admin::list_keys)
-    .service(routes::admin::revoke_key)
+    .service(routes::catalog::update_campaign)
+    .service(routes::catalog::create_advertiser)
+    .service(routes::catalog::list_advertisers)
+    .service(routes::catalog::update_advertiser)
+    .service(routes::api_keys::create_key)
+    .service(routes::api_keys::list_keys)
+    .service(routes::api_keys::revoke_key)
     .default_service(web::to(|| async {
         Err::<actix_web::HttpResponse, _>(error::ApiError::NotFound(
             "no such endpoint; see /v1/openapi.json".into(),
@@ -140,21 +142,33 @@ impl Application {
             .context("reading the database name")?;
         let live = std::sync::Arc::new(live::Live::default());
         live::spawn_listener(pool.clone(), live.clone());
+        let authenticator = web::Data::new(Authenticator {
+            pool: pool.clone(),
+            keys: live.keys().clone(),
+            limiter: redis.clone(),
+            rate_limit_per_minute: settings.rate_limit_per_minute,
+        });
+        let reports = ReportCache::new(
+            pool.clone(),
+            live.clone(),
+            redis.clone(),
+            std::time::Duration::from_secs(settings.cache_ttl_seconds),
+            cache_namespace,
+        );
         let state = web::Data::new(AppState {
             pool,
             redis,
-            rate_limit_per_minute: settings.rate_limit_per_minute,
-            cache_ttl_seconds: settings.cache_ttl_seconds,
             signing_keys,
             pixel_base_url: settings.pixel_base_url.clone(),
             metrics: earshot_platform::metrics::prometheus(),
-            cache_namespace,
             live,
+            reports,
             blocks_mark: Default::default(),
         });
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .app_data(authenticator.clone())
                 .wrap_fn(|req, srv| {
                     let started = Instant::now();
                     let method = req.method().to_string();

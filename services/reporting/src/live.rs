@@ -8,36 +8,31 @@
 //! - `k <key id>`: a key was revoked.
 //!
 //! With that, the common request needs no database round trip: the key's
-//! scope, the campaign's owner and data version, and the rendered report are
-//! all in memory, and still exact. If the notification connection drops,
-//! notifications may have been missed: every cache is cleared and bypassed
-//! until the listener is back.
+//! scope (`auth::key_cache`), the campaign's owner and data version are in
+//! memory, and still exact (the rendered report too, in `report_cache`,
+//! keyed by the data version). If the notification connection drops,
+//! notifications may have been missed: every cache here is cleared and
+//! bypassed until the listener is back.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use actix_web::web::Bytes;
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::admin::Scope;
+use crate::auth::key_cache::KeyCache;
 
 pub const CHANNEL: &str = "earshot_changes";
 /// Entries per cache before it starts over (bounded memory).
 const MAX_ENTRIES: usize = 10_000;
-/// Bytes of rendered reports kept in process.
-const MAX_REPORT_BYTES: usize = 64 << 20;
 
 #[derive(Default)]
 struct Caches {
-    keys: HashMap<Vec<u8>, (Uuid, Scope)>,
     owners: HashMap<String, Uuid>,
     versions: HashMap<String, i64>,
-    reports: HashMap<String, (Instant, CachedReport)>,
-    report_bytes: usize,
 }
 
 #[derive(Default)]
@@ -45,8 +40,8 @@ pub struct Live {
     caches: RwLock<Caches>,
     /// True while the notification listener is connected and caught up.
     listening: AtomicBool,
-    /// Bumped on every revocation, so a lookup that raced one is not cached.
-    revocations: AtomicU64,
+    /// Authenticated keys, evicted by revocations.
+    keys: Arc<KeyCache>,
 }
 
 impl Live {
@@ -62,8 +57,19 @@ impl Live {
         self.listening.load(Ordering::Acquire)
     }
 
+    fn set_listening(&self, listening: bool) {
+        self.listening.store(listening, Ordering::Release);
+        self.keys.set_listening(listening);
+    }
+
     fn clear(&self) {
         *self.write() = Caches::default();
+        self.keys.clear();
+    }
+
+    /// The key cache these notifications keep exact.
+    pub fn keys(&self) -> &Arc<KeyCache> {
+        &self.keys
     }
 
     /// Applies one notification payload.
@@ -77,41 +83,12 @@ impl Live {
                     *e = (*e).max(v);
                 }
             }
-            (Some("k"), Some(id), None) => {
-                self.revocations.fetch_add(1, Ordering::AcqRel);
-                if let Ok(id) = Uuid::parse_str(id) {
-                    self.write().keys.retain(|_, (k, _)| *k != id);
-                }
-            }
+            (Some("k"), Some(id), None) => match Uuid::parse_str(id) {
+                Ok(id) => self.keys.revoke(id),
+                Err(_) => tracing::warn!(payload, "unknown change notification"),
+            },
             _ => tracing::warn!(payload, "unknown change notification"),
         }
-    }
-
-    pub fn revocation_generation(&self) -> u64 {
-        self.revocations.load(Ordering::Acquire)
-    }
-
-    pub fn key(&self, hash: &[u8]) -> Option<(Uuid, Scope)> {
-        if !self.is_listening() {
-            return None;
-        }
-        self.read().keys.get(hash).copied()
-    }
-
-    /// Caches a key looked up in the database, unless a revocation arrived
-    /// since the lookup started (`generation` read before it).
-    pub fn remember_key(&self, hash: Vec<u8>, v: (Uuid, Scope), generation: u64) {
-        if !self.is_listening() {
-            return;
-        }
-        let mut c = self.write();
-        if self.revocations.load(Ordering::Acquire) != generation {
-            return;
-        }
-        if c.keys.len() >= MAX_ENTRIES {
-            c.keys.clear();
-        }
-        c.keys.insert(hash, v);
     }
 
     pub fn owner(&self, campaign: &str) -> Option<Uuid> {
@@ -147,55 +124,6 @@ impl Live {
         let e = c.versions.entry(campaign.to_owned()).or_insert(v);
         *e = (*e).max(v);
     }
-
-    pub fn report(&self, key: &str, ttl: Duration) -> Option<CachedReport> {
-        let c = self.read();
-        let (at, body) = c.reports.get(key)?;
-        (at.elapsed() < ttl).then(|| body.clone())
-    }
-
-    pub fn remember_report(&self, key: &str, report: CachedReport) {
-        let mut c = self.write();
-        if c.reports.len() >= MAX_ENTRIES || c.report_bytes + report.len() > MAX_REPORT_BYTES {
-            c.reports.clear();
-            c.report_bytes = 0;
-        }
-        c.report_bytes += report.len();
-        if let Some((_, old)) = c.reports.insert(key.to_owned(), (Instant::now(), report)) {
-            c.report_bytes -= old.len();
-        }
-    }
-}
-
-/// A rendered report as sent, and gzipped once for the clients that accept
-/// it: a cached report is served without rendering or compressing again.
-#[derive(Clone)]
-pub struct CachedReport {
-    pub body: Bytes,
-    pub gzip: Bytes,
-}
-
-impl CachedReport {
-    pub fn new(body: Bytes) -> Self {
-        use std::io::Write as _;
-        let mut enc = flate2::write::GzEncoder::new(
-            Vec::with_capacity(body.len() / 4),
-            flate2::Compression::fast(),
-        );
-        // Writing to a Vec cannot fail.
-        let gzip = enc
-            .write_all(&body)
-            .and_then(|()| enc.finish())
-            .expect("gzip into memory");
-        Self {
-            body,
-            gzip: Bytes::from(gzip),
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.body.len() + self.gzip.len()
-    }
 }
 
 /// Listens for change notifications for as long as the process runs.
@@ -217,20 +145,20 @@ pub fn spawn_listener(pool: PgPool, live: Arc<Live>) {
             }
             // Anything cached before this point may have missed a change.
             live.clear();
-            live.listening.store(true, Ordering::Release);
+            live.set_listening(true);
             loop {
                 match listener.try_recv().await {
                     Ok(Some(n)) => live.apply(n.payload()),
                     // The connection dropped and was re-established: changes
                     // in between are lost, so start over from the database.
                     Ok(None) => {
-                        live.listening.store(false, Ordering::Release);
+                        live.set_listening(false);
                         live.clear();
-                        live.listening.store(true, Ordering::Release);
+                        live.set_listening(true);
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "change listener lost; caches bypassed until it is back");
-                        live.listening.store(false, Ordering::Release);
+                        live.set_listening(false);
                         live.clear();
                         break;
                     }
@@ -244,25 +172,27 @@ pub fn spawn_listener(pool: PgPool, live: Arc<Live>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::Scope;
 
     #[test]
     fn notifications_update_versions_upward_and_evict_revoked_keys() {
         let live = Live::default();
-        live.listening.store(true, Ordering::Release);
+        live.set_listening(true);
         live.remember_version("c1", 3);
         live.apply("v c1 5");
         assert_eq!(live.version("c1"), Some(5));
         live.remember_version("c1", 4); // a slow lookup cannot move it back
         assert_eq!(live.version("c1"), Some(5));
         let id = Uuid::now_v7();
-        let g = live.revocation_generation();
-        live.remember_key(b"h".to_vec(), (id, Scope::Admin), g);
-        assert_eq!(live.key(b"h"), Some((id, Scope::Admin)));
+        let keys = live.keys();
+        let g = keys.revocation_generation();
+        keys.remember(b"h".to_vec(), (id, Scope::Admin), g);
+        assert_eq!(keys.get(b"h"), Some((id, Scope::Admin)));
         live.apply(&format!("k {id}"));
-        assert_eq!(live.key(b"h"), None);
+        assert_eq!(keys.get(b"h"), None);
         // A lookup that started before the revocation is not cached.
-        live.remember_key(b"h".to_vec(), (id, Scope::Admin), g);
-        assert_eq!(live.key(b"h"), None);
+        keys.remember(b"h".to_vec(), (id, Scope::Admin), g);
+        assert_eq!(keys.get(b"h"), None);
     }
 
     #[test]
@@ -270,7 +200,8 @@ mod tests {
         let live = Live::default();
         live.remember_version("c1", 3);
         assert_eq!(live.version("c1"), None);
-        live.remember_key(b"h".to_vec(), (Uuid::now_v7(), Scope::Admin), 0);
-        assert_eq!(live.key(b"h"), None);
+        live.keys()
+            .remember(b"h".to_vec(), (Uuid::now_v7(), Scope::Admin), 0);
+        assert_eq!(live.keys().get(b"h"), None);
     }
 }

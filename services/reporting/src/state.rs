@@ -4,22 +4,24 @@ use earshot_domain::SigningKeys;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 
+use crate::live::Live;
 use crate::redis_store::RedisStore;
+use crate::report::BlocksMark;
+use crate::report_cache::ReportCache;
 
 pub struct AppState {
     pub pool: PgPool,
+    /// For `/readyz`; the report cache and the rate limits hold their own
+    /// handle.
     pub redis: RedisStore,
-    pub rate_limit_per_minute: u32,
-    pub cache_ttl_seconds: u64,
     pub signing_keys: SigningKeys,
     pub pixel_base_url: String,
     pub metrics: PrometheusHandle,
-    /// Prefix of cache keys: the database's name, so two deployments (or
-    /// test databases) sharing a Redis never read each other's reports.
-    pub cache_namespace: String,
-    /// Keys, owners, versions and reports in memory, kept exact by
+    /// Campaign owners and data versions in memory, kept exact by
     /// PostgreSQL notifications.
-    pub live: std::sync::Arc<crate::live::Live>,
+    pub live: std::sync::Arc<Live>,
+    /// Rendered reports, and the headers of every report response.
+    pub reports: ReportCache,
     /// The last day the day blocks hold, as last read.
-    pub blocks_mark: crate::report::BlocksMark,
+    pub blocks_mark: BlocksMark,
 }

@@ -382,7 +382,7 @@ async fn a_key_revoked_elsewhere_stops_working_as_soon_as_the_change_is_heard() 
     }
     // Revoked from another process (e.g. `earshot admin key revoke`): this
     // replica hears it through the PostgreSQL notification.
-    earshot_reporting::admin::revoke_key(&app.db.pool, &key[4..12])
+    earshot_reporting::catalog::revoke_key(&app.db.pool, &key[4..12])
         .await
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

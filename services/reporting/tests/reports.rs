@@ -640,3 +640,83 @@ async fn a_rate_limit_is_shared_by_all_replicas_and_never_exceeded() {
         assert_eq!(r.status(), 429);
     }
 }
+
+/// Walks a report's pages from `first` (a path and query) by following
+/// `Link: <…>; rel="next"`: each page's rows (CSV lines, or JSON rows as
+/// text) and its `x-cache`.
+async fn follow_links(app: &TestApp, key: &str, first: &str) -> (Vec<String>, Vec<String>) {
+    let (path, _) = first.split_once('?').unwrap();
+    let mut next = Some(first.to_owned());
+    let (mut rows, mut caches) = (Vec::new(), Vec::new());
+    while let Some(url) = next.take() {
+        let r = app.get(&url, Some(key)).await;
+        let status = r.status();
+        let link = r
+            .headers()
+            .get("link")
+            .map(|l| l.to_str().unwrap().to_owned());
+        let cache = r.headers().get("x-cache").cloned();
+        let csv = r.headers()["content-type"] == "text/csv; charset=utf-8";
+        let text = r.text().await.unwrap();
+        assert_eq!(status, 200, "GET {url}: {text}");
+        caches.push(cache.unwrap().to_str().unwrap().to_owned());
+        if csv {
+            rows.extend(text.trim_end().split("\r\n").skip(1).map(str::to_owned));
+        } else {
+            let page: Value = serde_json::from_str(&text).unwrap();
+            rows.extend(
+                page["rows"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(Value::to_string),
+            );
+            // The body and the header name the same next page.
+            assert_eq!(page["next_page_token"].is_string(), link.is_some(), "{url}");
+        }
+        next = link.map(|l| {
+            let target = l
+                .strip_prefix('<')
+                .and_then(|l| l.strip_suffix(">; rel=\"next\""))
+                .unwrap_or_else(|| panic!("a next link: {l}"));
+            format!("{path}{target}")
+        });
+    }
+    (rows, caches)
+}
+
+/// Pages of three rows, followed by `Link` from the first (computed, then
+/// again from the cache), hold exactly the rows of one page of them all.
+async fn pages_by_link_hold_every_row_once(format: &str) {
+    let app = spawn_app(AppOptions::default()).await;
+    let (_a, key) = app.advertiser("Acme", &["acme"]).await;
+    let s = start();
+    load(&app.db, &synthetic_events("acme", s, 2, 80, 11)).await;
+    let q = format!(
+        "from={}&to={}&granularity=day&group_by=creative,country&include_bots=true&format={format}",
+        iso(s),
+        iso(s + Duration::days(2))
+    );
+    let path = "/v1/campaigns/acme/report";
+    let (all, _) = follow_links(&app, &key, &format!("{path}?{q}")).await;
+    let pages = all.len().div_ceil(3);
+    assert!(pages > 2, "{} rows", all.len());
+
+    let first = format!("{path}?{q}&limit=3");
+    let (rows, caches) = follow_links(&app, &key, &first).await;
+    assert_eq!(rows, all);
+    assert_eq!(caches, vec!["miss"; pages]);
+    let (rows, caches) = follow_links(&app, &key, &first).await;
+    assert_eq!(rows, all, "the same pages from the cache");
+    assert_eq!(caches, vec!["hit"; pages]);
+}
+
+#[tokio::test]
+async fn csv_pages_follow_link_to_the_end_with_every_parameter_cached_or_not() {
+    pages_by_link_hold_every_row_once("csv").await;
+}
+
+#[tokio::test]
+async fn json_pages_follow_link_to_the_end_with_every_parameter_cached_or_not() {
+    pages_by_link_hold_every_row_once("json").await;
+}

@@ -308,7 +308,10 @@ impl ReportSpec {
         hex::encode(&Sha256::digest(s.as_bytes())[..8])
     }
 
-    /// A stable string for cache keys: the whole normalized request.
+    /// A stable string for cache keys: the whole normalized request. `v2`:
+    /// the cached value holds the next page's token before the body
+    /// (`report_cache.rs`), so replicas of a version that cached the body
+    /// alone never read it.
     pub fn cache_key(&self, namespace: &str, campaign: &str, version: i64) -> String {
         let after = self
             .after
@@ -321,7 +324,7 @@ impl ReportSpec {
             self.format
         );
         format!(
-            "earshot:report:v1:{}",
+            "earshot:report:v2:{}",
             hex::encode(Sha256::digest(raw.as_bytes()))
         )
     }

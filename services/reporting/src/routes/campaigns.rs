@@ -1,18 +1,15 @@
-//! What an advertiser's key can see: its campaigns, their creatives,
-//! reports and pacing. Another advertiser's campaign is a 404, exactly as a
-//! missing one.
+//! What an advertiser's key can see: its campaigns, their creatives and
+//! pacing (reports: `reports.rs`). Another advertiser's campaign is a 404,
+//! exactly as a missing one.
 
-use actix_web::http::header;
-use actix_web::{get, web, HttpRequest, HttpResponse};
+use actix_web::{get, web, HttpResponse};
 use serde::Serialize;
 use time::{Duration, OffsetDateTime};
 use utoipa::ToSchema;
 
-use crate::admin::{self, Campaign, Creative};
 use crate::auth::Principal;
+use crate::catalog::{self, Campaign, Creative};
 use crate::error::ApiError;
-use crate::live::CachedReport;
-use crate::report::{self as reports, Format, Report, ReportParams, ReportSpec};
 use crate::state::AppState;
 
 /// List the campaigns this key may see.
@@ -27,7 +24,7 @@ use crate::state::AppState;
 )]
 #[get("/v1/campaigns")]
 pub async fn list(state: web::Data<AppState>, who: Principal) -> Result<HttpResponse, ApiError> {
-    let campaigns = admin::list_campaigns(&state.pool, who.scope.advertiser()).await?;
+    let campaigns = catalog::list_campaigns(&state.pool, who.scope.advertiser()).await?;
     Ok(HttpResponse::Ok().json(campaigns))
 }
 
@@ -49,7 +46,7 @@ pub async fn get_one(
     who: Principal,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let c = admin::get_campaign(&state.pool, &id, who.scope.advertiser()).await?;
+    let c = catalog::get_campaign(&state.pool, &id, who.scope.advertiser()).await?;
     Ok(HttpResponse::Ok().json(c))
 }
 
@@ -71,157 +68,8 @@ pub async fn creatives(
     who: Principal,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let c = admin::get_campaign(&state.pool, &id, who.scope.advertiser()).await?;
-    Ok(HttpResponse::Ok().json(admin::list_creatives(&state.pool, &c.id).await?))
-}
-
-async fn data_version(state: &AppState, campaign: &str) -> Result<i64, ApiError> {
-    if let Some(v) = state.live.version(campaign) {
-        return Ok(v);
-    }
-    let v: Option<i64> =
-        sqlx::query_scalar("SELECT version FROM campaign_data_versions WHERE campaign = $1")
-            .bind(campaign)
-            .fetch_optional(&state.pool)
-            .await?;
-    let v = v.unwrap_or(0);
-    state.live.remember_version(campaign, v);
-    Ok(v)
-}
-
-/// 404 unless `who` may see the campaign: the same answer as for a
-/// campaign that does not exist.
-async fn authorize(state: &AppState, who: &Principal, campaign: &str) -> Result<(), ApiError> {
-    let owner = match state.live.owner(campaign) {
-        Some(o) => Some(o),
-        None => {
-            let o = admin::campaign_owner(&state.pool, campaign).await?;
-            if let Some(o) = o {
-                state.live.remember_owner(campaign, o);
-            }
-            o
-        }
-    };
-    match (owner, who.scope.advertiser()) {
-        (Some(_), None) => Ok(()),
-        (Some(o), Some(a)) if o == a => Ok(()),
-        _ => Err(ApiError::NotFound(format!("no campaign {campaign}"))),
-    }
-}
-
-/// A campaign's delivery: rows by hour, day or in total, grouped by any of
-/// creative, episode, show, placement, country, app, device.
-///
-/// Counted numbers follow the IAB rules: valid (not bot, not invalid) hits,
-/// each (listener, creative, episode, event) counted once per UTC day.
-/// Unique listeners are daily (listener ids rotate every UTC day by design)
-/// and summed over the days of a row.
-#[utoipa::path(
-    get, path = "/v1/campaigns/{id}/report", tag = "campaigns",
-    params(("id" = String, Path, description = "The campaign id used in pixel URLs"), ReportParams),
-    responses(
-        (status = 200, description = "The report (JSON), or the same rows as CSV with `Accept: text/csv` or `format=csv`", body = Report,
-         headers(("x-cache" = String, description = "hit or miss"))),
-        (status = 400, description = "A bad parameter, named in `param`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 429, body = crate::error::Problem, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = []))
-)]
-#[get("/v1/campaigns/{id}/report")]
-pub async fn report(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    who: Principal,
-    id: web::Path<String>,
-    params: web::Query<ReportParams>,
-) -> Result<HttpResponse, ApiError> {
-    authorize(&state, &who, &id).await?;
-    let accept_csv = req
-        .headers()
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("text/csv"));
-    let spec = ReportSpec::parse(&params, accept_csv, OffsetDateTime::now_utc())?;
-    let content_type = match spec.format {
-        Format::Json => "application/json",
-        Format::Csv => "text/csv; charset=utf-8",
-    };
-    let caching = state.cache_ttl_seconds > 0;
-    let version = data_version(&state, &id).await?;
-    let key = spec.cache_key(&state.cache_namespace, &id, version);
-    let ttl = std::time::Duration::from_secs(state.cache_ttl_seconds);
-    let gzip_ok = accepts_gzip(&req);
-    if caching {
-        let hit = match state.live.report(&key, ttl) {
-            Some(cached) => Some(cached),
-            None => state.redis.get(&key).await.map(|b| {
-                let cached = CachedReport::new(actix_web::web::Bytes::from(b));
-                state.live.remember_report(&key, cached.clone());
-                cached
-            }),
-        };
-        if let Some(cached) = hit {
-            metrics::counter!("earshot_api_cache_total", "outcome" => "hit").increment(1);
-            let mut resp = HttpResponse::Ok();
-            resp.content_type(content_type)
-                .insert_header(("x-cache", "hit"))
-                .insert_header((header::VARY, "Accept-Encoding"));
-            if gzip_ok {
-                resp.insert_header((header::CONTENT_ENCODING, "gzip"));
-                return Ok(resp.body(cached.gzip));
-            }
-            return Ok(resp.body(cached.body));
-        }
-        metrics::counter!("earshot_api_cache_total", "outcome" => "miss").increment(1);
-    }
-    let rep = reports::run(&state.pool, &state.blocks_mark, &id, &spec).await?;
-    let body = actix_web::web::Bytes::from(match spec.format {
-        Format::Json => serde_json::to_vec(&rep).map_err(|e| ApiError::Internal(e.into()))?,
-        Format::Csv => reports::to_csv(&rep, &spec).into_bytes(),
-    });
-    if caching {
-        state.redis.set(&key, &body, state.cache_ttl_seconds).await;
-        state
-            .live
-            .remember_report(&key, CachedReport::new(body.clone()));
-    }
-    let mut resp = HttpResponse::Ok();
-    resp.content_type(content_type)
-        .insert_header(("x-cache", "miss"))
-        .insert_header((header::VARY, "Accept-Encoding"));
-    if let (Format::Csv, Some(tok)) = (spec.format, &rep.next_page_token) {
-        resp.insert_header((header::LINK, format!("<?page_token={tok}>; rel=\"next\"")));
-    }
-    Ok(resp.body(body))
-}
-
-/// Whether `Accept-Encoding` admits gzip (RFC 9110 §12.5.3): gzip listed
-/// with a q-value above 0, or else `*` with one.
-fn accepts_gzip(req: &HttpRequest) -> bool {
-    let mut gzip = None;
-    let mut star = None;
-    for item in req
-        .headers()
-        .get_all(header::ACCEPT_ENCODING)
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-    {
-        let mut parts = item.split(';');
-        let coding = parts.next().unwrap_or("").trim();
-        let q = parts
-            .filter_map(|p| p.trim().strip_prefix("q="))
-            .filter_map(|q| q.trim().parse::<f32>().ok())
-            .next()
-            .unwrap_or(1.0);
-        if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
-            gzip = Some(q);
-        } else if coding == "*" {
-            star = Some(q);
-        }
-    }
-    gzip.or(star).is_some_and(|q| q > 0.0)
+    let c = catalog::get_campaign(&state.pool, &id, who.scope.advertiser()).await?;
+    Ok(HttpResponse::Ok().json(catalog::list_creatives(&state.pool, &c.id).await?))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -260,7 +108,7 @@ pub async fn pacing(
     who: Principal,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let c = admin::get_campaign(&state.pool, &id, who.scope.advertiser()).await?;
+    let c = catalog::get_campaign(&state.pool, &id, who.scope.advertiser()).await?;
     let now = OffsetDateTime::now_utc();
     Ok(HttpResponse::Ok().json(compute_pacing(&state.pool, &c, now).await?))
 }

@@ -5,8 +5,8 @@ use actix_web::{get, web, HttpResponse};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::admin::{self, Advertiser, ApiKeyInfo};
 use crate::auth::Principal;
+use crate::catalog::{self, Advertiser, ApiKeyInfo};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -30,9 +30,9 @@ pub struct Me {
 )]
 #[get("/v1/me")]
 pub async fn me(state: web::Data<AppState>, who: Principal) -> Result<HttpResponse, ApiError> {
-    let key = admin::get_key(&state.pool, who.key_id).await?;
+    let key = catalog::get_key(&state.pool, who.key_id).await?;
     let advertiser = match who.scope.advertiser() {
-        Some(a) => Some(admin::get_advertiser(&state.pool, a).await?),
+        Some(a) => Some(catalog::get_advertiser(&state.pool, a).await?),
         None => None,
     };
     Ok(HttpResponse::Ok().json(Me { key, advertiser }))

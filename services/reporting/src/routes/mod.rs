@@ -1,4 +1,6 @@
-pub mod admin;
+pub mod api_keys;
 pub mod campaigns;
+pub mod catalog;
 pub mod me;
 pub mod ops;
+pub mod reports;

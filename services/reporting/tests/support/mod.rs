@@ -63,9 +63,9 @@ async fn start_replica(opts: AppOptions, pool: sqlx::PgPool) -> String {
 pub async fn spawn_app(opts: AppOptions) -> TestApp {
     let db = TestDb::new().await;
     let base = start_replica(opts, db.pool.clone()).await;
-    let admin = earshot_reporting::admin::create_key(
+    let admin = earshot_reporting::catalog::create_key(
         &db.pool,
-        earshot_reporting::admin::Scope::Admin,
+        earshot_reporting::auth::Scope::Admin,
         "test-admin",
     )
     .await
@@ -121,13 +121,13 @@ impl TestApp {
     /// An advertiser with campaigns and a key of its own: (advertiser id, key).
     pub async fn advertiser(&self, name: &str, campaigns: &[&str]) -> (Uuid, String) {
         let pool = &self.db.pool;
-        let a = earshot_reporting::admin::create_advertiser(pool, name)
+        let a = earshot_reporting::catalog::create_advertiser(pool, name)
             .await
             .unwrap();
         for c in campaigns {
-            earshot_reporting::admin::create_campaign(
+            earshot_reporting::catalog::create_campaign(
                 pool,
-                &earshot_reporting::admin::NewCampaign {
+                &earshot_reporting::catalog::NewCampaign {
                     id: c.to_string(),
                     advertiser_id: a.id,
                     name: None,
@@ -139,9 +139,9 @@ impl TestApp {
             .await
             .unwrap();
         }
-        let k = earshot_reporting::admin::create_key(
+        let k = earshot_reporting::catalog::create_key(
             pool,
-            earshot_reporting::admin::Scope::Advertiser(a.id),
+            earshot_reporting::auth::Scope::Advertiser(a.id),
             name,
         )
         .await

@@ -1,5 +1,6 @@
-//! The catalog (advertisers, campaigns, creatives) and API keys: the
-//! operations the admin endpoints and `earshot admin` share.
+//! The catalog: advertisers, their campaigns and creatives, and the API keys
+//! that see them. What the admin endpoints and `earshot admin` manage, with
+//! its own error, which the API answers as problem+json.
 
 use earshot_domain::{CampaignId, CreativeId};
 use serde::{Deserialize, Serialize};
@@ -8,8 +9,40 @@ use time::{Date, OffsetDateTime};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::error::{bad, ApiError};
-use crate::keys;
+use crate::auth::{api_key, Scope};
+use crate::error::ApiError;
+
+/// What a catalog operation can refuse or fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// A value that cannot be stored, named by its parameter.
+    #[error("{detail}")]
+    Invalid { param: String, detail: String },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+fn invalid(param: &str, detail: impl Into<String>) -> CatalogError {
+    CatalogError::Invalid {
+        param: param.to_owned(),
+        detail: detail.into(),
+    }
+}
+
+impl From<CatalogError> for ApiError {
+    fn from(e: CatalogError) -> Self {
+        match e {
+            CatalogError::Invalid { param, detail } => ApiError::BadParam { param, detail },
+            CatalogError::NotFound(m) => ApiError::NotFound(m),
+            CatalogError::Conflict(m) => ApiError::Conflict(m),
+            CatalogError::Database(e) => ApiError::from(e),
+        }
+    }
+}
 
 /// Names are shown in dashboards; 200 characters is plenty.
 pub const MAX_NAME_LEN: usize = 200;
@@ -48,23 +81,6 @@ pub struct Creative {
     pub duration_ms: Option<i32>,
 }
 
-/// Who a key speaks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
-    Admin,
-    Advertiser(Uuid),
-}
-
-impl Scope {
-    /// The advertiser a query is limited to (None: every advertiser).
-    pub fn advertiser(&self) -> Option<Uuid> {
-        match self {
-            Scope::Admin => None,
-            Scope::Advertiser(a) => Some(*a),
-        }
-    }
-}
-
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 pub struct ApiKeyInfo {
     pub id: Uuid,
@@ -89,10 +105,10 @@ pub struct CreatedKey {
     pub key: String,
 }
 
-fn check_name(param: &str, name: &str) -> Result<String, ApiError> {
+fn check_name(param: &str, name: &str) -> Result<String, CatalogError> {
     let n = name.trim();
     if n.is_empty() || n.chars().count() > MAX_NAME_LEN {
-        return Err(bad(
+        return Err(invalid(
             param,
             format!("{param} must be 1-{MAX_NAME_LEN} characters"),
         ));
@@ -103,9 +119,9 @@ fn check_name(param: &str, name: &str) -> Result<String, ApiError> {
 
 /// PostgreSQL `text` cannot hold U+0000: refused as a bad parameter, not
 /// left to fail in the database as a 500 (schemathesis found it).
-fn check_no_nul(param: &str, value: &str) -> Result<(), ApiError> {
+fn check_no_nul(param: &str, value: &str) -> Result<(), CatalogError> {
     if value.contains('\0') {
-        return Err(bad(
+        return Err(invalid(
             param,
             format!("{param} must not contain the NUL character (U+0000)"),
         ));
@@ -113,10 +129,10 @@ fn check_no_nul(param: &str, value: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn check_flight(start: Option<Date>, end: Option<Date>) -> Result<(), ApiError> {
+fn check_flight(start: Option<Date>, end: Option<Date>) -> Result<(), CatalogError> {
     if let (Some(s), Some(e)) = (start, end) {
         if e < s {
-            return Err(bad(
+            return Err(invalid(
                 "flight_end",
                 format!("flight_end {e} is before flight_start {s}"),
             ));
@@ -125,14 +141,17 @@ fn check_flight(start: Option<Date>, end: Option<Date>) -> Result<(), ApiError> 
     Ok(())
 }
 
-fn check_goal(goal: Option<i64>) -> Result<(), ApiError> {
+fn check_goal(goal: Option<i64>) -> Result<(), CatalogError> {
     if goal.is_some_and(|g| g < 0) {
-        return Err(bad("impression_goal", "impression_goal must be 0 or more"));
+        return Err(invalid(
+            "impression_goal",
+            "impression_goal must be 0 or more",
+        ));
     }
     Ok(())
 }
 
-pub async fn create_advertiser(pool: &PgPool, name: &str) -> Result<Advertiser, ApiError> {
+pub async fn create_advertiser(pool: &PgPool, name: &str) -> Result<Advertiser, CatalogError> {
     let name = check_name("name", name)?;
     Ok(sqlx::query_as(
         "INSERT INTO advertisers (id, name) VALUES ($1, $2) RETURNING id, name, created_at",
@@ -147,17 +166,17 @@ pub async fn update_advertiser(
     pool: &PgPool,
     id: Uuid,
     name: &str,
-) -> Result<Advertiser, ApiError> {
+) -> Result<Advertiser, CatalogError> {
     let name = check_name("name", name)?;
     sqlx::query_as("UPDATE advertisers SET name = $2, updated_at = now() WHERE id = $1 RETURNING id, name, created_at")
         .bind(id)
         .bind(name)
         .fetch_optional(pool)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no advertiser {id}")))
+        .ok_or_else(|| CatalogError::NotFound(format!("no advertiser {id}")))
 }
 
-pub async fn list_advertisers(pool: &PgPool) -> Result<Vec<Advertiser>, ApiError> {
+pub async fn list_advertisers(pool: &PgPool) -> Result<Vec<Advertiser>, CatalogError> {
     Ok(
         sqlx::query_as("SELECT id, name, created_at FROM advertisers ORDER BY name, id")
             .fetch_all(pool)
@@ -165,12 +184,12 @@ pub async fn list_advertisers(pool: &PgPool) -> Result<Vec<Advertiser>, ApiError
     )
 }
 
-pub async fn get_advertiser(pool: &PgPool, id: Uuid) -> Result<Advertiser, ApiError> {
+pub async fn get_advertiser(pool: &PgPool, id: Uuid) -> Result<Advertiser, CatalogError> {
     sqlx::query_as("SELECT id, name, created_at FROM advertisers WHERE id = $1")
         .bind(id)
         .fetch_optional(pool)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no advertiser {id}")))
+        .ok_or_else(|| CatalogError::NotFound(format!("no advertiser {id}")))
 }
 
 /// A campaign to create.
@@ -196,8 +215,8 @@ pub struct NewCampaign {
 const CAMPAIGN_COLS: &str =
     "id, advertiser_id, name, flight_start, flight_end, impression_goal, created_at, updated_at";
 
-pub async fn create_campaign(pool: &PgPool, c: &NewCampaign) -> Result<Campaign, ApiError> {
-    let id = CampaignId::parse(&c.id).map_err(|e| bad("id", e.to_string()))?;
+pub async fn create_campaign(pool: &PgPool, c: &NewCampaign) -> Result<Campaign, CatalogError> {
+    let id = CampaignId::parse(&c.id).map_err(|e| invalid("id", e.to_string()))?;
     let name = check_name("name", c.name.as_deref().unwrap_or(id.as_str()))?;
     check_flight(c.flight_start, c.flight_end)?;
     check_goal(c.impression_goal)?;
@@ -206,7 +225,7 @@ pub async fn create_campaign(pool: &PgPool, c: &NewCampaign) -> Result<Campaign,
         .fetch_optional(pool)
         .await?;
     if exists.is_none() {
-        return Err(bad(
+        return Err(invalid(
             "advertiser_id",
             format!("no advertiser {}", c.advertiser_id),
         ));
@@ -223,7 +242,7 @@ pub async fn create_campaign(pool: &PgPool, c: &NewCampaign) -> Result<Campaign,
     .bind(c.impression_goal)
     .fetch_optional(pool)
     .await?;
-    row.ok_or_else(|| ApiError::Conflict(format!("campaign {} already exists", id)))
+    row.ok_or_else(|| CatalogError::Conflict(format!("campaign {} already exists", id)))
 }
 
 /// Fields to change; absent fields stay as they are.
@@ -242,7 +261,7 @@ pub async fn update_campaign(
     pool: &PgPool,
     id: &str,
     p: &CampaignPatch,
-) -> Result<Campaign, ApiError> {
+) -> Result<Campaign, CatalogError> {
     let current = get_campaign(pool, id, None).await?;
     let name = match &p.name {
         Some(n) => check_name("name", n)?,
@@ -272,8 +291,8 @@ pub async fn get_campaign(
     pool: &PgPool,
     id: &str,
     advertiser: Option<Uuid>,
-) -> Result<Campaign, ApiError> {
-    let not_found = || ApiError::NotFound(format!("no campaign {id}"));
+) -> Result<Campaign, CatalogError> {
+    let not_found = || CatalogError::NotFound(format!("no campaign {id}"));
     if CampaignId::parse(id).is_err() {
         return Err(not_found());
     }
@@ -290,7 +309,7 @@ pub async fn get_campaign(
 pub async fn list_campaigns(
     pool: &PgPool,
     advertiser: Option<Uuid>,
-) -> Result<Vec<Campaign>, ApiError> {
+) -> Result<Vec<Campaign>, CatalogError> {
     Ok(sqlx::query_as(AssertSqlSafe(format!(
         "SELECT {CAMPAIGN_COLS} FROM campaigns WHERE $1::uuid IS NULL OR advertiser_id = $1 ORDER BY id"
     )))
@@ -317,11 +336,11 @@ pub async fn put_creative(
     pool: &PgPool,
     campaign: &str,
     c: &NewCreative,
-) -> Result<Creative, ApiError> {
-    let id = CreativeId::parse(&c.id).map_err(|e| bad("id", e.to_string()))?;
+) -> Result<Creative, CatalogError> {
+    let id = CreativeId::parse(&c.id).map_err(|e| invalid("id", e.to_string()))?;
     let name = check_name("name", c.name.as_deref().unwrap_or(id.as_str()))?;
     if c.duration_ms.is_some_and(|d| d <= 0) {
-        return Err(bad("duration_ms", "duration_ms must be positive"));
+        return Err(invalid("duration_ms", "duration_ms must be positive"));
     }
     get_campaign(pool, campaign, None).await?;
     Ok(sqlx::query_as(
@@ -337,7 +356,7 @@ pub async fn put_creative(
     .await?)
 }
 
-pub async fn list_creatives(pool: &PgPool, campaign: &str) -> Result<Vec<Creative>, ApiError> {
+pub async fn list_creatives(pool: &PgPool, campaign: &str) -> Result<Vec<Creative>, CatalogError> {
     Ok(sqlx::query_as("SELECT campaign_id, id, name, duration_ms FROM creatives WHERE campaign_id = $1 ORDER BY id")
         .bind(campaign)
         .fetch_all(pool)
@@ -347,9 +366,13 @@ pub async fn list_creatives(pool: &PgPool, campaign: &str) -> Result<Vec<Creativ
 /// The columns a key query returns, pasted like [`CAMPAIGN_COLS`].
 const KEY_COLS: &str = "id, prefix, name, scope, advertiser_id, created_at, revoked_at";
 
-pub async fn create_key(pool: &PgPool, scope: Scope, name: &str) -> Result<CreatedKey, ApiError> {
+pub async fn create_key(
+    pool: &PgPool,
+    scope: Scope,
+    name: &str,
+) -> Result<CreatedKey, CatalogError> {
     if name.chars().count() > MAX_NAME_LEN {
-        return Err(bad(
+        return Err(invalid(
             "name",
             format!("name must be at most {MAX_NAME_LEN} characters"),
         ));
@@ -361,10 +384,10 @@ pub async fn create_key(pool: &PgPool, scope: Scope, name: &str) -> Result<Creat
             .fetch_optional(pool)
             .await?;
         if exists.is_none() {
-            return Err(bad("advertiser_id", format!("no advertiser {a}")));
+            return Err(invalid("advertiser_id", format!("no advertiser {a}")));
         }
     }
-    let k = keys::generate();
+    let k = api_key::generate();
     let info: ApiKeyInfo = sqlx::query_as(AssertSqlSafe(format!(
         "INSERT INTO api_keys (id, prefix, hash, name, scope, advertiser_id) VALUES ($1, $2, $3, $4, $5, $6)
          RETURNING {KEY_COLS}"
@@ -383,7 +406,7 @@ pub async fn create_key(pool: &PgPool, scope: Scope, name: &str) -> Result<Creat
     Ok(CreatedKey { info, key: k.full })
 }
 
-pub async fn list_keys(pool: &PgPool) -> Result<Vec<ApiKeyInfo>, ApiError> {
+pub async fn list_keys(pool: &PgPool) -> Result<Vec<ApiKeyInfo>, CatalogError> {
     Ok(sqlx::query_as(AssertSqlSafe(format!(
         "SELECT {KEY_COLS} FROM api_keys ORDER BY created_at, id"
     )))
@@ -392,21 +415,21 @@ pub async fn list_keys(pool: &PgPool) -> Result<Vec<ApiKeyInfo>, ApiError> {
 }
 
 /// One key's listing, revoked or not (never the key itself).
-pub async fn get_key(pool: &PgPool, id: Uuid) -> Result<ApiKeyInfo, ApiError> {
+pub async fn get_key(pool: &PgPool, id: Uuid) -> Result<ApiKeyInfo, CatalogError> {
     sqlx::query_as(AssertSqlSafe(format!(
         "SELECT {KEY_COLS} FROM api_keys WHERE id = $1"
     )))
     .bind(id)
     .fetch_optional(pool)
     .await?
-    .ok_or_else(|| ApiError::NotFound(format!("no key {id}")))
+    .ok_or_else(|| CatalogError::NotFound(format!("no key {id}")))
 }
 
 /// Revokes a key by id or prefix; effective on the next request.
-pub async fn revoke_key(pool: &PgPool, id_or_prefix: &str) -> Result<ApiKeyInfo, ApiError> {
+pub async fn revoke_key(pool: &PgPool, id_or_prefix: &str) -> Result<ApiKeyInfo, CatalogError> {
     let id = Uuid::parse_str(id_or_prefix).ok();
-    if id.is_none() && !crate::keys::looks_like_a_prefix(id_or_prefix) {
-        return Err(ApiError::NotFound(format!("no key {id_or_prefix}")));
+    if id.is_none() && !api_key::looks_like_a_prefix(id_or_prefix) {
+        return Err(CatalogError::NotFound(format!("no key {id_or_prefix}")));
     }
     let mut tx = pool.begin().await?;
     let info: ApiKeyInfo = sqlx::query_as(AssertSqlSafe(format!(
@@ -417,7 +440,7 @@ pub async fn revoke_key(pool: &PgPool, id_or_prefix: &str) -> Result<ApiKeyInfo,
     .bind(id_or_prefix)
     .fetch_optional(&mut *tx)
     .await?
-    .ok_or_else(|| ApiError::NotFound(format!("no key {id_or_prefix}")))?;
+    .ok_or_else(|| CatalogError::NotFound(format!("no key {id_or_prefix}")))?;
     // Every API replica drops the key from its cache when this commits.
     sqlx::query("SELECT pg_notify($1, 'k ' || $2::text)")
         .bind(crate::live::CHANNEL)
@@ -428,40 +451,8 @@ pub async fn revoke_key(pool: &PgPool, id_or_prefix: &str) -> Result<ApiKeyInfo,
     Ok(info)
 }
 
-/// The scope of a presented key, if it is a live key. Looked up on every
-/// request (or in the in-process cache that revocation notifications keep
-/// exact), so revocation is immediate.
-pub async fn authenticate(
-    pool: &PgPool,
-    presented: &str,
-) -> Result<Option<(Uuid, Scope)>, ApiError> {
-    if !keys::looks_like_a_key(presented) {
-        return Ok(None);
-    }
-    authenticate_hash(pool, &keys::hash(presented)).await
-}
-
-pub async fn authenticate_hash(
-    pool: &PgPool,
-    hash: &[u8],
-) -> Result<Option<(Uuid, Scope)>, ApiError> {
-    let row: Option<(Uuid, String, Option<Uuid>)> = sqlx::query_as(
-        "SELECT id, scope, advertiser_id FROM api_keys WHERE hash = $1 AND revoked_at IS NULL",
-    )
-    .bind(hash)
-    .fetch_optional(pool)
-    .await?;
-    Ok(
-        row.and_then(|(id, scope, adv)| match (scope.as_str(), adv) {
-            ("admin", None) => Some((id, Scope::Admin)),
-            ("advertiser", Some(a)) => Some((id, Scope::Advertiser(a))),
-            _ => None,
-        }),
-    )
-}
-
 /// The advertiser owning a campaign (None: no such campaign).
-pub async fn campaign_owner(pool: &PgPool, id: &str) -> Result<Option<Uuid>, ApiError> {
+pub async fn campaign_owner(pool: &PgPool, id: &str) -> Result<Option<Uuid>, CatalogError> {
     if CampaignId::parse(id).is_err() {
         return Ok(None);
     }
@@ -482,7 +473,7 @@ mod tests {
         assert_eq!(check_name("name", "  Acme  ").unwrap(), "Acme");
         for (param, value) in [("name", "R\u{1e}H\u{0}x"), ("advertiser_name", "\u{0}")] {
             match check_name(param, value) {
-                Err(ApiError::BadParam { param: p, detail }) => {
+                Err(CatalogError::Invalid { param: p, detail }) => {
                     assert_eq!(p, param);
                     assert_eq!(
                         detail,

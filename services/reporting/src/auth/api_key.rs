@@ -1,11 +1,15 @@
 //! API keys: random, shown once, stored as a SHA-256 hash, told apart by a
-//! visible prefix.
+//! visible prefix; and their lookup by hash.
 //!
 //! Format: `esk_<prefix>_<secret>` where prefix is 8 lowercase hex chars and
 //! secret is 32 random bytes in base64url (43 chars).
 
 use base64::Engine;
 use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::Scope;
 
 /// Random bytes in a key's secret part (256 bits).
 pub const KEY_SECRET_BYTES: usize = 32;
@@ -48,6 +52,27 @@ pub fn looks_like_a_key(s: &str) -> bool {
 /// segment would make PostgreSQL refuse the query).
 pub fn looks_like_a_prefix(s: &str) -> bool {
     s.len() == 8 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// The id and scope of the live key whose hash is `hash`: looked up on every
+/// request the key cache cannot answer, so revocation is immediate.
+pub async fn authenticate_hash(
+    pool: &PgPool,
+    hash: &[u8],
+) -> Result<Option<(Uuid, Scope)>, sqlx::Error> {
+    let row: Option<(Uuid, String, Option<Uuid>)> = sqlx::query_as(
+        "SELECT id, scope, advertiser_id FROM api_keys WHERE hash = $1 AND revoked_at IS NULL",
+    )
+    .bind(hash)
+    .fetch_optional(pool)
+    .await?;
+    Ok(
+        row.and_then(|(id, scope, adv)| match (scope.as_str(), adv) {
+            ("admin", None) => Some((id, Scope::Admin)),
+            ("advertiser", Some(a)) => Some((id, Scope::Advertiser(a))),
+            _ => None,
+        }),
+    )
 }
 
 #[cfg(test)]

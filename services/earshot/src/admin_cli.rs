@@ -2,7 +2,8 @@
 //! new id or key alone, so scripts can capture it with `tail -n1`.
 
 use clap::{Args, Subcommand};
-use earshot_reporting::admin::{self, NewCampaign, NewCreative, Scope};
+use earshot_reporting::auth::Scope;
+use earshot_reporting::catalog::{self, CatalogError, NewCampaign, NewCreative};
 use sqlx::PgPool;
 use time::Date;
 use uuid::Uuid;
@@ -104,11 +105,9 @@ pub(crate) fn parse_date(s: &str) -> Result<Date, String> {
     .map_err(|_| format!("{s:?} is not a date (YYYY-MM-DD)"))
 }
 
-fn fail(e: earshot_reporting::error::ApiError) -> anyhow::Error {
+fn fail(e: CatalogError) -> anyhow::Error {
     match e {
-        earshot_reporting::error::ApiError::BadParam { param, detail } => {
-            anyhow::anyhow!("{param}: {detail}")
-        }
+        CatalogError::Invalid { param, detail } => anyhow::anyhow!("{param}: {detail}"),
         e => anyhow::anyhow!("{e}"),
     }
 }
@@ -118,7 +117,9 @@ pub async fn run(pool: &PgPool, cmd: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::Advertiser {
             command: AdvertiserCommand::Create { name },
         } => {
-            let a = admin::create_advertiser(pool, &name).await.map_err(fail)?;
+            let a = catalog::create_advertiser(pool, &name)
+                .await
+                .map_err(fail)?;
             println!("created advertiser {:?}", a.name);
             println!("{}", a.id);
         }
@@ -133,7 +134,7 @@ pub async fn run(pool: &PgPool, cmd: AdminCommand) -> anyhow::Result<()> {
                     end,
                 },
         } => {
-            let c = admin::create_campaign(
+            let c = catalog::create_campaign(
                 pool,
                 &NewCampaign {
                     id: campaign_id,
@@ -160,7 +161,7 @@ pub async fn run(pool: &PgPool, cmd: AdminCommand) -> anyhow::Result<()> {
                     name,
                 },
         } => {
-            let c = admin::put_creative(
+            let c = catalog::put_creative(
                 pool,
                 &campaign,
                 &NewCreative {
@@ -182,7 +183,9 @@ pub async fn run(pool: &PgPool, cmd: AdminCommand) -> anyhow::Result<()> {
                 (false, Some(a)) => Scope::Advertiser(a),
                 (false, None) => anyhow::bail!("give --admin or --advertiser ID"),
             };
-            let k = admin::create_key(pool, scope, &name).await.map_err(fail)?;
+            let k = catalog::create_key(pool, scope, &name)
+                .await
+                .map_err(fail)?;
             println!(
                 "created {} key {} (prefix {}); it is shown only now",
                 k.info.scope, k.info.id, k.info.prefix
@@ -192,7 +195,9 @@ pub async fn run(pool: &PgPool, cmd: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::Key {
             command: KeyCommand::Revoke { id_or_prefix },
         } => {
-            let k = admin::revoke_key(pool, &id_or_prefix).await.map_err(fail)?;
+            let k = catalog::revoke_key(pool, &id_or_prefix)
+                .await
+                .map_err(fail)?;
             println!("revoked key {} (prefix {})", k.id, k.prefix);
             println!("{}", k.id);
         }

@@ -1,18 +1,18 @@
-//! Admin scope: the catalog, API keys and signed tracking URLs.
+//! Admin scope: the catalog (advertisers, campaigns, creatives) and signed
+//! tracking URLs.
 
 use std::collections::BTreeMap;
 
-use actix_web::{delete, get, patch, post, web, HttpResponse};
+use actix_web::{get, patch, post, web, HttpResponse};
 use earshot_domain::{CreativeId, EpisodeId, EventKind, Placement, ShowId, SignedFields};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::admin::{
-    self, Advertiser, ApiKeyInfo, Campaign, CampaignPatch, CreatedKey, Creative, NewCampaign,
-    NewCreative, Scope,
-};
 use crate::auth::Principal;
+use crate::catalog::{
+    self, Advertiser, Campaign, CampaignPatch, Creative, NewCampaign, NewCreative,
+};
 use crate::error::{bad, ApiError};
 use crate::state::AppState;
 
@@ -37,7 +37,7 @@ pub async fn create_advertiser(
     body: web::Json<AdvertiserBody>,
 ) -> Result<HttpResponse, ApiError> {
     who.require_admin()?;
-    Ok(HttpResponse::Created().json(admin::create_advertiser(&state.pool, &body.name).await?))
+    Ok(HttpResponse::Created().json(catalog::create_advertiser(&state.pool, &body.name).await?))
 }
 
 /// List advertisers.
@@ -51,7 +51,7 @@ pub async fn list_advertisers(
     who: Principal,
 ) -> Result<HttpResponse, ApiError> {
     who.require_admin()?;
-    Ok(HttpResponse::Ok().json(admin::list_advertisers(&state.pool).await?))
+    Ok(HttpResponse::Ok().json(catalog::list_advertisers(&state.pool).await?))
 }
 
 /// Rename an advertiser.
@@ -70,7 +70,7 @@ pub async fn update_advertiser(
 ) -> Result<HttpResponse, ApiError> {
     who.require_admin()?;
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound(format!("no advertiser {id}")))?;
-    Ok(HttpResponse::Ok().json(admin::update_advertiser(&state.pool, id, &body.name).await?))
+    Ok(HttpResponse::Ok().json(catalog::update_advertiser(&state.pool, id, &body.name).await?))
 }
 
 /// Create a campaign.
@@ -87,7 +87,7 @@ pub async fn create_campaign(
     body: web::Json<NewCampaign>,
 ) -> Result<HttpResponse, ApiError> {
     who.require_admin()?;
-    Ok(HttpResponse::Created().json(admin::create_campaign(&state.pool, &body).await?))
+    Ok(HttpResponse::Created().json(catalog::create_campaign(&state.pool, &body).await?))
 }
 
 /// Change a campaign's name, flight or goal.
@@ -105,7 +105,7 @@ pub async fn update_campaign(
     body: web::Json<CampaignPatch>,
 ) -> Result<HttpResponse, ApiError> {
     who.require_admin()?;
-    Ok(HttpResponse::Ok().json(admin::update_campaign(&state.pool, &id, &body).await?))
+    Ok(HttpResponse::Ok().json(catalog::update_campaign(&state.pool, &id, &body).await?))
 }
 
 /// Create or update a creative of a campaign.
@@ -123,89 +123,7 @@ pub async fn put_creative(
     body: web::Json<NewCreative>,
 ) -> Result<HttpResponse, ApiError> {
     who.require_admin()?;
-    Ok(HttpResponse::Created().json(admin::put_creative(&state.pool, &id, &body).await?))
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct KeyBody {
-    /// `admin`, or `advertiser` with `advertiser_id`.
-    #[schema(pattern = r"^(admin|advertiser)$")]
-    pub scope: String,
-    pub advertiser_id: Option<Uuid>,
-    /// At most 200 characters.
-    #[serde(default)]
-    #[schema(max_length = 200)]
-    pub name: String,
-}
-
-/// Create an API key. The response holds the key once; only its hash is kept.
-#[utoipa::path(post, path = "/v1/keys", tag = "admin", request_body = KeyBody,
-    responses((status = 201, body = CreatedKey), (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
-              (status = 401, body = crate::error::Problem, content_type = "application/problem+json"), (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
-              (status = 429, body = crate::error::Problem, content_type = "application/problem+json")),
-    security(("bearer" = [])))]
-#[post("/v1/keys")]
-pub async fn create_key(
-    state: web::Data<AppState>,
-    who: Principal,
-    body: web::Json<KeyBody>,
-) -> Result<HttpResponse, ApiError> {
-    who.require_admin()?;
-    let scope = match (body.scope.as_str(), body.advertiser_id) {
-        ("admin", None) => Scope::Admin,
-        ("admin", Some(_)) => {
-            return Err(bad("advertiser_id", "an admin key has no advertiser_id"))
-        }
-        ("advertiser", Some(a)) => Scope::Advertiser(a),
-        ("advertiser", None) => {
-            return Err(bad(
-                "advertiser_id",
-                "an advertiser key needs advertiser_id",
-            ))
-        }
-        (other, _) => {
-            return Err(bad(
-                "scope",
-                format!("scope {other:?} is not admin or advertiser"),
-            ))
-        }
-    };
-    Ok(HttpResponse::Created().json(admin::create_key(&state.pool, scope, &body.name).await?))
-}
-
-/// List API keys (prefixes only, never the keys).
-#[utoipa::path(get, path = "/v1/keys", tag = "admin",
-    responses((status = 200, body = Vec<ApiKeyInfo>), (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
-              (status = 403, body = crate::error::Problem, content_type = "application/problem+json"), (status = 429, body = crate::error::Problem, content_type = "application/problem+json")),
-    security(("bearer" = [])))]
-#[get("/v1/keys")]
-pub async fn list_keys(
-    state: web::Data<AppState>,
-    who: Principal,
-) -> Result<HttpResponse, ApiError> {
-    who.require_admin()?;
-    Ok(HttpResponse::Ok().json(admin::list_keys(&state.pool).await?))
-}
-
-/// Revoke a key (by id or prefix), effective on the next request.
-#[utoipa::path(delete, path = "/v1/keys/{id}", tag = "admin", params(("id" = String, Path, description = "Key id or prefix")),
-    responses((status = 200, body = ApiKeyInfo), (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
-              (status = 403, body = crate::error::Problem, content_type = "application/problem+json"), (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
-              (status = 429, body = crate::error::Problem, content_type = "application/problem+json")),
-    security(("bearer" = [])))]
-#[delete("/v1/keys/{id}")]
-pub async fn revoke_key(
-    state: web::Data<AppState>,
-    who: Principal,
-    id: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    who.require_admin()?;
-    let info = admin::revoke_key(&state.pool, &id).await?;
-    // This replica forgets the key now; the others when the notification
-    // the revocation committed reaches them.
-    state.live.apply(&format!("k {}", info.id));
-    Ok(HttpResponse::Ok().json(info))
+    Ok(HttpResponse::Created().json(catalog::put_creative(&state.pool, &id, &body).await?))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -248,7 +166,7 @@ pub async fn tracking_urls(
     body: web::Json<TrackingUrlsBody>,
 ) -> Result<HttpResponse, ApiError> {
     who.require_admin()?;
-    let c = admin::get_campaign(&state.pool, &id, None).await?;
+    let c = catalog::get_campaign(&state.pool, &id, None).await?;
     let creative = CreativeId::parse(&body.creative).map_err(|e| bad("creative", e.to_string()))?;
     let episode = body
         .episode
