@@ -42,8 +42,8 @@ enum Command {
         command: admin_cli::AdminCommand,
     },
     /// Recount from raw events and compare with the rollups; without
-    /// --campaign, also look for counting keys stored twice. Exits 1 on any
-    /// difference.
+    /// --campaign, also check that each day's counting and listener keys
+    /// are the keys of its raw events. Exits 1 on any difference.
     Verify {
         /// Only this campaign (skips the key check: keys are hashes).
         #[arg(long)]

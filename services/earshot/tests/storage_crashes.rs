@@ -21,7 +21,7 @@ async fn load_in_progress(admin: &PgPool, db: &str) -> bool {
     let n: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM pg_stat_activity
          WHERE datname = $1 AND application_name = 'earshot' AND state = 'active'
-           AND (query LIKE 'COPY events %' OR query LIKE 'COPY counted_keys%'
+           AND (query LIKE 'COPY events %' OR query LIKE 'INSERT INTO counting_keys%'
                 OR query LIKE 'COPY rollup_hourly%')",
     )
     .bind(db)
@@ -84,7 +84,7 @@ async fn loader_killed_with_sigkill_mid_object_then_restarted_counts_like_a_clea
 
 /// Nothing of a load is in `db`: no ledger row, event, hourly row or key.
 async fn assert_nothing_committed(db: &PgPool) {
-    for table in ["loaded_objects", "events", "rollup_hourly", "counted_keys"] {
+    for table in ["loaded_objects", "events", "rollup_hourly", "counting_keys"] {
         let n = count(db, &format!("SELECT count(*) FROM {table}")).await;
         assert_eq!(n, 0, "{table}");
     }

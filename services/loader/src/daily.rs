@@ -18,7 +18,7 @@ use crate::counting::rollups::Rollups;
 pub struct DailySql {
     counters: usize,
     /// The rows of one object added to `rollup_daily`, and for the days up
-    /// to the turn's `blocks_through` to their blocks.
+    /// to the blocks' mark ([`share_mark`]) to their blocks.
     pub upsert: String,
     /// The days after `$1` (every day, when it is NULL) up to `$2`, from
     /// `rollup_daily` into their blocks.
@@ -121,8 +121,18 @@ ON CONFLICT (campaign, span_days, first_day, creative, country) DO UPDATE SET
     )
 }
 
-/// The blocks' mark, with the turn's row lock (`counting_state`, which loads
-/// take in `KeyMemory::turn`): no load is between this and the commit.
+/// The blocks' mark, with `counting_state`'s row shared to the commit: any
+/// number of loads hold it at once, and a fold ([`fold_blocks`]) waits for
+/// them all (and they for it), so a load adds to the blocks of exactly the
+/// days the mark says.
+pub async fn share_mark(tx: &mut Transaction<'_, Postgres>) -> Result<Date, sqlx::Error> {
+    sqlx::query_scalar("SELECT blocks_through FROM counting_state FOR SHARE")
+        .fetch_one(&mut **tx)
+        .await
+}
+
+/// The blocks' mark, with `counting_state`'s row locked against loads
+/// (which share it, [`share_mark`]): no load is between this and the commit.
 async fn lock_mark(tx: &mut Transaction<'_, Postgres>) -> Result<Date, sqlx::Error> {
     sqlx::query_scalar("SELECT blocks_through FROM counting_state FOR UPDATE")
         .fetch_one(&mut **tx)
@@ -167,7 +177,7 @@ pub struct Rebuilt {
 /// after, and moves the mark there. The repair for blocks that `earshot
 /// verify` finds off, and for a version of the loader that does not know
 /// the mark having run against the database (docs/OPERATIONS.md, "Upgrades
-/// and rollback"). Under the turn's row lock, like a fold.
+/// and rollback"). With the mark's row lock, like a fold.
 pub async fn rebuild_blocks(pool: &PgPool, through: Option<Date>) -> Result<Rebuilt, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let was = lock_mark(&mut tx).await?;
@@ -214,15 +224,15 @@ pub struct Folded {
 /// Adds the days after the blocks' mark up to `through` to `rollup_blocks`
 /// and moves the mark there; `None` when the mark is already there.
 ///
-/// It takes the turn's row lock (`counting_state`, as loads do in
-/// `KeyMemory::turn`), so no load is between reading the mark and committing:
+/// It locks `counting_state`'s row, which every load shares to its commit
+/// ([`share_mark`]), so no load is between reading the mark and committing:
 /// each day's numbers reach its blocks once, through the loads before the
 /// fold or through the fold and the loads after it.
 ///
 /// The mark only moves forward, so a mark already at `through` stays there:
 /// such a call (nearly every one: each loader asks at every upkeep, a day
 /// needs folding once a day) reads it without the lock and returns, never
-/// making a load wait for its turn.
+/// making a load wait.
 pub async fn fold_blocks(pool: &PgPool, through: Date) -> Result<Option<Folded>, sqlx::Error> {
     let mark: Date = sqlx::query_scalar("SELECT blocks_through FROM counting_state")
         .fetch_one(pool)

@@ -1,6 +1,7 @@
-//! Day partitions of `events`, `counted_keys` and `daily_listeners`:
-//! created ahead of need, on demand for replays of older days, and dropped
-//! after the retention period.
+//! Day partitions of `events`: created ahead of need, on demand for
+//! replays of older days, and dropped after the retention period. (The
+//! key tables' partitions live and die by other rules:
+//! `counting::keys`.)
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -11,19 +12,42 @@ use time::{Date, Duration};
 /// Days of partitions created ahead of today, so a new day never waits on DDL.
 pub const DAYS_AHEAD: i64 = 3;
 
-/// The partitioned tables and how their bounds are written.
-const TABLES: [(&str, bool); 3] = [
-    ("events", true),
-    ("counted_keys", false),
-    ("daily_listeners", false),
-];
+/// The tables whose day partitions the retention period drops with
+/// `events`': the key logs of migration 8, which loaders no longer write
+/// (migration 11) and a later migration drops.
+const RETIRED_KEY_LOGS: [&str; 2] = ["counted_keys", "daily_listeners"];
 
-fn suffix(d: Date) -> String {
+/// A day as partition names end: `YYYYMMDD`.
+pub(crate) fn suffix(d: Date) -> String {
     format!("{:04}{:02}{:02}", d.year(), u8::from(d.month()), d.day())
 }
 
-fn iso(d: Date) -> String {
+/// A day as SQL reads it: `YYYY-MM-DD`.
+pub(crate) fn iso(d: Date) -> String {
     format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+}
+
+/// The days of `parent`'s partitions, which are named `<parent>_pYYYYMMDD`,
+/// in order.
+pub(crate) async fn partition_days(pool: &PgPool, parent: &str) -> Result<Vec<Date>, sqlx::Error> {
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_inherits i
+         JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent
+         WHERE p.relname = $1",
+    )
+    .bind(parent)
+    .fetch_all(pool)
+    .await?;
+    let fmt = time::macros::format_description!("[year][month][day]");
+    let prefix = format!("{parent}_p");
+    let mut days: Vec<Date> = names
+        .iter()
+        .filter_map(|n| n.strip_prefix(&prefix))
+        .filter(|s| s.len() == 8)
+        .filter_map(|s| Date::parse(s, &fmt).ok())
+        .collect();
+    days.sort_unstable();
+    Ok(days)
 }
 
 /// Remembers which days exist, so the common case costs no query.
@@ -63,28 +87,18 @@ impl Partitions {
             .await
     }
 
-    /// Drops partitions whose day is before `oldest_kept`. Returns the days dropped.
+    /// Drops partitions whose day is before `oldest_kept`, whole (no row is
+    /// deleted). Returns the days dropped.
     pub async fn drop_before(
         &self,
         pool: &PgPool,
         oldest_kept: Date,
     ) -> Result<Vec<Date>, sqlx::Error> {
-        let names: Vec<(String,)> = sqlx::query_as(
-            "SELECT c.relname::text FROM pg_inherits i \
-             JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent \
-             WHERE p.relname = 'events' AND c.relname ~ '^events_p[0-9]{8}$'",
-        )
-        .fetch_all(pool)
-        .await?;
-        let fmt = time::macros::format_description!("[year][month][day]");
         let mut dropped = Vec::new();
-        for (name,) in names {
-            let Ok(day) = Date::parse(&name["events_p".len()..], &fmt) else {
-                continue;
-            };
+        for day in partition_days(pool, "events").await? {
             if day < oldest_kept {
-                for (table, _) in TABLES {
-                    // The table is one of `TABLES`, the suffix a Date's digits.
+                for table in std::iter::once("events").chain(RETIRED_KEY_LOGS) {
+                    // The table is one of those, the suffix a Date's digits.
                     let sql = format!("DROP TABLE IF EXISTS {table}_p{}", suffix(day));
                     sqlx::query(AssertSqlSafe(sql)).execute(pool).await?;
                 }
@@ -102,28 +116,23 @@ impl Partitions {
 
 async fn create_day(pool: &PgPool, day: Date) -> Result<(), sqlx::Error> {
     let next = day + Duration::days(1);
-    for (table, timestamped) in TABLES {
-        let (from, to) = if timestamped {
-            (
-                format!("{} 00:00:00+00", iso(day)),
-                format!("{} 00:00:00+00", iso(next)),
-            )
-        } else {
-            (iso(day), iso(next))
-        };
-        // Names and bounds come from a Date, never from input text.
-        let sql = format!(
-            "CREATE TABLE IF NOT EXISTS {table}_p{} PARTITION OF {table} FOR VALUES FROM ('{from}') TO ('{to}')",
-            suffix(day)
-        );
-        match sqlx::query(AssertSqlSafe(sql)).execute(pool).await {
-            Ok(_) => {}
-            // Two loaders creating the same partition at once: the loser sees
-            // a duplicate in the catalog; the partition exists either way.
-            Err(sqlx::Error::Database(e))
-                if matches!(e.code().as_deref(), Some("42P07") | Some("23505")) => {}
-            Err(e) => return Err(e),
+    // Names and bounds come from a Date, never from input text.
+    let sql = format!(
+        "CREATE TABLE IF NOT EXISTS events_p{} PARTITION OF events \
+         FOR VALUES FROM ('{} 00:00:00+00') TO ('{} 00:00:00+00')",
+        suffix(day),
+        iso(day),
+        iso(next)
+    );
+    match sqlx::query(AssertSqlSafe(sql)).execute(pool).await {
+        Ok(_) => Ok(()),
+        // Two loaders creating the same partition at once: the loser sees
+        // a duplicate in the catalog; the partition exists either way.
+        Err(sqlx::Error::Database(e))
+            if matches!(e.code().as_deref(), Some("42P07") | Some("23505")) =>
+        {
+            Ok(())
         }
+        Err(e) => Err(e),
     }
-    Ok(())
 }

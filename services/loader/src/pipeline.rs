@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 
 use crate::compact::Touched;
+use crate::counting::keys;
 use crate::parse;
 use crate::run::{backoff, Loader, RunSummary, ONCE_PATIENCE};
 use crate::source::{Delivery, Object, ObjectMissing};
@@ -166,12 +167,12 @@ impl Loader {
     ///   thread);
     /// - the current one's transaction begins (`store::begin`: its events
     ///   go in);
-    /// - the previous one's transaction finishes (`store::finish`: it takes
-    ///   the turn, counts, adds the rollups and uniques, and commits).
+    /// - the previous one's transaction finishes (`store::finish`: it
+    ///   counts, adds the rollups and uniques, and commits).
     ///
     /// On two cores the stages overlap instead of taking turns, and the
-    /// result is a one-at-a-time load's: objects take the turn to count, and
-    /// commit, in order, so the same hit counts whatever the timing. The
+    /// result is a one-at-a-time load's: objects count, and commit, in
+    /// order, so the same hit counts whatever the timing. The
     /// current object leaves out the ids the previous one inserts. When a
     /// half fails, nothing overlaps until it is right again: the object
     /// behind it is rolled back, and the failed one is loaded whole, with
@@ -373,7 +374,7 @@ impl Loader {
     }
 
     /// The first half of an object's transaction (`store::begin`), with the
-    /// partitions its events need.
+    /// partitions its events and their keys need.
     async fn begin(&self, fetched: &Fetched, preceding: &Preceding) -> anyhow::Result<Begun> {
         let Fetched::Ready(p) = fetched else {
             return Ok(Begun::default());
@@ -381,6 +382,7 @@ impl Loader {
         self.partitions
             .ensure(&self.pool, p.events.iter().map(|s| s.day))
             .await?;
+        keys::ensure_days(&self.pool, p.events.iter().map(|s| s.day)).await?;
         Ok(store::begin(&self.pool, p, preceding).await?)
     }
 
@@ -391,7 +393,7 @@ impl Loader {
             metrics::counter!("earshot_loader_objects_total", "outcome" => "skipped").increment(1);
             return Ok(LoadStats::default());
         };
-        let stats = store::finish(&self.memory, p, begun).await?;
+        let stats = store::finish(p, begun).await?;
         if stats.new_events > 0 {
             let mut touched = Touched::default();
             for s in &p.events {

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 
 use crate::compact::{self, Touched};
-use crate::counting::memory::KeyMemory;
+use crate::counting::keys;
 use crate::daily;
 use crate::partitions::Partitions;
 use crate::source::{Delivery, Source};
@@ -67,8 +67,6 @@ pub struct Loader {
     last_maintenance: Option<Instant>,
     /// Hours that got hourly rollup rows since the last merge.
     pub(crate) touched: Mutex<Touched>,
-    /// The counting keys and listener keys of the last days.
-    pub(crate) memory: KeyMemory,
     last_compaction: Instant,
     /// Every step runs under it.
     pub(crate) watchdog: Arc<Watchdog>,
@@ -90,7 +88,6 @@ impl Loader {
             opts,
             last_maintenance: None,
             touched: Mutex::default(),
-            memory: KeyMemory::default(),
             last_compaction: Instant::now(),
             watchdog: Arc::new(Watchdog::new(opts.stall_limit)),
         }
@@ -109,12 +106,21 @@ impl Loader {
         }
         let now = OffsetDateTime::now_utc();
         self.partitions.ensure_ahead(&self.pool, now.date()).await?;
+        keys::ensure_days(
+            &self.pool,
+            keys::days_to_keep_ready(now, crate::partitions::DAYS_AHEAD),
+        )
+        .await?;
         let dropped = self
             .partitions
             .drop_before(&self.pool, self.oldest_kept(now))
             .await?;
         if !dropped.is_empty() {
             tracing::info!(days = dropped.len(), first = %dropped[0], "dropped expired event partitions");
+        }
+        let closed = keys::drop_closed_days(&self.pool, now.date()).await?;
+        if !closed.is_empty() {
+            tracing::info!(days = closed.len(), first = %closed[0], "dropped the keys of closed days");
         }
         if let Some(f) = daily::fold_blocks(&self.pool, daily::fold_through(now.date())).await? {
             tracing::info!(after = %f.from, through = %f.through, rows = f.rows, "folded the days that ended into the day blocks");

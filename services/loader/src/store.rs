@@ -9,10 +9,10 @@ use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
 use crate::copy::BinaryCopy;
-use crate::counting::memory::KeyMemory;
+use crate::counting::keys::{self, KeyTable};
 use crate::counting::rollups::{self, HourlyCounts, HourlyKey};
 use crate::counting::{self, Decision, Staged};
-use crate::daily::DailySql;
+use crate::daily::{self, DailySql};
 use crate::parse::{Parsed, Quarantined};
 
 /// Where an object came from, as the ledger records it.
@@ -127,12 +127,6 @@ const COPY_EVENTS: &str =
 /// timestamp is its event's ts.
 const KNOWN_IDS: &str = "SELECT id FROM events WHERE ts >= $1 AND ts <= $2 AND id = ANY($3)";
 
-/// The counting keys that counted now, appended: `counting::decide` says which
-/// are new (migration 8 says why there is no primary key to do it).
-const APPEND_COUNTED: &str = "COPY counted_keys (day, key, epoch) FROM STDIN (FORMAT binary)";
-/// Listener keys heard for the first time on their day, appended likewise.
-const APPEND_LISTENERS: &str = "COPY daily_listeners (day, key, epoch) FROM STDIN (FORMAT binary)";
-
 /// The object's hourly groups, appended: readers sum over groups, and
 /// `compact` merges a group's rows later (migration 6 says why). The
 /// counts are `HOURLY_HITS`' columns.
@@ -181,7 +175,7 @@ impl Preceding {
 }
 
 /// An object half loaded: its transaction open with its events and
-/// quarantined lines in, waiting for its turn to count. The default is
+/// quarantined lines in, waiting to count. The default is
 /// an object the ledger already has: nothing to finish.
 #[derive(Default)]
 pub struct Begun {
@@ -193,7 +187,7 @@ pub struct Begun {
     fresh: Vec<usize>,
 }
 
-/// The first half of an object's transaction, which needs no turn: claims the
+/// The first half of an object's transaction: claims the
 /// object in the ledger, COPYs its new events, and quarantines its bad lines.
 ///
 /// It may run while `preceding`'s object is still loading, as long as that
@@ -280,15 +274,16 @@ impl Begun {
     }
 }
 
-/// The second half: takes the turn to count (after every transaction that
-/// took it before has committed), counts, adds the hourly and daily rollups
-/// and uniques, completes the ledger row and commits.
-/// `object` is what `begun` began with.
-pub async fn finish(
-    memory: &KeyMemory,
-    object: &Prepared,
-    begun: Begun,
-) -> Result<LoadStats, sqlx::Error> {
+/// The second half: counts (the key tables decide which keys are new),
+/// adds the hourly and daily rollups and uniques, completes the ledger row
+/// and commits. `object` is what `begun` began with; the key partitions of
+/// its days exist (`keys::ensure_days`).
+///
+/// Loads of other objects run side by side. The rows they share in
+/// `rollup_daily`, `daily_uniques` and `campaign_data_versions` are written
+/// last, sorted, so one load waits for another only from there to its
+/// commit, and never in a cycle.
+pub async fn finish(object: &Prepared, begun: Begun) -> Result<LoadStats, sqlx::Error> {
     let Some(mut tx) = begun.tx else {
         return Ok(begun.stats);
     };
@@ -297,28 +292,25 @@ pub async fn finish(
     stats.new_events = fresh.len() as u32;
     stats.duplicates = stats.events - stats.new_events;
 
-    // The turn to count, and the keys this load adds, once it holds some.
-    let mut counting = None;
     if !fresh.is_empty() {
-        let mut days: Vec<Date> = fresh.iter().map(|s| s.day).collect();
-        days.sort_unstable();
-        days.dedup();
-        let turn = memory.turn(&mut tx, days).await?;
-        let decision = counting::decide(&fresh, &turn);
-        stats.counted = decision.new_counted.len() as u32;
-        append_keys(&mut tx, APPEND_COUNTED, turn.epoch(), &decision.new_counted).await?;
+        let candidates = counting::candidates(&fresh);
+        let new_counted =
+            keys::insert_new(&mut tx, KeyTable::Counting, &candidates.count_keys()).await?;
+        let new_heard =
+            keys::insert_new(&mut tx, KeyTable::Listener, &candidates.listener_keys()).await?;
+        let decision = counting::decide(&fresh, candidates, &new_counted, &new_heard);
+        stats.counted = decision.counted_now;
         let r = rollups::rollups(&fresh, &decision.counted);
         append_hourly(&mut tx, &r.hourly).await?;
+        let blocks_through = daily::share_mark(&mut tx).await?;
         DailySql::standard()
-            .upsert(&mut tx, &r, turn.blocks_through())
+            .upsert(&mut tx, &r, blocks_through)
             .await?;
-        add_uniques(&mut tx, turn.epoch(), &decision).await?;
+        add_uniques(&mut tx, &decision).await?;
         sqlx::query(BUMP_VERSIONS)
             .bind(&r.campaigns)
             .execute(&mut *tx)
             .await?;
-        let heard = decision.heard_keys();
-        counting = Some((turn, decision.new_counted, heard));
     }
 
     sqlx::query(
@@ -335,9 +327,6 @@ pub async fn finish(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    if let Some((turn, counted, heard)) = counting {
-        turn.committed(counted, heard);
-    }
     Ok(stats)
 }
 
@@ -395,27 +384,6 @@ async fn insert_new_events(
     Ok(fresh)
 }
 
-/// Appends `(day, key)` rows of the turn's `epoch` with `statement` (a
-/// binary COPY).
-async fn append_keys(
-    tx: &mut Transaction<'_, Postgres>,
-    statement: &str,
-    epoch: i64,
-    rows: &[(Date, Uuid)],
-) -> Result<(), sqlx::Error> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let mut out = BinaryCopy::new(rows.len() * 46 + 32);
-    for (day, key) in rows {
-        out.row(3);
-        out.date(*day);
-        out.uuid(*key);
-        out.int8(epoch);
-    }
-    copy_whole(tx, statement, out).await
-}
-
 /// Sends rows built whole in memory through `statement` (a binary COPY).
 async fn copy_whole(
     tx: &mut Transaction<'_, Postgres>,
@@ -462,17 +430,14 @@ async fn append_hourly(
     copy_whole(tx, &APPEND_HOURLY, out).await
 }
 
-/// Appends the listener keys heard for the first time and adds them to
-/// `daily_uniques`.
+/// Adds the listeners heard for the first time to `daily_uniques`.
 async fn add_uniques(
     tx: &mut Transaction<'_, Postgres>,
-    epoch: i64,
     decision: &Decision<'_>,
 ) -> Result<(), sqlx::Error> {
     if decision.new_heard.is_empty() {
         return Ok(());
     }
-    append_keys(tx, APPEND_LISTENERS, epoch, &decision.heard_keys()).await?;
     let scopes = counting::new_listeners(&decision.new_heard);
     sqlx::query(UPSERT_UNIQUES)
         .bind(scopes.iter().map(|s| s.0).collect::<Vec<&str>>())

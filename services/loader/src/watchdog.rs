@@ -8,8 +8,9 @@
 //! rest of it. PostgreSQL's own timeouts do not help there: a `COPY … FROM
 //! STDIN` waiting for its client is not cancelled by `statement_timeout`
 //! (checked on PostgreSQL 15: still `active` in `ClientRead` past it), and
-//! the connection is not idle. Worse, a stalled transaction that holds the
-//! turn to count (`counting/memory.rs`) holds up every other loader too.
+//! the connection is not idle. Worse, a stalled transaction holds its locks:
+//! another loader inserting one of its counting keys waits on it, and so
+//! does the day's fold of the blocks (`counting/keys.rs`, `store.rs`).
 //!
 //! So every step of the loader runs under a [`Watchdog`]: when one has run
 //! longer than the limit (`EARSHOT_LOADER_STALL_SECONDS`), [`Loader::run`]
@@ -35,7 +36,7 @@ use tokio::time::Instant;
 /// merge or one partition upkeep. The largest object Firehose writes
 /// (128 MiB, its S3 buffer limit) takes under 15 s on the loader bench's
 /// two cores; ten minutes leaves room for a database under pressure and
-/// for a wait behind another loader's turn (itself bounded by its own
+/// for a wait on another loader's keys or rows (itself bounded by its own
 /// watchdog), while a stall still ends within the hour an alert looks at.
 pub const DEFAULT_STALL_LIMIT: Duration = Duration::from_secs(600);
 

@@ -5,7 +5,6 @@ mod support;
 use earshot_domain::{EventKind, Verdict};
 use earshot_loader::daily;
 use earshot_platform::testing::TestDb;
-use sqlx::AssertSqlSafe;
 use support::*;
 use time::macros::datetime;
 
@@ -314,10 +313,10 @@ async fn days_reach_their_blocks_once_whether_loaded_before_or_after_their_fold(
     );
     assert_eq!(daily::fold_blocks(&db.pool, yesterday).await.unwrap(), None);
     assert_eq!(raw_in_two_day_blocks(&db.pool).await, 8);
-    // With nothing to fold, the fold does not wait for the turn a load
-    // holds (it answers while the lock is still taken).
+    // With nothing to fold, the fold does not wait for a load in flight
+    // (it answers while the load still shares the mark's row).
     let mut load = db.pool.begin().await.unwrap();
-    sqlx::query("SELECT 1 FROM counting_state FOR UPDATE")
+    sqlx::query("SELECT 1 FROM counting_state FOR SHARE")
         .execute(&mut *load)
         .await
         .unwrap();
@@ -326,7 +325,7 @@ async fn days_reach_their_blocks_once_whether_loaded_before_or_after_their_fold(
         daily::fold_blocks(&db.pool, yesterday),
     )
     .await
-    .expect("a fold with nothing to do waited for a load's turn");
+    .expect("a fold with nothing to do waited for a load");
     assert_eq!(waited.unwrap(), None);
     load.rollback().await.unwrap();
     assert_books_balance(&db.pool).await;
@@ -390,14 +389,21 @@ async fn rebuilding_the_blocks_repairs_them_and_marks_every_day_loaded() {
 }
 
 #[tokio::test]
-async fn a_fold_waits_for_a_load_holding_the_turn_to_count() {
+async fn loads_share_the_blocks_mark_and_a_fold_waits_for_every_load_in_flight() {
     let db = TestDb::new().await;
-    // A load's turn: the row lock its BUMP_EPOCH takes, held to its commit.
-    let mut turn = db.pool.begin().await.unwrap();
-    sqlx::query("UPDATE counting_state SET epoch = epoch + 1")
-        .execute(&mut *turn)
-        .await
-        .unwrap();
+    // What a load takes to read the mark (store::share_mark), held to its
+    // commit. Two loads hold it at once: neither waits for the other.
+    let share = "SELECT blocks_through FROM counting_state FOR SHARE";
+    let mut load_a = db.pool.begin().await.unwrap();
+    sqlx::query(share).execute(&mut *load_a).await.unwrap();
+    let mut load_b = db.pool.begin().await.unwrap();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        sqlx::query(share).execute(&mut *load_b),
+    )
+    .await
+    .expect("a second load does not wait for the first")
+    .unwrap();
     let through = time::OffsetDateTime::now_utc().date();
     let fold = tokio::spawn({
         let pool = db.pool.clone();
@@ -407,47 +413,43 @@ async fn a_fold_waits_for_a_load_holding_the_turn_to_count() {
                    AND wait_event_type = 'Lock' AND query LIKE 'SELECT blocks_through%'";
     let started = std::time::Instant::now();
     while count(&db.pool, waiting).await == 0 {
-        assert!(!fold.is_finished(), "the fold ran during the turn");
+        assert!(!fold.is_finished(), "the fold ran during the loads");
         assert!(
             started.elapsed() < std::time::Duration::from_secs(30),
-            "the fold never waited on the turn"
+            "the fold never waited on the loads"
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    assert!(!fold.is_finished());
-    turn.commit().await.unwrap();
+    load_a.commit().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(!fold.is_finished(), "the fold waits for the last load too");
+    load_b.commit().await.unwrap();
     let folded = fold.await.unwrap().unwrap().expect("the mark moves");
     assert_eq!(folded.through, through);
 }
 
 #[tokio::test]
-async fn verify_reports_a_counting_or_listener_key_stored_twice() {
-    // Nothing in the schema forbids a key twice (the loader decides what is
-    // new, counting/memory.rs), so the audit looks for it.
+async fn verify_reports_a_day_whose_keys_are_not_the_keys_of_its_events() {
     let db = TestDb::new().await;
-    let dir = temp_dir("twice");
+    let dir = temp_dir("keys-off");
     let events = impressions(0..3, datetime!(2026-11-26 12:00 UTC));
     write_object(&dir, "a.ndjson", &ndjson(&events));
     load_dir(&db.pool, &dir).await;
     assert_books_balance(&db.pool).await;
 
-    let (day, key): (time::Date, uuid::Uuid) =
-        sqlx::query_as("SELECT day, key FROM counted_keys ORDER BY key LIMIT 1")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
-    for table in ["counted_keys", "daily_listeners"] {
-        sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO {table} (day, key) SELECT day, key FROM {table} ORDER BY key LIMIT 1"
-        )))
+    // A counting key no event gives, and a listener key gone.
+    sqlx::query("INSERT INTO counting_keys (day, key) VALUES ('2026-11-26', gen_random_uuid())")
         .execute(&db.pool)
         .await
         .unwrap();
-    }
+    sqlx::query("DELETE FROM listener_keys WHERE key = (SELECT key FROM listener_keys ORDER BY key LIMIT 1)")
+        .execute(&db.pool)
+        .await
+        .unwrap();
     let found = earshot_loader::verify::verify(&db.pool, None)
         .await
         .unwrap();
-    let twice: Vec<(&str, &str, i64, i64)> = found
+    let off: Vec<(&str, &str, i64, i64)> = found
         .iter()
         .map(|m| {
             (
@@ -458,24 +460,54 @@ async fn verify_reports_a_counting_or_listener_key_stored_twice() {
             )
         })
         .collect();
-    assert_eq!(twice.len(), 2, "{found:#?}");
     assert_eq!(
-        twice[0],
-        (
-            "duplicate_key",
-            format!("counted_keys/{day}/{key}").as_str(),
-            1,
-            2
-        )
+        off,
+        vec![
+            ("counting_keys", "2026-11-26", 3, 4),
+            // Three listeners, campaign-wide and for their creative.
+            ("listener_keys", "2026-11-26", 6, 5),
+        ]
     );
-    assert_eq!(
-        (twice[1].0, twice[1].2, twice[1].3),
-        ("duplicate_key", 1, 2)
-    );
-    assert!(twice[1].1.starts_with("daily_listeners/2026-11-26/"));
     // Scoped to one campaign, the check cannot tell keys apart: not run.
     assert!(earshot_loader::verify::verify(&db.pool, Some("c1"))
         .await
         .unwrap()
         .is_empty());
+}
+
+#[tokio::test]
+async fn a_loader_older_than_the_key_tables_cannot_append_to_the_old_key_logs() {
+    // Migration 11: a loader of the previous version, still running during
+    // a rollout, appended its keys to counted_keys and daily_listeners by
+    // COPY. It must not count beside the key tables: its appends fail, so
+    // its load rolls back and is retried until it is replaced.
+    let db = TestDb::new().await;
+    for table in ["counted_keys", "daily_listeners"] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE TABLE {table}_p20261126 PARTITION OF {table}
+             FOR VALUES FROM ('2026-11-26') TO ('2026-11-27')"
+        )))
+        .execute(&db.pool)
+        .await
+        .unwrap();
+        let mut conn = db.pool.acquire().await.unwrap();
+        let copy = async {
+            let mut copy = conn
+                .copy_in_raw(&format!("COPY {table} (day, key, epoch) FROM STDIN"))
+                .await?;
+            copy.send(&b"2026-11-26\t6f1c2f5e-0000-4000-8000-000000000001\t7\n"[..])
+                .await?;
+            copy.finish().await
+        };
+        let err = copy.await.expect_err("the append is refused");
+        assert!(
+            err.to_string()
+                .contains("counting keys live in counting_keys and listener_keys"),
+            "{table}: {err}"
+        );
+        assert_eq!(
+            count(&db.pool, &format!("SELECT count(*) FROM {table}")).await,
+            0
+        );
+    }
 }

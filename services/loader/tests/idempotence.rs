@@ -168,7 +168,7 @@ async fn loader_survives_its_connections_being_killed_mid_load() {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             let n: i64 = sqlx::query_scalar(
                 "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-                 WHERE datname = $1 AND pid <> pg_backend_pid() AND query ~ '(COPY events|counted_keys|rollup_|daily_listeners)') t",
+                 WHERE datname = $1 AND pid <> pg_backend_pid() AND query ~ '(COPY events|counting_keys|rollup_|listener_keys)') t",
             )
             .bind(&name)
             .fetch_one(&admin)
@@ -316,7 +316,7 @@ async fn one_loader_loading_objects_side_by_side_keeps_the_totals_of_one_at_a_ti
         totals(&side_by_side.pool, "c1").await,
         totals(&one_at_a_time.pool, "c1").await
     );
-    let keys = "SELECT string_agg(day || ':' || key, ',' ORDER BY day, key) FROM counted_keys";
+    let keys = "SELECT string_agg(day || ':' || key, ',' ORDER BY day, key) FROM counting_keys";
     let (a_keys, b_keys): (Option<String>, Option<String>) = (
         sqlx::query_scalar(keys)
             .fetch_one(&one_at_a_time.pool)
@@ -446,13 +446,12 @@ async fn counted_and_heard(pool: &sqlx::PgPool) -> (i64, i64) {
 }
 
 #[tokio::test]
-async fn a_loader_reads_the_keys_again_after_another_loader_counted() {
-    // The loader decides which keys are new from the day's keys it holds
-    // (counting/memory.rs). Loader A holds listeners 0–99; loader B then counts 100–149;
-    // A's next object repeats 100–149: A must see B's keys, not count them
-    // a second time.
+async fn a_key_another_loader_counted_is_not_counted_again() {
+    // Loader A counts listeners 0–99; loader B then counts 100–149; A's next
+    // object repeats 100–149: the key tables say they were counted, whatever
+    // A did before.
     let db = TestDb::new().await;
-    let (dir_a, dir_b) = (temp_dir("stale-a"), temp_dir("stale-b"));
+    let (dir_a, dir_b) = (temp_dir("other-a"), temp_dir("other-b"));
     let base = datetime!(2026-11-26 10:00 UTC);
     let mut a = loader(&db.pool, &dir_a, opts()).await;
     let (_stop, rx) = tokio::sync::watch::channel(false);
@@ -478,42 +477,66 @@ async fn a_loader_reads_the_keys_again_after_another_loader_counted() {
     assert_books_balance(&db.pool).await;
 }
 
-#[tokio::test]
-async fn days_beyond_the_cache_are_read_again_when_events_come_back_to_them() {
-    // Two days more than the loader holds (counting::memory::MAX_CACHED_DAYS); then
-    // late events for the first day, half of them repeats.
-    let days = earshot_loader::counting::memory::MAX_CACHED_DAYS as i64 + 2;
-    let db = TestDb::new().await;
-    let dir = temp_dir("evicted");
-    let first = datetime!(2026-11-20 10:00 UTC);
-    let mut l = loader(&db.pool, &dir, opts()).await;
-    let (_stop, rx) = tokio::sync::watch::channel(false);
-    for day in 0..days {
-        write_impressions(
-            &dir,
-            &format!("d{day}.ndjson"),
-            0..100,
-            first + time::Duration::days(day),
-        );
-    }
-    assert_eq!(l.run(rx.clone()).await.unwrap().counted, 100 * days as u64);
-    write_impressions(
-        &dir,
-        "late.ndjson",
-        50..150,
-        first + time::Duration::hours(5),
+/// Whether `day` has its partition in both key tables.
+async fn has_key_partitions(pool: &sqlx::PgPool, day: time::Date) -> bool {
+    let suffix = format!(
+        "{:04}{:02}{:02}",
+        day.year(),
+        u8::from(day.month()),
+        day.day()
     );
-    let late = l.run(rx).await.unwrap();
+    sqlx::query_scalar(
+        "SELECT to_regclass('counting_keys_p' || $1) IS NOT NULL
+            AND to_regclass('listener_keys_p' || $1) IS NOT NULL",
+    )
+    .bind(suffix)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_closed_days_keys_are_dropped_and_rebuilt_from_its_events_when_an_event_comes_back() {
+    use earshot_loader::counting::keys;
+    let db = TestDb::new().await;
+    let dir = temp_dir("closed-day");
+    let today = time::OffsetDateTime::now_utc().date();
+    let closed = today - time::Duration::days(keys::OPEN_DAYS + 2);
+    let at = closed.with_hms(10, 0, 0).unwrap().assume_utc();
+    write_impressions(&dir, "a.ndjson", 0..100, at);
+    assert_eq!(load_dir(&db.pool, &dir).await.counted, 100);
+    assert!(has_key_partitions(&db.pool, closed).await);
+
+    // The upkeep drops the closed day's keys; its events stay.
+    let dropped = keys::drop_closed_days(&db.pool, today).await.unwrap();
+    assert!(dropped.contains(&closed), "{dropped:?}");
+    assert!(!has_key_partitions(&db.pool, closed).await);
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM events").await, 100);
+
+    // Late events for that day, half of them listeners already counted:
+    // the day's keys come back from its events first, and only the new
+    // half counts.
+    write_impressions(&dir, "late.ndjson", 50..150, at + time::Duration::hours(5));
+    let late = load_dir(&db.pool, &dir).await;
     assert_eq!((late.objects_loaded, late.counted), (1, 50));
-    let all = 100 * days + 50;
-    assert_eq!(counted_and_heard(&db.pool).await, (all, all));
+    assert!(has_key_partitions(&db.pool, closed).await);
+    assert_eq!(counted_and_heard(&db.pool).await, (150, 150));
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM counting_keys").await,
+        150
+    );
+    // Campaign-wide and per creative: 150 listeners each.
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM listener_keys").await,
+        300
+    );
     assert_books_balance(&db.pool).await;
 }
 
 #[tokio::test]
-async fn a_loader_starts_over_when_the_database_goes_back_to_an_earlier_epoch() {
+async fn a_loader_counts_against_the_database_it_finds_not_what_it_loaded_before() {
     // A database restored from a backup taken before this loader's
-    // commits: their keys are gone and the epoch is behind the loader's.
+    // commits: their keys are gone, and the same loader goes on.
     let db = TestDb::new().await;
     let dir = temp_dir("restored");
     let base = datetime!(2026-11-26 10:00 UTC);
@@ -523,19 +546,15 @@ async fn a_loader_starts_over_when_the_database_goes_back_to_an_earlier_epoch() 
     write_impressions(&dir, "b.ndjson", 100..200, base + time::Duration::hours(1));
     assert_eq!(l.run(rx.clone()).await.unwrap().counted, 200);
 
-    // An empty database at epoch 0, as a restore from a backup taken
-    // before the first load would leave it.
+    // An empty database, as a restore from a backup taken before the first
+    // load would leave it.
     sqlx::query(
-        "TRUNCATE events, counted_keys, daily_listeners, rollup_hourly, rollup_daily,
+        "TRUNCATE events, counting_keys, listener_keys, rollup_hourly, rollup_daily,
                   rollup_blocks, daily_uniques, quarantine, loaded_objects",
     )
     .execute(&db.pool)
     .await
     .unwrap();
-    sqlx::query("UPDATE counting_state SET epoch = 0")
-        .execute(&db.pool)
-        .await
-        .unwrap();
 
     // The same loader, on: every listener counts again, once.
     write_impressions(&dir, "c.ndjson", 0..150, base + time::Duration::hours(2));

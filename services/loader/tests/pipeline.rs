@@ -56,8 +56,8 @@ async fn written(pool: &PgPool) -> Vec<String> {
                                         event, country, app, device) t",
         "SELECT string_agg(r::text, E'\\n' ORDER BY r::text) FROM rollup_daily r",
         "SELECT string_agg(r::text, E'\\n' ORDER BY r::text) FROM daily_uniques r",
-        "SELECT string_agg(day || ' ' || key, E'\\n' ORDER BY day, key) FROM counted_keys",
-        "SELECT string_agg(day || ' ' || key, E'\\n' ORDER BY day, key) FROM daily_listeners",
+        "SELECT string_agg(day || ' ' || key, E'\\n' ORDER BY day, key) FROM counting_keys",
+        "SELECT string_agg(day || ' ' || key, E'\\n' ORDER BY day, key) FROM listener_keys",
         "SELECT string_agg(concat_ws(' ', object_key, lines, events, new_events, duplicates,
                                      quarantined), E'\\n' ORDER BY object_key) FROM loaded_objects",
     ];

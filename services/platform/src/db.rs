@@ -38,8 +38,9 @@ pub async fn connect_api(settings: &Settings) -> anyhow::Result<PgPool> {
 /// when a step passes the stall limit (`EARSHOT_LOADER_STALL_SECONDS`); a
 /// session idle for twice that belongs to a loader that is frozen (a
 /// stopped process, a paused node) yet still answers TCP, and would
-/// otherwise hold the turn to count (`counting/memory.rs` in the loader) and every
-/// other loader with it until someone noticed.
+/// otherwise hold its locks (the counting keys it inserted, which another
+/// loader inserting the same key waits on; the blocks' mark, which the
+/// day's fold waits on) until someone noticed.
 pub const LOADER_IDLE_IN_TRANSACTION_STALL_LIMITS: u64 = 2;
 
 /// TCP keepalives PostgreSQL sends on loader sessions: first probe after a

@@ -344,8 +344,8 @@ pub fn yesterday() -> OffsetDateTime {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
     pub events: (i64, String),
-    pub counted_keys: (i64, String),
-    pub daily_listeners: (i64, String),
+    pub counting_keys: (i64, String),
+    pub listener_keys: (i64, String),
     pub rollups: Vec<String>,
     pub uniques: Vec<String>,
     pub versions: Vec<String>,
@@ -372,14 +372,14 @@ pub async fn snapshot(pool: &PgPool) -> Snapshot {
     }
     Snapshot {
         events: digest(pool, EVENTS_DIGEST).await,
-        counted_keys: digest(
+        counting_keys: digest(
             pool,
-            "SELECT count(*)::bigint, coalesce(md5(string_agg(day::text || key::text, ',' ORDER BY day, key)), '') FROM counted_keys",
+            "SELECT count(*)::bigint, coalesce(md5(string_agg(day::text || key::text, ',' ORDER BY day, key)), '') FROM counting_keys",
         )
         .await,
-        daily_listeners: digest(
+        listener_keys: digest(
             pool,
-            "SELECT count(*)::bigint, coalesce(md5(string_agg(day::text || key::text, ',' ORDER BY day, key)), '') FROM daily_listeners",
+            "SELECT count(*)::bigint, coalesce(md5(string_agg(day::text || key::text, ',' ORDER BY day, key)), '') FROM listener_keys",
         )
         .await,
         rollups: rows(
@@ -424,10 +424,13 @@ pub async fn snapshot(pool: &PgPool) -> Snapshot {
 /// Compares two snapshots field by field, so a failure says which table.
 pub fn assert_same(got: &Snapshot, want: &Snapshot) {
     assert_eq!(got.events, want.events, "events differ");
-    assert_eq!(got.counted_keys, want.counted_keys, "counted_keys differ");
     assert_eq!(
-        got.daily_listeners, want.daily_listeners,
-        "daily_listeners differ"
+        got.counting_keys, want.counting_keys,
+        "counting_keys differ"
+    );
+    assert_eq!(
+        got.listener_keys, want.listener_keys,
+        "listener_keys differ"
     );
     assert_eq!(got.rollups, want.rollups, "rollup_hourly differs");
     assert_eq!(got.uniques, want.uniques, "daily_uniques differs");

@@ -6,18 +6,18 @@
 //!   (campaign, creative, episode, event, listener) of a valid event, and
 //!   the listener keys (campaign-wide and per creative) of a valid
 //!   impression.
-//! - [`decide`] applies the rule to an object's new events during the turn
-//!   to count: per (day, counting key), the earliest new event by (ts, id)
-//!   counts unless the key counted before; a listener key not heard before
-//!   that day is a new unique listener.
-//! - [`memory`] holds the keys counted and heard on the last days, and the
-//!   turn that makes concurrent loaders take turns.
+//! - [`candidates`] are an object's new events' keys: per (day, counting
+//!   key), the earliest new event by (ts, id); each listener key once.
+//! - [`keys`] holds the keys each day counted and heard, in PostgreSQL:
+//!   inserting the candidates returns the ones that are new.
+//! - [`decide`] applies the rule: a candidate whose counting key was new
+//!   counts; a listener key new on its day is a new unique listener.
 //! - [`rollups`] sums the new events into hourly and daily rollup rows.
 //!
 //! Parsing (`parse.rs`) only turns bytes into events; the store
 //! (`store.rs`) only writes what this module decided.
 
-pub mod memory;
+pub mod keys;
 pub mod rollups;
 
 use earshot_domain::{EventKind, TrackingEvent, Verdict};
@@ -25,13 +25,12 @@ use sha2::{Digest, Sha256};
 use time::Date;
 use uuid::Uuid;
 
-use memory::Turn;
-
 /// The maps here hash every event's keys: foldhash, not the standard
 /// library's SipHash, which was a tenth of the loader's CPU (`perf`, loader
 /// bench). Its seed is random per map, so crafted ids cannot aim at
 /// collisions offline.
 pub(crate) type HashMap<K, V> = foldhash::HashMap<K, V>;
+pub(crate) type HashSet<T> = foldhash::HashSet<T>;
 use foldhash::HashMapExt as _;
 
 /// One event ready to be loaded, with its day and keys.
@@ -111,7 +110,7 @@ fn uniq_keys(ev: &TrackingEvent) -> (Option<Uuid>, Option<Uuid>) {
     )
 }
 
-/// Candidates for `counted_keys`: per (UTC day, counting key), the earliest
+/// Candidates for `counting_keys`: per (UTC day, counting key), the earliest
 /// new valid event by (ts, id), as an index into `fresh`. Sorted by
 /// (day, key), so a load appends its keys in the same order whatever the
 /// hash map's seed.
@@ -139,7 +138,7 @@ pub fn count_candidates(fresh: &[&Staged]) -> Vec<(Date, Uuid, usize)> {
 /// creative '' for the campaign-wide key.
 pub type Heard<'a> = (Date, Uuid, &'a str, &'a str);
 
-/// Candidates for `daily_listeners`: each (day, key) once, sorted by
+/// Candidates for `listener_keys`: each (day, key) once, sorted by
 /// (day, key).
 pub fn unique_candidates<'a>(fresh: &[&'a Staged]) -> Vec<Heard<'a>> {
     let mut seen: HashMap<(Date, Uuid), (&'a str, &'a str)> = HashMap::new();
@@ -174,43 +173,73 @@ pub fn new_listeners<'a>(heard: &[Heard<'a>]) -> Vec<(&'a str, Date, &'a str, i6
     out
 }
 
+/// An object's candidate keys: what [`keys::insert_new`] is asked to add.
+#[derive(Debug, Default)]
+pub struct Candidates<'a> {
+    /// Per (day, counting key), the event that counts if the key is new,
+    /// sorted by (day, key).
+    pub counted: Vec<(Date, Uuid, usize)>,
+    /// Each listener key once, sorted by (day, key).
+    pub heard: Vec<Heard<'a>>,
+}
+
+/// The candidates of `fresh` (an object's events not loaded before).
+pub fn candidates<'a>(fresh: &[&'a Staged]) -> Candidates<'a> {
+    Candidates {
+        counted: count_candidates(fresh),
+        heard: unique_candidates(fresh),
+    }
+}
+
+impl Candidates<'_> {
+    /// The counting keys, in the order they are inserted.
+    pub fn count_keys(&self) -> Vec<(Date, Uuid)> {
+        self.counted.iter().map(|&(d, k, _)| (d, k)).collect()
+    }
+
+    /// The listener keys, in the order they are inserted.
+    pub fn listener_keys(&self) -> Vec<(Date, Uuid)> {
+        self.heard.iter().map(|&(d, k, _, _)| (d, k)).collect()
+    }
+}
+
 /// What the rule decided for an object's new events.
 #[derive(Debug, Default)]
 pub struct Decision<'a> {
     /// Whether each event of `fresh` counted.
     pub counted: Vec<bool>,
-    /// The counting keys that counted now, sorted by (day, key).
-    pub new_counted: Vec<(Date, Uuid)>,
+    /// How many counted: the counting keys that were new.
+    pub counted_now: u32,
     /// The listener keys heard for the first time on their day, sorted by
     /// (day, key).
     pub new_heard: Vec<Heard<'a>>,
 }
 
-impl Decision<'_> {
-    /// The new listener keys as the key memory holds them.
-    pub fn heard_keys(&self) -> Vec<(Date, Uuid)> {
-        self.new_heard.iter().map(|&(d, k, _, _)| (d, k)).collect()
-    }
-}
-
-/// Applies the rule to `fresh` (an object's events not loaded before)
-/// against the keys counted and heard before this turn.
-pub fn decide<'a>(fresh: &[&'a Staged], turn: &Turn<'_>) -> Decision<'a> {
+/// Applies the rule to `fresh` (an object's events not loaded before),
+/// given which of its candidates' keys were new on their day:
+/// `new_counted` and `new_heard` as [`keys::insert_new`] returned them.
+pub fn decide<'a>(
+    fresh: &[&'a Staged],
+    candidates: Candidates<'a>,
+    new_counted: &HashSet<(Date, Uuid)>,
+    new_heard: &HashSet<(Date, Uuid)>,
+) -> Decision<'a> {
     let mut counted = vec![false; fresh.len()];
-    let mut new_counted = Vec::new();
-    for (day, key, i) in count_candidates(fresh) {
-        if !turn.is_counted(day, key) {
+    let mut counted_now = 0;
+    for (day, key, i) in candidates.counted {
+        if new_counted.contains(&(day, key)) {
             counted[i] = true;
-            new_counted.push((day, key));
+            counted_now += 1;
         }
     }
-    let new_heard = unique_candidates(fresh)
+    let new_heard = candidates
+        .heard
         .into_iter()
-        .filter(|&(day, key, _, _)| !turn.is_heard(day, key))
+        .filter(|&(day, key, _, _)| new_heard.contains(&(day, key)))
         .collect();
     Decision {
         counted,
-        new_counted,
+        counted_now,
         new_heard,
     }
 }
