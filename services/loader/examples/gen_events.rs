@@ -30,9 +30,10 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use earshot_domain::{
-    CampaignId, CountryCode, CreativeId, EpisodeId, EventKind, ListenerId, Placement, ShowId,
-    TrackingEvent, UaClass, UaClassifier, Verdict,
+    CampaignId, CountryCode, CreativeId, EventKind, ListenerId, Placement, TrackingEvent, UaClass,
+    UaClassifier, Verdict,
 };
+use earshot_testkit::{event, gzip_at, ndjson, v7_seeded};
 use time::{Date, OffsetDateTime};
 
 /// Real user agents of podcast players (weights are rough shares of
@@ -329,7 +330,7 @@ fn main() -> anyhow::Result<()> {
             let ms = (ts.unix_timestamp_nanos() / 1_000_000) as u64;
             let mut rand = [0u8; 10];
             rng.fill(&mut rand);
-            let id = uuid::Builder::from_unix_timestamp_millis(ms, &rand).into_uuid();
+            let id = v7_seeded(ts, &rand);
             let trace_id = Some(format!(
                 "Root=1-{:08x}-{:024x}",
                 ms / 1000,
@@ -356,42 +357,36 @@ fn main() -> anyhow::Result<()> {
             };
             let info = classifier.classify(ua);
             let kind = weighted(&mut rng, EVENTS);
-            let mut e = TrackingEvent {
-                id,
-                ts,
-                campaign: Some(c.id.clone()),
-                creative: Some(c.creatives[rng.usize(..c.creatives.len())].clone()),
-                episode: Some(
-                    EpisodeId::parse(&format!(
-                        "show{show:02}-ep{:03}",
-                        rng.u32(..EPISODES_PER_SHOW) + 100
-                    ))
-                    .expect("episode id"),
-                ),
-                show: Some(ShowId::parse(&format!("show{show:02}")).expect("show id")),
-                placement: Some(weighted(
+            // The builder's calls draw from `rng` in this order, field by field.
+            let mut e = event()
+                .id(id)
+                .ts(ts)
+                .campaign(c.id.as_str())
+                .creative(c.creatives[rng.usize(..c.creatives.len())].as_str())
+                .episode(Some(&format!(
+                    "show{show:02}-ep{:03}",
+                    rng.u32(..EPISODES_PER_SHOW) + 100
+                )))
+                .show(&format!("show{show:02}"))
+                .placement(weighted(
                     &mut rng,
                     &[
                         (Placement::Pre, 5),
                         (Placement::Mid, 4),
                         (Placement::Post, 2),
                     ],
-                )),
-                event: Some(kind),
-                error_code: (kind == EventKind::Error)
-                    .then(|| [402u16, 405, 900, 301][rng.usize(..4)]),
-                listener: listener(&mut rng, args.seed),
-                ua: ua.map(str::to_owned),
-                app: None,
-                device: None,
-                os: None,
-                country: (rng.f64() < 0.97)
-                    .then(|| CountryCode::parse(weighted(&mut rng, COUNTRIES)))
-                    .flatten(),
-                verdict: Verdict::Valid,
-                reason: None,
-                trace_id,
-            };
+                ))
+                .kind(kind)
+                .error_code(
+                    (kind == EventKind::Error).then(|| [402u16, 405, 900, 301][rng.usize(..4)]),
+                )
+                .listener_id(listener(&mut rng, args.seed))
+                .ua(ua)
+                .trace_id(trace_id)
+                .build();
+            e.country = (rng.f64() < 0.97)
+                .then(|| CountryCode::parse(weighted(&mut rng, COUNTRIES)))
+                .flatten();
             if info.class == UaClass::Bot {
                 e.verdict = Verdict::Bot;
                 e.reason = info.bot_reason.clone();
@@ -420,16 +415,12 @@ fn main() -> anyhow::Result<()> {
             }
             object.push(e);
         }
-        let mut data = Vec::with_capacity(object.len() * 520);
-        for e in &object {
-            e.write_ndjson(&mut data);
-        }
+        let data = ndjson(&object);
         // Firehose-like names: sorted by time.
         let name = format!("events-{:05}.ndjson", f + 1);
         if args.gzip {
-            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-            gz.write_all(&data)?;
-            let gz = gz.finish()?;
+            // flate2's default level, which the bench's figures were made with.
+            let gz = gzip_at(&data, 6);
             bytes_out += gz.len() as u64;
             std::fs::write(args.out.join(format!("{name}.gz")), gz)?;
         } else {

@@ -16,7 +16,7 @@ use time::macros::datetime;
 /// (a Firehose retry: same ids) and, through `sample`'s 50 listeners, most
 /// of its counting keys: which object counts a key decides the hour, creative
 /// and kind its counted hit is filed under.
-fn write_overlapping_objects(tag: &str) -> std::path::PathBuf {
+fn write_overlapping_objects(tag: &str) -> earshot_testkit::TempDir {
     let dir = temp_dir(tag);
     let base = datetime!(2026-11-26 10:00 UTC);
     let fresh: Vec<Vec<TrackingEvent>> = (0..6)

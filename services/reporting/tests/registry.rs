@@ -3,7 +3,7 @@
 //! needs only the migration that gives the daily tables its column.
 
 use earshot_domain::metric::{counter_index, Hits, Metric, Registry, Source, METRICS};
-use earshot_domain::{CampaignId, CreativeId, EventKind, ListenerId, TrackingEvent, Verdict};
+use earshot_domain::{EventKind, TrackingEvent, Verdict};
 use earshot_loader::counting::{self, rollups::Tally, Staged};
 use earshot_loader::daily::DailySql;
 use earshot_loader::verify::{Mismatch, RecountSql};
@@ -83,27 +83,16 @@ fn even_day() -> Date {
     d
 }
 
-fn event(n: u128, day: Date, kind: EventKind, verdict: Verdict) -> TrackingEvent {
-    TrackingEvent {
-        id: Uuid::from_u128(n),
-        ts: day.midnight().assume_utc() + Duration::minutes(n as i64),
-        campaign: Some(CampaignId::parse("c1").unwrap()),
-        creative: Some(CreativeId::parse("cr1").unwrap()),
-        episode: None,
-        show: None,
-        placement: None,
-        event: Some(kind),
-        error_code: None,
-        listener: ListenerId::parse(&format!("{n:032x}")).unwrap(),
-        ua: None,
-        app: None,
-        device: None,
-        os: None,
-        country: None,
-        verdict,
-        reason: (verdict == Verdict::Invalid).then(|| "bad_signature".into()),
-        trace_id: None,
-    }
+/// Event `n` of campaign c1, creative cr1, `n` minutes into `day`, by
+/// listener `n`.
+fn event(n: u32, day: Date, kind: EventKind, verdict: Verdict) -> TrackingEvent {
+    earshot_testkit::event()
+        .id(Uuid::from_u128(n.into()))
+        .ts(day.midnight().assume_utc() + Duration::minutes(n.into()))
+        .listener(n)
+        .kind(kind)
+        .verdict(verdict)
+        .build()
 }
 
 #[tokio::test]

@@ -1,17 +1,15 @@
 //! Running the real `earshot` (and `earshot-edge`) binaries in tests, making
 //! events for them, and reading back what the database holds.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use sqlx::AssertSqlSafe;
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use earshot_domain::{
-    CampaignId, CountryCode, CreativeId, EpisodeId, EventKind, ListenerId, Placement, ShowId,
-    TrackingEvent, Verdict,
-};
+use earshot_domain::{EventKind, ListenerId, Placement, TrackingEvent, Verdict};
+pub use earshot_testkit::loader::{assert_books_balance, count};
+pub use earshot_testkit::{event, gzip, ndjson, temp_dir, v7_seeded, TempDir};
 use earshot_testkit::{ChildProcess, ProcessSpec};
 use sqlx::PgPool;
 use time::OffsetDateTime;
@@ -163,50 +161,6 @@ where
     }
 }
 
-pub async fn count(pool: &PgPool, sql: &str) -> i64 {
-    sqlx::query_scalar(AssertSqlSafe(sql))
-        .fetch_one(pool)
-        .await
-        .unwrap()
-}
-
-/// A directory of its own under the system temp dir, removed on drop (the
-/// crash tests write a few hundred MB).
-pub struct TempDir(PathBuf);
-
-impl std::ops::Deref for TempDir {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-pub fn temp_dir(tag: &str) -> TempDir {
-    let d = std::env::temp_dir().join(format!("earshot-{tag}-{}", Uuid::now_v7().simple()));
-    std::fs::create_dir_all(&d).unwrap();
-    TempDir(d)
-}
-
-pub fn ndjson(events: &[TrackingEvent]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(events.len() * 480);
-    for e in events {
-        e.write_ndjson(&mut out);
-    }
-    out
-}
-
-pub fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(bytes).unwrap();
-    gz.finish().unwrap()
-}
-
 /// Realistic user agents: (user agent, app, os). Bots get the edge's reason.
 const APPS: &[(&str, &str, &str)] = &[
     (
@@ -256,7 +210,7 @@ pub fn synth_events(
         let ms = (ts.unix_timestamp_nanos() / 1_000_000) as u64;
         let mut rand = [0u8; 10];
         rng.fill(&mut rand);
-        let id = uuid::Builder::from_unix_timestamp_millis(ms, &rand).into_uuid();
+        let id = v7_seeded(ts, &rand);
         if !recent_valid.is_empty() && rng.f64() < 0.10 {
             let j = recent_valid[rng.usize(..recent_valid.len())];
             let mut e = out[j].clone();
@@ -290,37 +244,40 @@ pub fn synth_events(
             EventKind::ALL[rng.usize(1..7)]
         };
         let who = rng.u32(..4000);
-        out.push(TrackingEvent {
-            id,
-            ts,
-            campaign: Some(CampaignId::parse(campaigns[c]).unwrap()),
-            creative: Some(
-                CreativeId::parse(&format!("cr_{}", [15, 30, 60][rng.usize(..3)])).unwrap(),
-            ),
-            episode: (rng.f64() < 0.95)
-                .then(|| EpisodeId::parse(&format!("ep{:03}", rng.u32(..40))).unwrap()),
-            show: Some(ShowId::parse(&format!("show{}", rng.u32(..5))).unwrap()),
-            placement: Some([Placement::Pre, Placement::Mid, Placement::Post][rng.usize(..3)]),
-            event: Some(kind),
-            error_code: None,
-            listener: ListenerId::parse(&format!(
-                "{:032x}",
-                (who as u128 + 1) * 0x9e37_79b9_7f4a_7c15
-            ))
-            .unwrap(),
-            ua: Some(ua.to_owned()),
-            app: app.map(str::to_owned),
-            device: None,
-            os: os.map(str::to_owned),
-            country: CountryCode::parse(["US", "GB", "DE", "CA", "AU"][rng.usize(..5)]),
-            verdict,
-            reason,
-            trace_id: Some(format!(
+        // The builder's calls draw from `rng` in this order, field by field.
+        let e = event()
+            .id(id)
+            .ts(ts)
+            .campaign(campaigns[c])
+            .creative(&format!("cr_{}", [15, 30, 60][rng.usize(..3)]))
+            .episode(
+                (rng.f64() < 0.95)
+                    .then(|| format!("ep{:03}", rng.u32(..40)))
+                    .as_deref(),
+            )
+            .show(&format!("show{}", rng.u32(..5)))
+            .placement([Placement::Pre, Placement::Mid, Placement::Post][rng.usize(..3)])
+            .kind(kind)
+            .listener_id(
+                ListenerId::parse(&format!(
+                    "{:032x}",
+                    (who as u128 + 1) * 0x9e37_79b9_7f4a_7c15
+                ))
+                .unwrap(),
+            )
+            .ua(Some(ua))
+            .app(app)
+            .os(os)
+            .country(["US", "GB", "DE", "CA", "AU"][rng.usize(..5)])
+            .verdict(verdict)
+            .reason(reason.as_deref())
+            .trace_id(Some(format!(
                 "Root=1-{:08x}-{:024x}",
                 ms / 1000,
                 rng.u128(..) >> 32
-            )),
-        });
+            )))
+            .build();
+        out.push(e);
         if verdict == Verdict::Valid {
             recent_valid.push(i);
             if recent_valid.len() > 200 {
@@ -437,15 +394,6 @@ pub fn assert_same(got: &Snapshot, want: &Snapshot) {
     assert_eq!(got.versions, want.versions, "campaign_data_versions differ");
     assert_eq!(got.ledger, want.ledger, "loaded_objects differ");
     assert_eq!(got.quarantine, want.quarantine, "quarantine differs");
-}
-
-/// The books balance: rollups and uniques equal `verify`'s recount.
-pub async fn assert_books_balance(pool: &PgPool) {
-    let mismatches = earshot_loader::verify::verify(pool, None).await.unwrap();
-    assert!(
-        mismatches.is_empty(),
-        "rollups disagree with raw events: {mismatches:#?}"
-    );
 }
 
 /// (raw, counted, bot, invalid) per campaign ('' for none).

@@ -247,48 +247,27 @@ pub fn decide<'a>(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use earshot_domain::{CampaignId, CreativeId, ListenerId};
     use time::macros::datetime;
     use time::OffsetDateTime;
 
-    /// A valid-looking event of campaign c1, creative cr1 (tests here and in `parse`).
-    pub(crate) fn event(listener: &str, ev: EventKind, verdict: Verdict) -> TrackingEvent {
-        let ts = datetime!(2026-11-27 10:00:00.5 UTC);
-        let ms = (ts.unix_timestamp_nanos() / 1_000_000) as u64;
-        TrackingEvent {
-            id: Uuid::new_v7(uuid::Timestamp::from_unix(
-                uuid::NoContext,
-                ms / 1000,
-                (ms % 1000) as u32 * 1_000_000,
-            )),
-            ts,
-            campaign: Some(CampaignId::parse("c1").unwrap()),
-            creative: Some(CreativeId::parse("cr1").unwrap()),
-            episode: None,
-            show: None,
-            placement: None,
-            event: Some(ev),
-            error_code: None,
-            listener: ListenerId::parse(listener).unwrap(),
-            ua: None,
-            app: None,
-            device: None,
-            os: None,
-            country: None,
-            verdict,
-            reason: (verdict != Verdict::Valid).then(|| "ua_missing".into()),
-            trace_id: None,
-        }
+    /// An event of campaign c1, creative cr1 at the kit's default time
+    /// (tests here, in `rollups` and in `parse`).
+    pub(crate) fn event(listener: u32, kind: EventKind, verdict: Verdict) -> TrackingEvent {
+        earshot_testkit::event()
+            .listener(listener)
+            .kind(kind)
+            .verdict(verdict)
+            .build()
     }
 
-    pub(crate) const L1: &str = "0123456789abcdef0123456789abcdef";
-    pub(crate) const L2: &str = "fedcba9876543210fedcba9876543210";
+    pub(crate) const L1: u32 = 1;
+    pub(crate) const L2: u32 = 2;
 
     pub(crate) fn staged(
         id: u128,
         ts: OffsetDateTime,
         kind: EventKind,
-        listener: &str,
+        listener: u32,
         verdict: Verdict,
     ) -> Staged {
         let mut event = event(listener, kind, verdict);

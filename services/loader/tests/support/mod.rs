@@ -1,23 +1,18 @@
 //! Building events and objects for the loader's tests.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
-use sqlx::AssertSqlSafe;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use earshot_domain::{
-    CampaignId, CreativeId, EpisodeId, EventKind, ListenerId, TrackingEvent, Verdict,
+use earshot_domain::{EventKind, TrackingEvent, Verdict};
+pub use earshot_testkit::loader::{
+    assert_books_balance, count, dir_object, load_dir, load_dir_with, load_options as opts, loader,
 };
-use earshot_loader::source::{Object, Source, SourceSpec};
-use earshot_loader::{LoadOptions, Loader, RunSummary};
+pub use earshot_testkit::{event, listener, ndjson, temp_dir};
 use sqlx::PgPool;
 use time::OffsetDateTime;
-use uuid::Uuid;
 
-pub fn listener(n: u32) -> ListenerId {
-    ListenerId::parse(&format!("{n:032x}")).unwrap()
-}
-
-/// An event at `ts` with a fresh UUIDv7 of that instant.
+/// An event at `ts` with a fresh UUIDv7 of that instant, from the Overcast
+/// app on iOS.
 pub fn ev(
     ts: OffsetDateTime,
     campaign: &str,
@@ -27,36 +22,18 @@ pub fn ev(
     who: u32,
     verdict: Verdict,
 ) -> TrackingEvent {
-    let ts = earshot_domain::event::to_wire_precision(ts);
-    let ms = (ts.unix_timestamp_nanos() / 1_000_000) as u64;
-    TrackingEvent {
-        id: Uuid::new_v7(uuid::Timestamp::from_unix(
-            uuid::NoContext,
-            ms / 1000,
-            (ms % 1000) as u32 * 1_000_000,
-        )),
-        ts,
-        campaign: Some(CampaignId::parse(campaign).unwrap()),
-        creative: Some(CreativeId::parse(creative).unwrap()),
-        episode: episode.map(|e| EpisodeId::parse(e).unwrap()),
-        show: None,
-        placement: None,
-        event: Some(kind),
-        error_code: None,
-        listener: listener(who),
-        ua: Some("Overcast/3.0".into()),
-        app: Some("Overcast".into()),
-        device: None,
-        os: Some("ios".into()),
-        country: None,
-        verdict,
-        reason: match verdict {
-            Verdict::Valid => None,
-            Verdict::Bot => Some("ua_self_declared".into()),
-            Verdict::Invalid => Some("bad_signature".into()),
-        },
-        trace_id: None,
-    }
+    event()
+        .at(ts)
+        .campaign(campaign)
+        .creative(creative)
+        .episode(episode)
+        .kind(kind)
+        .listener(who)
+        .verdict(verdict)
+        .ua(Some("Overcast/3.0"))
+        .app(Some("Overcast"))
+        .os(Some("ios"))
+        .build()
 }
 
 /// `n` events of campaign c1, episode e1, a second apart from `base`:
@@ -103,20 +80,6 @@ pub fn impressions(who: std::ops::Range<u32>, base: time::OffsetDateTime) -> Vec
         .collect()
 }
 
-pub fn ndjson(events: &[TrackingEvent]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for e in events {
-        e.write_ndjson(&mut out);
-    }
-    out
-}
-
-pub fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("earshot-{tag}-{}", Uuid::now_v7().simple()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 /// Writes an object of [`impressions`] by listeners `who` from `base`.
 pub fn write_impressions(
     dir: &Path,
@@ -131,42 +94,6 @@ pub fn write_object(dir: &Path, name: &str, bytes: &[u8]) {
     std::fs::write(dir.join(name), bytes).unwrap();
 }
 
-pub async fn load_dir(pool: &PgPool, dir: &Path) -> RunSummary {
-    load_dir_with(pool, dir, opts()).await
-}
-
-/// A loader of the objects in `dir`.
-pub async fn loader(pool: &PgPool, dir: &Path, opts: LoadOptions) -> Loader {
-    let src = Source::open(&SourceSpec::Dir(dir.to_owned()))
-        .await
-        .unwrap();
-    Loader::new(pool.clone(), src, opts)
-}
-
-pub async fn load_dir_with(pool: &PgPool, dir: &Path, opts: LoadOptions) -> RunSummary {
-    let mut loader = loader(pool, dir, opts).await;
-    let (_tx, rx) = tokio::sync::watch::channel(false);
-    loader.run(rx).await.unwrap()
-}
-
-pub fn opts() -> LoadOptions {
-    LoadOptions {
-        once: true,
-        poll_interval: std::time::Duration::from_millis(100),
-        retention_days: 400,
-        concurrency: earshot_platform::config::DEFAULT_LOAD_CONCURRENCY as usize,
-        stall_limit: earshot_loader::watchdog::DEFAULT_STALL_LIMIT,
-    }
-}
-
-pub fn dir_object(dir: &Path, name: &str) -> Object {
-    Object {
-        source: format!("dir:{}", std::fs::canonicalize(dir).unwrap().display()),
-        key: name.into(),
-        etag: None,
-    }
-}
-
 /// (raw, counted, bot, invalid) over all rollups of a campaign.
 pub async fn totals(pool: &PgPool, campaign: &str) -> (i64, i64, i64, i64) {
     sqlx::query_as(
@@ -178,20 +105,4 @@ pub async fn totals(pool: &PgPool, campaign: &str) -> (i64, i64, i64, i64) {
     .fetch_one(pool)
     .await
     .unwrap()
-}
-
-pub async fn count(pool: &PgPool, sql: &str) -> i64 {
-    sqlx::query_scalar(AssertSqlSafe(sql))
-        .fetch_one(pool)
-        .await
-        .unwrap()
-}
-
-/// The books balance: rollups and uniques equal an independent recount.
-pub async fn assert_books_balance(pool: &PgPool) {
-    let mismatches = earshot_loader::verify::verify(pool, None).await.unwrap();
-    assert!(
-        mismatches.is_empty(),
-        "rollups disagree with raw events: {mismatches:#?}"
-    );
 }

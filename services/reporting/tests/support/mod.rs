@@ -2,16 +2,11 @@
 //! synthetic data loaded through the real loader.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
-
-use earshot_domain::{
-    CampaignId, CountryCode, CreativeId, EpisodeId, EventKind, ListenerId, Placement, ShowId,
-    TrackingEvent, Verdict,
-};
-use earshot_loader::source::{Source, SourceSpec};
-use earshot_loader::{LoadOptions, Loader};
+use earshot_domain::{EventKind, ListenerId, Placement, TrackingEvent, Verdict};
 use earshot_platform::testing::TestDb;
 use earshot_platform::Settings;
+use earshot_testkit::loader::{dir_object, load_dir, load_options, loader};
+use earshot_testkit::{event, ndjson, temp_dir};
 use secrecy::SecretString;
 use serde_json::Value;
 use time::{Duration, OffsetDateTime};
@@ -150,15 +145,6 @@ impl TestApp {
     }
 }
 
-fn v7_at(ts: OffsetDateTime) -> Uuid {
-    let ms = (ts.unix_timestamp_nanos() / 1_000_000) as u64;
-    Uuid::new_v7(uuid::Timestamp::from_unix(
-        uuid::NoContext,
-        ms / 1000,
-        (ms % 1000) as u32 * 1_000_000,
-    ))
-}
-
 /// Deterministic synthetic traffic for `campaign`: listeners keep their
 /// country, app and device; the funnel drops off; some repeats, bots and
 /// invalid hits. Spread over `days` days from `start`.
@@ -206,45 +192,37 @@ pub fn synthetic_events(
                 let repeats = if rng.u8(..10) == 0 { 2 } else { 1 };
                 for _ in 0..repeats {
                     ts += Duration::milliseconds(rng.i64(1..500));
-                    let ts = earshot_domain::event::to_wire_precision(ts);
-                    out.push(TrackingEvent {
-                        id: v7_at(ts),
-                        ts,
-                        campaign: Some(CampaignId::parse(campaign).unwrap()),
-                        creative: Some(CreativeId::parse(&creative).unwrap()),
-                        episode: Some(EpisodeId::parse(&episode).unwrap()),
-                        show: Some(ShowId::parse("show1").unwrap()),
-                        placement: Some(
-                            [Placement::Pre, Placement::Mid, Placement::Post][rng.usize(..3)],
-                        ),
-                        event: Some(*kind),
-                        error_code: None,
-                        // A listener id is per day (the key rotates at UTC midnight).
-                        listener: ListenerId::parse(&format!(
-                            "{:016x}{:016x}",
-                            day as u64, l as u64
-                        ))
-                        .unwrap(),
-                        ua: Some(format!("{app}/1.0")),
-                        app: Some(app.into()),
-                        device: Some(device.into()),
-                        os: Some(os.into()),
-                        country: CountryCode::parse(country),
-                        verdict,
-                        reason: match verdict {
-                            Verdict::Valid => None,
-                            Verdict::Bot => Some("ua_self_declared".into()),
-                            Verdict::Invalid => Some("bad_signature".into()),
-                        },
-                        trace_id: None,
-                    });
+                    out.push(
+                        event()
+                            .at(ts)
+                            .campaign(campaign)
+                            .creative(&creative)
+                            .episode(Some(&episode))
+                            .show("show1")
+                            .placement(
+                                [Placement::Pre, Placement::Mid, Placement::Post][rng.usize(..3)],
+                            )
+                            .kind(*kind)
+                            // A listener id is per day (the key rotates at UTC midnight).
+                            .listener_id(
+                                ListenerId::parse(&format!("{:016x}{:016x}", day as u64, l as u64))
+                                    .unwrap(),
+                            )
+                            .ua(Some(&format!("{app}/1.0")))
+                            .app(Some(app))
+                            .device(Some(device))
+                            .os(Some(os))
+                            .country(country)
+                            .verdict(verdict)
+                            .build(),
+                    );
                 }
             }
             if rng.u8(..20) == 0 {
                 ts += Duration::seconds(5);
                 let ts = earshot_domain::event::to_wire_precision(ts);
                 let mut click = out.last().unwrap().clone();
-                click.id = v7_at(ts);
+                click.id = earshot_testkit::v7_at(ts);
                 click.ts = ts;
                 click.event = Some(EventKind::Click);
                 out.push(click);
@@ -258,51 +236,21 @@ pub fn synthetic_events(
 /// upkeep a run does first (partitions ahead, folding days into the day
 /// blocks), so a test can place the blocks' mark itself.
 pub async fn load_without_upkeep(db: &TestDb, events: &[TrackingEvent]) {
-    let dir: PathBuf =
-        std::env::temp_dir().join(format!("earshot-api-{}", Uuid::now_v7().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut data = Vec::new();
-    for e in events {
-        e.write_ndjson(&mut data);
-    }
-    std::fs::write(dir.join("all.ndjson"), data).unwrap();
-    let src = Source::open(&SourceSpec::Dir(dir.clone())).await.unwrap();
-    let loader = Loader::new(db.pool.clone(), src, load_options());
-    let object = earshot_loader::Object {
-        source: format!("dir:{}", std::fs::canonicalize(&dir).unwrap().display()),
-        key: "all.ndjson".into(),
-        etag: None,
-    };
-    let stats = loader.load_one(&object).await.unwrap();
+    let dir = temp_dir("api");
+    std::fs::write(dir.join("all.ndjson"), ndjson(events)).unwrap();
+    let loader = loader(&db.pool, &dir, load_options()).await;
+    let stats = loader
+        .load_one(&dir_object(&dir, "all.ndjson"))
+        .await
+        .unwrap();
     assert_eq!(stats.new_events as usize, events.len());
-    std::fs::remove_dir_all(&dir).ok();
-}
-
-fn load_options() -> LoadOptions {
-    LoadOptions {
-        once: true,
-        poll_interval: std::time::Duration::from_millis(50),
-        retention_days: 400,
-        concurrency: earshot_platform::config::DEFAULT_LOAD_CONCURRENCY as usize,
-        stall_limit: earshot_loader::watchdog::DEFAULT_STALL_LIMIT,
-    }
 }
 
 /// Writes the events as NDJSON objects and loads them with the real loader.
 pub async fn load(db: &TestDb, events: &[TrackingEvent]) {
-    let dir: PathBuf =
-        std::env::temp_dir().join(format!("earshot-api-{}", Uuid::now_v7().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("api");
     for (i, chunk) in events.chunks(700).enumerate() {
-        let mut data = Vec::new();
-        for e in chunk {
-            e.write_ndjson(&mut data);
-        }
-        std::fs::write(dir.join(format!("part-{i:04}.ndjson")), data).unwrap();
+        std::fs::write(dir.join(format!("part-{i:04}.ndjson")), ndjson(chunk)).unwrap();
     }
-    let src = Source::open(&SourceSpec::Dir(dir.clone())).await.unwrap();
-    let mut loader = Loader::new(db.pool.clone(), src, load_options());
-    let (_tx, rx) = tokio::sync::watch::channel(false);
-    loader.run(rx).await.unwrap();
-    std::fs::remove_dir_all(&dir).ok();
+    load_dir(&db.pool, &dir).await;
 }
