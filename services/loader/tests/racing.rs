@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use earshot_domain::{EventKind, TrackingEvent, Verdict};
 use earshot_platform::testing::TestDb;
@@ -86,7 +86,8 @@ async fn outcome(pool: &PgPool) -> Vec<String> {
 /// announced again to the next loader.
 async fn race(n: usize, objects: &[Vec<TrackingEvent>]) -> TestDb {
     let db = TestDb::new().await;
-    let dirs: Vec<PathBuf> = (0..n).map(|k| temp_dir(&format!("race-{n}-{k}"))).collect();
+    let dirs: Vec<earshot_testkit::TempDir> =
+        (0..n).map(|k| temp_dir(&format!("race-{n}-{k}"))).collect();
     for (i, events) in objects.iter().enumerate() {
         write(&dirs[i % n], i, events);
         if i % 3 == 0 {
