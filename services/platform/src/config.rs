@@ -37,6 +37,14 @@ pub const DEFAULT_LOAD_CONCURRENCY: u32 = 1;
 /// says why ten minutes (this crate sits below the loader, so the number is
 /// repeated here; a loader test holds the two equal).
 pub const DEFAULT_LOADER_STALL_SECONDS: u64 = 600;
+/// How long one statement of the API may run before PostgreSQL cancels it
+/// and the request answers 503 with `Retry-After`. A report reads a
+/// campaign's rollups in milliseconds (docs/BENCHMARKS.md: p99 ~14 ms
+/// uncached); 10 s is far past any honest one, and well inside the 60 s an
+/// ingress (nginx's `proxy_read_timeout`) waits, so a query made slow by
+/// abuse or a lock gives its connection back instead of holding one of
+/// the pool's few while the client has long given up.
+pub const DEFAULT_API_STATEMENT_TIMEOUT_MS: u64 = 10_000;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
@@ -63,6 +71,9 @@ pub struct Settings {
     /// Loader: seconds one step (a poll, an object's download, half of its
     /// transaction, a merge) may run before the loader exits as stalled.
     pub loader_stall_seconds: u64,
+    /// API: milliseconds one statement may run (PostgreSQL's
+    /// `statement_timeout` on the API's sessions); 0 means no limit.
+    pub api_statement_timeout_ms: u64,
 }
 
 impl Default for Settings {
@@ -82,6 +93,7 @@ impl Default for Settings {
             poll_interval_seconds: 2,
             load_concurrency: DEFAULT_LOAD_CONCURRENCY,
             loader_stall_seconds: DEFAULT_LOADER_STALL_SECONDS,
+            api_statement_timeout_ms: DEFAULT_API_STATEMENT_TIMEOUT_MS,
         }
     }
 }
@@ -119,6 +131,7 @@ impl Settings {
             "poll_interval_seconds",
             "load_concurrency",
             "loader_stall_seconds",
+            "api_statement_timeout_ms",
         ] {
             if let Some(v) =
                 get(&format!("EARSHOT_{}", field.to_ascii_uppercase())).filter(|v| !v.is_empty())
@@ -157,7 +170,7 @@ impl serde::Serialize for Settings {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use secrecy::ExposeSecret;
         use serde::ser::SerializeStruct;
-        let mut st = s.serialize_struct("Settings", 14)?;
+        let mut st = s.serialize_struct("Settings", 15)?;
         st.serialize_field("database_url", self.database_url.expose_secret())?;
         st.serialize_field("database_max_connections", &self.database_max_connections)?;
         st.serialize_field(
@@ -178,6 +191,7 @@ impl serde::Serialize for Settings {
         st.serialize_field("poll_interval_seconds", &self.poll_interval_seconds)?;
         st.serialize_field("load_concurrency", &self.load_concurrency)?;
         st.serialize_field("loader_stall_seconds", &self.loader_stall_seconds)?;
+        st.serialize_field("api_statement_timeout_ms", &self.api_statement_timeout_ms)?;
         st.end()
     }
 }

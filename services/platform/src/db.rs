@@ -27,8 +27,19 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<PgPool> {
 /// plan look costlier than it is), which was ~20% of its database time.
 /// Not for the loader: a generic plan over the partitioned `events` table
 /// locks every partition before pruning.
+///
+/// Every statement is also bounded by `EARSHOT_API_STATEMENT_TIMEOUT_MS`
+/// (PostgreSQL's `statement_timeout`, waiting on locks included): a report
+/// made slow on purpose or by a lock is cancelled and answers 503, instead
+/// of holding one of the pool's connections for as long as it runs.
 pub async fn connect_api(settings: &Settings) -> anyhow::Result<PgPool> {
-    let opts = connect_options(settings)?.options([("plan_cache_mode", "force_generic_plan")]);
+    let opts = connect_options(settings)?.options([
+        ("plan_cache_mode", "force_generic_plan".to_owned()),
+        (
+            "statement_timeout",
+            format!("{}ms", settings.api_statement_timeout_ms),
+        ),
+    ]);
     connect_with(settings, opts).await
 }
 
@@ -185,6 +196,24 @@ mod tests {
         }
         let api = show(connect_api(&settings).await.unwrap()).await;
         assert_eq!(api[0], "0");
+    }
+
+    #[tokio::test]
+    async fn api_sessions_carry_the_statement_timeout_and_loader_sessions_do_not() {
+        let timeout = |pool: PgPool| async move {
+            sqlx::query_scalar::<_, String>("SELECT current_setting('statement_timeout')")
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        };
+        let settings = test_settings(&[]);
+        assert_eq!(timeout(connect_api(&settings).await.unwrap()).await, "10s");
+        let settings = test_settings(&[("EARSHOT_API_STATEMENT_TIMEOUT_MS", "250")]);
+        assert_eq!(
+            timeout(connect_api(&settings).await.unwrap()).await,
+            "250ms"
+        );
+        assert_eq!(timeout(connect_loader(&settings).await.unwrap()).await, "0");
     }
 
     #[tokio::test]

@@ -388,6 +388,7 @@ pub async fn create_key(
         }
     }
     let k = api_key::generate();
+    let mut tx = pool.begin().await?;
     let info: ApiKeyInfo = sqlx::query_as(AssertSqlSafe(format!(
         "INSERT INTO api_keys (id, prefix, hash, name, scope, advertiser_id) VALUES ($1, $2, $3, $4, $5, $6)
          RETURNING {KEY_COLS}"
@@ -401,8 +402,17 @@ pub async fn create_key(
         Scope::Advertiser(_) => "advertiser",
     })
     .bind(scope.advertiser())
-    .fetch_one(pool)
+    .fetch_one(&mut *tx)
     .await?;
+    // Every API replica learns the new prefix when this commits: until
+    // then a prefix no live key has is refused without a query (beyond a
+    // small budget), `auth::key_cache`.
+    sqlx::query("SELECT pg_notify($1, 'p ' || $2)")
+        .bind(crate::live::CHANNEL)
+        .bind(&k.prefix)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
     Ok(CreatedKey { info, key: k.full })
 }
 

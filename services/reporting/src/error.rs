@@ -6,6 +6,14 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+/// `Retry-After` of a 503: long enough for a burst of heavy reports or a
+/// database failover to pass, short enough for a dashboard's next refresh.
+pub const RETRY_AFTER_SECONDS: u64 = 10;
+
+/// PostgreSQL's SQLSTATE for a statement cancelled by `statement_timeout`
+/// (`query_canceled`; the API never cancels statements otherwise).
+const QUERY_CANCELED: &str = "57014";
+
 /// An RFC 9457 problem document.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Problem {
@@ -37,8 +45,11 @@ pub enum ApiError {
     Conflict(String),
     #[error("rate limit exceeded; retry in {retry_after} s")]
     RateLimited { retry_after: u64 },
-    #[error("the database is unavailable")]
+    #[error("the database is unavailable; retry in {RETRY_AFTER_SECONDS} s")]
     Unavailable,
+    /// A statement ran past the API's `statement_timeout`.
+    #[error("the query took longer than this API allows; retry in {RETRY_AFTER_SECONDS} s, or ask for a shorter range or fewer groups")]
+    TimedOut,
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -60,6 +71,7 @@ impl ApiError {
             ApiError::Conflict(_) => ("conflict", "Conflict"),
             ApiError::RateLimited { .. } => ("rate-limited", "Too many requests"),
             ApiError::Unavailable => ("unavailable", "Service unavailable"),
+            ApiError::TimedOut => ("timed-out", "Query took too long"),
             ApiError::Internal(_) => ("internal", "Internal server error"),
         }
     }
@@ -85,6 +97,9 @@ impl From<sqlx::Error> for ApiError {
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
                 ApiError::Unavailable
             }
+            sqlx::Error::Database(d) if d.code().as_deref() == Some(QUERY_CANCELED) => {
+                ApiError::TimedOut
+            }
             e => ApiError::Internal(e.into()),
         }
     }
@@ -99,7 +114,7 @@ impl ResponseError for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable | ApiError::TimedOut => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -116,6 +131,9 @@ impl ResponseError for ApiError {
             }
             ApiError::RateLimited { retry_after } => {
                 resp.insert_header((header::RETRY_AFTER, retry_after.to_string()));
+            }
+            ApiError::Unavailable | ApiError::TimedOut => {
+                resp.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECONDS.to_string()));
             }
             _ => {}
         }

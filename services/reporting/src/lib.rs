@@ -4,6 +4,7 @@ pub mod auth;
 pub mod catalog;
 pub mod error;
 pub mod live;
+pub mod rate_limit;
 pub mod redis_store;
 pub mod report;
 pub mod report_cache;
@@ -145,7 +146,7 @@ impl Application {
         let authenticator = web::Data::new(Authenticator {
             pool: pool.clone(),
             keys: live.keys().clone(),
-            limiter: redis.clone(),
+            limiter: rate_limit::RateLimiter::new(redis.clone()),
             rate_limit_per_minute: settings.rate_limit_per_minute,
         });
         let reports = ReportCache::new(

@@ -1,7 +1,7 @@
 //! Redis for the report cache and the per-key rate limits. Optional, and
 //! never a reason for a 5xx: every call has a short timeout, and when Redis
-//! is down the API answers from PostgreSQL (uncached, unlimited) and
-//! `/readyz` says `degraded`.
+//! is down the API answers from PostgreSQL (uncached), each replica limits
+//! keys on its own (`rate_limit.rs`), and `/readyz` says `degraded`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 use tokio::sync::RwLock;
+
+use crate::rate_limit::Limit;
 
 /// A Redis call that takes longer than this is treated as Redis being down:
 /// a cache that slows requests down is worse than none.
@@ -54,18 +56,6 @@ struct Inner {
     script: redis::Script,
     /// Unspent leased requests per subject: (window, remaining).
     leases: std::sync::Mutex<HashMap<String, (u64, u32)>>,
-}
-
-/// What the rate limiter decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Limit {
-    Allowed,
-    /// Over the limit; retry after this many seconds.
-    Exceeded {
-        retry_after: u64,
-    },
-    /// Redis is not available: requests are not limited meanwhile.
-    Unknown,
 }
 
 impl Inner {
@@ -209,18 +199,16 @@ impl RedisStore {
         self.record(r);
     }
 
-    /// Counts one request for `subject` in the current minute.
-    pub async fn rate_limit(&self, subject: &str, per_minute: u32, now_unix: u64) -> Limit {
-        let Some(inner) = self.inner.as_ref() else {
-            return Limit::Unknown;
-        };
+    /// Counts one request for `subject` in the current minute, against the
+    /// count all replicas share; `None` when Redis is disabled or cannot
+    /// answer.
+    pub async fn rate_limit(&self, subject: &str, per_minute: u32, now_unix: u64) -> Option<Limit> {
+        let inner = self.inner.as_ref()?;
         let window = now_unix / 60;
         if inner.take_leased(subject, window) {
-            return Limit::Allowed;
+            return Some(Limit::Allowed);
         }
-        let Some(mut c) = self.conn().await else {
-            return Limit::Unknown;
-        };
+        let mut c = self.conn().await?;
         let key = format!("earshot:rl:{subject}:{window}");
         let lease = (per_minute / LEASE_DIVISOR).clamp(1, MAX_LEASE);
         let r = tokio::time::timeout(
@@ -234,16 +222,15 @@ impl RedisStore {
                 .invoke_async::<u32>(&mut c),
         )
         .await;
-        match self.record(r) {
-            Some(0) => Limit::Exceeded {
+        match self.record(r)? {
+            0 => Some(Limit::Exceeded {
                 retry_after: (window + 1) * 60 - now_unix,
-            },
-            Some(granted) => {
+            }),
+            granted => {
                 // One of the granted requests is this one.
                 inner.add_leased(subject, window, granted - 1);
-                Limit::Allowed
+                Some(Limit::Allowed)
             }
-            None => Limit::Unknown,
         }
     }
 

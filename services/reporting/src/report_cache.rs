@@ -154,13 +154,14 @@ impl ReportCache {
         if let Some(v) = self.live.version(campaign) {
             return Ok(v);
         }
+        let generation = self.live.generation();
         let v: Option<i64> =
             sqlx::query_scalar("SELECT version FROM campaign_data_versions WHERE campaign = $1")
                 .bind(campaign)
                 .fetch_optional(&self.pool)
                 .await?;
         let v = v.unwrap_or(0);
-        self.live.remember_version(campaign, v);
+        self.live.remember_version(campaign, v, generation);
         Ok(v)
     }
 

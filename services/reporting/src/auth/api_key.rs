@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::key_cache::LiveKey;
 use super::Scope;
 
 /// Random bytes in a key's secret part (256 bits).
@@ -42,9 +43,19 @@ pub fn hash(full: &str) -> Vec<u8> {
     Sha256::digest(full.as_bytes()).to_vec()
 }
 
-/// Cheap shape check before touching the database.
+/// Cheap shape check before touching the database: the length, `esk_`, and
+/// a prefix that [`looks_like_a_prefix`].
 pub fn looks_like_a_key(s: &str) -> bool {
-    s.len() == 4 + 8 + 1 + 43 && s.starts_with("esk_") && s.as_bytes()[12] == b'_'
+    s.len() == 4 + 8 + 1 + 43
+        && s.is_ascii()
+        && s.starts_with("esk_")
+        && s.as_bytes()[12] == b'_'
+        && looks_like_a_prefix(&s[4..12])
+}
+
+/// The visible prefix of a token that [`looks_like_a_key`].
+pub fn prefix_of(key: &str) -> &str {
+    &key[4..12]
 }
 
 /// Is `s` shaped like a key's visible prefix (8 lowercase hex chars)?
@@ -54,25 +65,31 @@ pub fn looks_like_a_prefix(s: &str) -> bool {
     s.len() == 8 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-/// The id and scope of the live key whose hash is `hash`: looked up on every
-/// request the key cache cannot answer, so revocation is immediate.
-pub async fn authenticate_hash(
-    pool: &PgPool,
-    hash: &[u8],
-) -> Result<Option<(Uuid, Scope)>, sqlx::Error> {
-    let row: Option<(Uuid, String, Option<Uuid>)> = sqlx::query_as(
-        "SELECT id, scope, advertiser_id FROM api_keys WHERE hash = $1 AND revoked_at IS NULL",
+/// The live key with this prefix (prefixes are unique), with its hash: a
+/// token is that key if it hashes to it ([`LiveKey::matches`]). Looked up
+/// whenever the key cache cannot answer.
+pub async fn live_key(pool: &PgPool, prefix: &str) -> Result<Option<LiveKey>, sqlx::Error> {
+    let row: Option<(Uuid, Vec<u8>, String, Option<Uuid>)> = sqlx::query_as(
+        "SELECT id, hash, scope, advertiser_id FROM api_keys WHERE prefix = $1 AND revoked_at IS NULL",
     )
-    .bind(hash)
+    .bind(prefix)
     .fetch_optional(pool)
     .await?;
-    Ok(
-        row.and_then(|(id, scope, adv)| match (scope.as_str(), adv) {
-            ("admin", None) => Some((id, Scope::Admin)),
-            ("advertiser", Some(a)) => Some((id, Scope::Advertiser(a))),
-            _ => None,
-        }),
-    )
+    Ok(row.and_then(|(id, hash, scope, adv)| {
+        let scope = match (scope.as_str(), adv) {
+            ("admin", None) => Scope::Admin,
+            ("advertiser", Some(a)) => Scope::Advertiser(a),
+            _ => return None,
+        };
+        Some(LiveKey { id, scope, hash })
+    }))
+}
+
+/// The prefixes of every live key, for the key cache's negative side.
+pub async fn live_prefixes(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT prefix FROM api_keys WHERE revoked_at IS NULL")
+        .fetch_all(pool)
+        .await
 }
 
 #[cfg(test)]
@@ -89,6 +106,11 @@ mod tests {
         assert_eq!(a.hash, hash(&a.full));
         assert_eq!(a.hash.len(), 32);
         assert!(!looks_like_a_key("esk_short"));
+        let upper = format!("esk_DEADBEEF_{}", "A".repeat(43));
+        assert!(!looks_like_a_key(&upper), "the prefix is lowercase hex");
+        let non_ascii = format!("esk_deadbeef_{}\u{e9}", "A".repeat(41));
+        assert!(!looks_like_a_key(&non_ascii));
+        assert_eq!(prefix_of(&a.full), a.prefix);
         assert!(looks_like_a_prefix(&a.prefix), "{}", a.prefix);
     }
 

@@ -1,10 +1,10 @@
 //! Who is asking: `Authorization: Bearer <key>` → a [`Principal`] with its
 //! [`Scope`], checked on every request (revocation is immediate), then
-//! rate-limited per key.
+//! rate-limited per key (`rate_limit.rs`).
 //!
 //! - `api_key`: the keys' format, hashing, and their lookup in the database;
-//! - `key_cache`: authenticated keys held in memory while revocations are
-//!   heard.
+//! - `key_cache`: live keys and their prefixes held in memory while changes
+//!   are heard, so that neither a live key nor a made-up one costs a query.
 
 pub mod api_key;
 pub mod key_cache;
@@ -12,14 +12,15 @@ pub mod key_cache;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
 use actix_web::{web, FromRequest, HttpRequest};
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::redis_store::{Limit, RedisStore};
-use key_cache::KeyCache;
+use crate::rate_limit::{Limit, RateLimiter};
+use key_cache::{Check, KeyCache};
 
 /// Who a key speaks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +60,7 @@ impl Principal {
 pub struct Authenticator {
     pub pool: PgPool,
     pub keys: Arc<KeyCache>,
-    pub limiter: RedisStore,
+    pub limiter: RateLimiter,
     /// Requests per minute per key.
     pub rate_limit_per_minute: u32,
 }
@@ -71,24 +72,34 @@ impl Authenticator {
         if !api_key::looks_like_a_key(token) {
             return Err(ApiError::Unauthorized);
         }
+        let prefix = api_key::prefix_of(token);
         let hash = api_key::hash(token);
-        // In memory while the change listener is live (revocations evict
-        // at once); otherwise, and on a miss, from the database.
-        let (key_id, scope) = match self.keys.get(&hash) {
-            Some(k) => k,
-            None => {
-                let generation = self.keys.revocation_generation();
-                let k = api_key::authenticate_hash(&self.pool, &hash)
-                    .await?
-                    .ok_or(ApiError::Unauthorized)?;
-                self.keys.remember(hash, k, generation);
-                k
+        let now = Instant::now();
+        // In memory while the change listener is live (`key_cache` says
+        // how); otherwise, and for what memory cannot answer, from the
+        // database.
+        let (key_id, scope) = match self.keys.check(prefix, &hash, now) {
+            Check::Known(id, scope) => (id, scope),
+            Check::Refused => {
+                metrics::counter!("earshot_api_keys_refused_in_memory_total").increment(1);
+                return Err(ApiError::Unauthorized);
+            }
+            Check::LookUp => {
+                let generation = self.keys.generation();
+                metrics::counter!("earshot_api_key_lookups_total").increment(1);
+                let found = api_key::live_key(&self.pool, prefix).await?;
+                let key = found
+                    .as_ref()
+                    .filter(|k| k.matches(&hash))
+                    .map(|k| (k.id, k.scope));
+                self.keys.remember(prefix, found, generation, now);
+                key.ok_or(ApiError::Unauthorized)?
             }
         };
         let now = time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
         match self
             .limiter
-            .rate_limit(
+            .check(
                 &key_id.simple().to_string(),
                 self.rate_limit_per_minute,
                 now,
@@ -99,7 +110,7 @@ impl Authenticator {
                 metrics::counter!("earshot_api_rate_limited_total").increment(1);
                 Err(ApiError::RateLimited { retry_after })
             }
-            Limit::Allowed | Limit::Unknown => Ok(Principal { key_id, scope }),
+            Limit::Allowed => Ok(Principal { key_id, scope }),
         }
     }
 }

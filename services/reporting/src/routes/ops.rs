@@ -22,7 +22,8 @@ pub async fn healthz() -> HttpResponse {
 #[derive(Serialize, ToSchema)]
 pub struct Readiness {
     /// `ready`, `degraded` (Redis down: answers come from PostgreSQL,
-    /// uncached, and rate limits are not enforced) or `unavailable`.
+    /// uncached, and each replica enforces the rate limits on its own) or
+    /// `unavailable`.
     pub status: &'static str,
     /// `ok` or `down`.
     pub postgres: &'static str,

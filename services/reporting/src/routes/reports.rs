@@ -50,6 +50,8 @@ async fn authorize(state: &AppState, who: &Principal, campaign: &str) -> Result<
         (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 429, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The report took longer than the API allows (`EARSHOT_API_STATEMENT_TIMEOUT_MS`), or the database is unavailable; retry after `Retry-After` seconds", body = crate::error::Problem, content_type = "application/problem+json",
+         headers(("retry-after" = u64, description = "Seconds to wait before retrying"))),
     ),
     security(("bearer" = []))
 )]

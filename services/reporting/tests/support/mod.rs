@@ -23,6 +23,8 @@ pub struct AppOptions {
     pub redis_url: Option<String>,
     pub rate_limit_per_minute: u32,
     pub signing_keys: String,
+    /// `EARSHOT_API_STATEMENT_TIMEOUT_MS`.
+    pub statement_timeout_ms: u64,
 }
 
 impl Default for AppOptions {
@@ -33,20 +35,27 @@ impl Default for AppOptions {
                 .or_else(|| Some("redis://127.0.0.1:6379".into())),
             rate_limit_per_minute: 100_000,
             signing_keys: "k1:k1-secret-0123456789".into(),
+            statement_timeout_ms: earshot_platform::config::DEFAULT_API_STATEMENT_TIMEOUT_MS,
         }
     }
 }
 
-/// Builds and starts one API replica on port 0 over `pool`; its base URL.
-async fn start_replica(opts: AppOptions, pool: sqlx::PgPool) -> String {
+/// Builds and starts one API replica on port 0 over the database at
+/// `database_url`, connected as `earshot serve` connects; its base URL.
+async fn start_replica(opts: AppOptions, database_url: &str) -> String {
     let settings = Settings {
+        database_url: SecretString::from(database_url),
         api_addr: "127.0.0.1:0".into(),
         redis_url: opts.redis_url.map(SecretString::from),
         rate_limit_per_minute: opts.rate_limit_per_minute,
         signing_keys: SecretString::from(opts.signing_keys),
         pixel_base_url: "https://px.example/v1/t".into(),
+        api_statement_timeout_ms: opts.statement_timeout_ms,
         ..Settings::default()
     };
+    let pool = earshot_platform::db::connect_api(&settings)
+        .await
+        .expect("the API connects");
     let app = earshot_reporting::Application::build(&settings, pool)
         .await
         .expect("app builds");
@@ -57,7 +66,7 @@ async fn start_replica(opts: AppOptions, pool: sqlx::PgPool) -> String {
 
 pub async fn spawn_app(opts: AppOptions) -> TestApp {
     let db = TestDb::new().await;
-    let base = start_replica(opts, db.pool.clone()).await;
+    let base = start_replica(opts, &db.url).await;
     let admin = earshot_reporting::catalog::create_key(
         &db.pool,
         earshot_reporting::auth::Scope::Admin,
@@ -77,7 +86,7 @@ impl TestApp {
     /// Another replica of the API over the same database (and the same
     /// Redis, per `opts`), as a second pod would be; returns its base URL.
     pub async fn replica(&self, opts: AppOptions) -> String {
-        start_replica(opts, self.db.pool.clone()).await
+        start_replica(opts, &self.db.url).await
     }
 
     pub async fn get(&self, path: &str, key: Option<&str>) -> reqwest::Response {
