@@ -18,24 +18,13 @@ use earshot_testkit::edge::{
     dead_lettered_events, decode_objects, match_events_to_hits, mixed_hits, send_sequentially,
     HitSpec,
 };
-use earshot_testkit::{FirehoseFault, FirehoseFaultProxy, LocalEdge, Moto};
+use earshot_testkit::{FirehoseFault, FirehoseFaultProxy, LocalEdge};
 use serde_json::Value;
 
-const SECRET: &str = "fault-test-listener-secret-0123456789";
-const STREAM: &str = "earshot-events";
-const BUCKET: &str = "earshot-raw";
-const PREFIX: &str = "events/";
+mod support;
+use support::{moto_and_proxy, BUCKET, PREFIX, STREAM};
 
-async fn moto_and_proxy() -> (Moto, FirehoseFaultProxy) {
-    let moto = Moto::start().await.expect("moto");
-    moto.create_firehose_to_s3(STREAM, BUCKET, PREFIX)
-        .await
-        .expect("delivery stream");
-    let proxy = FirehoseFaultProxy::start(moto.endpoint())
-        .await
-        .expect("proxy");
-    (moto, proxy)
-}
+const SECRET: &str = "fault-test-listener-secret-0123456789";
 
 async fn edge_via(proxy: &FirehoseFaultProxy, extra: &[(&str, &str)]) -> LocalEdge {
     let mut env = proxy.aws_env();

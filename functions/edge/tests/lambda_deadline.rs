@@ -6,21 +6,18 @@
 //! dead-letter log line, none in neither.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::Duration;
 
 use earshot_domain::TrackingEvent;
 use earshot_testkit::edge::{dead_lettered_events, decode_objects};
 use earshot_testkit::lambda::LAMBDA_SHUTDOWN_WINDOW;
-use earshot_testkit::{
-    FirehoseFault, FirehoseFaultProxy, InvokeOptions, LambdaFunction, LambdaRuntimeEmulator, Moto,
-};
+use earshot_testkit::{FirehoseFault, FirehoseFaultProxy, InvokeOptions, LambdaFunction, Moto};
 use serde_json::Value;
 
+mod support;
+use support::{fixture, lambda_function, moto_and_proxy, BUCKET, PREFIX};
+
 const SECRET: &str = "deadline-test-listener-secret-0123456789";
-const STREAM: &str = "earshot-events";
-const BUCKET: &str = "earshot-raw";
-const PREFIX: &str = "events/";
 /// The template's function timeout.
 const FUNCTION_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longer than the edge's 3 s per-attempt timeout.
@@ -33,30 +30,8 @@ struct Stack {
 }
 
 async fn start(extra: &[(&str, &str)]) -> Stack {
-    let moto = Moto::start().await.expect("moto");
-    moto.create_firehose_to_s3(STREAM, BUCKET, PREFIX)
-        .await
-        .expect("delivery stream");
-    let proxy = FirehoseFaultProxy::start(moto.endpoint())
-        .await
-        .expect("proxy");
-    let emulator = LambdaRuntimeEmulator::start("earshot-edge")
-        .await
-        .expect("emulator");
-    let mut env = proxy.aws_env();
-    for (k, v) in [
-        ("EARSHOT_FIREHOSE_STREAM", STREAM),
-        ("EARSHOT_LISTENER_SECRET", SECRET),
-    ]
-    .iter()
-    .chain(extra)
-    {
-        env.push(((*k).to_owned(), (*v).to_owned()));
-    }
-    let mut function = emulator
-        .spawn_function(Path::new(env!("CARGO_BIN_EXE_earshot-edge")), env)
-        .expect("spawn");
-    function.wait_ready().await.expect("the function starts");
+    let (moto, proxy) = moto_and_proxy().await;
+    let function = lambda_function(proxy.aws_env(), SECRET, extra).await;
     Stack {
         moto,
         proxy,
@@ -66,8 +41,7 @@ async fn start(extra: &[(&str, &str)]) -> Stack {
 
 /// A Function URL GET for hit `i` (its own cache buster and trace id).
 fn hit_event(i: usize) -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/function-url-get.json");
-    let mut e: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut e = fixture("function-url-get.json");
     let q = format!("c=spring-sale&cr=cr_30s&ep=ep{i}&ev=impression&cb={i}");
     e["rawQueryString"] = Value::String(q.clone());
     e["queryStringParameters"] = form_urlencoded::parse(q.as_bytes())

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use earshot_domain::{
@@ -17,19 +17,13 @@ use earshot_edge::App;
 use lambda_http::{Body, RequestExt};
 use serde_json::Value;
 
+mod support;
+use support::fixture;
+
 const SECRET: &str = "fixture-listener-secret-0123456789";
 const OVERCAST: &str = "Overcast/3.0 (+http://overcast.fm/; iOS podcast app)";
 const FIXTURE_TRACE: &str = "Root=1-5759e988-bd862e3fe1be46a994272793";
 const SIGNING_KEYS: &str = "k1:k1-fixture-secret-0123456789";
-
-fn fixture(name: &str) -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    serde_json::from_str(&text).expect("fixture is JSON")
-}
 
 struct Edge {
     app: Arc<App>,

@@ -11,21 +11,14 @@ use earshot_testkit::edge::decode_objects;
 use earshot_testkit::{InvokeOptions, LambdaFunction, LambdaRuntimeEmulator, Moto};
 use serde_json::Value;
 
+mod support;
+use support::{fixture, lambda_function, moto_with_stream, BUCKET, PREFIX, STREAM};
+
 const SECRET: &str = "lambda-test-listener-secret-0123456789";
-const STREAM: &str = "earshot-events";
-const BUCKET: &str = "earshot-raw";
-const PREFIX: &str = "events/";
 const OVERCAST: &str = "Overcast/3.0 (+http://overcast.fm/; iOS podcast app)";
 const RUNTIME_TRACE: &str =
     "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1";
 const GRACEFUL_HELPER: &str = "_lambda-rust-runtime-no-op-graceful-shutdown-helper";
-
-fn fixture(name: &str) -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name);
-    serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("JSON")
-}
 
 struct Stack {
     moto: Moto,
@@ -33,27 +26,8 @@ struct Stack {
 }
 
 async fn start(extra: &[(&str, &str)]) -> Stack {
-    let moto = Moto::start().await.expect("moto");
-    moto.create_firehose_to_s3(STREAM, BUCKET, PREFIX)
-        .await
-        .expect("delivery stream");
-    let emulator = LambdaRuntimeEmulator::start("earshot-edge")
-        .await
-        .expect("emulator");
-    let mut env = moto.aws_env();
-    for (k, v) in [
-        ("EARSHOT_FIREHOSE_STREAM", STREAM),
-        ("EARSHOT_LISTENER_SECRET", SECRET),
-    ]
-    .iter()
-    .chain(extra)
-    {
-        env.push(((*k).to_owned(), (*v).to_owned()));
-    }
-    let mut function = emulator
-        .spawn_function(Path::new(env!("CARGO_BIN_EXE_earshot-edge")), env)
-        .expect("spawn");
-    function.wait_ready().await.expect("the function starts");
+    let moto = moto_with_stream().await;
+    let function = lambda_function(moto.aws_env(), SECRET, extra).await;
     Stack { moto, function }
 }
 
