@@ -156,9 +156,9 @@ pub struct HitSpec {
     pub event: Option<earshot_domain::EventKind>,
 }
 
-/// A user agent the built-in list knows as a podcast app.
+/// A user agent the edge's user-agent lists know as a podcast app.
 pub const APP_UA: &str = "Overcast/3.0 (+http://overcast.fm/; iOS podcast app)";
-/// A user agent the built-in list knows as a bot (`ua_listed:curl`).
+/// A user agent the edge's user-agent lists know as a bot (`ua_listed:curl`).
 pub const BOT_UA: &str = "curl/8.5.0";
 
 /// `n` hits cycling valid, bot, invalid (unsigned: for an edge without
