@@ -143,6 +143,18 @@ async fn init_section(bin: &Path) {
             e
         },
     ));
+    // What the lists cost: the same start with 8 patterns in place of ~950.
+    cases.push(
+        ("tiny_lists", "sync, 8-pattern lists (opawg-mini folder)", {
+            let mut e = base.clone();
+            let dir = concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../shared/testdata/opawg-mini"
+            );
+            e.push(("EARSHOT_UA_PATTERNS_DIR".into(), dir.into()));
+            e
+        }),
+    );
     // The same lists read from a folder at start (EARSHOT_UA_PATTERNS_DIR).
     cases.push((
         "patterns_dir",
