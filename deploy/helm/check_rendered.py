@@ -5,8 +5,9 @@ kubernetes-validate checks each object against the Kubernetes schemas; it
 cannot see that a Service selects no pod, that an Ingress names a port the
 Service lacks, or that a pre-install hook needs an object Helm has not
 created yet. This script checks those references across the objects of one
-render, and separates the ServiceMonitors (a CRD kubernetes-validate has no
-schema for) after checking them the same way.
+render, and separates the ServiceMonitors and KEDA's ScaledObjects and
+TriggerAuthentications (CRDs kubernetes-validate has no schema for) after
+checking them the same way.
 
 Usage: python check_rendered.py RENDERED.yaml OUT.yaml
 Writes the objects kubernetes-validate can check to OUT.yaml; prints one
@@ -154,13 +155,45 @@ def main(rendered, out):
             if not any(ep.get("port") in {p.get("name") for p in s["spec"]["ports"]} for s in svcs):
                 problems.append(f"{where(sm)}: endpoint port {ep.get('port')} is not a port of the selected Services")
 
-    kept = [d for d in docs if d["kind"] != "ServiceMonitor"]
+    for so in by_kind.get("ScaledObject", []):
+        if so["apiVersion"] != "keda.sh/v1alpha1":
+            problems.append(f"{where(so)}: apiVersion {so['apiVersion']}, expected keda.sh/v1alpha1")
+        t = so["spec"]["scaleTargetRef"]
+        target = named(t.get("kind", "Deployment"), t["name"])
+        if target is None:
+            problems.append(f"{where(so)}: scale target {t['name']} is not in the chart")
+        elif "replicas" in target["spec"]:
+            problems.append(f"{where(so)}: {t['name']} also sets spec.replicas, which fights KEDA on every upgrade")
+        if not 0 <= so["spec"]["minReplicaCount"] <= so["spec"]["maxReplicaCount"]:
+            problems.append(f"{where(so)}: replica counts out of order")
+        for trig in so["spec"]["triggers"]:
+            ref = (trig.get("authenticationRef") or {}).get("name")
+            if ref and named("TriggerAuthentication", ref) is None:
+                problems.append(f"{where(so)}: authenticationRef {ref} is not in the chart")
+            if trig["type"] == "aws-sqs-queue":
+                md = trig["metadata"]
+                for key in ("queueURL", "awsRegion", "queueLength"):
+                    if not isinstance(md.get(key), str) or not md[key]:
+                        problems.append(f"{where(so)}: aws-sqs-queue metadata {key} must be a non-empty string")
+                if not str(md.get("queueLength", "")).isdigit():
+                    problems.append(f"{where(so)}: queueLength {md.get('queueLength')!r} is not a whole number")
+                if not str(md.get("queueURL", "")).startswith("https://sqs."):
+                    problems.append(f"{where(so)}: queueURL {md.get('queueURL')!r} is not an SQS queue URL")
+    for ta in by_kind.get("TriggerAuthentication", []):
+        if ta["apiVersion"] != "keda.sh/v1alpha1":
+            problems.append(f"{where(ta)}: apiVersion {ta['apiVersion']}, expected keda.sh/v1alpha1")
+        pi = ta["spec"].get("podIdentity") or {}
+        if pi.get("provider") != "aws" or pi.get("identityOwner") not in ("workload", "keda"):
+            problems.append(f"{where(ta)}: podIdentity must be provider aws with identityOwner workload or keda")
+
+    crds = ("ServiceMonitor", "ScaledObject", "TriggerAuthentication")
+    kept = [d for d in docs if d["kind"] not in crds]
     with open(out, "w") as f:
         yaml.safe_dump_all(kept, f, sort_keys=False)
     skipped = len(docs) - len(kept)
     for p in problems:
         print(f"  {rendered}: {p}")
-    print(f"  {len(docs)} objects cross-checked; {skipped} ServiceMonitor(s) checked here only (no schema in kubernetes-validate)")
+    print(f"  {len(docs)} objects cross-checked; {skipped} ServiceMonitor, ScaledObject and TriggerAuthentication object(s) checked here only (no schema in kubernetes-validate)")
     return 1 if problems else 0
 
 

@@ -246,8 +246,8 @@ impl Loader {
             // Up to `concurrency` runs of consecutive deliveries load at
             // once, each object in its own transaction. Runs, not
             // interleaving: Firehose's retries repeat events in the next
-            // object, and two transactions inserting the same event make one
-            // of them fail and start over.
+            // object, and a transaction inserting an event another holds
+            // waits for the other's commit.
             let k = self.opts.concurrency.clamp(1, deliveries.len());
             let runs = deliveries.chunks(deliveries.len().div_ceil(k));
             let loaded = futures::future::join_all(runs.map(|run| self.load_run(run, &stop))).await;

@@ -330,13 +330,26 @@ pub async fn finish(object: &Prepared, begun: Begun) -> Result<LoadStats, sqlx::
     Ok(stats)
 }
 
+/// How many times one object's events are COPYed before a failure on the
+/// primary key ends its transaction. A retry follows another load's commit
+/// of some of the same ids (the COPY waits for it, then fails), and looks
+/// them up again; three loads holding the same ids at once is already rare.
+const EVENT_COPY_TRIES: u32 = 3;
+
+/// PostgreSQL's unique_violation.
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("23505"))
+}
+
 /// Writes the events not loaded before into `events` and returns them, as
 /// indexes into `events` in (ts, id) order. Events whose id is in `skip` are
 /// left out: the preceding object is inserting them.
 ///
-/// A concurrent loader holding some of the same ids makes the COPY wait,
-/// then fail on the primary key once it commits: the transaction rolls back
-/// whole and the retry finds those ids here.
+/// A concurrent load holding some of the same ids (a Firehose retry in two
+/// objects loaded side by side) makes the COPY wait for it; if it commits,
+/// the COPY fails on the primary key. The COPY runs in a savepoint, so only
+/// it is undone: the ids are looked up again, now finding the other load's,
+/// and the rest goes in.
 async fn insert_new_events(
     tx: &mut Transaction<'_, Postgres>,
     ledger_id: i64,
@@ -353,25 +366,53 @@ async fn insert_new_events(
         .map(|s| s.event.id)
         .filter(|id| !skip.contains(id))
         .collect();
-    let known: foldhash::HashSet<Uuid> = sqlx::query_scalar(KNOWN_IDS)
-        .bind(lo)
-        .bind(hi)
-        .bind(&ids)
-        .fetch_all(&mut **tx)
-        .await?
-        .into_iter()
-        .collect();
-    // In time order: the primary key and the partitions take them in order.
-    let mut fresh: Vec<usize> = (0..events.len())
-        .filter(|&i| {
-            let id = events[i].event.id;
-            !known.contains(&id) && !skip.contains(&id)
-        })
-        .collect();
-    fresh.sort_unstable_by_key(|&i| (events[i].event.ts, events[i].event.id));
-    if fresh.is_empty() {
-        return Ok(fresh);
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let known: foldhash::HashSet<Uuid> = sqlx::query_scalar(KNOWN_IDS)
+            .bind(lo)
+            .bind(hi)
+            .bind(&ids)
+            .fetch_all(&mut **tx)
+            .await?
+            .into_iter()
+            .collect();
+        // In time order: the primary key and the partitions take them in order.
+        let mut fresh: Vec<usize> = (0..events.len())
+            .filter(|&i| {
+                let id = events[i].event.id;
+                !known.contains(&id) && !skip.contains(&id)
+            })
+            .collect();
+        fresh.sort_unstable_by_key(|&i| (events[i].event.ts, events[i].event.id));
+        if fresh.is_empty() {
+            return Ok(fresh);
+        }
+        let mut savepoint = sqlx::Connection::begin(&mut **tx).await?;
+        match copy_events(&mut savepoint, ledger_id, events, &fresh).await {
+            Ok(()) => {
+                savepoint.commit().await?;
+                return Ok(fresh);
+            }
+            Err(e) if is_unique_violation(&e) && tries < EVENT_COPY_TRIES => {
+                savepoint.rollback().await?;
+                tracing::debug!(
+                    ledger_id,
+                    "another load committed some of this object's events first; looking them up again"
+                );
+            }
+            Err(e) => return Err(e),
+        }
     }
+}
+
+/// COPYs `events[i]` for every `i` of `fresh`.
+async fn copy_events(
+    tx: &mut Transaction<'_, Postgres>,
+    ledger_id: i64,
+    events: &[Staged],
+    fresh: &[usize],
+) -> Result<(), sqlx::Error> {
     let mut copy = tx.copy_in_raw(COPY_EVENTS).await?;
     // Chunks keep memory flat for large objects.
     let mut rows = BinaryCopy::new(10_000 * 400);
@@ -381,7 +422,7 @@ async fn insert_new_events(
     }
     copy.send(rows.finish()).await?;
     copy.finish().await?;
-    Ok(fresh)
+    Ok(())
 }
 
 /// Sends rows built whole in memory through `statement` (a binary COPY).

@@ -148,3 +148,75 @@ async fn two_loaders_racing_over_shared_events_count_what_one_clean_load_counts(
 async fn four_loaders_racing_over_shared_events_count_what_one_clean_load_counts() {
     racing_loaders_count_what_one_clean_load_counts(4).await;
 }
+
+/// An object of `events` as the loader stages it.
+fn prepared(key: &str, events: &[TrackingEvent]) -> earshot_loader::store::Prepared {
+    let bytes = ndjson(events);
+    let parsed = earshot_loader::parse::parse(
+        &bytes,
+        time::OffsetDateTime::now_utc(),
+        datetime!(2026-01-01 00:00 UTC).date(),
+    );
+    earshot_loader::store::Prepared::new(
+        earshot_loader::store::ObjectId {
+            source: "test:".into(),
+            key: key.into(),
+            etag: key.into(),
+            bytes: bytes.len() as u64,
+        },
+        parsed,
+    )
+}
+
+#[tokio::test]
+async fn a_load_whose_events_another_load_commits_first_goes_on_without_them() {
+    use earshot_loader::store::{self, Preceding};
+    let db = TestDb::new().await;
+    let base = datetime!(2026-11-26 09:00 UTC);
+    let first = impressions(0..100, base);
+    // The second object repeats the first's last 30 events (same ids), then
+    // has 50 of its own.
+    let mut second = first[70..].to_vec();
+    second.extend(impressions(100..150, base + time::Duration::minutes(5)));
+    let (x, y) = (prepared("x", &first), prepared("y", &second));
+    earshot_loader::partitions::Partitions::default()
+        .ensure(&db.pool, [base.date()])
+        .await
+        .unwrap();
+    earshot_loader::counting::keys::ensure_days(&db.pool, [base.date()])
+        .await
+        .unwrap();
+
+    let x_begun = store::begin(&db.pool, &x, &Preceding::default())
+        .await
+        .unwrap();
+    // The second load's COPY meets the first's uncommitted ids and waits.
+    let y_load = tokio::spawn({
+        let pool = db.pool.clone();
+        async move {
+            let begun = store::begin(&pool, &y, &Preceding::default()).await?;
+            store::finish(&y, begun).await
+        }
+    });
+    let waiting = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+                   AND wait_event_type = 'Lock' AND query LIKE 'COPY events%'";
+    let started = std::time::Instant::now();
+    while count(&db.pool, waiting).await == 0 {
+        assert!(!y_load.is_finished(), "the second COPY did not wait");
+        assert!(started.elapsed() < std::time::Duration::from_secs(30));
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let x_stats = store::finish(&x, x_begun).await.unwrap();
+    let y_stats = y_load
+        .await
+        .unwrap()
+        .expect("the second load goes on after the first commits");
+    assert_eq!((x_stats.new_events, x_stats.counted), (100, 100));
+    assert_eq!(
+        (y_stats.new_events, y_stats.duplicates, y_stats.counted),
+        (50, 30, 50)
+    );
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM events").await, 150);
+    assert_eq!(totals(&db.pool, "c1").await, (150, 150, 0, 0));
+    assert_books_balance(&db.pool).await;
+}
