@@ -1,13 +1,13 @@
 //! earshot: wires configuration, telemetry and the subcommands.
 
 mod admin_cli;
+mod commands;
 mod loader_ops;
+mod settings;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
-use earshot_loader::watchdog::Stalled;
-use earshot_loader::{LoadOptions, Loader, Source, SourceSpec};
-use earshot_platform::{db, shutdown, telemetry, Settings};
+use earshot_platform::telemetry;
+use settings::Settings;
 
 #[derive(Parser)]
 #[command(
@@ -66,122 +66,11 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init();
     let settings = Settings::load()?;
     match cli.command {
-        Command::Migrate => {
-            let pool = db::connect(&settings).await?;
-            db::migrate(&pool).await?;
-            tracing::info!("migrations applied");
-            Ok(())
-        }
-        Command::Serve => {
-            let pool = db::connect_api(&settings).await?;
-            let app = earshot_reporting::Application::build(&settings, pool).await?;
-            tracing::info!(port = app.port, addr = %settings.api_addr, "earshot API listening");
-            app.server.await?;
-            Ok(())
-        }
-        Command::Admin { command } => {
-            let pool = db::connect(&settings).await?;
-            admin_cli::run(&pool, command).await
-        }
-        Command::Verify { campaign } => {
-            let pool = db::connect(&settings).await?;
-            let mismatches = earshot_loader::verify::verify(&pool, campaign.as_deref()).await?;
-            for m in &mismatches {
-                println!(
-                    "{}\t{}\tevents={}\trollups={}",
-                    m.what, m.key, m.from_events, m.from_rollups
-                );
-            }
-            if mismatches.is_empty() {
-                println!("ok: rollups and uniques equal a recount of the raw events");
-                Ok(())
-            } else {
-                anyhow::bail!(
-                    "{} mismatches between raw events and rollups",
-                    mismatches.len()
-                )
-            }
-        }
-        Command::RebuildBlocks { through } => {
-            let pool = db::connect(&settings).await?;
-            let r = earshot_loader::daily::rebuild_blocks(&pool, through).await?;
-            tracing::info!(was = %r.was, through = %r.through, deleted = r.deleted, rows = r.rows, "day blocks rebuilt");
-            println!(
-                "rebuilt rollup_blocks through {} ({} rows; {} deleted; the mark was {})",
-                r.through, r.rows, r.deleted, r.was
-            );
-            Ok(())
-        }
-        Command::Load { once, source } => {
-            let spec: SourceSpec = source.unwrap_or_else(|| settings.source.clone()).parse()?;
-            // Each concurrent run of loads holds two transactions at once
-            // (one finishing, the next beginning); one more connection
-            // serves the ledger checks and partition DDL.
-            let needed = 2 * settings.load_concurrency + 1;
-            anyhow::ensure!(
-                needed <= settings.database_max_connections,
-                "EARSHOT_LOAD_CONCURRENCY={} needs {needed} connections (two per run of loads, plus one); \
-                 EARSHOT_DATABASE_MAX_CONNECTIONS is {}",
-                settings.load_concurrency,
-                settings.database_max_connections
-            );
-            anyhow::ensure!(
-                settings.loader_stall_seconds > 0,
-                "EARSHOT_LOADER_STALL_SECONDS must be at least 1 (seconds one loader step may run)"
-            );
-            let pool = db::connect_loader(&settings).await?;
-            let src = Source::open(&spec).await?;
-            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-            tokio::spawn(async move {
-                shutdown::signal().await;
-                tracing::info!("stopping after the object in hand");
-                let _ = stop_tx.send(true);
-            });
-            if !once {
-                let addr = settings.loader_addr.clone();
-                let listener = tokio::net::TcpListener::bind(&addr)
-                    .await
-                    .with_context(|| format!("EARSHOT_LOADER_ADDR: cannot listen on {addr}"))?;
-                tokio::spawn(loader_ops::serve(
-                    listener,
-                    earshot_platform::metrics::prometheus(),
-                ));
-            } else {
-                earshot_platform::metrics::prometheus();
-            }
-            let mut loader = Loader::new(
-                pool,
-                src,
-                LoadOptions {
-                    once,
-                    poll_interval: std::time::Duration::from_secs(settings.poll_interval_seconds),
-                    retention_days: settings.retention_days,
-                    concurrency: settings.load_concurrency as usize,
-                    stall_limit: std::time::Duration::from_secs(settings.loader_stall_seconds),
-                },
-            );
-            let summary = match loader.run(stop_rx).await {
-                Ok(s) => s,
-                // Exit now rather than return: returning drops the runtime,
-                // which waits for its blocking threads, and the stuck step
-                // may be one of them.
-                Err(e) if e.is::<Stalled>() => {
-                    eprintln!("Error: {e:#}");
-                    std::process::exit(1);
-                }
-                Err(e) => return Err(e),
-            };
-            tracing::info!(?summary, "loader stopped");
-            println!(
-                "objects_loaded={} objects_skipped={} events_new={} duplicates={} quarantined={} counted={}",
-                summary.objects_loaded,
-                summary.objects_skipped,
-                summary.events_new,
-                summary.duplicates,
-                summary.quarantined,
-                summary.counted
-            );
-            Ok(())
-        }
+        Command::Migrate => commands::migrate(&settings).await,
+        Command::Serve => commands::serve(&settings).await,
+        Command::Admin { command } => commands::admin(&settings, command).await,
+        Command::Verify { campaign } => commands::verify(&settings, campaign.as_deref()).await,
+        Command::RebuildBlocks { through } => commands::rebuild_blocks(&settings, through).await,
+        Command::Load { once, source } => commands::load(&settings, once, source.as_deref()).await,
     }
 }

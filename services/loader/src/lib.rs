@@ -8,10 +8,12 @@ pub mod parse;
 pub mod partitions;
 pub mod pipeline;
 pub mod run;
+pub mod settings;
 pub mod source;
 pub mod store;
 pub mod verify;
 pub mod watchdog;
 
 pub use run::{LoadOptions, Loader, RunSummary};
+pub use settings::LoaderSettings;
 pub use source::{Object, Source, SourceSpec};

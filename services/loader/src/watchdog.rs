@@ -168,7 +168,7 @@ mod tests {
     fn the_default_is_the_settings_default() {
         assert_eq!(
             DEFAULT_STALL_LIMIT,
-            Duration::from_secs(earshot_platform::config::DEFAULT_LOADER_STALL_SECONDS)
+            Duration::from_secs(crate::LoaderSettings::default().stall_seconds)
         );
     }
 

@@ -6,7 +6,7 @@ use secrecy::ExposeSecret;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
-use crate::Settings;
+use crate::DatabaseSettings;
 
 /// The migrations in `migrations/`, embedded at build time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
@@ -14,9 +14,9 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations"
 /// How long start-up waits for PostgreSQL (a pod may start before it).
 pub const CONNECT_PATIENCE: Duration = Duration::from_secs(60);
 
-/// A pool for `settings.database_url`, waiting up to [`CONNECT_PATIENCE`]
-/// for the database to answer.
-pub async fn connect(settings: &Settings) -> anyhow::Result<PgPool> {
+/// A pool for the database of `settings`, waiting up to
+/// [`CONNECT_PATIENCE`] for it to answer.
+pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
     connect_with(settings, connect_options(settings)?).await
 }
 
@@ -28,16 +28,20 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<PgPool> {
 /// Not for the loader: a generic plan over the partitioned `events` table
 /// locks every partition before pruning.
 ///
-/// Every statement is also bounded by `EARSHOT_API_STATEMENT_TIMEOUT_MS`
-/// (PostgreSQL's `statement_timeout`, waiting on locks included): a report
-/// made slow on purpose or by a lock is cancelled and answers 503, instead
-/// of holding one of the pool's connections for as long as it runs.
-pub async fn connect_api(settings: &Settings) -> anyhow::Result<PgPool> {
+/// Every statement is also bounded by `statement_timeout`
+/// (`EARSHOT_API_STATEMENT_TIMEOUT_MS`; PostgreSQL's `statement_timeout`,
+/// waiting on locks included; zero: none): a report made slow on purpose
+/// or by a lock is cancelled and answers 503, instead of holding one of
+/// the pool's connections for as long as it runs.
+pub async fn connect_api(
+    settings: &DatabaseSettings,
+    statement_timeout: Duration,
+) -> anyhow::Result<PgPool> {
     let opts = connect_options(settings)?.options([
         ("plan_cache_mode", "force_generic_plan".to_owned()),
         (
             "statement_timeout",
-            format!("{}ms", settings.api_statement_timeout_ms),
+            format!("{}ms", statement_timeout.as_millis()),
         ),
     ]);
     connect_with(settings, opts).await
@@ -67,9 +71,13 @@ pub const LOADER_TCP_KEEPALIVES: [(&str, &str); 3] = [
 
 /// The loader's pool: as [`connect`], with the session limits above, so a
 /// loader that stops answering cannot hold its locks for good.
-pub async fn connect_loader(settings: &Settings) -> anyhow::Result<PgPool> {
-    let idle = settings
-        .loader_stall_seconds
+/// `stall_limit` is the loader's (`EARSHOT_LOADER_STALL_SECONDS`).
+pub async fn connect_loader(
+    settings: &DatabaseSettings,
+    stall_limit: Duration,
+) -> anyhow::Result<PgPool> {
+    let idle = stall_limit
+        .as_secs()
         .saturating_mul(LOADER_IDLE_IN_TRANSACTION_STALL_LIMITS);
     let opts = connect_options(settings)?
         .options([("idle_in_transaction_session_timeout", format!("{idle}s"))])
@@ -77,20 +85,23 @@ pub async fn connect_loader(settings: &Settings) -> anyhow::Result<PgPool> {
     connect_with(settings, opts).await
 }
 
-fn connect_options(settings: &Settings) -> anyhow::Result<PgConnectOptions> {
+fn connect_options(settings: &DatabaseSettings) -> anyhow::Result<PgConnectOptions> {
     let opts: PgConnectOptions = settings
-        .database_url
+        .url
         .expose_secret()
         .parse()
         .map_err(|e| anyhow::anyhow!("DATABASE_URL is not a PostgreSQL URL: {e}"))?;
     Ok(opts.application_name("earshot"))
 }
 
-async fn connect_with(settings: &Settings, opts: PgConnectOptions) -> anyhow::Result<PgPool> {
+async fn connect_with(
+    settings: &DatabaseSettings,
+    opts: PgConnectOptions,
+) -> anyhow::Result<PgPool> {
     let started = std::time::Instant::now();
     loop {
         let attempt = PgPoolOptions::new()
-            .max_connections(settings.database_max_connections)
+            .max_connections(settings.max_connections)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(opts.clone())
             .await;
@@ -125,29 +136,24 @@ mod tests {
     /// default, `sslmode=prefer`, which `connect_options` keeps), so the
     /// suite runs the TLS path that production takes, where sqlx 0.8 could
     /// hang a COPY for good (vendor/README.md).
-    /// Settings for this machine's `DATABASE_URL` (or the default), with
-    /// `extra` variables.
-    fn test_settings(extra: &[(&str, &str)]) -> Settings {
+    /// Settings for this machine's `DATABASE_URL` (or the default).
+    fn test_settings() -> DatabaseSettings {
         let url = std::env::var("DATABASE_URL")
             .unwrap_or_else(|_| crate::config::DEFAULT_DATABASE_URL.to_owned());
-        Settings::load_from(|k| {
-            if k == "DATABASE_URL" {
-                return Some(url.clone());
-            }
-            extra
-                .iter()
-                .find(|(n, _)| *n == k)
-                .map(|(_, v)| (*v).to_owned())
-        })
-        .unwrap()
+        DatabaseSettings {
+            url: url.into(),
+            ..Default::default()
+        }
     }
 
     #[tokio::test]
     async fn connections_use_tls_when_the_server_offers_it() {
-        let settings = test_settings(&[]);
+        let settings = test_settings();
         for pool in [
             connect(&settings).await.unwrap(),
-            connect_api(&settings).await.unwrap(),
+            connect_api(&settings, Duration::from_secs(10))
+                .await
+                .unwrap(),
         ] {
             let offered: String = sqlx::query_scalar("SHOW ssl")
                 .fetch_one(&pool)
@@ -164,7 +170,7 @@ mod tests {
 
     #[tokio::test]
     async fn loader_sessions_carry_their_limits_and_other_sessions_do_not() {
-        let settings = test_settings(&[("EARSHOT_LOADER_STALL_SECONDS", "600")]);
+        let settings = test_settings();
         let show = |pool: PgPool| async move {
             let mut v = Vec::new();
             for name in [
@@ -182,7 +188,9 @@ mod tests {
             }
             v
         };
-        let pool = connect_loader(&settings).await.unwrap();
+        let pool = connect_loader(&settings, Duration::from_secs(600))
+            .await
+            .unwrap();
         // TCP keepalives only apply to TCP sessions; over a Unix socket
         // PostgreSQL reports 0 whatever was asked.
         let tcp: bool = sqlx::query_scalar("SELECT inet_client_addr() IS NOT NULL")
@@ -194,7 +202,12 @@ mod tests {
         if tcp {
             assert_eq!(loader[1..], ["60", "10", "6"]);
         }
-        let api = show(connect_api(&settings).await.unwrap()).await;
+        let api = show(
+            connect_api(&settings, Duration::from_secs(10))
+                .await
+                .unwrap(),
+        )
+        .await;
         assert_eq!(api[0], "0");
     }
 
@@ -206,21 +219,19 @@ mod tests {
                 .await
                 .unwrap()
         };
-        let settings = test_settings(&[]);
-        assert_eq!(timeout(connect_api(&settings).await.unwrap()).await, "10s");
-        let settings = test_settings(&[("EARSHOT_API_STATEMENT_TIMEOUT_MS", "250")]);
-        assert_eq!(
-            timeout(connect_api(&settings).await.unwrap()).await,
-            "250ms"
-        );
-        assert_eq!(timeout(connect_loader(&settings).await.unwrap()).await, "0");
+        let settings = test_settings();
+        let api = |ms| connect_api(&settings, Duration::from_millis(ms));
+        assert_eq!(timeout(api(10_000).await.unwrap()).await, "10s");
+        assert_eq!(timeout(api(250).await.unwrap()).await, "250ms");
+        let loader = connect_loader(&settings, Duration::from_secs(600));
+        assert_eq!(timeout(loader.await.unwrap()).await, "0");
     }
 
     #[tokio::test]
     async fn postgres_ends_a_loader_session_idle_in_a_transaction_past_its_limit() {
         // A stall limit of 1 s: PostgreSQL ends the session after 2 s idle
         // in a transaction, rolling it back.
-        let pool = connect_loader(&test_settings(&[("EARSHOT_LOADER_STALL_SECONDS", "1")]))
+        let pool = connect_loader(&test_settings(), Duration::from_secs(1))
             .await
             .unwrap();
         let mut tx = pool.begin().await.unwrap();

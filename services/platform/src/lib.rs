@@ -9,4 +9,4 @@ pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use config::Settings;
+pub use config::DatabaseSettings;

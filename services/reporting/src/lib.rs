@@ -9,6 +9,7 @@ pub mod redis_store;
 pub mod report;
 pub mod report_cache;
 pub mod routes;
+pub mod settings;
 pub mod state;
 
 use std::net::TcpListener;
@@ -18,7 +19,6 @@ use actix_web::dev::{Server, Service};
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use earshot_domain::SigningKeys;
-use earshot_platform::Settings;
 use futures::FutureExt;
 use secrecy::ExposeSecret;
 use sqlx::PgPool;
@@ -28,6 +28,7 @@ use utoipa::{Modify, OpenApi};
 use crate::auth::Authenticator;
 use crate::redis_store::RedisStore;
 use crate::report_cache::ReportCache;
+pub use crate::settings::ApiSettings;
 use crate::state::AppState;
 
 struct BearerAuth;
@@ -127,9 +128,9 @@ pub struct Application {
 }
 
 impl Application {
-    pub async fn build(settings: &Settings, pool: PgPool) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(&settings.api_addr)
-            .with_context(|| format!("EARSHOT_API_ADDR: cannot listen on {}", settings.api_addr))?;
+    pub async fn build(settings: &ApiSettings, pool: PgPool) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(&settings.addr)
+            .with_context(|| format!("EARSHOT_API_ADDR: cannot listen on {}", settings.addr))?;
         let port = listener.local_addr()?.port();
         let redis = match &settings.redis_url {
             Some(url) => RedisStore::new(url.expose_secret())?,

@@ -4,18 +4,19 @@
 use std::path::Path;
 
 use earshot_loader::source::{Object, Source, SourceSpec};
-use earshot_loader::{LoadOptions, Loader, RunSummary};
+use earshot_loader::{LoadOptions, Loader, LoaderSettings, RunSummary};
+use earshot_platform::DatabaseSettings;
 use sqlx::{AssertSqlSafe, PgPool};
 
 /// A loader's options in tests: process what is there (`--once`), quick
 /// polls, the service's defaults otherwise.
 pub fn load_options() -> LoadOptions {
+    let defaults = LoaderSettings::default()
+        .options(true, &DatabaseSettings::default())
+        .expect("the defaults work");
     LoadOptions {
-        once: true,
         poll_interval: std::time::Duration::from_millis(50),
-        retention_days: earshot_platform::config::DEFAULT_RETENTION_DAYS,
-        concurrency: earshot_platform::config::DEFAULT_LOAD_CONCURRENCY as usize,
-        stall_limit: earshot_loader::watchdog::DEFAULT_STALL_LIMIT,
+        ..defaults
     }
 }
 

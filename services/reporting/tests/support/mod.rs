@@ -4,7 +4,8 @@
 
 use earshot_domain::{EventKind, ListenerId, Placement, TrackingEvent, Verdict};
 use earshot_platform::testing::TestDb;
-use earshot_platform::Settings;
+use earshot_platform::DatabaseSettings;
+use earshot_reporting::ApiSettings;
 use earshot_testkit::loader::{dir_object, load_dir, load_options, loader};
 use earshot_testkit::{event, ndjson, temp_dir};
 use secrecy::SecretString;
@@ -35,7 +36,7 @@ impl Default for AppOptions {
                 .or_else(|| Some("redis://127.0.0.1:6379".into())),
             rate_limit_per_minute: 100_000,
             signing_keys: "k1:k1-secret-0123456789".into(),
-            statement_timeout_ms: earshot_platform::config::DEFAULT_API_STATEMENT_TIMEOUT_MS,
+            statement_timeout_ms: earshot_reporting::settings::DEFAULT_STATEMENT_TIMEOUT_MS,
         }
     }
 }
@@ -43,17 +44,20 @@ impl Default for AppOptions {
 /// Builds and starts one API replica on port 0 over the database at
 /// `database_url`, connected as `earshot serve` connects; its base URL.
 async fn start_replica(opts: AppOptions, database_url: &str) -> String {
-    let settings = Settings {
-        database_url: SecretString::from(database_url),
-        api_addr: "127.0.0.1:0".into(),
+    let settings = ApiSettings {
+        addr: "127.0.0.1:0".into(),
         redis_url: opts.redis_url.map(SecretString::from),
         rate_limit_per_minute: opts.rate_limit_per_minute,
         signing_keys: SecretString::from(opts.signing_keys),
         pixel_base_url: "https://px.example/v1/t".into(),
-        api_statement_timeout_ms: opts.statement_timeout_ms,
-        ..Settings::default()
+        statement_timeout_ms: opts.statement_timeout_ms,
+        ..ApiSettings::default()
     };
-    let pool = earshot_platform::db::connect_api(&settings)
+    let database = DatabaseSettings {
+        url: SecretString::from(database_url),
+        ..DatabaseSettings::default()
+    };
+    let pool = earshot_platform::db::connect_api(&database, settings.statement_timeout())
         .await
         .expect("the API connects");
     let app = earshot_reporting::Application::build(&settings, pool)

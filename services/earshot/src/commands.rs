@@ -1,0 +1,119 @@
+//! What each subcommand does, from its settings.
+
+use anyhow::Context;
+use earshot_loader::watchdog::Stalled;
+use earshot_loader::{Loader, Source};
+use earshot_platform::{db, shutdown};
+
+use crate::admin_cli::{self, AdminCommand};
+use crate::loader_ops;
+use crate::settings::Settings;
+
+/// `earshot migrate`.
+pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    let pool = db::connect(&settings.database).await?;
+    db::migrate(&pool).await?;
+    tracing::info!("migrations applied");
+    Ok(())
+}
+
+/// `earshot serve`: the API until SIGTERM.
+pub async fn serve(settings: &Settings) -> anyhow::Result<()> {
+    let pool = db::connect_api(&settings.database, settings.api.statement_timeout()).await?;
+    let app = earshot_reporting::Application::build(&settings.api, pool).await?;
+    tracing::info!(port = app.port, addr = %settings.api.addr, "earshot API listening");
+    app.server.await?;
+    Ok(())
+}
+
+/// `earshot admin …`.
+pub async fn admin(settings: &Settings, command: AdminCommand) -> anyhow::Result<()> {
+    let pool = db::connect(&settings.database).await?;
+    admin_cli::run(&pool, command).await
+}
+
+/// `earshot verify`: prints every mismatch; an error when there is one.
+pub async fn verify(settings: &Settings, campaign: Option<&str>) -> anyhow::Result<()> {
+    let pool = db::connect(&settings.database).await?;
+    let mismatches = earshot_loader::verify::verify(&pool, campaign).await?;
+    for m in &mismatches {
+        println!(
+            "{}\t{}\tevents={}\trollups={}",
+            m.what, m.key, m.from_events, m.from_rollups
+        );
+    }
+    if mismatches.is_empty() {
+        println!("ok: rollups and uniques equal a recount of the raw events");
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "{} mismatches between raw events and rollups",
+            mismatches.len()
+        )
+    }
+}
+
+/// `earshot rebuild-blocks`.
+pub async fn rebuild_blocks(
+    settings: &Settings,
+    through: Option<time::Date>,
+) -> anyhow::Result<()> {
+    let pool = db::connect(&settings.database).await?;
+    let r = earshot_loader::daily::rebuild_blocks(&pool, through).await?;
+    tracing::info!(was = %r.was, through = %r.through, deleted = r.deleted, rows = r.rows, "day blocks rebuilt");
+    println!(
+        "rebuilt rollup_blocks through {} ({} rows; {} deleted; the mark was {})",
+        r.through, r.rows, r.deleted, r.was
+    );
+    Ok(())
+}
+
+/// `earshot load`: until SIGTERM, or what is there with `once`; prints the
+/// run's totals.
+pub async fn load(settings: &Settings, once: bool, source: Option<&str>) -> anyhow::Result<()> {
+    let spec = settings.loader.source(source)?;
+    let opts = settings.loader.options(once, &settings.database)?;
+    let pool = db::connect_loader(&settings.database, opts.stall_limit).await?;
+    let src = Source::open(&spec).await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown::signal().await;
+        tracing::info!("stopping after the object in hand");
+        let _ = stop_tx.send(true);
+    });
+    if !once {
+        let addr = &settings.loader.addr;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("EARSHOT_LOADER_ADDR: cannot listen on {addr}"))?;
+        tokio::spawn(loader_ops::serve(
+            listener,
+            earshot_platform::metrics::prometheus(),
+        ));
+    } else {
+        earshot_platform::metrics::prometheus();
+    }
+    let mut loader = Loader::new(pool, src, opts);
+    let summary = match loader.run(stop_rx).await {
+        Ok(s) => s,
+        // Exit now rather than return: returning drops the runtime, which
+        // waits for its blocking threads, and the stuck step may be one of
+        // them.
+        Err(e) if e.is::<Stalled>() => {
+            eprintln!("Error: {e:#}");
+            std::process::exit(1);
+        }
+        Err(e) => return Err(e),
+    };
+    tracing::info!(?summary, "loader stopped");
+    println!(
+        "objects_loaded={} objects_skipped={} events_new={} duplicates={} quarantined={} counted={}",
+        summary.objects_loaded,
+        summary.objects_skipped,
+        summary.events_new,
+        summary.duplicates,
+        summary.quarantined,
+        summary.counted
+    );
+    Ok(())
+}
