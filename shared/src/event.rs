@@ -416,11 +416,10 @@ impl Serialize for TrackingEvent {
 /// Appends `key` (the field's `,"name":`, a literal), then the value, a
 /// validated ASCII id, kind or code that never needs escaping, as a JSON
 /// string, or `null`. Bytes, not `&str`: the inline ids would check their
-/// UTF-8 again for a `&str`, which made encoding 40% slower. Inlined so that
-/// each literal key is copied with fixed-size moves: through a call that
-/// took the bare name, the key's three pieces were three `memcpy` calls of
-/// unknown length, and encoding took a third more instructions (callgrind,
-/// docs/BENCHMARKS.md "Edge").
+/// UTF-8 again for a `&str`, which makes encoding 40% slower. Inlined so that
+/// each literal key is copied with fixed-size moves: a call taking the bare
+/// name would copy the key's three pieces with three `memcpy` calls of
+/// unknown length, a third more instructions per encode (callgrind).
 #[inline(always)]
 fn ascii(out: &mut Vec<u8>, key: &'static [u8], value: Option<&[u8]>) {
     out.extend_from_slice(key);

@@ -9,9 +9,9 @@
 //! rest (about a quarter of the OPAWG entries) are compiled as regexes: one
 //! Thompson NFA for the whole list, searched by a lazy DFA that builds its
 //! states as user agents arrive. The `regex` crate's `RegexSet` compiles the
-//! same patterns about three times slower (docs/BENCHMARKS.md, "init with the
-//! OPAWG files"), because it also prepares a reverse automaton, a prefilter
-//! and capture support that a which-patterns-match question never uses.
+//! same patterns about three times slower, because it also prepares a
+//! reverse automaton, a prefilter and capture support that a
+//! which-patterns-match question never uses.
 //!
 //! Semantics are those of `regex::bytes` with Unicode off (the ASCII meaning
 //! of `\d`/`\w` in the JavaScript regexes OPAWG writes). The literal fast

@@ -16,7 +16,7 @@
 //! bench only records and encodes N hits (built-in lists) and exits, so
 //! under `valgrind --tool=callgrind` the difference between two N, divided
 //! by their difference, is the instructions of one hit
-//! (`scripts/bench-edge-instructions` does that). The user-agent lists are
+//! (`scripts/bench edge instructions` does that). The user-agent lists are
 //! the OPAWG lists compiled into `earshot-domain`, as in the edge.
 
 use std::hint::black_box;

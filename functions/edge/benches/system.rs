@@ -10,7 +10,7 @@
 //! - the binary's size.
 //!
 //! `cargo bench -p earshot-edge --bench system` (release build of the binary).
-//! `EARSHOT_EDGE_BIN` measures another build of it instead (scripts/bench-edge
+//! `EARSHOT_EDGE_BIN` measures another build of it instead (scripts/bench edge
 //! uses that for the `AWS_LC_SYS_NO_JITTER_ENTROPY=1` variant);
 //! `EARSHOT_BENCH_ONLY=init,http,billing,size` picks sections. Needs moto
 //! (see earshot-testkit) and `wrk` on PATH.

@@ -1,4 +1,4 @@
-//! Realistic edge output for the loader benchmark (`scripts/bench-loader`).
+//! Realistic edge output for the loader benchmark (`scripts/bench loader`).
 //!
 //! ```sh
 //! cargo run --release -p earshot-loader --example gen_events -- \

@@ -12,7 +12,7 @@
 //! cargo run --release -p earshot-platform --example tls_copy_stress
 //! ```
 //!
-//! On this project's 2-core dev machine, the same program built against
+//! On a 2-core machine, the same program built against
 //! sqlx 0.8.6 stalled after 78 s and after 129 s of two 300 s runs; against
 //! 0.9.0 it ran 300 s three times without a stall (docs/OPERATIONS.md,
 //! "LoaderBacklog"). Exit status: 0 no stall, 1 an

@@ -15,7 +15,7 @@ pub const DEFAULT_RATE_LIMIT_PER_MINUTE: u32 = 600;
 pub const DEFAULT_CACHE_TTL_SECONDS: u64 = 300;
 /// How long one statement of the API may run before PostgreSQL cancels it
 /// and the request answers 503 with `Retry-After`. A report reads a
-/// campaign's rollups in milliseconds (docs/BENCHMARKS.md: p99 ~14 ms
+/// campaign's rollups in milliseconds (docs/BENCHMARKS.md: p99 ~7 ms
 /// uncached); 10 s is far past any honest one, and well inside the 60 s an
 /// ingress (nginx's `proxy_read_timeout`) waits, so a query made slow by
 /// abuse or a lock gives its connection back instead of holding one of

@@ -1,4 +1,4 @@
-//! Measures what the edge costs per hit, for `scripts/cost-report`: the
+//! Measures what the edge costs per hit, for `scripts/bench cost`: the
 //! real `earshot-edge` binary (pass the release build) in Lambda mode under
 //! testkit's Runtime API emulator, fed Function URL events made from
 //! generated traffic, writing through the Firehose fault proxy (passing

@@ -35,7 +35,7 @@ const BLOCKS_THROUGH: &str = "SELECT blocks_through FROM counting_state";
 
 /// How long the API trusts the blocks' mark it read. Reading it with every
 /// report was one more round trip per uncached report (1,652 against 1,947
-/// req/s in `scripts/bench-api`); the mark moves once a day.
+/// req/s in `scripts/bench api`); the mark moves once a day.
 pub const BLOCKS_MARK_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The blocks' mark as last read, per database. An old mark is still right:
