@@ -403,3 +403,189 @@ async fn a_key_revoked_elsewhere_stops_working_as_soon_as_the_change_is_heard() 
         assert_eq!(app.get("/v1/campaigns", Some(&key)).await.status(), 401);
     }
 }
+
+/// The API's pool and change listener over a fresh database holding one
+/// admin key, as `Application::build` wires them, once the listener is up:
+/// (database, pool, live caches, the key).
+async fn listening_over_one_key() -> (
+    earshot_platform::testing::TestDb,
+    sqlx::PgPool,
+    std::sync::Arc<earshot_reporting::live::Live>,
+    earshot_reporting::catalog::CreatedKey,
+) {
+    let db = earshot_platform::testing::TestDb::new().await;
+    let key = earshot_reporting::catalog::create_key(
+        &db.pool,
+        earshot_reporting::auth::Scope::Admin,
+        "raced",
+    )
+    .await
+    .unwrap();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&db.url)
+        .await
+        .unwrap();
+    let live = std::sync::Arc::new(earshot_reporting::live::Live::default());
+    earshot_reporting::live::spawn_listener(pool.clone(), live.clone());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !live.is_listening() || listener_pid(&db.pool).await.is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the listener never came up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    (db, pool, live, key)
+}
+
+/// A revocation whose notification never comes (an operator's `UPDATE`
+/// by hand, not `earshot admin key revoke`) is still refused once the
+/// key's time in memory ([`KEY_TTL`]) is over: then it is looked up again.
+#[tokio::test]
+async fn a_key_revoked_without_a_notification_is_refused_after_its_ttl() {
+    use earshot_reporting::auth::api_key;
+    use earshot_reporting::auth::key_cache::{Check, KEY_TTL};
+    use std::time::{Duration, Instant};
+
+    let (db, pool, live, key) = listening_over_one_key().await;
+    let keys = live.keys();
+    let prefix = api_key::prefix_of(&key.key);
+    let hash = api_key::hash(&key.key);
+    let scope = earshot_reporting::auth::Scope::Admin;
+    // Looked up and kept, as the first request with it does.
+    let now = Instant::now();
+    assert_eq!(keys.check(prefix, &hash, now), Check::LookUp);
+    let generation = keys.generation();
+    let found = api_key::live_key(&pool, prefix).await.unwrap();
+    keys.remember(prefix, found, generation, now);
+    assert_eq!(
+        keys.check(prefix, &hash, now),
+        Check::Known(key.info.id, scope)
+    );
+    sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE prefix = $1")
+        .bind(prefix)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    // Nothing was heard: memory still answers, until the TTL is over.
+    let almost = now + KEY_TTL - Duration::from_millis(1);
+    assert_eq!(
+        keys.check(prefix, &hash, almost),
+        Check::Known(key.info.id, scope)
+    );
+    let expired = now + KEY_TTL;
+    assert_eq!(keys.check(prefix, &hash, expired), Check::LookUp);
+    let generation = keys.generation();
+    let again = api_key::live_key(&pool, prefix).await.unwrap();
+    assert_eq!(again, None, "the database has it revoked");
+    keys.remember(prefix, again, generation, expired);
+    assert_ne!(
+        keys.check(prefix, &hash, expired),
+        Check::Known(key.info.id, scope)
+    );
+}
+
+/// The listener's session for this database, as PostgreSQL lists it.
+async fn listener_pid(pool: &sqlx::PgPool) -> Option<i32> {
+    sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database()
+         AND query LIKE 'LISTEN%' AND pid <> pg_backend_pid()",
+    )
+    .fetch_optional(pool)
+    .await
+    .unwrap()
+}
+
+/// The race the key cache's generation closes, on a real PostgreSQL: a
+/// request looks a key up (live), then, before it keeps the answer, the
+/// change listener's session is killed and the key revoked while the
+/// listener cannot reconnect, so the revocation's notification is lost.
+/// Once the listener is back, the answer read before the revocation must
+/// not be kept: the key is looked up again and refused.
+#[tokio::test]
+async fn a_key_looked_up_across_a_listener_reconnection_is_not_kept() {
+    use earshot_reporting::auth::api_key;
+    use earshot_reporting::auth::key_cache::Check;
+    use sqlx::{AssertSqlSafe, Connection};
+    use std::time::{Duration, Instant};
+
+    let (db, pool, live, key) = listening_over_one_key().await;
+    // The test's own session: opened now, it outlives the refusal of new
+    // connections below.
+    let admin = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&db.url)
+        .await
+        .unwrap();
+    // ALLOW_CONNECTIONS is changed from another database.
+    let server_url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| earshot_platform::config::DEFAULT_DATABASE_URL.to_owned());
+    let mut server = sqlx::PgConnection::connect(&server_url).await.unwrap();
+    let wait = |what: &'static str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        move || assert!(Instant::now() < deadline, "{what}")
+    };
+
+    // A request's lookup, step by step as `Authenticator` takes it: the
+    // cache cannot answer, the generation is read, the database says live.
+    let keys = live.keys();
+    let prefix = api_key::prefix_of(&key.key);
+    let hash = api_key::hash(&key.key);
+    assert_eq!(keys.check(prefix, &hash, Instant::now()), Check::LookUp);
+    let generation = keys.generation();
+    let found = api_key::live_key(&pool, prefix).await.unwrap();
+    assert!(found.as_ref().is_some_and(|k| k.matches(&hash)));
+
+    // Before it keeps that answer: no new session may open, the listener's
+    // is ended, and the key is revoked while nobody listens.
+    let db_name = db.name.clone();
+    sqlx::query(AssertSqlSafe(format!(
+        "ALTER DATABASE {db_name} WITH ALLOW_CONNECTIONS false"
+    )))
+    .execute(&mut server)
+    .await
+    .unwrap();
+    let pid = listener_pid(&admin).await.unwrap();
+    let generation_before = live.generation();
+    sqlx::query("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .execute(&admin)
+        .await
+        .unwrap();
+    let waiting = wait("the listener's session did not end");
+    while listener_pid(&admin).await.is_some() {
+        waiting();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    earshot_reporting::catalog::revoke_key(&admin, prefix)
+        .await
+        .unwrap();
+    sqlx::query(AssertSqlSafe(format!(
+        "ALTER DATABASE {db_name} WITH ALLOW_CONNECTIONS true"
+    )))
+    .execute(&mut server)
+    .await
+    .unwrap();
+
+    // The listener reconnects and catches up (its generation moves, then
+    // it is listening again).
+    let waiting = wait("the listener never came back");
+    while !(live.generation() > generation_before && live.is_listening()) {
+        waiting();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Now the lookup keeps what it read before the revocation: it must not
+    // be served from memory.
+    keys.remember(prefix, found, generation, Instant::now());
+    assert_eq!(keys.check(prefix, &hash, Instant::now()), Check::LookUp);
+    // Looked up again, the key is refused, and that is kept.
+    let generation = keys.generation();
+    let again = api_key::live_key(&pool, prefix).await.unwrap();
+    assert_eq!(again, None);
+    keys.remember(prefix, again, generation, Instant::now());
+    assert_ne!(
+        keys.check(prefix, &hash, Instant::now()),
+        Check::Known(key.info.id, earshot_reporting::auth::Scope::Admin)
+    );
+}
