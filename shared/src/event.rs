@@ -20,6 +20,76 @@ use crate::listener::ListenerId;
 /// Version written into every line's `v` field.
 pub const WIRE_SCHEMA_VERSION: u32 = 1;
 
+/// The JSON type of a wire field's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireType {
+    Int,
+    String,
+}
+
+impl WireType {
+    /// As docs/WIRE_FORMAT.md's table names it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            WireType::Int => "int",
+            WireType::String => "string",
+        }
+    }
+
+    /// The column type of the Glue (Athena) table over the raw events
+    /// (`deploy/sam/template.yaml`). `ts` is a string there as on the wire;
+    /// queries compare its `YYYY-MM-DD` prefix or read it with
+    /// `from_iso8601_timestamp(ts)`.
+    pub const fn glue(self) -> &'static str {
+        match self {
+            WireType::Int => "int",
+            WireType::String => "string",
+        }
+    }
+}
+
+/// One field of a line: its name, type, and whether it may be `null`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WireField {
+    pub name: &'static str,
+    pub ty: WireType,
+    pub nullable: bool,
+}
+
+const fn field(name: &'static str, ty: WireType, nullable: bool) -> WireField {
+    WireField { name, ty, nullable }
+}
+
+/// The schema of version 1: every field of a line, in the order the
+/// encoders write them ([`EventFields::write_ndjson`] and `TrackingEvent`'s
+/// `Serialize`). The one definition that docs/WIRE_FORMAT.md and the SAM
+/// template's Glue table are checked against (`shared/tests/wire_schema.rs`);
+/// a new field goes here first.
+pub const WIRE_FIELDS: [WireField; 19] = {
+    use WireType::{Int, String as Str};
+    [
+        field("v", Int, false),
+        field("id", Str, false),
+        field("ts", Str, false),
+        field("campaign", Str, true),
+        field("creative", Str, true),
+        field("episode", Str, true),
+        field("show", Str, true),
+        field("placement", Str, true),
+        field("event", Str, true),
+        field("error_code", Int, true),
+        field("listener", Str, false),
+        field("ua", Str, true),
+        field("app", Str, true),
+        field("device", Str, true),
+        field("os", Str, true),
+        field("country", Str, true),
+        field("verdict", Str, false),
+        field("reason", Str, true),
+        field("trace_id", Str, true),
+    ]
+};
+
 /// User agents are kept for audit, but a hostile client can send megabytes.
 /// 512 bytes holds every user agent in the OPAWG examples.
 pub const MAX_UA_LEN: usize = 512;
@@ -246,7 +316,8 @@ pub struct EventFields<'a> {
 }
 
 impl EventFields<'_> {
-    /// Appends the event as one NDJSON line (JSON, then `\n`): byte for byte
+    /// Appends the event as one NDJSON line (JSON, then `\n`), the fields of
+    /// [`WIRE_FIELDS`] in their order: byte for byte
     /// what `serde_json` writes for `TrackingEvent`'s `Serialize` impl (a
     /// test holds them equal), written by hand because it runs for every hit and
     /// serde_json's per-byte escaping was a quarter of the edge's CPU.
@@ -388,7 +459,7 @@ fn parse_ts(s: &str) -> Result<OffsetDateTime, String> {
 
 impl Serialize for TrackingEvent {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut st = s.serialize_struct("TrackingEvent", 19)?;
+        let mut st = s.serialize_struct("TrackingEvent", WIRE_FIELDS.len())?;
         st.serialize_field("v", &WIRE_SCHEMA_VERSION)?;
         st.serialize_field("id", &self.id)?;
         let ts = ts_bytes(self.ts);

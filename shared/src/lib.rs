@@ -11,7 +11,8 @@ pub mod ssai;
 pub mod ua;
 
 pub use event::{
-    CountryCode, DecodeError, EventKind, Placement, TrackingEvent, Verdict, WIRE_SCHEMA_VERSION,
+    CountryCode, DecodeError, EventKind, Placement, TrackingEvent, Verdict, WireField, WireType,
+    WIRE_FIELDS, WIRE_SCHEMA_VERSION,
 };
 pub use ids::{CampaignId, CreativeId, EpisodeId, IdError, ShowId};
 pub use listener::{ListenerHasher, ListenerId, ListenerSecret};
