@@ -32,16 +32,22 @@ pub async fn admin(settings: &Settings, command: AdminCommand) -> anyhow::Result
     admin_cli::run(&pool, command).await
 }
 
+/// One line per mismatch: what, key, the recount's figure (labelled
+/// `source`) and the rollups'.
+fn print_mismatches(mismatches: &[earshot_loader::verify::Mismatch], source: &str) {
+    for m in mismatches {
+        println!(
+            "{}\t{}\t{source}={}\trollups={}",
+            m.what, m.key, m.from_events, m.from_rollups
+        );
+    }
+}
+
 /// `earshot verify`: prints every mismatch; an error when there is one.
 pub async fn verify(settings: &Settings, campaign: Option<&str>) -> anyhow::Result<()> {
     let pool = db::connect(&settings.database).await?;
     let mismatches = earshot_loader::verify::verify(&pool, campaign).await?;
-    for m in &mismatches {
-        println!(
-            "{}\t{}\tevents={}\trollups={}",
-            m.what, m.key, m.from_events, m.from_rollups
-        );
-    }
+    print_mismatches(&mismatches, "events");
     if mismatches.is_empty() {
         println!("ok: rollups and uniques equal a recount of the raw events");
         Ok(())
@@ -51,6 +57,34 @@ pub async fn verify(settings: &Settings, campaign: Option<&str>) -> anyhow::Resu
             mismatches.len()
         )
     }
+}
+
+/// `earshot verify --recount FILE`: the rollups of the file's
+/// campaign-days against its counts; an error when they differ.
+pub async fn verify_recount(settings: &Settings, file: &std::path::Path) -> anyhow::Result<()> {
+    let recount = earshot_loader::recount::Recount::read(file)?;
+    let pool = db::connect(&settings.database).await?;
+    let mismatches = recount.compare(&pool).await?;
+    print_mismatches(&mismatches, "recount");
+    let days = recount.days().len();
+    if mismatches.is_empty() {
+        println!("ok: the rollups of {days} campaign-days equal the recount");
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "{} mismatches between the recount and the rollups",
+            mismatches.len()
+        )
+    }
+}
+
+/// `earshot athena-sql`.
+pub fn athena_sql(campaign: &str, day: time::Date, database: &str) -> anyhow::Result<()> {
+    println!(
+        "{};",
+        earshot_loader::recount::athena_sql(database, &campaign, day)?
+    );
+    Ok(())
 }
 
 /// `earshot rebuild-blocks`.

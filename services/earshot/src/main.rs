@@ -41,13 +41,31 @@ enum Command {
         #[command(subcommand)]
         command: admin_cli::AdminCommand,
     },
-    /// Recount from raw events and compare with the rollups; without
-    /// --campaign, also check that each day's counting and listener keys
-    /// are the keys of its raw events. Exits 1 on any difference.
+    /// Recount from raw events and compare with the rollups, over the days
+    /// whose raw events PostgreSQL keeps; without --campaign, also check
+    /// that each day's counting and listener keys are the keys of its raw
+    /// events. With --recount, compare the rollups with a recount from S3
+    /// instead (`earshot athena-sql`). Exits 1 on any difference.
     Verify {
         /// Only this campaign (skips the key check: keys are hashes).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "recount")]
         campaign: Option<String>,
+        /// A recount of campaign-days as Athena writes its CSV, compared
+        /// with the rollups of exactly those days.
+        #[arg(long, value_name = "FILE")]
+        recount: Option<std::path::PathBuf>,
+    },
+    /// Print the Athena query that recounts a campaign's UTC day from the
+    /// raw events in S3, for `earshot verify --recount`.
+    AthenaSql {
+        #[arg(long)]
+        campaign: String,
+        /// The UTC day, YYYY-MM-DD.
+        #[arg(long, value_parser = admin_cli::parse_date)]
+        day: time::Date,
+        /// The Glue database of the SAM template (parameter GlueDatabaseName).
+        #[arg(long, default_value = "earshot")]
+        database: String,
     },
     /// Rebuild the multi-day blocks of the daily rollup from it, for every
     /// day up to --through (default: the last day loaded), and mark them
@@ -69,7 +87,19 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate => commands::migrate(&settings).await,
         Command::Serve => commands::serve(&settings).await,
         Command::Admin { command } => commands::admin(&settings, command).await,
-        Command::Verify { campaign } => commands::verify(&settings, campaign.as_deref()).await,
+        Command::Verify {
+            campaign,
+            recount: None,
+        } => commands::verify(&settings, campaign.as_deref()).await,
+        Command::Verify {
+            recount: Some(file),
+            ..
+        } => commands::verify_recount(&settings, &file).await,
+        Command::AthenaSql {
+            campaign,
+            day,
+            database,
+        } => commands::athena_sql(&campaign, day, &database),
         Command::RebuildBlocks { through } => commands::rebuild_blocks(&settings, through).await,
         Command::Load { once, source } => commands::load(&settings, once, source.as_deref()).await,
     }

@@ -7,6 +7,7 @@ pub mod daily;
 pub mod parse;
 pub mod partitions;
 pub mod pipeline;
+pub mod recount;
 pub mod run;
 pub mod settings;
 pub mod source;

@@ -6,6 +6,11 @@
 //! occurrence, so the comparison is per UTC day, where the counting rule
 //! makes the number exact: distinct (campaign, creative, episode, event,
 //! listener) among valid events of that day.
+//!
+//! Only the days whose raw events PostgreSQL still keeps are recounted
+//! here: from the first day of `events`' partitions on (older ones were
+//! dropped whole after `EARSHOT_RETENTION_DAYS`). Older days are recounted
+//! from S3 with Athena and compared by [`crate::recount`].
 
 use std::sync::LazyLock;
 
@@ -56,7 +61,7 @@ WITH raw AS (
     SELECT campaign, creative, episode, event, (hour AT TIME ZONE 'UTC')::date AS day,
            {rolled}
     FROM rollup_hourly
-    WHERE $1::text IS NULL OR campaign = $1
+    WHERE ($1::text IS NULL OR campaign = $1) AND ($2::timestamptz IS NULL OR hour >= $2)
     GROUP BY 1, 2, 3, 4, 5
 ), joined AS (
     SELECT concat_ws('/', coalesce(r.campaign, o.campaign), coalesce(r.creative, o.creative),
@@ -76,8 +81,9 @@ ORDER BY 1, 2",
 });
 
 /// The counting rule over the raw events of one (campaign, creative,
-/// episode, event, UTC day): `hits` as `rollup_hourly` holds them.
-const fn events_count(hits: Hits) -> &'static str {
+/// episode, event, UTC day): `hits` as `rollup_hourly` holds them. Standard
+/// SQL that PostgreSQL and Athena both run.
+pub(crate) const fn events_count(hits: Hits) -> &'static str {
     match hits {
         Hits::All => "count(*)",
         Hits::Counted => "count(DISTINCT listener) FILTER (WHERE verdict = 'valid')",
@@ -94,7 +100,8 @@ WITH raw AS (
 ), raw2 AS (
     SELECT campaign, coalesce(creative, '') AS creative, day, n FROM raw
 ), stored AS (
-    SELECT campaign, creative, day, listeners AS n FROM daily_uniques WHERE $1::text IS NULL OR campaign = $1
+    SELECT campaign, creative, day, listeners AS n FROM daily_uniques
+    WHERE ($1::text IS NULL OR campaign = $1) AND ($2::date IS NULL OR day >= $2)
 )
 SELECT 'unique_listeners' AS what,
        concat_ws('/', coalesce(r.campaign, s.campaign), coalesce(r.creative, s.creative), coalesce(r.day, s.day)::text) AS key,
@@ -223,17 +230,22 @@ async fn keys_against_events(pool: &PgPool) -> Result<Vec<Mismatch>, sqlx::Error
 }
 
 /// Every disagreement between raw events and the rollups/uniques (empty
-/// when the books balance), optionally for one campaign; for the whole
+/// when the books balance) over the days raw events are kept for,
+/// optionally for one campaign; for the whole
 /// database, also every day whose counting or listener keys are not the
 /// keys of its raw events.
 pub async fn verify(pool: &PgPool, campaign: Option<&str>) -> Result<Vec<Mismatch>, sqlx::Error> {
+    // The first day raw events are kept for; None when no day is.
+    let first_kept = partition_days(pool, "events").await?.first().copied();
     let mut out: Vec<Mismatch> = sqlx::query_as(AssertSqlSafe(RECOUNT.as_str()))
         .bind(campaign)
+        .bind(first_kept.map(|d| d.midnight().assume_utc()))
         .fetch_all(pool)
         .await?;
     out.extend(
         sqlx::query_as::<_, Mismatch>(RECOUNT_UNIQUES)
             .bind(campaign)
+            .bind(first_kept)
             .fetch_all(pool)
             .await?,
     );
