@@ -82,7 +82,7 @@ pub async fn verify_recount(settings: &Settings, file: &std::path::Path) -> anyh
 pub fn athena_sql(campaign: &str, day: time::Date, database: &str) -> anyhow::Result<()> {
     println!(
         "{};",
-        earshot_loader::recount::athena_sql(database, &campaign, day)?
+        earshot_loader::recount::athena_sql(database, campaign, day)?
     );
     Ok(())
 }
