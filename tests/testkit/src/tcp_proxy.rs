@@ -6,7 +6,9 @@
 //! other for good (what a hung client task, a frozen host or a dropped
 //! route looks like). When one end closes, the proxy closes the other, as
 //! the kernel would once the process holding it exits. Connections opened
-//! after `silence` are forwarded normally.
+//! after `silence` are forwarded normally. [`TcpProxy::silence_when_client_sends`]
+//! strikes at a chosen statement instead of at a moment, so a test does not
+//! depend on how fast a loaded machine gets there.
 //!
 //! Dropping the proxy shuts every connection down at once, from the
 //! dropping thread: its tasks may never run again (a test that panics
@@ -39,6 +41,35 @@ struct Shared {
     /// down on drop without the tasks that own them.
     sockets: Mutex<Vec<std::net::TcpStream>>,
     swallowed: AtomicU64,
+    /// Bytes that, once a client sends them, silence every connection
+    /// (that chunk included).
+    trigger: Mutex<Option<Vec<u8>>>,
+}
+
+impl Shared {
+    fn silence(&self) {
+        for c in self.connections.lock().expect("not poisoned").iter() {
+            c.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Does a client chunk, after `tail` (the end of its previous chunk),
+    /// hold the trigger? Then silence. `tail` keeps what a trigger split
+    /// across two reads needs.
+    fn strike_on(&self, tail: &mut Vec<u8>, chunk: &[u8]) {
+        let trigger = self.trigger.lock().expect("not poisoned");
+        let Some(needle) = trigger.as_deref().filter(|n| !n.is_empty()) else {
+            return;
+        };
+        tail.extend_from_slice(chunk);
+        let hit = tail.windows(needle.len()).any(|w| w == needle);
+        let keep = tail.len().saturating_sub(needle.len() - 1);
+        tail.drain(..keep);
+        drop(trigger);
+        if hit {
+            self.silence();
+        }
+    }
 }
 
 pub struct TcpProxy {
@@ -67,9 +98,14 @@ impl TcpProxy {
 
     /// Makes every connection open now go silent, for good.
     pub fn silence(&self) {
-        for c in self.shared.connections.lock().expect("not poisoned").iter() {
-            c.store(true, Ordering::SeqCst);
-        }
+        self.shared.silence();
+    }
+
+    /// Silences every connection, for good, as soon as a client sends
+    /// `needle` (for example the start of one SQL statement); the chunk
+    /// holding it is swallowed too, so the server never sees it.
+    pub fn silence_when_client_sends(&self, needle: &[u8]) {
+        *self.shared.trigger.lock().expect("not poisoned") = Some(needle.to_vec());
     }
 
     pub fn stats(&self) -> TcpProxyStats {
@@ -127,25 +163,31 @@ async fn accept_loop(listener: TcpListener, target: SocketAddr, shared: Arc<Shar
             .push(silent.clone());
         let (cr, cw) = client.into_split();
         let (sr, sw) = server.into_split();
-        tokio::spawn(pump(cr, sw, silent.clone(), shared.clone()));
-        tokio::spawn(pump(sr, cw, silent, shared.clone()));
+        tokio::spawn(pump(cr, sw, silent.clone(), shared.clone(), true));
+        tokio::spawn(pump(sr, cw, silent, shared.clone(), false));
     }
 }
 
 /// Copies `from` to `to` until `from` ends, dropping what it reads while
-/// `silent`; then closes `to`'s direction.
+/// `silent`; then closes `to`'s direction. `from_client`: this direction
+/// is watched for the trigger.
 async fn pump(
     mut from: OwnedReadHalf,
     mut to: OwnedWriteHalf,
     silent: Arc<AtomicBool>,
     shared: Arc<Shared>,
+    from_client: bool,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
+    let mut tail = Vec::new();
     loop {
         let n = match from.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        if from_client {
+            shared.strike_on(&mut tail, &buf[..n]);
+        }
         if silent.load(Ordering::SeqCst) {
             shared.swallowed.fetch_add(n as u64, Ordering::SeqCst);
             continue;
@@ -162,6 +204,20 @@ mod tests {
     use super::*;
     use std::io::Read as _;
     use std::time::Duration;
+
+    /// A trigger split across two reads still strikes; before it, nothing.
+    #[test]
+    fn a_trigger_split_across_reads_silences_every_connection() {
+        let shared = Shared::default();
+        let flag = Arc::new(AtomicBool::new(false));
+        shared.connections.lock().unwrap().push(flag.clone());
+        *shared.trigger.lock().unwrap() = Some(b"COPY events ".to_vec());
+        let mut tail = Vec::new();
+        shared.strike_on(&mut tail, b"BEGIN; COPY ev");
+        assert!(!flag.load(Ordering::SeqCst));
+        shared.strike_on(&mut tail, b"ents (id) FROM STDIN");
+        assert!(flag.load(Ordering::SeqCst));
+    }
 
     /// The case it exists for: the runtime's one thread is busy (a test
     /// panicked and is cleaning up), so no proxy task runs, and the upstream
