@@ -19,7 +19,7 @@ use sqlx::{AssertSqlSafe, PgPool};
 use time::{Date, Duration};
 
 use crate::partitions::iso;
-use crate::verify::{events_count, Mismatch};
+use crate::verify::{events_count, rolled_up_id, Mismatch};
 
 /// The columns that name a row of the recount, in the query's order.
 pub const KEY_COLUMNS: [&str; 5] = ["campaign", "day", "creative", "episode", "event"];
@@ -59,7 +59,9 @@ pub fn athena_sql(database: &str, campaign: &str, day: Date) -> Result<String, B
         .collect();
     Ok(format!(
         "WITH hits AS (
-    SELECT DISTINCT id, coalesce(creative, '') AS creative, coalesce(episode, '') AS episode,
+    SELECT DISTINCT id,
+           {creative} AS creative,
+           {episode} AS episode,
            coalesce(event, '') AS event, listener, verdict
     FROM {database}.events
     WHERE ({today} OR {next})
@@ -75,6 +77,8 @@ ORDER BY creative, episode, event",
         campaign = campaign.as_str(),
         day = iso(day),
         counts = counts.join(",\n       "),
+        creative = rolled_up_id("creative"),
+        episode = rolled_up_id("episode"),
     ))
 }
 

@@ -50,8 +50,8 @@ static RECOUNT: LazyLock<String> = LazyLock::new(|| {
     format!(
         "
 WITH raw AS (
-    SELECT coalesce(campaign, '') AS campaign, coalesce(creative, '') AS creative,
-           coalesce(episode, '') AS episode, coalesce(event, '') AS event,
+    SELECT coalesce(campaign, '') AS campaign,
+           {creative} AS creative, {episode} AS episode, coalesce(event, '') AS event,
            (ts AT TIME ZONE 'UTC')::date AS day,
            {from_events}
     FROM events
@@ -77,8 +77,18 @@ ORDER BY 1, 2",
         rolled = rolled.join(", "),
         pairs = pairs.join(",\n           "),
         checks = checks.join("\nUNION ALL "),
+        creative = rolled_up_id("creative"),
+        episode = rolled_up_id("episode"),
     )
 });
+
+/// The id in `column` (creative, episode or show) of a raw event as the
+/// rollups hold it: '' when missing, and for an invalid hit, which rolls
+/// up under its campaign alone (`counting::rollups::hourly_dims`). SQL
+/// that PostgreSQL and Athena both run.
+pub(crate) fn rolled_up_id(column: &str) -> String {
+    format!("CASE WHEN verdict = 'invalid' THEN '' ELSE coalesce({column}, '') END")
+}
 
 /// The counting rule over the raw events of one (campaign, creative,
 /// episode, event, UTC day): `hits` as `rollup_hourly` holds them. Standard

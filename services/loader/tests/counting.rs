@@ -157,6 +157,86 @@ async fn unknown_campaigns_are_kept_and_counted() {
     );
 }
 
+/// Invalid hits are recorded as sent, under the campaign they claim, but
+/// their creative, episode and show are claims nobody vouched for: they
+/// roll up under the campaign alone. 10,000 forged creative (and episode
+/// and show) ids add one hourly row and one daily row, not 10,000 of each.
+#[tokio::test]
+async fn ten_thousand_forged_creative_ids_add_one_rollup_row_not_ten_thousand() {
+    const FORGED: u32 = 10_000;
+    let db = TestDb::new().await;
+    let dir = temp_dir("forged");
+    let t = datetime!(2026-11-26 10:00 UTC);
+    let mut events = vec![ev(
+        t,
+        "c1",
+        "cr1",
+        Some("e1"),
+        EventKind::Impression,
+        1,
+        Verdict::Valid,
+    )];
+    events.extend((0..FORGED).map(|i| {
+        event()
+            .at(t + time::Duration::milliseconds(i64::from(i)))
+            .campaign("c1")
+            .creative(&format!("forged-cr-{i}"))
+            .episode(Some(&format!("forged-ep-{i}")))
+            .show(&format!("forged-sh-{i}"))
+            .kind(EventKind::Impression)
+            .listener(i)
+            .verdict(Verdict::Invalid)
+            .build()
+    }));
+    write_object(&dir, "forged.ndjson", &ndjson(&events));
+    load_dir(&db.pool, &dir).await;
+
+    // Every hit is recorded, with the ids it claimed.
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(DISTINCT (creative, episode, show)) FROM events WHERE verdict = 'invalid'"
+        )
+        .await,
+        i64::from(FORGED)
+    );
+    assert_eq!(
+        totals(&db.pool, "c1").await,
+        (i64::from(FORGED) + 1, 1, 0, i64::from(FORGED))
+    );
+    // The valid hit's row, and one row for all the forged ones.
+    let rows = |table| format!("SELECT count(*) FROM {table} WHERE campaign = 'c1'");
+    assert_eq!(count(&db.pool, &rows("rollup_hourly")).await, 2);
+    assert_eq!(count(&db.pool, &rows("rollup_daily")).await, 2);
+    let hourly: Vec<(String, String, String, i64)> = sqlx::query_as(
+        "SELECT creative, episode, show, invalid_hits FROM rollup_hourly WHERE campaign = 'c1' ORDER BY 1",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        hourly,
+        vec![
+            ("".into(), "".into(), "".into(), i64::from(FORGED)),
+            ("cr1".into(), "e1".into(), "".into(), 0),
+        ]
+    );
+    let daily: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT creative, raw_hits, invalid_hits FROM rollup_daily WHERE campaign = 'c1' ORDER BY 1",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        daily,
+        vec![
+            ("".into(), i64::from(FORGED), i64::from(FORGED)),
+            ("cr1".into(), 1, 0),
+        ]
+    );
+    assert_books_balance(&db.pool).await;
+}
+
 #[tokio::test]
 async fn daily_uniques_count_listeners_with_a_valid_impression_per_campaign_and_creative() {
     let db = TestDb::new().await;

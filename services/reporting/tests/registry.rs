@@ -171,7 +171,8 @@ async fn a_counter_added_to_a_copy_of_the_registry_needs_only_its_migration() {
     let rollups = Tally::new(copy).rollups(&fresh, &counted);
     let col = counter_index(copy, "invalid_clicks").unwrap();
     let stored: Vec<i64> = rollups.daily.iter().map(|(_, v)| v[col]).collect();
-    assert_eq!(stored, [2, 1]);
+    // Per day and creative: invalid hits under no creative.
+    assert_eq!(stored, [2, 0, 1]);
 
     let mut tx = db.pool.begin().await.unwrap();
     for (k, counts) in &rollups.hourly {
@@ -221,7 +222,7 @@ async fn a_counter_added_to_a_copy_of_the_registry_needs_only_its_migration() {
         assert_eq!(off, vec![], "{sql}");
     }
     let blocks: i64 = sqlx::query_scalar(
-        "SELECT invalid_clicks FROM rollup_blocks WHERE span_days = 2 AND first_day = $1",
+        "SELECT sum(invalid_clicks)::bigint FROM rollup_blocks WHERE span_days = 2 AND first_day = $1",
     )
     .bind(day)
     .fetch_one(&db.pool)

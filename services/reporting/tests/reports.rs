@@ -22,7 +22,8 @@ fn iso(t: OffsetDateTime) -> String {
 
 /// The expected rows, computed from `events` alone: the first valid
 /// occurrence of each (campaign, creative, episode, event, listener, UTC day)
-/// counts, in its own hour; hits are counted from every row.
+/// counts, in its own hour; hits are counted from every row (an invalid
+/// one under its campaign alone).
 async fn expected(
     pool: &sqlx::PgPool,
     campaign: &str,
@@ -39,6 +40,17 @@ async fn expected(
     let dim_cols: String = dims
         .iter()
         .map(|d| format!(", coalesce({d}, '')"))
+        .collect();
+    // An invalid hit's creative, episode and show are claims nobody
+    // vouched for: it is reported under its campaign alone.
+    let hit_dim_cols: String = dims
+        .iter()
+        .map(|d| match *d {
+            "creative" | "episode" | "show" => {
+                format!(", CASE WHEN verdict = 'invalid' THEN '' ELSE coalesce({d}, '') END")
+            }
+            _ => format!(", coalesce({d}, '')"),
+        })
         .collect();
     let groups: String = (1..=dims.len() + 1)
         .map(|i| i.to_string())
@@ -61,7 +73,7 @@ async fn expected(
                    0::bigint AS raw_hits, 0::bigint AS bot_hits, 0::bigint AS invalid_hits
             FROM firsts WHERE ts >= $2 AND ts < $3 GROUP BY {groups}
          ), hits AS (
-            SELECT {bucket_expr} AS b {dim_cols},
+            SELECT {bucket_expr} AS b {hit_dim_cols},
                    0::bigint, 0::bigint, 0::bigint, 0::bigint, 0::bigint, 0::bigint, 0::bigint,
                    count(*) AS raw_hits,
                    count(*) FILTER (WHERE verdict = 'bot') AS bot_hits,
@@ -269,6 +281,38 @@ async fn report_numbers_equal_a_recount_from_raw_events() {
             (rate - row["completes"].as_f64().unwrap() / row["starts"].as_f64().unwrap()).abs()
                 < 1e-12
         );
+    }
+    // Per creative too; the row of no creative (invalid hits, under their
+    // campaign alone) has none, not the campaign's.
+    let by_creative = app
+        .json(
+            &format!(
+                "/v1/campaigns/acme/report?from={}&to={}&granularity=day&group_by=creative&limit=10000",
+                iso(from),
+                iso(to)
+            ),
+            &key,
+        )
+        .await;
+    let rows = by_creative["rows"].as_array().unwrap();
+    assert!(rows.iter().any(|r| r["creative"].is_null()), "{rows:?}");
+    for row in rows {
+        let day = OffsetDateTime::parse(
+            row["bucket"].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap();
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(DISTINCT listener) FROM events WHERE campaign = 'acme' AND verdict = 'valid'
+             AND event = 'impression' AND ts >= $1 AND ts < $1 + interval '1 day'
+             AND creative IS NOT DISTINCT FROM $2",
+        )
+        .bind(day)
+        .bind(row["creative"].as_str())
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+        assert_eq!(row["unique_listeners"].as_i64().unwrap(), n, "{row}");
     }
     let hourly = app
         .json(

@@ -154,11 +154,17 @@ impl Expected {
             days.push(day);
             out.hits += 1;
             let c = out.campaigns.entry(h.campaign.clone()).or_default();
+            // A forged hit is reported under its campaign alone, in the
+            // row of no creative (docs/COUNTING.md).
+            let creative = match h.kind {
+                HitKind::Forged(_) => "",
+                HitKind::Valid | HitKind::Bot => &h.creative,
+            };
             let row = c
                 .by_day
                 .entry(day_string(day))
                 .or_default()
-                .entry(h.creative.clone())
+                .entry(creative.to_owned())
                 .or_default();
             match h.kind {
                 HitKind::Bot => {
@@ -291,8 +297,11 @@ mod tests {
                 a1.get("unique_listeners"),
                 a1.get("starts")
             ),
-            (1, 5, 1, 1, 1, 1)
+            (1, 4, 1, 0, 1, 1)
         );
+        // The forged hit, under no creative.
+        let forged = &c.by_day["2026-11-27"][""];
+        assert_eq!((forged.get("raw_hits"), forged.get("invalid_hits")), (1, 1));
         assert_eq!(c.by_day["2026-11-28"]["a"].get("impressions"), 1);
         assert_eq!(c.by_creative["a"].get("impressions"), 2);
         assert_eq!(c.by_creative["a"].get("unique_listeners"), 2);

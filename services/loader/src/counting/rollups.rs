@@ -98,11 +98,24 @@ pub type HourlyCounts = [i64; HOURLY_HITS.len()];
 
 /// An event's dimensions below the hour, in `rollup_hourly`'s column order
 /// ('' when missing): what its hourly row holds and [`hourly_group`] hashes.
+///
+/// An invalid hit's creative, episode and show are '': they are claims
+/// nobody vouched for (a forged or tampered URL), so the hit rolls up under
+/// the campaign it claims alone, and a flood of made-up ids adds a row per
+/// campaign and hour, not one per id. Its raw event keeps them as sent.
+/// The other dimensions are the edge's own (placement and event are one of
+/// a few names; app, device and country come from its lists).
 pub(crate) fn hourly_dims(e: &TrackingEvent) -> [&str; 8] {
+    fn claimed(verdict: Verdict, id: Option<&str>) -> &str {
+        match verdict {
+            Verdict::Invalid => "",
+            Verdict::Valid | Verdict::Bot => id.unwrap_or(""),
+        }
+    }
     [
-        e.creative.as_ref().map_or("", |x| x.as_str()),
-        e.episode.as_ref().map_or("", |x| x.as_str()),
-        e.show.as_ref().map_or("", |x| x.as_str()),
+        claimed(e.verdict, e.creative.as_ref().map(|x| x.as_str())),
+        claimed(e.verdict, e.episode.as_ref().map(|x| x.as_str())),
+        claimed(e.verdict, e.show.as_ref().map(|x| x.as_str())),
         e.placement.map_or("", |p| p.as_str()),
         e.event.map_or("", |k| k.as_str()),
         e.country.as_ref().map_or("", |c| c.as_str()),
@@ -256,30 +269,35 @@ mod tests {
         let fresh = [&imp, &dup, &other, &bot, &invalid];
         let r = rollups(&fresh, &[true, false, true, false, false]);
         assert_eq!(r.campaigns, vec!["c1"]);
-        let mut hourly: Vec<(i64, &str, HourlyCounts)> = r
+        let mut hourly: Vec<(i64, &str, &str, HourlyCounts)> = r
             .hourly
             .iter()
-            .map(|(k, v)| (k.hour, k.event, *v))
+            .map(|(k, v)| (k.hour, k.event, k.creative, *v))
             .collect();
         hourly.sort_unstable();
         let ten = datetime!(2026-11-27 10:00 UTC).unix_timestamp();
+        // The invalid hit rolls up under its campaign alone.
         assert_eq!(
             hourly,
             vec![
-                (ten, "complete", [1, 0, 1, 0]),
-                (ten, "impression", [3, 2, 0, 0]),
-                (ten + 3600, "click", [1, 0, 0, 1]),
+                (ten, "complete", "cr1", [1, 0, 1, 0]),
+                (ten, "impression", "cr1", [3, 2, 0, 0]),
+                (ten + 3600, "click", "", [1, 0, 0, 1]),
             ]
         );
-        assert_eq!(r.daily.len(), 1);
-        let d = &r.daily[0].1;
+        let creatives: Vec<&str> = r.daily.iter().map(|(k, _)| k.creative).collect();
+        assert_eq!(creatives, vec!["", "cr1"]);
+        let (invalid, d) = (&r.daily[0].1, &r.daily[1].1);
         let col = |name| counter_index(METRICS, name).unwrap();
-        assert_eq!(d[col("raw_hits")], 5);
+        assert_eq!(d[col("raw_hits")], 4);
         assert_eq!(d[col("bot_hits")], 1);
-        assert_eq!(d[col("invalid_hits")], 1);
+        assert_eq!(d[col("invalid_hits")], 0);
         assert_eq!(d[col("impressions")], 2);
         assert_eq!(d[col("completes")], 0);
         assert_eq!(d[col("bot_completes")], 1);
-        assert_eq!(d.iter().sum::<i64>(), 5 + 1 + 1 + 2 + 1);
+        assert_eq!(d.iter().sum::<i64>(), 4 + 1 + 2 + 1);
+        assert_eq!(invalid[col("raw_hits")], 1);
+        assert_eq!(invalid[col("invalid_hits")], 1);
+        assert_eq!(invalid.iter().sum::<i64>(), 2);
     }
 }

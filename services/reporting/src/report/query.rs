@@ -103,8 +103,10 @@ impl ReportSql {
             .collect::<Vec<_>>()
             .join(", ");
         // Uniques: daily_uniques, by day (and creative when grouped by it).
+        // Its creative '' is the whole campaign's; the row of no creative
+        // (invalid hits, rolled up under their campaign alone) has none.
         let uniq_creative = if spec.group_by.contains(&Dim::Creative) {
-            "b.creative"
+            "b.creative AND b.creative <> ''"
         } else {
             "''"
         };
