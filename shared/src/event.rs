@@ -14,8 +14,9 @@ use serde::{Deserialize, Serialize, Serializer};
 use time::{OffsetDateTime, UtcOffset};
 use uuid::Uuid;
 
+pub use crate::geo::{CountryCode, RegionCode};
 use crate::ids::{CampaignId, CreativeId, EpisodeId, ShowId};
-use crate::listener::ListenerId;
+use crate::listener::{ListenerId, ListenerPeriod};
 
 /// Version written into every line's `v` field.
 pub const WIRE_SCHEMA_VERSION: u32 = 1;
@@ -65,7 +66,7 @@ const fn field(name: &'static str, ty: WireType, nullable: bool) -> WireField {
 /// `Serialize`). The one definition that docs/WIRE_FORMAT.md and the SAM
 /// template's Glue table are checked against (`shared/tests/wire_schema.rs`);
 /// a new field goes here first.
-pub const WIRE_FIELDS: [WireField; 19] = {
+pub const WIRE_FIELDS: [WireField; 21] = {
     use WireType::{Int, String as Str};
     [
         field("v", Int, false),
@@ -79,11 +80,13 @@ pub const WIRE_FIELDS: [WireField; 19] = {
         field("event", Str, true),
         field("error_code", Int, true),
         field("listener", Str, false),
+        field("listener_period", Str, false),
         field("ua", Str, true),
         field("app", Str, true),
         field("device", Str, true),
         field("os", Str, true),
         field("country", Str, true),
+        field("region", Str, true),
         field("verdict", Str, false),
         field("reason", Str, true),
         field("trace_id", Str, true),
@@ -231,37 +234,6 @@ impl FromStr for Verdict {
     }
 }
 
-/// An ISO 3166-1 alpha-2 country code, upper case (as CloudFront sends it).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct CountryCode([u8; 2]);
-
-impl CountryCode {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s.as_bytes() {
-            [a, b] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => {
-                Some(Self([a.to_ascii_uppercase(), b.to_ascii_uppercase()]))
-            }
-            _ => None,
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        // Both bytes are ASCII letters by construction.
-        std::str::from_utf8(&self.0).unwrap_or("??")
-    }
-
-    /// The two ASCII letters.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl fmt::Display for CountryCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// One pixel hit, as recorded by the edge. Every GET yields exactly one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TrackingEvent {
@@ -278,11 +250,16 @@ pub struct TrackingEvent {
     /// VAST error code (`err=`), for `error` events.
     pub error_code: Option<u16>,
     pub listener: ListenerId,
+    /// The period whose key made `listener`: ids of one listener are equal
+    /// within it, and unrelated across periods.
+    pub listener_period: ListenerPeriod,
     pub ua: Option<String>,
     pub app: Option<String>,
     pub device: Option<String>,
     pub os: Option<String>,
     pub country: Option<CountryCode>,
+    /// The country's first-level subdivision, when the edge's data has it.
+    pub region: Option<RegionCode>,
     pub verdict: Verdict,
     /// Why the verdict is not `valid` (see `docs/WIRE_FORMAT.md`).
     pub reason: Option<String>,
@@ -305,11 +282,13 @@ pub struct EventFields<'a> {
     pub event: Option<EventKind>,
     pub error_code: Option<u16>,
     pub listener: &'a ListenerId,
+    pub listener_period: ListenerPeriod,
     pub ua: Option<&'a str>,
     pub app: Option<&'a str>,
     pub device: Option<&'a str>,
     pub os: Option<&'a str>,
     pub country: Option<CountryCode>,
+    pub region: Option<RegionCode>,
     pub verdict: Verdict,
     pub reason: Option<&'a str>,
     pub trace_id: Option<&'a str>,
@@ -353,6 +332,11 @@ impl EventFields<'_> {
             None => out.extend_from_slice(b"null"),
         }
         ascii(out, b",\"listener\":", Some(self.listener.as_bytes()));
+        ascii(
+            out,
+            b",\"listener_period\":",
+            Some(self.listener_period.as_str().as_bytes()),
+        );
         text(out, b",\"ua\":", self.ua);
         text(out, b",\"app\":", self.app);
         text(out, b",\"device\":", self.device);
@@ -361,6 +345,11 @@ impl EventFields<'_> {
             out,
             b",\"country\":",
             self.country.as_ref().map(|c| c.as_bytes()),
+        );
+        ascii(
+            out,
+            b",\"region\":",
+            self.region.as_ref().map(|r| r.as_bytes()),
         );
         ascii(
             out,
@@ -385,11 +374,13 @@ impl EventFields<'_> {
             event: self.event,
             error_code: self.error_code,
             listener: *self.listener,
+            listener_period: self.listener_period,
             ua: self.ua.map(str::to_owned),
             app: self.app.map(str::to_owned),
             device: self.device.map(str::to_owned),
             os: self.os.map(str::to_owned),
             country: self.country,
+            region: self.region,
             verdict: self.verdict,
             reason: self.reason.map(str::to_owned),
             trace_id: self.trace_id.map(str::to_owned),
@@ -472,11 +463,13 @@ impl Serialize for TrackingEvent {
         st.serialize_field("event", &self.event.map(EventKind::as_str))?;
         st.serialize_field("error_code", &self.error_code)?;
         st.serialize_field("listener", self.listener.as_str())?;
+        st.serialize_field("listener_period", self.listener_period.as_str())?;
         st.serialize_field("ua", &self.ua)?;
         st.serialize_field("app", &self.app)?;
         st.serialize_field("device", &self.device)?;
         st.serialize_field("os", &self.os)?;
         st.serialize_field("country", &self.country.as_ref().map(|c| c.as_str()))?;
+        st.serialize_field("region", &self.region.as_ref().map(|r| r.as_str()))?;
         st.serialize_field("verdict", self.verdict.as_str())?;
         st.serialize_field("reason", &self.reason)?;
         st.serialize_field("trace_id", &self.trace_id)?;
@@ -612,6 +605,9 @@ struct WireIn<'a> {
     #[serde(default)]
     error_code: Option<u16>,
     listener: ListenerId,
+    /// Absent on lines of edges that knew only daily ids.
+    #[serde(default, borrow)]
+    listener_period: Option<std::borrow::Cow<'a, str>>,
     #[serde(default)]
     ua: Option<String>,
     #[serde(default)]
@@ -622,6 +618,8 @@ struct WireIn<'a> {
     os: Option<String>,
     #[serde(default, borrow)]
     country: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    region: Option<std::borrow::Cow<'a, str>>,
     #[serde(borrow)]
     verdict: std::borrow::Cow<'a, str>,
     #[serde(default)]
@@ -666,11 +664,13 @@ impl TrackingEvent {
             event: self.event,
             error_code: self.error_code,
             listener: &self.listener,
+            listener_period: self.listener_period,
             ua: self.ua.as_deref(),
             app: self.app.as_deref(),
             device: self.device.as_deref(),
             os: self.os.as_deref(),
             country: self.country,
+            region: self.region,
             verdict: self.verdict,
             reason: self.reason.as_deref(),
             trace_id: self.trace_id.as_deref(),
@@ -736,6 +736,18 @@ impl TrackingEvent {
                 DecodeError::Field(format!("country {c:?} is not ISO 3166-1 alpha-2"))
             })?),
         };
+        let region = match w.region {
+            None => None,
+            Some(r) => Some(RegionCode::parse(&r).ok_or_else(|| {
+                DecodeError::Field(format!("region {r:?} is not an ISO 3166-2 code"))
+            })?),
+        };
+        let listener_period = match w.listener_period {
+            None => ListenerPeriod::Day,
+            Some(p) => p
+                .parse::<ListenerPeriod>()
+                .map_err(|e| DecodeError::Field(e.to_string()))?,
+        };
         let verdict = w.verdict.parse::<Verdict>().map_err(DecodeError::Field)?;
         let ev = TrackingEvent {
             id: w.id,
@@ -748,11 +760,13 @@ impl TrackingEvent {
             event,
             error_code: w.error_code,
             listener: w.listener,
+            listener_period,
             ua: w.ua,
             app: w.app,
             device: w.device,
             os: w.os,
             country,
+            region,
             verdict,
             reason: w.reason,
             trace_id: w.trace_id,
@@ -793,6 +807,11 @@ impl TrackingEvent {
                 ));
             }
         }
+        if let Some(r) = self.region {
+            if self.country != Some(r.country()) {
+                return Err(DecodeError::Inconsistent("a region outside the country"));
+            }
+        }
         if self.verdict == Verdict::Valid && self.reason.is_some() {
             return Err(DecodeError::Inconsistent("a valid event has no reason"));
         }
@@ -827,11 +846,13 @@ mod tests {
             event: Some(EventKind::FirstQuartile),
             error_code: None,
             listener: ListenerId::parse("0123456789abcdef0123456789abcdef").unwrap(),
+            listener_period: ListenerPeriod::Month,
             ua: Some("Overcast/3.0 (+http://overcast.fm/; iOS podcast app)".into()),
             app: Some("Overcast".into()),
             device: Some("Apple iPhone".into()),
             os: Some("ios".into()),
             country: CountryCode::parse("de"),
+            region: RegionCode::parse("DE-BE"),
             verdict: Verdict::Valid,
             reason: None,
             trace_id: Some("Root=1-5759e988-bd862e3fe1be46a994272793".into()),
@@ -847,9 +868,10 @@ mod tests {
                 r#"{"v":1,"id":"01a21d40-9432-7c3d-9e2f-0123456789ab","ts":"2026-11-27T13:45:01.234Z","#,
                 r#""campaign":"spring-sale","creative":"cr_30s","episode":"ep.101","show":"dailytech","#,
                 r#""placement":"mid","event":"firstQuartile","error_code":null,"#,
-                r#""listener":"0123456789abcdef0123456789abcdef","#,
+                r#""listener":"0123456789abcdef0123456789abcdef","listener_period":"month","#,
                 r#""ua":"Overcast/3.0 (+http://overcast.fm/; iOS podcast app)","app":"Overcast","#,
-                r#""device":"Apple iPhone","os":"ios","country":"DE","verdict":"valid","reason":null,"#,
+                r#""device":"Apple iPhone","os":"ios","country":"DE","region":"DE-BE","#,
+                r#""verdict":"valid","reason":null,"#,
                 r#""trace_id":"Root=1-5759e988-bd862e3fe1be46a994272793"}"#,
                 "\n"
             )
@@ -880,6 +902,8 @@ mod tests {
             }
             ev.episode = None;
             ev.country = None;
+            ev.region = None;
+            ev.listener_period = ListenerPeriod::Day;
             let mut want = serde_json::to_vec(&ev).unwrap();
             want.push(b'\n');
             assert_eq!(
@@ -985,6 +1009,52 @@ mod tests {
         assert_eq!(
             TrackingEvent::decode(valid_with_reason.as_bytes()),
             Err(DecodeError::Inconsistent("a valid event has no reason"))
+        );
+    }
+
+    #[test]
+    fn lines_without_the_later_fields_are_daily_ids_with_no_region() {
+        // What an edge wrote before `listener_period` and `region` existed.
+        let line = String::from_utf8(sample().to_ndjson()).unwrap();
+        let old = line
+            .replace(r#","listener_period":"month""#, "")
+            .replace(r#","region":"DE-BE""#, "");
+        let ev = TrackingEvent::decode(old.as_bytes()).unwrap();
+        assert_eq!(
+            (ev.listener_period, ev.region, ev.country),
+            (ListenerPeriod::Day, None, CountryCode::parse("DE"))
+        );
+    }
+
+    #[test]
+    fn regions_and_periods_are_checked() {
+        let line = String::from_utf8(sample().to_ndjson()).unwrap();
+        let elsewhere = line.replace("DE-BE", "FR-75C");
+        assert_eq!(
+            TrackingEvent::decode(elsewhere.as_bytes()),
+            Err(DecodeError::Inconsistent("a region outside the country"))
+        );
+        let no_country = line.replace(r#""country":"DE""#, r#""country":null"#);
+        assert_eq!(
+            TrackingEvent::decode(no_country.as_bytes()),
+            Err(DecodeError::Inconsistent("a region outside the country"))
+        );
+        let bad = line.replace("DE-BE", "Berlin");
+        assert_eq!(
+            TrackingEvent::decode(bad.as_bytes())
+                .unwrap_err()
+                .to_string(),
+            "bad field: region \"Berlin\" is not an ISO 3166-2 code"
+        );
+        let weekly = line.replace(
+            r#""listener_period":"month""#,
+            r#""listener_period":"week""#,
+        );
+        assert_eq!(
+            TrackingEvent::decode(weekly.as_bytes())
+                .unwrap_err()
+                .to_string(),
+            "bad field: unknown listener period \"week\"; expected day or month"
         );
     }
 

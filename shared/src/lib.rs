@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod event;
+pub mod geo;
 pub mod ids;
 pub mod listener;
 pub mod metric;
@@ -11,11 +12,12 @@ pub mod ssai;
 pub mod ua;
 
 pub use event::{
-    CountryCode, DecodeError, EventKind, Placement, TrackingEvent, Verdict, WireField, WireType,
-    WIRE_FIELDS, WIRE_SCHEMA_VERSION,
+    DecodeError, EventKind, Placement, TrackingEvent, Verdict, WireField, WireType, WIRE_FIELDS,
+    WIRE_SCHEMA_VERSION,
 };
+pub use geo::{CountryCode, RegionCode};
 pub use ids::{CampaignId, CreativeId, EpisodeId, IdError, ShowId};
-pub use listener::{ListenerHasher, ListenerId, ListenerSecret};
+pub use listener::{ListenerHasher, ListenerId, ListenerPeriod, ListenerSecret};
 pub use pixel::{CheckedHit, InvalidReason, PixelParams};
 pub use signing::{KeyId, SignatureError, SignedFields, SigningKey, SigningKeys};
 pub use ssai::{DeviceHeaders, SsaiError};

@@ -1,14 +1,21 @@
 //! Listener identity: who heard an ad, without storing who they are.
 //!
-//! `listener = hex(HMAC-SHA256(day_key, ip_prefix || 0x00 || user_agent))[..32]`
-//! where `day_key = HMAC-SHA256(secret, "earshot/listener/v1/" || YYYY-MM-DD)`
-//! for the UTC day of the hit. The IP is reduced first: IPv4 whole, IPv6 to
-//! its /64 (one household or phone usually holds a whole /64, and privacy
-//! extensions rotate the rest), IPv4-mapped IPv6 as the IPv4 it maps.
+//! `listener = hex(HMAC-SHA256(period_key, ip_prefix || 0x00 || user_agent))[..32]`
+//! where the period key is derived from a secret and the UTC period of the
+//! hit ([`ListenerPeriod`]):
 //!
-//! Because the key changes every UTC day, ids cannot be joined across days:
-//! uniques are per day by construction, and a leaked id reveals nothing
-//! after midnight. The raw IP never leaves the function that computes this.
+//! - `day`: `HMAC-SHA256(secret, "earshot/listener/v1/" || YYYY-MM-DD)`
+//! - `month`: `HMAC-SHA256(secret, "earshot/listener/v1/month/" || YYYY-MM)`
+//!
+//! The IP is reduced first: IPv4 whole, IPv6 to its /64 (one household or
+//! phone usually holds a whole /64, and privacy extensions rotate the rest),
+//! IPv4-mapped IPv6 as the IPv4 it maps.
+//!
+//! Because the key changes every period, ids cannot be joined across
+//! periods: a monthly id makes a month's reach countable and reveals nothing
+//! after the month ends; a daily one makes every listener new each day.
+//! Counting dedups per UTC day either way. The raw IP never leaves the
+//! function that computes this.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -24,7 +31,7 @@ type HmacSha256 = Hmac<Sha256>;
 /// audience size a podcast network reaches.
 pub const LISTENER_ID_LEN: usize = 32;
 
-/// A daily listener id: 32 lower-case hex characters, held inline (one heap
+/// A listener id: 32 lower-case hex characters, held inline (one heap
 /// allocation less per hit and per loaded event).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ListenerId([u8; LISTENER_ID_LEN]);
@@ -125,15 +132,66 @@ impl fmt::Debug for ListenerSecret {
     }
 }
 
-/// Computes listener ids, caching the day key (one HMAC per day instead of
-/// one per hit).
+/// How long a listener id lives: the UTC period whose key hashes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ListenerPeriod {
+    /// A new id every UTC day: reach over more than a day is unknowable.
+    Day,
+    /// A new id every UTC calendar month (OP3's window): a month's reach is
+    /// exact, reach across months an upper bound.
+    Month,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown listener period {0:?}; expected day or month")]
+pub struct UnknownListenerPeriod(pub String);
+
+impl ListenerPeriod {
+    /// The name, as in settings and on the wire.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ListenerPeriod::Day => "day",
+            ListenerPeriod::Month => "month",
+        }
+    }
+
+    /// The first UTC day of the period holding `day`.
+    pub fn start(self, day: Date) -> Date {
+        match self {
+            ListenerPeriod::Day => day,
+            ListenerPeriod::Month => day.replace_day(1).expect("every month has a 1st"),
+        }
+    }
+}
+
+impl std::str::FromStr for ListenerPeriod {
+    type Err = UnknownListenerPeriod;
+    fn from_str(s: &str) -> Result<Self, UnknownListenerPeriod> {
+        match s {
+            "day" => Ok(ListenerPeriod::Day),
+            "month" => Ok(ListenerPeriod::Month),
+            _ => Err(UnknownListenerPeriod(s.chars().take(16).collect())),
+        }
+    }
+}
+
+impl fmt::Display for ListenerPeriod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Computes listener ids, caching the period key (one HMAC per period
+/// instead of one per hit).
 pub struct ListenerHasher {
     secret: ListenerSecret,
-    /// A scheduled rotation: from this UTC day on, ids use the next secret.
-    /// Rotating at a day boundary keeps every day's ids under one secret, so
-    /// daily uniques are never split.
+    period: ListenerPeriod,
+    /// A scheduled rotation: from the period that starts on or after this
+    /// UTC day, ids use the next secret. Rotating at a period boundary keeps
+    /// every period's ids under one secret, so its uniques are never split.
     next: Option<(Date, ListenerSecret)>,
-    today: Mutex<Option<(Date, HmacSha256)>>,
+    /// The current period's first day and key.
+    current: Mutex<Option<(Date, HmacSha256)>>,
 }
 
 impl fmt::Debug for ListenerHasher {
@@ -142,20 +200,24 @@ impl fmt::Debug for ListenerHasher {
     }
 }
 
-fn day_mac(secret: &ListenerSecret, day: Date) -> HmacSha256 {
+/// The key of the period that starts on `start`, ready to hash with.
+fn period_mac(secret: &ListenerSecret, period: ListenerPeriod, start: Date) -> HmacSha256 {
     let mut mac = HmacSha256::new_from_slice(&secret.0).expect("HMAC takes keys of any length");
-    mac.update(b"earshot/listener/v1/");
-    mac.update(
-        format!(
-            "{:04}-{:02}-{:02}",
-            day.year(),
-            u8::from(day.month()),
-            day.day()
-        )
-        .as_bytes(),
-    );
-    let day_key = mac.finalize().into_bytes();
-    HmacSha256::new_from_slice(&day_key).expect("HMAC takes keys of any length")
+    let (year, month) = (start.year(), u8::from(start.month()));
+    match period {
+        // The daily derivation predates the period setting: unchanged, so
+        // ids of a day stay what they were.
+        ListenerPeriod::Day => {
+            mac.update(b"earshot/listener/v1/");
+            mac.update(format!("{year:04}-{month:02}-{:02}", start.day()).as_bytes());
+        }
+        ListenerPeriod::Month => {
+            mac.update(b"earshot/listener/v1/month/");
+            mac.update(format!("{year:04}-{month:02}").as_bytes());
+        }
+    }
+    let key = mac.finalize().into_bytes();
+    HmacSha256::new_from_slice(&key).expect("HMAC takes keys of any length")
 }
 
 /// The bytes of an address that identify a listener: IPv4 whole, IPv6 /64.
@@ -178,36 +240,44 @@ fn ip_prefix(ip: IpAddr, out: &mut [u8; 9]) -> &[u8] {
 }
 
 impl ListenerHasher {
-    pub fn new(secret: ListenerSecret) -> Self {
+    pub fn new(secret: ListenerSecret, period: ListenerPeriod) -> Self {
         Self {
             secret,
+            period,
             next: None,
-            today: Mutex::new(None),
+            current: Mutex::new(None),
         }
     }
 
-    /// Schedules a rotation: hits on `from` (UTC) and later use `next`.
+    /// Schedules a rotation: periods starting on `from` (UTC) or later use
+    /// `next`. A `from` inside a period takes effect at the next one.
     pub fn with_next(mut self, from: Date, next: ListenerSecret) -> Self {
         self.next = Some((from, next));
         self
     }
 
-    fn secret_for(&self, day: Date) -> &ListenerSecret {
+    pub fn period(&self) -> ListenerPeriod {
+        self.period
+    }
+
+    fn secret_for(&self, start: Date) -> &ListenerSecret {
         match &self.next {
-            Some((from, next)) if day >= *from => next,
+            Some((from, next)) if start >= *from => next,
             _ => &self.secret,
         }
     }
 
-    /// The listener id of `ip` + `user_agent` on the UTC day `day`.
+    /// The listener id of `ip` + `user_agent` for a hit on the UTC day `day`
+    /// (under the key of the period holding it).
     pub fn listener_id(&self, day: Date, ip: IpAddr, user_agent: &str) -> ListenerId {
+        let start = self.period.start(day);
         let mut mac = {
-            let mut guard = self.today.lock().unwrap_or_else(|p| p.into_inner());
+            let mut guard = self.current.lock().unwrap_or_else(|p| p.into_inner());
             match &*guard {
-                Some((d, mac)) if *d == day => mac.clone(),
+                Some((d, mac)) if *d == start => mac.clone(),
                 _ => {
-                    let mac = day_mac(self.secret_for(day), day);
-                    *guard = Some((day, mac.clone()));
+                    let mac = period_mac(self.secret_for(start), self.period, start);
+                    *guard = Some((start, mac.clone()));
                     mac
                 }
             }
@@ -232,7 +302,17 @@ mod tests {
     use time::macros::date;
 
     fn hasher() -> ListenerHasher {
-        ListenerHasher::new(ListenerSecret::new("0123456789abcdef-test").unwrap())
+        ListenerHasher::new(
+            ListenerSecret::new("0123456789abcdef-test").unwrap(),
+            ListenerPeriod::Day,
+        )
+    }
+
+    fn monthly() -> ListenerHasher {
+        ListenerHasher::new(
+            ListenerSecret::new("0123456789abcdef-test").unwrap(),
+            ListenerPeriod::Month,
+        )
     }
 
     #[test]
@@ -279,12 +359,14 @@ mod tests {
     #[test]
     fn a_scheduled_rotation_switches_secrets_at_the_day_boundary() {
         let old = hasher();
-        let new = ListenerHasher::new(ListenerSecret::new("the-next-secret-0123456789").unwrap());
-        let rotating = ListenerHasher::new(ListenerSecret::new("0123456789abcdef-test").unwrap())
-            .with_next(
-                date!(2026 - 11 - 28),
-                ListenerSecret::new("the-next-secret-0123456789").unwrap(),
-            );
+        let new = ListenerHasher::new(
+            ListenerSecret::new("the-next-secret-0123456789").unwrap(),
+            ListenerPeriod::Day,
+        );
+        let rotating = hasher().with_next(
+            date!(2026 - 11 - 28),
+            ListenerSecret::new("the-next-secret-0123456789").unwrap(),
+        );
         let ip = "203.0.113.7".parse().unwrap();
         for (day, want) in [
             (date!(2026 - 11 - 27), &old),
@@ -297,6 +379,89 @@ mod tests {
                 "{day}"
             );
         }
+    }
+
+    #[test]
+    fn monthly_ids_hold_for_every_day_of_a_month_and_change_with_it() {
+        let h = monthly();
+        let ip = "203.0.113.7".parse().unwrap();
+        let nov = h.listener_id(date!(2026 - 11 - 01), ip, "Overcast/3.0");
+        for day in [
+            date!(2026 - 11 - 02),
+            date!(2026 - 11 - 27),
+            date!(2026 - 11 - 30),
+        ] {
+            assert_eq!(h.listener_id(day, ip, "Overcast/3.0"), nov, "{day}");
+        }
+        let dec = h.listener_id(date!(2026 - 12 - 01), ip, "Overcast/3.0");
+        assert_ne!(dec, nov);
+        assert_eq!(
+            h.listener_id(date!(2026 - 12 - 31), ip, "Overcast/3.0"),
+            dec
+        );
+        // The cache holds one period: going back recomputes the same key.
+        assert_eq!(
+            h.listener_id(date!(2026 - 11 - 15), ip, "Overcast/3.0"),
+            nov
+        );
+        assert_ne!(
+            h.listener_id(date!(2026 - 11 - 15), ip, "Overcast/3.1"),
+            nov
+        );
+        // A month's id is none of its days' daily ids.
+        assert_ne!(
+            hasher().listener_id(date!(2026 - 11 - 01), ip, "Overcast/3.0"),
+            nov
+        );
+    }
+
+    #[test]
+    fn known_monthly_vector_pins_the_algorithm() {
+        // From the documented formula with Python's hmac:
+        // key = HMAC(secret, b"earshot/listener/v1/month/2026-11")
+        // HMAC(key, b"\x04" + inet_aton("203.0.113.7") + b"\x00" + b"Overcast/3.0").hex()[:32]
+        let id = monthly().listener_id(
+            date!(2026 - 11 - 27),
+            "203.0.113.7".parse().unwrap(),
+            "Overcast/3.0",
+        );
+        assert_eq!(id.as_str(), KNOWN_MONTHLY_VECTOR);
+    }
+    const KNOWN_MONTHLY_VECTOR: &str = include_str!("../testdata/listener_vector_month.txt");
+
+    #[test]
+    fn a_rotation_inside_a_month_waits_for_the_next_month() {
+        let ip = "203.0.113.7".parse().unwrap();
+        let next = || ListenerSecret::new("the-next-secret-0123456789").unwrap();
+        let rotating = monthly().with_next(date!(2026 - 11 - 15), next());
+        let new = ListenerHasher::new(next(), ListenerPeriod::Month);
+        assert_eq!(
+            rotating.listener_id(date!(2026 - 11 - 20), ip, "ua"),
+            monthly().listener_id(date!(2026 - 11 - 20), ip, "ua"),
+            "November keeps its secret"
+        );
+        assert_eq!(
+            rotating.listener_id(date!(2026 - 12 - 01), ip, "ua"),
+            new.listener_id(date!(2026 - 12 - 01), ip, "ua")
+        );
+    }
+
+    #[test]
+    fn periods_parse_by_name_and_start_where_they_should() {
+        assert_eq!("day".parse::<ListenerPeriod>(), Ok(ListenerPeriod::Day));
+        assert_eq!("month".parse::<ListenerPeriod>(), Ok(ListenerPeriod::Month));
+        assert_eq!(
+            "week".parse::<ListenerPeriod>().unwrap_err().to_string(),
+            "unknown listener period \"week\"; expected day or month"
+        );
+        assert_eq!(
+            ListenerPeriod::Month.start(date!(2026 - 02 - 28)),
+            date!(2026 - 02 - 01)
+        );
+        assert_eq!(
+            ListenerPeriod::Day.start(date!(2026 - 02 - 28)),
+            date!(2026 - 02 - 28)
+        );
     }
 
     #[test]

@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 
 use earshot_domain::{
-    CampaignId, CountryCode, CreativeId, EpisodeId, EventKind, ListenerId, Placement, ShowId,
-    TrackingEvent, Verdict, WireType, WIRE_FIELDS,
+    CampaignId, CreativeId, EpisodeId, EventKind, ListenerId, ListenerPeriod, Placement,
+    RegionCode, ShowId, TrackingEvent, Verdict, WireType, WIRE_FIELDS,
 };
 use serde_json::Value;
 use time::macros::datetime;
@@ -33,11 +33,13 @@ fn events() -> [TrackingEvent; 2] {
         event: Some(EventKind::Error),
         error_code: Some(405),
         listener,
+        listener_period: ListenerPeriod::Month,
         ua: Some("Overcast/3.0".into()),
         app: Some("Overcast".into()),
         device: Some("Apple iPhone".into()),
         os: Some("ios".into()),
-        country: CountryCode::parse("US"),
+        country: RegionCode::parse("US-CA").map(|r| r.country()),
+        region: RegionCode::parse("US-CA"),
         verdict: Verdict::Bot,
         reason: Some("ua_self_declared".into()),
         trace_id: Some("Root=1-abc".into()),
@@ -55,6 +57,7 @@ fn events() -> [TrackingEvent; 2] {
         device: None,
         os: None,
         country: None,
+        region: None,
         verdict: Verdict::Invalid,
         reason: Some("missing_campaign".into()),
         trace_id: None,

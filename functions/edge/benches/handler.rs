@@ -49,6 +49,7 @@ fn recorder(ua: UaClassifier) -> Recorder {
     Recorder {
         listener: ListenerHasher::new(
             ListenerSecret::new("bench-listener-secret-0123456789").unwrap(),
+            earshot_edge::config::DEFAULT_LISTENER_PERIOD,
         ),
         signing: SigningConfig {
             keys: SigningKeys::parse(KEYS).unwrap(),
@@ -281,8 +282,10 @@ fn main() {
         black_box(PixelParams::parse(black_box(&cached[i].query)).check(&keys, true));
     });
     row("  parse query + verify signature", &s);
-    let hasher =
-        ListenerHasher::new(ListenerSecret::new("bench-listener-secret-0123456789").unwrap());
+    let hasher = ListenerHasher::new(
+        ListenerSecret::new("bench-listener-secret-0123456789").unwrap(),
+        earshot_edge::config::DEFAULT_LISTENER_PERIOD,
+    );
     let day = now.date();
     let s = measure(ITERS, Some(&mut base), |_, i| {
         black_box(hasher.listener_id(day, cached[i].ip, USER_AGENTS[i % USER_AGENTS.len()]));

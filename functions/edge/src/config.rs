@@ -6,12 +6,15 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use earshot_domain::signing::KeysError;
-use earshot_domain::{ListenerSecret, SigningKeys};
+use earshot_domain::{ListenerPeriod, ListenerSecret, SigningKeys};
 
 /// Local mode's listen address when `EARSHOT_EDGE_ADDR` is unset.
 pub const DEFAULT_EDGE_ADDR: &str = "127.0.0.1:8787";
 /// Local mode's sink when `EARSHOT_SINK` is unset.
 pub const DEFAULT_LOCAL_SINK: &str = "dir:./data/events";
+/// Listener ids live a UTC month unless `EARSHOT_LISTENER_PERIOD` says
+/// otherwise: OP3's window, in which a month's reach is exact.
+pub const DEFAULT_LISTENER_PERIOD: ListenerPeriod = ListenerPeriod::Month;
 /// Local mode only: a fixed secret so listener ids are stable across
 /// restarts on a laptop. Never used under Lambda.
 const DEV_LISTENER_SECRET: &str = "earshot-dev-listener-secret-not-for-production";
@@ -88,12 +91,16 @@ pub struct SigningConfig {
     pub required: bool,
 }
 
-/// The secrets behind listener ids.
+/// The secrets behind listener ids, and how long an id lives.
 #[derive(Debug)]
 pub struct ListenerConfig {
     pub secret: ListenerSecret,
+    /// `EARSHOT_LISTENER_PERIOD`: `day` or `month`.
+    pub period: ListenerPeriod,
     /// A scheduled rotation (`EARSHOT_LISTENER_SECRET_NEXT=YYYY-MM-DD:secret`):
-    /// from that UTC day on, listener ids use the next secret.
+    /// from that UTC day on, listener ids use the next secret. The day
+    /// starts a period (the 1st, with monthly ids), so no period's ids are
+    /// split between two secrets.
     pub next: Option<(time::Date, ListenerSecret)>,
     /// True when the dev default secret is in use (local mode only).
     pub is_dev_default: bool,
@@ -276,6 +283,14 @@ impl EdgeConfig {
             ),
         };
 
+        let listener_period = match get("EARSHOT_LISTENER_PERIOD") {
+            Some(v) => v
+                .trim()
+                .parse::<ListenerPeriod>()
+                .map_err(|e| err("EARSHOT_LISTENER_PERIOD", e.to_string()))?,
+            None => DEFAULT_LISTENER_PERIOD,
+        };
+
         let listener_secret_next = match get("EARSHOT_LISTENER_SECRET_NEXT") {
             None => None,
             Some(v) => {
@@ -291,6 +306,13 @@ impl EdgeConfig {
                     &time::macros::format_description!("[year]-[month]-[day]"),
                 )
                 .map_err(|_| err(VAR, format!("{day:?} is not a date (YYYY-MM-DD)")))?;
+                // Only a monthly period has days that do not start one.
+                if listener_period.start(day) != day {
+                    return Err(err(
+                        VAR,
+                        format!("{day} is not the 1st of a month (listener ids are monthly)"),
+                    ));
+                }
                 Some((
                     day,
                     ListenerSecret::new(secret).map_err(|e| err(VAR, e.to_string()))?,
@@ -352,6 +374,7 @@ impl EdgeConfig {
             },
             listener: ListenerConfig {
                 secret: listener_secret,
+                period: listener_period,
                 next: listener_secret_next,
                 is_dev_default: listener_secret_is_dev_default,
             },
@@ -392,6 +415,7 @@ mod tests {
         );
         assert_eq!(c.flush, FlushMode::Sync);
         assert!(c.listener.is_dev_default);
+        assert_eq!(c.listener.period, ListenerPeriod::Month);
         assert!(!c.signing.required);
         assert_eq!(
             (
@@ -463,7 +487,12 @@ mod tests {
             ("EARSHOT_LISTENER_SECRET", "short"),
             ("EARSHOT_LISTENER_SECRET_NEXT", "tomorrow:0123456789abcdef"),
             ("EARSHOT_LISTENER_SECRET_NEXT", "2026-11-28"),
-            ("EARSHOT_LISTENER_SECRET_NEXT", "2026-11-28:short"),
+            ("EARSHOT_LISTENER_SECRET_NEXT", "2026-12-01:short"),
+            (
+                "EARSHOT_LISTENER_SECRET_NEXT",
+                "2026-11-28:0123456789abcdef",
+            ),
+            ("EARSHOT_LISTENER_PERIOD", "week"),
             ("EARSHOT_TLS_ROOTS", "mozilla"),
         ] {
             assert_eq!(cfg(&[(var, value)]).unwrap_err().var, var, "{var}={value}");
@@ -528,6 +557,37 @@ mod tests {
             assert_eq!(e.var, var);
             assert!(e.message.starts_with("is no longer read: "), "{e}");
         }
+    }
+
+    #[test]
+    fn the_listener_period_is_read_and_a_rotation_must_start_one() {
+        let c = cfg(&[("EARSHOT_LISTENER_PERIOD", "day")]).unwrap();
+        assert_eq!(c.listener.period, ListenerPeriod::Day);
+        let next = "2026-11-28:0123456789abcdef";
+        let e = cfg(&[("EARSHOT_LISTENER_SECRET_NEXT", next)]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "EARSHOT_LISTENER_SECRET_NEXT: 2026-11-28 is not the 1st of a month \
+             (listener ids are monthly)"
+        );
+        let c = cfg(&[
+            ("EARSHOT_LISTENER_PERIOD", "day"),
+            ("EARSHOT_LISTENER_SECRET_NEXT", next),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.listener.next.unwrap().0,
+            time::macros::date!(2026 - 11 - 28)
+        );
+        let c = cfg(&[(
+            "EARSHOT_LISTENER_SECRET_NEXT",
+            "2026-12-01:0123456789abcdef",
+        )])
+        .unwrap();
+        assert_eq!(
+            c.listener.next.unwrap().0,
+            time::macros::date!(2026 - 12 - 01)
+        );
     }
 
     #[test]

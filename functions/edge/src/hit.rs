@@ -337,11 +337,13 @@ impl Recorder {
             event: checked.event,
             error_code: checked.error_code,
             listener: &listener,
+            listener_period: self.listener.period(),
             ua: ua.map(|u| truncate_to(u, MAX_UA_LEN)),
             app: label(&ua_info.name),
             device: label(&ua_info.device),
             os: ua_info.os,
             country,
+            region: None,
             verdict,
             reason,
             trace_id: self.trace_id(req).map(|t| truncate_to(t, MAX_TRACE_ID_LEN)),
@@ -352,12 +354,15 @@ impl Recorder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use earshot_domain::{DeviceHeaders, EventKind, ListenerSecret, SigningKeys};
+    use earshot_domain::{DeviceHeaders, EventKind, ListenerPeriod, ListenerSecret, SigningKeys};
     use time::macros::datetime;
 
     fn recorder(trust: TrustConfig, require_signature: bool) -> Recorder {
         Recorder {
-            listener: ListenerHasher::new(ListenerSecret::new("test-secret-0123456789").unwrap()),
+            listener: ListenerHasher::new(
+                ListenerSecret::new("test-secret-0123456789").unwrap(),
+                ListenerPeriod::Month,
+            ),
             signing: SigningConfig {
                 keys: SigningKeys::parse("k1:k1-secret-0123456789").unwrap(),
                 required: require_signature,

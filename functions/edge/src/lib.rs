@@ -60,7 +60,7 @@ impl App {
             ),
         };
         let pipeline = Pipeline::start(Arc::new(sink), cfg.flush, metrics.clone());
-        let listener = ListenerHasher::new(cfg.listener.secret);
+        let listener = ListenerHasher::new(cfg.listener.secret, cfg.listener.period);
         Ok(Arc::new(Self {
             recorder: Recorder {
                 listener: match cfg.listener.next {

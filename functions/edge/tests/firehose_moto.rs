@@ -45,7 +45,10 @@ fn emf_sum(stdout: &[String], name: &str) -> u64 {
 }
 
 fn check_listeners(events: &[TrackingEvent]) {
-    let hasher = ListenerHasher::new(ListenerSecret::new(SECRET).unwrap());
+    let hasher = ListenerHasher::new(
+        ListenerSecret::new(SECRET).unwrap(),
+        earshot_edge::config::DEFAULT_LISTENER_PERIOD,
+    );
     for ev in events {
         let ua = ev.ua.as_deref().unwrap_or("");
         let want = hasher.listener_id(ev.day(), "127.0.0.1".parse().unwrap(), ua);

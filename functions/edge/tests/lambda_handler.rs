@@ -62,7 +62,10 @@ impl Edge {
 }
 
 fn listener(ev: &TrackingEvent, ip: &str, ua: &str) -> ListenerId {
-    let hasher = ListenerHasher::new(ListenerSecret::new(SECRET).unwrap());
+    let hasher = ListenerHasher::new(
+        ListenerSecret::new(SECRET).unwrap(),
+        earshot_edge::config::DEFAULT_LISTENER_PERIOD,
+    );
     hasher.listener_id(ev.day(), ip.parse::<IpAddr>().unwrap(), ua)
 }
 

@@ -67,11 +67,11 @@ fn assert_gif_response(resp: &Value) {
 }
 
 fn listener_for(ev: &TrackingEvent, ip: &str) -> earshot_domain::ListenerId {
-    ListenerHasher::new(ListenerSecret::new(SECRET).unwrap()).listener_id(
-        ev.day(),
-        ip.parse::<IpAddr>().unwrap(),
-        OVERCAST,
+    ListenerHasher::new(
+        ListenerSecret::new(SECRET).unwrap(),
+        earshot_edge::config::DEFAULT_LISTENER_PERIOD,
     )
+    .listener_id(ev.day(), ip.parse::<IpAddr>().unwrap(), OVERCAST)
 }
 
 #[tokio::test]

@@ -2,8 +2,8 @@
 //! and every event it can write decodes back to itself.
 
 use earshot_domain::{
-    CampaignId, CountryCode, CreativeId, EpisodeId, EventKind, ListenerId, PixelParams, Placement,
-    ShowId, SigningKeys, TrackingEvent, Verdict,
+    CampaignId, CountryCode, CreativeId, EpisodeId, EventKind, ListenerId, ListenerPeriod,
+    PixelParams, Placement, RegionCode, ShowId, SigningKeys, TrackingEvent, Verdict,
 };
 use proptest::prelude::*;
 use time::OffsetDateTime;
@@ -179,6 +179,8 @@ fn tracking_event() -> impl Strategy<Value = TrackingEvent> {
         label(),
         proptest::option::of("[A-Za-z]{2}"),
         label(),
+        proptest::option::of("[A-Za-z0-9]{1,3}"),
+        prop::sample::select(vec![ListenerPeriod::Day, ListenerPeriod::Month]),
     );
     let verdict = (
         prop::sample::select(vec![Verdict::Valid, Verdict::Bot, Verdict::Invalid]),
@@ -190,12 +192,13 @@ fn tracking_event() -> impl Strategy<Value = TrackingEvent> {
             ms,
             (campaign, creative, episode, show, drop_campaign, drop_creative),
             (placement, event, drop_event, error_code),
-            (listener, ua, app, device, os, country, trace_id),
+            (listener, ua, app, device, os, country, trace_id, region, listener_period),
             (verdict, reason, random),
         )| {
             let ts = OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).unwrap();
             let id = uuid::Builder::from_unix_timestamp_millis(ms as u64, &random).into_uuid();
             let invalid = verdict == Verdict::Invalid;
+            let country = country.and_then(|c| CountryCode::parse(&c));
             TrackingEvent {
                 id,
                 ts,
@@ -209,11 +212,15 @@ fn tracking_event() -> impl Strategy<Value = TrackingEvent> {
                 event: (!(invalid && drop_event)).then_some(event),
                 error_code,
                 listener: ListenerId::parse(&listener).unwrap(),
+                listener_period,
                 ua,
                 app,
                 device,
                 os,
-                country: country.and_then(|c| CountryCode::parse(&c)),
+                country,
+                region: country
+                    .zip(region)
+                    .and_then(|(c, r)| RegionCode::new(c, &r)),
                 verdict,
                 reason: (verdict != Verdict::Valid).then_some(reason),
                 trace_id,

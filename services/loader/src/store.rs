@@ -89,7 +89,7 @@ pub async fn already_loaded(
 }
 
 /// Number of columns in `COPY_EVENTS`.
-const EVENT_COLUMNS: i16 = 19;
+const EVENT_COLUMNS: i16 = 21;
 
 /// Appends `events` rows to `out`, in the column order of `COPY_EVENTS`.
 fn copy_rows<'a>(out: &mut BinaryCopy, events: impl Iterator<Item = &'a Staged>, object_id: i64) {
@@ -114,13 +114,15 @@ fn copy_rows<'a>(out: &mut BinaryCopy, events: impl Iterator<Item = &'a Staged>,
         out.text(e.reason.as_deref());
         out.text(e.trace_id.as_deref());
         out.int8(object_id);
+        out.text(e.region.as_ref().map(|r| r.as_str()));
+        out.text(Some(e.listener_period.as_str()));
     }
 }
 
 const COPY_EVENTS: &str =
     "COPY events (id, ts, campaign, creative, episode, show, placement, event, \
-    error_code, listener, ua, app, device, os, country, verdict, reason, trace_id, object_id) \
-    FROM STDIN (FORMAT binary)";
+    error_code, listener, ua, app, device, os, country, verdict, reason, trace_id, object_id, \
+    region, listener_period) FROM STDIN (FORMAT binary)";
 
 /// Ids of the object already loaded (a replay, or a Firehose retry that
 /// landed in another object). The ts bounds prune partitions; an id's

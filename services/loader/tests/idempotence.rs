@@ -336,7 +336,7 @@ async fn every_field_is_stored_as_the_edge_wrote_it() {
     // The binary COPY writes each value as it is stored: text holding COPY
     // text format's special characters, non-ASCII, NULLs, error codes and a
     // millisecond timestamp must all come back unchanged.
-    use earshot_domain::{CountryCode, Placement, ShowId};
+    use earshot_domain::{ListenerPeriod, Placement, RegionCode, ShowId};
     let db = TestDb::new().await;
     let dir = temp_dir("fields");
     let base = datetime!(2026-11-26 23:59:59.999 UTC);
@@ -356,7 +356,9 @@ async fn every_field_is_stored_as_the_edge_wrote_it() {
     full.app = Some("App, Inc.".into());
     full.device = Some("phone".into());
     full.os = Some("android".into());
-    full.country = Some(CountryCode::parse("DE").unwrap());
+    full.region = Some(RegionCode::parse("DE-BE").unwrap());
+    full.country = Some(full.region.unwrap().country());
+    full.listener_period = ListenerPeriod::Day;
     full.trace_id = Some("Root=1-5759e988-bd862e3fe1be46a994272793".into());
     let mut bare = ev(
         base - time::Duration::days(30),
@@ -370,6 +372,7 @@ async fn every_field_is_stored_as_the_edge_wrote_it() {
     bare.ua = None;
     bare.app = None;
     bare.os = None;
+    bare.listener_period = ListenerPeriod::Month;
     let sent = vec![full, bare];
     write_object(&dir, "a.ndjson", &ndjson(&sent));
     assert_eq!(load_dir(&db.pool, &dir).await.events_new, 2);
@@ -391,13 +394,15 @@ async fn every_field_is_stored_as_the_edge_wrote_it() {
         device: Option<String>,
         os: Option<String>,
         country: Option<String>,
+        region: Option<String>,
         verdict: String,
         reason: Option<String>,
         trace_id: Option<String>,
+        listener_period: Option<String>,
     }
     let got: Vec<Row> = sqlx::query_as(
         "SELECT id, ts, campaign, creative, episode, show, placement, event, error_code, listener,
-                ua, app, device, os, country, verdict, reason, trace_id
+                ua, app, device, os, country, region, verdict, reason, trace_id, listener_period
          FROM events ORDER BY ts DESC",
     )
     .fetch_all(&db.pool)
@@ -421,9 +426,11 @@ async fn every_field_is_stored_as_the_edge_wrote_it() {
             device: e.device.clone(),
             os: e.os.clone(),
             country: e.country.as_ref().map(|c| c.as_str().to_owned()),
+            region: e.region.as_ref().map(|r| r.as_str().to_owned()),
             verdict: e.verdict.as_str().to_owned(),
             reason: e.reason.clone(),
             trace_id: e.trace_id.clone(),
+            listener_period: Some(e.listener_period.as_str().to_owned()),
         })
         .collect();
     assert_eq!(got, want);

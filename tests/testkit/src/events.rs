@@ -3,8 +3,8 @@
 
 use earshot_domain::event::to_wire_precision;
 use earshot_domain::{
-    CampaignId, CountryCode, CreativeId, EpisodeId, EventKind, ListenerId, Placement, ShowId,
-    TrackingEvent, Verdict,
+    CampaignId, CountryCode, CreativeId, EpisodeId, EventKind, ListenerId, ListenerPeriod,
+    Placement, RegionCode, ShowId, TrackingEvent, Verdict,
 };
 use time::macros::datetime;
 use time::OffsetDateTime;
@@ -47,8 +47,8 @@ pub fn default_reason(verdict: Verdict) -> Option<String> {
 }
 
 /// A [`TrackingEvent`] under construction. [`event`] starts from a valid
-/// impression of campaign `c1`, creative `cr1`, by listener 0, at
-/// [`DEFAULT_TS`]; every other field is empty.
+/// impression of campaign `c1`, creative `cr1`, by listener 0 (a monthly
+/// id, the edge's default), at [`DEFAULT_TS`]; every other field is empty.
 #[derive(Debug, Clone)]
 pub struct EventBuilder(TrackingEvent);
 
@@ -66,11 +66,13 @@ pub fn event() -> EventBuilder {
         event: Some(EventKind::Impression),
         error_code: None,
         listener: listener(0),
+        listener_period: ListenerPeriod::Month,
         ua: None,
         app: None,
         device: None,
         os: None,
         country: None,
+        region: None,
         verdict: Verdict::Valid,
         reason: None,
         trace_id: None,
@@ -146,6 +148,11 @@ impl EventBuilder {
         self
     }
 
+    pub fn listener_period(mut self, period: ListenerPeriod) -> Self {
+        self.0.listener_period = period;
+        self
+    }
+
     /// The verdict, with [`default_reason`] as its reason.
     pub fn verdict(mut self, verdict: Verdict) -> Self {
         self.0.verdict = verdict;
@@ -178,8 +185,24 @@ impl EventBuilder {
         self
     }
 
+    /// The country; a region of another country is dropped.
     pub fn country(mut self, code: &str) -> Self {
         self.0.country = CountryCode::parse(code);
+        if self
+            .0
+            .region
+            .is_some_and(|r| Some(r.country()) != self.0.country)
+        {
+            self.0.region = None;
+        }
+        self
+    }
+
+    /// The region (`US-CA`) and its country.
+    pub fn region(mut self, code: &str) -> Self {
+        let region = RegionCode::parse(code).expect("an ISO 3166-2 code");
+        self.0.country = Some(region.country());
+        self.0.region = Some(region);
         self
     }
 

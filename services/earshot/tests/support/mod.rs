@@ -311,7 +311,8 @@ pub struct Snapshot {
 }
 
 const EVENTS_DIGEST: &str = "SELECT count(*)::bigint, coalesce(md5(string_agg(md5(row(id, ts, campaign, creative, episode, show,
-    placement, event, error_code, listener, ua, app, device, os, country, verdict, reason, trace_id)::text),
+    placement, event, error_code, listener, ua, app, device, os, country, verdict, reason, trace_id,
+    region, listener_period)::text),
     '' ORDER BY id)), '') FROM events";
 
 pub async fn snapshot(pool: &PgPool) -> Snapshot {
