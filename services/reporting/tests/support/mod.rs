@@ -2,7 +2,7 @@
 //! synthetic data loaded through the real loader.
 #![allow(dead_code)]
 
-use earshot_domain::{EventKind, ListenerId, Placement, TrackingEvent, Verdict};
+use earshot_domain::{EventKind, ListenerId, ListenerPeriod, Placement, TrackingEvent, Verdict};
 use earshot_platform::testing::TestDb;
 use earshot_platform::DatabaseSettings;
 use earshot_reporting::ApiSettings;
@@ -216,11 +216,13 @@ pub fn synthetic_events(
                                 [Placement::Pre, Placement::Mid, Placement::Post][rng.usize(..3)],
                             )
                             .kind(*kind)
-                            // A listener id is per day (the key rotates at UTC midnight).
+                            // A listener id per day (the daily period's key
+                            // rotates at UTC midnight).
                             .listener_id(
                                 ListenerId::parse(&format!("{:016x}{:016x}", day as u64, l as u64))
                                     .unwrap(),
                             )
+                            .listener_period(ListenerPeriod::Day)
                             .ua(Some(&format!("{app}/1.0")))
                             .app(Some(app))
                             .device(Some(device))
