@@ -20,6 +20,11 @@ import yaml
 
 
 
+# The database URL variables, and each part's own (services' DatabaseSettings).
+DATABASE_URLS = {"DATABASE_URL", "EARSHOT_LOADER_DATABASE_URL", "EARSHOT_API_DATABASE_URL", "EARSHOT_MIGRATE_DATABASE_URL"}
+OWN_DATABASE_URL = {"loader": "EARSHOT_LOADER_DATABASE_URL", "api": "EARSHOT_API_DATABASE_URL"}
+
+
 def pod_spec(obj):
     kind = obj["kind"]
     if kind in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
@@ -87,6 +92,12 @@ def main(rendered, out):
                 if ref and is_pre_hook and named("ConfigMap", ref["name"]) is not None:
                     problems.append(f"{where(w)}: pre-install hook reads ConfigMap {ref['name']}, created after the hook")
             names = [e["name"] for e in c.get("env", [])]
+            component = labels.get("app.kubernetes.io/component")
+            urls = sorted(n for n in names if n in DATABASE_URLS)
+            if component in OWN_DATABASE_URL and urls not in (["DATABASE_URL"], [OWN_DATABASE_URL[component]]):
+                problems.append(f"{where(w)}: database URLs {urls}: a {component} pod gets exactly one, its own role's (or DATABASE_URL)")
+            if component == "migrate" and "DATABASE_URL" not in urls:
+                problems.append(f"{where(w)}: the migration Job lacks the owner's DATABASE_URL")
             dupes = {n for n in names if names.count(n) > 1}
             if dupes:
                 problems.append(f"{where(w)}: duplicate env {sorted(dupes)}")

@@ -3,32 +3,48 @@
 use anyhow::Context;
 use earshot_loader::watchdog::Stalled;
 use earshot_loader::{Loader, Source};
-use earshot_platform::{db, shutdown};
+use earshot_platform::{db, roles, shutdown, DbRole};
 
 use crate::admin_cli::{self, AdminCommand};
 use crate::loader_ops;
 use crate::settings::Settings;
 
-/// `earshot migrate`.
+/// `earshot migrate`: the migrations, as the schema's owner, then the
+/// loader's and the API's roles and rights (`earshot_platform::roles`).
 pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
-    let pool = db::connect(&settings.database).await?;
+    let pool = db::connect(&settings.database.as_role(DbRole::Owner)).await?;
     db::migrate(&pool).await?;
     tracing::info!("migrations applied");
+    for (part, applied) in roles::apply(&pool, &settings.database).await? {
+        match applied {
+            roles::Applied::SameAsOwner => {
+                tracing::info!(?part, "connects as the migrations' role: no rights to set")
+            }
+            roles::Applied::Granted { role, created } => {
+                tracing::info!(?part, role, created, "database role's rights set")
+            }
+        }
+    }
     Ok(())
 }
 
 /// `earshot serve`: the API until SIGTERM.
 pub async fn serve(settings: &Settings) -> anyhow::Result<()> {
-    let pool = db::connect_api(&settings.database, settings.api.statement_timeout()).await?;
+    let pool = db::connect_api(
+        &settings.database.as_role(DbRole::Api),
+        settings.api.statement_timeout(),
+    )
+    .await?;
     let app = earshot_reporting::Application::build(&settings.api, pool).await?;
     tracing::info!(port = app.port, addr = %settings.api.addr, "earshot API listening");
     app.server.await?;
     Ok(())
 }
 
-/// `earshot admin …`.
+/// `earshot admin …`, with the API's role: it manages the same catalog
+/// and keys.
 pub async fn admin(settings: &Settings, command: AdminCommand) -> anyhow::Result<()> {
-    let pool = db::connect(&settings.database).await?;
+    let pool = db::connect(&settings.database.as_role(DbRole::Api)).await?;
     admin_cli::run(&pool, command).await
 }
 
@@ -44,8 +60,9 @@ fn print_mismatches(mismatches: &[earshot_loader::verify::Mismatch], source: &st
 }
 
 /// `earshot verify`: prints every mismatch; an error when there is one.
+/// With the loader's role, which reads everything it recounts.
 pub async fn verify(settings: &Settings, campaign: Option<&str>) -> anyhow::Result<()> {
-    let pool = db::connect(&settings.database).await?;
+    let pool = db::connect(&settings.database.as_role(DbRole::Loader)).await?;
     let mismatches = earshot_loader::verify::verify(&pool, campaign).await?;
     print_mismatches(&mismatches, "events");
     if mismatches.is_empty() {
@@ -63,7 +80,7 @@ pub async fn verify(settings: &Settings, campaign: Option<&str>) -> anyhow::Resu
 /// campaign-days against its counts; an error when they differ.
 pub async fn verify_recount(settings: &Settings, file: &std::path::Path) -> anyhow::Result<()> {
     let recount = earshot_loader::recount::Recount::read(file)?;
-    let pool = db::connect(&settings.database).await?;
+    let pool = db::connect(&settings.database.as_role(DbRole::Loader)).await?;
     let mismatches = recount.compare(&pool).await?;
     print_mismatches(&mismatches, "recount");
     let days = recount.days().len();
@@ -87,12 +104,12 @@ pub fn athena_sql(campaign: &str, day: time::Date, database: &str) -> anyhow::Re
     Ok(())
 }
 
-/// `earshot rebuild-blocks`.
+/// `earshot rebuild-blocks`, with the loader's role, which writes them.
 pub async fn rebuild_blocks(
     settings: &Settings,
     through: Option<time::Date>,
 ) -> anyhow::Result<()> {
-    let pool = db::connect(&settings.database).await?;
+    let pool = db::connect(&settings.database.as_role(DbRole::Loader)).await?;
     let r = earshot_loader::daily::rebuild_blocks(&pool, through).await?;
     tracing::info!(was = %r.was, through = %r.through, deleted = r.deleted, rows = r.rows, "day blocks rebuilt");
     println!(
@@ -107,7 +124,8 @@ pub async fn rebuild_blocks(
 pub async fn load(settings: &Settings, once: bool, source: Option<&str>) -> anyhow::Result<()> {
     let spec = settings.loader.source(source)?;
     let opts = settings.loader.options(once, &settings.database)?;
-    let pool = db::connect_loader(&settings.database, opts.stall_limit).await?;
+    let pool =
+        db::connect_loader(&settings.database.as_role(DbRole::Loader), opts.stall_limit).await?;
     let src = Source::open(&spec).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

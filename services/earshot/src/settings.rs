@@ -76,6 +76,29 @@ mod tests {
     }
 
     #[test]
+    fn each_part_connects_with_its_own_url_else_database_url() {
+        use earshot_platform::DbRole;
+        let url = |s: &Settings, role| s.database.url_for(role).expose_secret().to_owned();
+        let one = load(&[("DATABASE_URL", "postgres://all@db/e")]).unwrap();
+        for role in [DbRole::Owner, DbRole::Loader, DbRole::Api] {
+            assert_eq!(url(&one, role), "postgres://all@db/e");
+        }
+        let each = load(&[
+            ("DATABASE_URL", "postgres://all@db/e"),
+            ("EARSHOT_MIGRATE_DATABASE_URL", "postgres://owner@db/e"),
+            ("EARSHOT_LOADER_DATABASE_URL", "postgres://loader@db/e"),
+            ("EARSHOT_API_DATABASE_URL", "postgres://api@db/e"),
+        ])
+        .unwrap();
+        assert_eq!(url(&each, DbRole::Owner), "postgres://owner@db/e");
+        assert_eq!(url(&each, DbRole::Loader), "postgres://loader@db/e");
+        assert_eq!(url(&each, DbRole::Api), "postgres://api@db/e");
+        let api = each.database.as_role(DbRole::Api);
+        assert_eq!(api.url.expose_secret(), "postgres://api@db/e");
+        assert_eq!(api.max_connections, each.database.max_connections);
+    }
+
+    #[test]
     fn bad_values_say_which_field() {
         let e = load(&[("EARSHOT_RETENTION_DAYS", "forever")]).unwrap_err();
         assert!(e.to_string().contains("retention_days"), "{e}");

@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 use std::sync::Mutex;
 
-use sqlx::{AssertSqlSafe, PgPool};
+use sqlx::PgPool;
 use time::{Date, Duration};
 
 /// Days of partitions created ahead of today, so a new day never waits on DDL.
@@ -98,9 +98,7 @@ impl Partitions {
         for day in partition_days(pool, "events").await? {
             if day < oldest_kept {
                 for table in std::iter::once("events").chain(RETIRED_KEY_LOGS) {
-                    // The table is one of those, the suffix a Date's digits.
-                    let sql = format!("DROP TABLE IF EXISTS {table}_p{}", suffix(day));
-                    sqlx::query(AssertSqlSafe(sql)).execute(pool).await?;
+                    drop_day(pool, table, day).await?;
                 }
                 self.known
                     .lock()
@@ -114,17 +112,26 @@ impl Partitions {
     }
 }
 
+/// Drops `parent`'s partition of `day`, if there is one. Through the
+/// function migration 20 made for it, so that the loader's role needs no
+/// DDL right (docs/OPERATIONS.md, "Database roles"); as for every such
+/// function, `parent` is checked against a fixed list there.
+pub(crate) async fn drop_day(pool: &PgPool, parent: &str, day: Date) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT earshot_drop_day_partition($1, $2)")
+        .bind(parent)
+        .bind(day)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 async fn create_day(pool: &PgPool, day: Date) -> Result<(), sqlx::Error> {
-    let next = day + Duration::days(1);
-    // Names and bounds come from a Date, never from input text.
-    let sql = format!(
-        "CREATE TABLE IF NOT EXISTS events_p{} PARTITION OF events \
-         FOR VALUES FROM ('{} 00:00:00+00') TO ('{} 00:00:00+00')",
-        suffix(day),
-        iso(day),
-        iso(next)
-    );
-    match sqlx::query(AssertSqlSafe(sql)).execute(pool).await {
+    // Through migration 20's function, as `drop_day`.
+    match sqlx::query("SELECT earshot_create_events_partition($1)")
+        .bind(day)
+        .execute(pool)
+        .await
+    {
         Ok(_) => Ok(()),
         // Two loaders creating the same partition at once: the loser sees
         // a duplicate in the catalog; the partition exists either way.

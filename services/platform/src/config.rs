@@ -17,11 +17,32 @@ pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postg
 /// loads, plus one.
 pub const DEFAULT_DATABASE_MAX_CONNECTIONS: u32 = 4;
 
+/// Who connects to the database, with the rights of its part
+/// (`roles.rs`, docs/OPERATIONS.md "Database roles").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbRole {
+    /// Owns the schema: runs the migrations and grants the others theirs.
+    Owner,
+    /// Writes events and rollups.
+    Loader,
+    /// Reads the rollups; manages the catalog and the API keys.
+    Api,
+}
+
 /// The database and the pool (`[database]`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseSettings {
+    /// Every part's URL unless its own is set: one role for everything,
+    /// as in local development.
     pub url: SecretString,
+    /// The schema owner's, for `earshot migrate` (falls back to `url`).
+    pub migrate_url: Option<SecretString>,
+    /// The loader's role, for `earshot load` (falls back to `url`).
+    pub loader_url: Option<SecretString>,
+    /// The API's role, for `earshot serve` and `earshot admin` (falls
+    /// back to `url`).
+    pub api_url: Option<SecretString>,
     pub max_connections: u32,
 }
 
@@ -29,6 +50,9 @@ impl Default for DatabaseSettings {
     fn default() -> Self {
         Self {
             url: SecretString::from(DEFAULT_DATABASE_URL),
+            migrate_url: None,
+            loader_url: None,
+            api_url: None,
             max_connections: DEFAULT_DATABASE_MAX_CONNECTIONS,
         }
     }
@@ -39,8 +63,29 @@ impl DatabaseSettings {
     pub const ENV: &[EnvVar] = &[
         ("EARSHOT_DATABASE_URL", "url"),
         ("DATABASE_URL", "url"),
+        ("EARSHOT_MIGRATE_DATABASE_URL", "migrate_url"),
+        ("EARSHOT_LOADER_DATABASE_URL", "loader_url"),
+        ("EARSHOT_API_DATABASE_URL", "api_url"),
         ("EARSHOT_DATABASE_MAX_CONNECTIONS", "max_connections"),
     ];
+
+    /// The URL `role` connects with: its own, else `url`.
+    pub fn url_for(&self, role: DbRole) -> &SecretString {
+        let own = match role {
+            DbRole::Owner => &self.migrate_url,
+            DbRole::Loader => &self.loader_url,
+            DbRole::Api => &self.api_url,
+        };
+        own.as_ref().unwrap_or(&self.url)
+    }
+
+    /// These settings as `role` connects: its URL as `url`.
+    pub fn as_role(&self, role: DbRole) -> DatabaseSettings {
+        DatabaseSettings {
+            url: self.url_for(role).clone(),
+            ..self.clone()
+        }
+    }
 }
 
 /// An environment variable and the field of its section it sets.

@@ -3,10 +3,11 @@
 pub mod config;
 pub mod db;
 pub mod metrics;
+pub mod roles;
 pub mod rollup;
 pub mod shutdown;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use config::DatabaseSettings;
+pub use config::{DatabaseSettings, DbRole};

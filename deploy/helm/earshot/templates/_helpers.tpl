@@ -88,29 +88,48 @@ EARSHOT_SOURCE: {{ required "loader.source is required when loader.enabled: sqs:
 {{- end }}
 {{- end }}
 
-{{/* One secretKeyRef env entry: (dict "ctx" $ "env" "DATABASE_URL" "key" "DATABASE_URL"). */}}
+{{/* One secretKeyRef env entry: (dict "secret" NAME "env" "DATABASE_URL" "key" "DATABASE_URL"). */}}
 {{- define "earshot.secretEnvEntry" -}}
 - name: {{ .env }}
   valueFrom:
     secretKeyRef:
-      name: {{ include "earshot.secretName" .ctx }}
+      name: {{ .secret }}
       key: {{ .key }}
 {{- end }}
 
 {{/*
-Secret environment per component, least privilege: every component gets
-DATABASE_URL; the API and the loader get REDIS_URL; only the API, which signs
-pixel URLs, gets the signing keys.
+Secret environment per component, least privilege. The database: each part
+connects with its own role's URL when database.<part>.secretName names its
+Secret (EARSHOT_LOADER_DATABASE_URL, EARSHOT_API_DATABASE_URL), else with
+existingSecret's DATABASE_URL (one role for everything); the migration Job
+gets DATABASE_URL (the owner's) and the other roles' URLs, to create them
+and set their rights. The API and the loader get REDIS_URL; only the API,
+which signs pixel URLs, gets the signing keys.
 Call with (dict "ctx" $ "component" "api").
 */}}
 {{- define "earshot.secretEnv" -}}
 {{- $keys := .ctx.Values.existingSecret.keys }}
-{{- include "earshot.secretEnvEntry" (dict "ctx" .ctx "env" "DATABASE_URL" "key" $keys.databaseUrl) }}
+{{- $secret := include "earshot.secretName" .ctx }}
+{{- $db := .ctx.Values.database }}
+{{- $own := get $db .component }}
+{{- if and $own $own.secretName }}
+{{- include "earshot.secretEnvEntry" (dict "secret" $own.secretName "env" (printf "EARSHOT_%s_DATABASE_URL" (upper .component)) "key" $own.key) }}
+{{- else }}
+{{- include "earshot.secretEnvEntry" (dict "secret" $secret "env" "DATABASE_URL" "key" $keys.databaseUrl) }}
+{{- end }}
+{{- if eq .component "migrate" }}
+{{- range $part := list "loader" "api" }}
+{{- $role := get $db $part }}
+{{- if $role.secretName }}
+{{ include "earshot.secretEnvEntry" (dict "secret" $role.secretName "env" (printf "EARSHOT_%s_DATABASE_URL" (upper $part)) "key" $role.key) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- if and $keys.redisUrl (has .component (list "api" "loader")) }}
-{{ include "earshot.secretEnvEntry" (dict "ctx" .ctx "env" "REDIS_URL" "key" $keys.redisUrl) }}
+{{ include "earshot.secretEnvEntry" (dict "secret" $secret "env" "REDIS_URL" "key" $keys.redisUrl) }}
 {{- end }}
 {{- if and $keys.signingKeys (eq .component "api") }}
-{{ include "earshot.secretEnvEntry" (dict "ctx" .ctx "env" "EARSHOT_SIGNING_KEYS" "key" $keys.signingKeys) }}
+{{ include "earshot.secretEnvEntry" (dict "secret" $secret "env" "EARSHOT_SIGNING_KEYS" "key" $keys.signingKeys) }}
 {{- end }}
 {{- end }}
 

@@ -28,7 +28,7 @@ use time::{Date, Duration, OffsetDateTime};
 use uuid::Uuid;
 
 use super::HashSet;
-use crate::partitions::{iso, partition_days, suffix};
+use crate::partitions::{drop_day, partition_days, suffix};
 
 /// Days that keep their keys: today and the two days before it. Live
 /// traffic is today's, plus yesterday's for Firehose's buffering (up to 15
@@ -217,41 +217,29 @@ async fn build_day(pool: &PgPool, day: Date) -> Result<bool, sqlx::Error> {
     let from = day.midnight().assume_utc();
     let to = from + Duration::DAY;
     for table in KeyTable::ALL {
-        let (name, part) = (table.name(), partition(table, day));
-        let (lo, hi) = (iso(day), iso(day + Duration::DAY));
-        // Names and bounds come from a Date and the table enum, never from
-        // input text.
-        let ddl = |sql: String| sqlx::query(AssertSqlSafe(sql));
-        // A partition of one table without the other (dropped by hand):
-        // built again whole.
-        ddl(format!("DROP TABLE IF EXISTS {part}"))
-            .execute(&mut *tx)
+        // The partition is made and attached by migration 20's functions,
+        // so that the loader's role needs no DDL right; a partition of one
+        // table without the other (dropped by hand) is built again whole.
+        let part: String = sqlx::query_scalar("SELECT earshot_new_key_partition($1, $2)")
+            .bind(table.name())
+            .bind(day)
+            .fetch_one(&mut *tx)
             .await?;
-        ddl(format!("CREATE TABLE {part} (LIKE {name})"))
-            .execute(&mut *tx)
-            .await?;
-        ddl(format!(
+        debug_assert_eq!(part, partition(table, day));
+        // The name is the table's and a Date's digits, as the function
+        // made it.
+        sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO {part} (day, key) SELECT DISTINCT $3::date, key FROM ({}) AS k",
             table.from_events_sql()
-        ))
+        )))
         .bind(from)
         .bind(to)
         .bind(day)
         .execute(&mut *tx)
         .await?;
-        // The bound as a constraint lets ATTACH skip its scan.
-        ddl(format!(
-            "ALTER TABLE {part} ADD PRIMARY KEY (day, key),
-                 ADD CONSTRAINT {part}_bound CHECK (day >= '{lo}' AND day < '{hi}')"
-        ))
-        .execute(&mut *tx)
-        .await?;
-        ddl(format!(
-            "ALTER TABLE {name} ATTACH PARTITION {part} FOR VALUES FROM ('{lo}') TO ('{hi}')"
-        ))
-        .execute(&mut *tx)
-        .await?;
-        ddl(format!("ALTER TABLE {part} DROP CONSTRAINT {part}_bound"))
+        sqlx::query("SELECT earshot_attach_key_partition($1, $2)")
+            .bind(table.name())
+            .bind(day)
             .execute(&mut *tx)
             .await?;
     }
@@ -270,13 +258,7 @@ pub async fn drop_closed_days(pool: &PgPool, today: Date) -> Result<Vec<Date>, s
     for table in KeyTable::ALL {
         for day in partition_days(pool, table.name()).await? {
             if day < first_open {
-                // The name is the table's and a Date's digits.
-                sqlx::query(AssertSqlSafe(format!(
-                    "DROP TABLE IF EXISTS {}",
-                    partition(table, day)
-                )))
-                .execute(pool)
-                .await?;
+                drop_day(pool, table.name(), day).await?;
                 dropped.push(day);
             }
         }

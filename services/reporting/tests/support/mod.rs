@@ -93,6 +93,12 @@ impl TestApp {
         start_replica(opts, &self.db.url).await
     }
 
+    /// Another replica over the same database, connected with
+    /// `database_url` (another role); its base URL.
+    pub async fn replica_as(&self, opts: AppOptions, database_url: &str) -> String {
+        start_replica(opts, database_url).await
+    }
+
     pub async fn get(&self, path: &str, key: Option<&str>) -> reqwest::Response {
         let mut r = self.client.get(format!("{}{path}", self.base));
         if let Some(k) = key {
