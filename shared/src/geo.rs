@@ -5,6 +5,10 @@
 
 use std::fmt;
 
+/// The `reason` of a hit from a data-center network (IAB Podcast
+/// Measurement Technical Guidelines §5.5.2): verdict `invalid`.
+pub const DATACENTER_REASON: &str = "datacenter";
+
 /// An ISO 3166-1 alpha-2 country code, upper case (as CloudFront sends it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CountryCode([u8; 2]);

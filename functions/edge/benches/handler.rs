@@ -57,6 +57,7 @@ fn recorder(ua: UaClassifier) -> Recorder {
         },
         ua,
         trust: TrustConfig::default(),
+        geo: earshot_edge::geo::Geo::builtin(),
     }
 }
 

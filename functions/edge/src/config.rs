@@ -83,6 +83,34 @@ pub struct TrustConfig {
     pub ssai_keys: SigningKeys,
 }
 
+/// Where geography and data-center networks come from (`crate::geo`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GeoConfig {
+    /// `EARSHOT_GEO_DB`: a MaxMind-format country or City file used instead
+    /// of the compiled-in country database (a City file adds regions).
+    pub db: Option<PathBuf>,
+    /// `EARSHOT_DATACENTER_FILE`: more data-center networks and AS numbers,
+    /// one per line.
+    pub datacenter_file: Option<PathBuf>,
+    /// `EARSHOT_ASN_DB`: the ASN database that AS numbers of the data-center
+    /// file are matched through.
+    pub asn_db: Option<PathBuf>,
+    /// `EARSHOT_DATACENTER_BUILTIN` (default true): whether the compiled-in
+    /// data-center list applies.
+    pub builtin_datacenters: bool,
+}
+
+impl Default for GeoConfig {
+    fn default() -> Self {
+        Self {
+            db: None,
+            datacenter_file: None,
+            asn_db: None,
+            builtin_datacenters: true,
+        }
+    }
+}
+
 /// Pixel URL signatures.
 #[derive(Debug, Clone, Default)]
 pub struct SigningConfig {
@@ -124,6 +152,7 @@ pub struct EdgeConfig {
     pub listener: ListenerConfig,
     pub signing: SigningConfig,
     pub trust: TrustConfig,
+    pub geo: GeoConfig,
     /// A folder of newer OPAWG lists, each replacing its compiled-in copy.
     pub ua_patterns_dir: Option<PathBuf>,
 }
@@ -358,6 +387,16 @@ impl EdgeConfig {
                 .map_err(|e| err("EARSHOT_SSAI_KEYS", e.to_string()))?,
         };
 
+        let geo = GeoConfig {
+            db: get("EARSHOT_GEO_DB").map(PathBuf::from),
+            datacenter_file: get("EARSHOT_DATACENTER_FILE").map(PathBuf::from),
+            asn_db: get("EARSHOT_ASN_DB").map(PathBuf::from),
+            builtin_datacenters: match get("EARSHOT_DATACENTER_BUILTIN") {
+                Some(v) => parse_bool("EARSHOT_DATACENTER_BUILTIN", &v)?,
+                None => true,
+            },
+        };
+
         let ua_patterns_dir = get("EARSHOT_UA_PATTERNS_DIR").map(PathBuf::from);
         let max_attempts = match get("EARSHOT_FIREHOSE_MAX_ATTEMPTS") {
             Some(v) => parse_num("EARSHOT_FIREHOSE_MAX_ATTEMPTS", &v, 1u32)?,
@@ -380,6 +419,7 @@ impl EdgeConfig {
             },
             signing: SigningConfig { keys, required },
             trust,
+            geo,
             ua_patterns_dir,
         })
     }
@@ -426,6 +466,28 @@ mod tests {
             (0, false, true)
         );
         assert_eq!(c.ua_patterns_dir, None);
+        assert_eq!(c.geo, GeoConfig::default());
+        assert!(c.geo.builtin_datacenters);
+    }
+
+    #[test]
+    fn geography_files_are_read_by_name() {
+        let c = cfg(&[
+            ("EARSHOT_GEO_DB", "/opt/geo/GeoLite2-City.mmdb"),
+            ("EARSHOT_DATACENTER_FILE", "/opt/geo/datacenters.txt"),
+            ("EARSHOT_ASN_DB", "/opt/geo/GeoLite2-ASN.mmdb"),
+            ("EARSHOT_DATACENTER_BUILTIN", "false"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.geo,
+            GeoConfig {
+                db: Some("/opt/geo/GeoLite2-City.mmdb".into()),
+                datacenter_file: Some("/opt/geo/datacenters.txt".into()),
+                asn_db: Some("/opt/geo/GeoLite2-ASN.mmdb".into()),
+                builtin_datacenters: false,
+            }
+        );
     }
 
     #[test]
@@ -494,6 +556,7 @@ mod tests {
             ),
             ("EARSHOT_LISTENER_PERIOD", "week"),
             ("EARSHOT_TLS_ROOTS", "mozilla"),
+            ("EARSHOT_DATACENTER_BUILTIN", "sometimes"),
         ] {
             assert_eq!(cfg(&[(var, value)]).unwrap_err().var, var, "{var}={value}");
         }

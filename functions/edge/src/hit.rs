@@ -8,8 +8,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use bytes::Bytes;
 use earshot_domain::event::EventFields;
 use earshot_domain::event::{truncate_to, MAX_LABEL_LEN, MAX_TRACE_ID_LEN, MAX_UA_LEN};
+use earshot_domain::geo::DATACENTER_REASON;
 use earshot_domain::{
-    CountryCode, DeviceHeaders, ListenerHasher, PixelParams, SsaiError, TrackingEvent,
+    CountryCode, DeviceHeaders, ListenerHasher, PixelParams, RegionCode, SsaiError, TrackingEvent,
     UaClassifier, Verdict,
 };
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
@@ -17,6 +18,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::config::{SigningConfig, TrustConfig};
+use crate::geo::{Geo, Place};
 
 /// The smallest transparent GIF: 1x1, one transparent colour (43 bytes).
 pub const PIXEL_GIF: [u8; 43] = [
@@ -140,6 +142,7 @@ pub struct Recorder {
     pub signing: SigningConfig,
     pub ua: UaClassifier,
     pub trust: TrustConfig,
+    pub geo: Geo,
 }
 
 // Header names parsed once, not on every lookup.
@@ -154,6 +157,8 @@ static CLOUDFRONT_VIEWER_ADDRESS: http::HeaderName =
     http::HeaderName::from_static("cloudfront-viewer-address");
 static CLOUDFRONT_VIEWER_COUNTRY: http::HeaderName =
     http::HeaderName::from_static("cloudfront-viewer-country");
+static CLOUDFRONT_VIEWER_COUNTRY_REGION: http::HeaderName =
+    http::HeaderName::from_static("cloudfront-viewer-country-region");
 
 /// A header of visible ASCII (addresses, trace ids), trimmed, if not empty.
 fn header_str<'a>(h: &'a HeaderMap, name: &http::HeaderName) -> Option<&'a str> {
@@ -202,11 +207,25 @@ fn viewer_address(v: &str) -> Option<IpAddr> {
 /// Who a hit is from, as far as the edge believes the request.
 struct Client<'a> {
     ip: Option<IpAddr>,
+    /// Whose address `ip` is.
+    address: Address,
     user_agent: Option<Cow<'a, str>>,
-    /// The player as a signed SSAI beacon names it (not the caller).
-    from_device_headers: bool,
     /// Device headers were present but not believed.
     refused: Option<SsaiError>,
+}
+
+/// Whose address a hit is attributed to: the one its listener id, place
+/// and data-center test use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Address {
+    /// The caller's own (a player, or a refused SSAI beacon).
+    Caller,
+    /// The player's, as a signed SSAI beacon names it in `X-Device-IP`.
+    Device,
+    /// A signed SSAI beacon that names no device address: the ad server's.
+    /// Where the server is says nothing about the listener, so it has no
+    /// place; and it is judged as what it is, a server.
+    AdServer,
 }
 
 impl Recorder {
@@ -235,8 +254,8 @@ impl Recorder {
         let device_ua = header_text(req.headers, &X_DEVICE_USER_AGENT);
         let caller = |refused| Client {
             ip: self.caller_ip(req),
+            address: Address::Caller,
             user_agent: user_agent.clone(),
-            from_device_headers: false,
             refused,
         };
         if device_ip.is_none() && device_ua.is_none() {
@@ -254,11 +273,51 @@ impl Recorder {
         ) {
             Ok(ip) => Client {
                 ip: ip.or_else(|| self.caller_ip(req)),
+                address: if ip.is_some() {
+                    Address::Device
+                } else {
+                    Address::AdServer
+                },
                 user_agent: device_ua.clone().or_else(|| user_agent.clone()),
-                from_device_headers: true,
                 refused: None,
             },
             Err(e) => caller(Some(e)),
+        }
+    }
+
+    /// Where the hit came from. Behind CloudFront, for the caller's own hits,
+    /// CloudFront's country (and region, when its origin request policy
+    /// passes `CloudFront-Viewer-Country-Region`) come first; otherwise the
+    /// database's answer for the attributed address. CloudFront's headers
+    /// describe the caller: for an SSAI beacon, the ad server.
+    fn place(&self, req: &HitRequest<'_>, client: &Client<'_>) -> Place {
+        let locate = || {
+            client
+                .ip
+                .map(|ip| self.geo.places.locate(ip))
+                .unwrap_or_default()
+        };
+        match client.address {
+            Address::AdServer => Place::default(),
+            Address::Device => locate(),
+            Address::Caller => {
+                let cloudfront = self
+                    .trust
+                    .cloudfront
+                    .then(|| header_str(req.headers, &CLOUDFRONT_VIEWER_COUNTRY))
+                    .flatten()
+                    .and_then(CountryCode::parse);
+                let Some(country) = cloudfront else {
+                    return locate();
+                };
+                let region = header_str(req.headers, &CLOUDFRONT_VIEWER_COUNTRY_REGION)
+                    .and_then(|r| RegionCode::new(country, r))
+                    .or_else(|| locate().region.filter(|r| r.country() == country));
+                Place {
+                    country: Some(country),
+                    region,
+                }
+            }
         }
     }
 
@@ -307,19 +366,24 @@ impl Recorder {
         // undercount, never an overcount.
         let ip = client.ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         let listener = self.listener.listener_id(now.date(), ip, ua.unwrap_or(""));
-        let (verdict, reason) = match (checked.invalid, client.refused, &ua_info.bot_reason) {
-            (Some(r), _, _) => (Verdict::Invalid, Some(r.as_str())),
-            (None, Some(e), _) => (Verdict::Invalid, Some(e.as_str())),
-            (None, None, Some(b)) => (Verdict::Bot, Some(b.as_str())),
-            (None, None, None) => (Verdict::Valid, None),
+        // Judged by the attributed address: a signed SSAI beacon by the
+        // player's, whatever network the ad server runs in.
+        let datacenter = client
+            .ip
+            .is_some_and(|ip| self.geo.datacenters.contains(ip));
+        let (verdict, reason) = match (
+            checked.invalid,
+            client.refused,
+            datacenter,
+            &ua_info.bot_reason,
+        ) {
+            (Some(r), _, _, _) => (Verdict::Invalid, Some(r.as_str())),
+            (None, Some(e), _, _) => (Verdict::Invalid, Some(e.as_str())),
+            (None, None, true, _) => (Verdict::Invalid, Some(DATACENTER_REASON)),
+            (None, None, false, Some(b)) => (Verdict::Bot, Some(b.as_str())),
+            (None, None, false, None) => (Verdict::Valid, None),
         };
-        // CloudFront's country is the caller's: for an SSAI beacon, the ad
-        // server's, not the player's.
-        let country = if self.trust.cloudfront && !client.from_device_headers {
-            header_str(req.headers, &CLOUDFRONT_VIEWER_COUNTRY).and_then(CountryCode::parse)
-        } else {
-            None
-        };
+        let place = self.place(req, &client);
         let ms = now.unix_timestamp_nanos() / 1_000_000;
         let ts = uuid::Timestamp::from_unix(
             uuid::NoContext,
@@ -342,8 +406,8 @@ impl Recorder {
             app: label(&ua_info.name),
             device: label(&ua_info.device),
             os: ua_info.os,
-            country,
-            region: None,
+            country: place.country,
+            region: place.region,
             verdict,
             reason,
             trace_id: self.trace_id(req).map(|t| truncate_to(t, MAX_TRACE_ID_LEN)),
@@ -369,6 +433,7 @@ mod tests {
             },
             ua: UaClassifier::builtin(),
             trust,
+            geo: crate::geo::Geo::builtin(),
         }
     }
 
@@ -464,6 +529,31 @@ mod tests {
         let again = rec.record(&hit("c=camp&cr=cr1&ev=start", &h, "203.0.113.7"), now);
         assert_eq!(again.listener, ev.listener);
         assert_ne!(again.id, ev.id);
+    }
+
+    #[test]
+    fn listener_ids_live_for_the_configured_period() {
+        let h = headers(&[("user-agent", OVERCAST)]);
+        let q = "c=camp&cr=cr1&ev=impression";
+        let id = |period, now| {
+            let mut rec = recorder(TrustConfig::default(), false);
+            rec.listener = ListenerHasher::new(
+                ListenerSecret::new("test-secret-0123456789").unwrap(),
+                period,
+            );
+            let ev = rec.record(&hit(q, &h, "81.2.69.142"), now);
+            assert_eq!(ev.listener_period, period);
+            ev.listener
+        };
+        let nov_1 = datetime!(2026-11-01 00:00:00 UTC);
+        let nov_30 = datetime!(2026-11-30 23:59:59.999 UTC);
+        let dec_1 = datetime!(2026-12-01 00:00:00 UTC);
+        let month = ListenerPeriod::Month;
+        assert_eq!(id(month, nov_1), id(month, nov_30));
+        assert_ne!(id(month, nov_30), id(month, dec_1));
+        let day = ListenerPeriod::Day;
+        assert_ne!(id(day, nov_1), id(day, nov_30));
+        assert_eq!(id(day, nov_1), id(day, datetime!(2026-11-01 23:59:59 UTC)));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod config;
+pub mod geo;
 pub mod hit;
 pub mod lambda;
 pub mod local;
@@ -38,6 +39,9 @@ impl App {
         for s in &report.skipped {
             tracing::warn!(pattern = %s, "OPAWG pattern skipped");
         }
+        let geo = geo::Geo::load(&cfg.geo)?;
+        let (builtin_dc, operator_dc, operator_asns) = geo.datacenters.sizes();
+        tracing::info!(places = %geo.places.describe(), datacenter_ranges = builtin_dc, operator_ranges = operator_dc, operator_asns, "loaded the geography and data-center data");
         if cfg.listener.is_dev_default {
             tracing::warn!("EARSHOT_LISTENER_SECRET is not set: using the local development secret; never run like this in production");
         }
@@ -70,6 +74,7 @@ impl App {
                 signing: cfg.signing,
                 ua,
                 trust: cfg.trust,
+                geo,
             },
             pipeline,
             metrics,

@@ -245,6 +245,7 @@ fn big_events(n: usize) -> Vec<TrackingEvent> {
         signing: SigningConfig::default(),
         ua: UaClassifier::builtin(),
         trust: TrustConfig::default(),
+        geo: earshot_edge::geo::Geo::builtin(),
     };
     let now = time::OffsetDateTime::now_utc();
     (0..n)

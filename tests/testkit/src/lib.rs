@@ -7,6 +7,7 @@ pub mod firehose_proxy;
 pub mod lambda;
 #[cfg(feature = "loader")]
 pub mod loader;
+pub mod mmdb;
 pub mod moto;
 pub mod process;
 pub mod s3_notify;
