@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use earshot_loader::watchdog::Stalled;
-use earshot_loader::{Loader, Source};
+use earshot_loader::{Loader, Source, SourceSpec};
 use earshot_platform::{db, roles, shutdown, DbRole};
 
 use crate::admin_cli::{self, AdminCommand};
@@ -123,6 +123,9 @@ pub async fn rebuild_blocks(
 /// run's totals.
 pub async fn load(settings: &Settings, once: bool, source: Option<&str>) -> anyhow::Result<()> {
     let spec = settings.loader.source(source)?;
+    if let SourceSpec::Sqs { admits: None, .. } = &spec {
+        tracing::warn!("EARSHOT_EVENTS_BUCKET is not set: S3 notifications naming any bucket will be loaded and counted; set it (and EARSHOT_EVENTS_PREFIX, default events/) in production");
+    }
     let opts = settings.loader.options(once, &settings.database)?;
     let pool =
         db::connect_loader(&settings.database.as_role(DbRole::Loader), opts.stall_limit).await?;

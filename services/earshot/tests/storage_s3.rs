@@ -5,8 +5,10 @@
 mod support;
 
 use earshot_platform::testing::TestDb;
-use earshot_testkit::s3_notify::{notify_queue_on_object_created, queue_depth};
-use earshot_testkit::Moto;
+use earshot_testkit::s3_notify::{
+    notify_queue_on_object_created, queue_depth, redrive_to_dead_letter_queue,
+};
+use earshot_testkit::{Moto, S3DenyProxy};
 use support::*;
 
 const BUCKET: &str = "earshot-raw";
@@ -281,6 +283,98 @@ async fn a_notification_for_a_deleted_object_is_left_for_the_dead_letter_queue_a
     // timeout, then back (and, with a redrive policy, to the dead-letter
     // queue after maxReceiveCount receives).
     assert_eq!(queue_depth(&moto, &url).await.unwrap(), (0, 1));
+    assert_books_balance(&db.pool).await;
+}
+
+/// The least-privilege front door of the loader: a notification naming an
+/// object outside the events bucket and prefix (sent by anyone who can send
+/// to the queue, or an upload elsewhere in the bucket) is never read, and an
+/// object the loader may not read (AccessDenied) is not retried forever.
+/// Both are left on the queue, and its redrive policy moves them to the
+/// dead-letter queue after `maxReceiveCount` receives; the rest load.
+#[tokio::test]
+async fn foreign_and_forbidden_objects_go_to_the_dead_letter_queue_and_the_rest_load() {
+    const MAX_RECEIVES: u32 = 2;
+    let moto = Moto::start().await.expect("moto");
+    create_bucket(&moto).await;
+    // Messages reappear 2 s after a receive that did not delete them.
+    let url = notify_queue_on_object_created(&moto, BUCKET, QUEUE, 2)
+        .await
+        .expect("bucket notifications");
+    let dlq = redrive_to_dead_letter_queue(&moto, &url, "earshot-loader-dlq", MAX_RECEIVES)
+        .await
+        .expect("dead-letter queue");
+    let proxy = S3DenyProxy::start(moto.endpoint(), &["/forbidden"])
+        .await
+        .expect("proxy");
+    let db = TestDb::new().await;
+    let day = yesterday();
+    let at = |h| day + time::Duration::hours(h);
+    let kept = synth_events(300, 31, at(1), time::Duration::hours(1));
+
+    // Elsewhere in the account: a bucket the edge never writes to, and a
+    // forged notification naming its object.
+    moto.s3()
+        .create_bucket()
+        .bucket("elsewhere")
+        .send()
+        .await
+        .unwrap();
+    moto.s3()
+        .put_object()
+        .bucket("elsewhere")
+        .key("events/2026/11/26/01/forged")
+        .body(ndjson(&synth_events(50, 32, at(1), time::Duration::hours(1))).into())
+        .send()
+        .await
+        .unwrap();
+    let forged = r#"{"Records":[{"eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"elsewhere"},"object":{"key":"events/2026/11/26/01/forged","size":10}}}]}"#;
+    moto.sqs()
+        .send_message()
+        .queue_url(&url)
+        .message_body(forged)
+        .send()
+        .await
+        .unwrap();
+    // In the events bucket, outside the events prefix.
+    let upload = synth_events(60, 33, at(1), time::Duration::hours(1));
+    put(&moto, "uploads/2026/11/26/01/upload", ndjson(&upload)).await;
+    // Under the prefix, but not readable by the loader's role.
+    let denied = synth_events(70, 34, at(1), time::Duration::hours(1));
+    put(&moto, "events/2026/11/26/01/forbidden", ndjson(&denied)).await;
+    put(&moto, "events/2026/11/26/01/kept", ndjson(&kept)).await;
+    // Counted without receiving: a receive would count toward the redrive.
+    eventually("the notifications", String::new, || async {
+        (queue_depth(&moto, &url).await.unwrap() == (5, 0)).then_some(())
+    })
+    .await;
+
+    let mut env = proxy.aws_env();
+    env.push(("EARSHOT_EVENTS_BUCKET".into(), BUCKET.into()));
+    let source = format!("sqs:{url}");
+    // Every run takes what is visible; a message left undeleted comes back
+    // after its visibility timeout, until the redrive policy moves it.
+    let mut total = Summary::default();
+    for run in 0.. {
+        assert!(run < 10, "the queue never emptied");
+        let s = load_once(&db.url, &source, &env).await;
+        total.objects_loaded += s.objects_loaded;
+        total.events_new += s.events_new;
+        if queue_depth(&moto, &url).await.unwrap() == (0, 0) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2_200)).await;
+    }
+    assert_eq!((total.objects_loaded, total.events_new), (1, 300));
+    // Read once per receive, never retried within one.
+    assert_eq!(proxy.denials(), MAX_RECEIVES as usize);
+    assert_eq!(queue_depth(&moto, &dlq).await.unwrap(), (3, 0));
+    let keys: Vec<String> = sqlx::query_scalar("SELECT object_key FROM loaded_objects")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(keys, ["events/2026/11/26/01/kept"]);
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM events").await, 300);
     assert_books_balance(&db.pool).await;
 }
 

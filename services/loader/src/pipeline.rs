@@ -12,7 +12,7 @@ use crate::compact::Touched;
 use crate::counting::keys;
 use crate::parse;
 use crate::run::{backoff, Loader, RunSummary, ONCE_PATIENCE};
-use crate::source::{Delivery, Object, ObjectMissing};
+use crate::source::{Delivery, Object, Unfetchable};
 use crate::store::{self, Begun, LoadStats, ObjectId, Preceding, Prepared};
 
 /// An object fetched and parsed, or known to be loaded already.
@@ -91,7 +91,7 @@ impl InFlight<'_> {
 struct Progress<'d> {
     run: &'d [Delivery],
     loads: Vec<DeliveryLoad>,
-    /// Objects of each delivery done with (loaded, skipped or missing).
+    /// Objects of each delivery done with (loaded, skipped or unfetchable).
     settled: Vec<usize>,
     /// Deliveries the run went into; a stop keeps it out of the next one
     /// (left for the next run: SQS redelivers).
@@ -135,9 +135,9 @@ impl<'d> Progress<'d> {
         self.settled[delivery] += 1;
     }
 
-    /// An object of `delivery` does not exist: the delivery is not to be
+    /// An object of `delivery` cannot be fetched, ever: the delivery is not to be
     /// acknowledged.
-    fn missing(&mut self, delivery: usize) {
+    fn unfetchable(&mut self, delivery: usize) {
         self.loads[delivery].complete = false;
         self.settled[delivery] += 1;
     }
@@ -273,11 +273,11 @@ impl Loader {
                     // message out again until its redrive policy moves it to
                     // the dead-letter queue; a file or listing entry is
                     // simply gone.
-                    Err(e) if e.is::<ObjectMissing>() => {
-                        progress.missing(delivery);
-                        metrics::counter!("earshot_loader_errors_total", "stage" => "missing")
+                    Err(e) if e.is::<Unfetchable>() => {
+                        progress.unfetchable(delivery);
+                        metrics::counter!("earshot_loader_errors_total", "stage" => "unfetchable")
                             .increment(1);
-                        tracing::error!(error = %format!("{e:#}"), "an announced object does not exist; its delivery is left unacknowledged");
+                        tracing::error!(error = %format!("{e:#}"), "an announced object cannot be fetched, and no retry would change that; its delivery is left unacknowledged for the dead-letter queue");
                     }
                     Err(e) => {
                         failure = Some(e);
@@ -309,7 +309,7 @@ impl Loader {
     }
 
     /// Runs `attempt` until it succeeds, backing off between failures; gives
-    /// up at once on a missing object, and after `ONCE_PATIENCE` with `--once`.
+    /// up at once on an object that cannot be fetched, and after `ONCE_PATIENCE` with `--once`.
     async fn retrying<T, F, Fut>(&self, obj: &Object, mut attempt: F) -> anyhow::Result<T>
     where
         F: FnMut() -> Fut,
@@ -320,7 +320,7 @@ impl Loader {
         loop {
             match attempt().await {
                 Ok(x) => return Ok(x),
-                Err(e) if e.is::<ObjectMissing>() => return Err(e),
+                Err(e) if e.is::<Unfetchable>() => return Err(e),
                 Err(e) => {
                     failures += 1;
                     metrics::counter!("earshot_loader_errors_total", "stage" => "load")

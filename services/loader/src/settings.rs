@@ -7,7 +7,7 @@ use earshot_platform::config::{DatabaseSettings, EnvVar};
 use serde::Deserialize;
 
 use crate::run::LoadOptions;
-use crate::source::{BadSourceSpec, SourceSpec};
+use crate::source::{BadSourceSpec, EventsLocation, SourceSpec};
 use crate::watchdog::DEFAULT_STALL_LIMIT;
 
 /// Default address of the loader's /healthz and /metrics.
@@ -30,6 +30,9 @@ pub const DEFAULT_RETENTION_DAYS: u32 = 400;
 pub const DEFAULT_LOAD_CONCURRENCY: u32 = 1;
 /// Seconds between polls of a directory or S3 prefix when idle.
 pub const DEFAULT_POLL_INTERVAL_SECONDS: u64 = 2;
+/// Where Firehose writes events in the bucket (the SAM template's
+/// `Prefix: events/YYYY/MM/DD/HH/`); its errors go under `errors/`.
+pub const DEFAULT_EVENTS_PREFIX: &str = "events/";
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -47,6 +50,11 @@ pub struct LoaderSettings {
     /// Seconds one step (a poll, an object's download, half of its
     /// transaction, a merge) may run before the loader exits as stalled.
     pub stall_seconds: u64,
+    /// The bucket S3 notifications may name (an `sqs:` source); unset
+    /// admits any, which only a local stack should do.
+    pub events_bucket: Option<String>,
+    /// The key prefix notified objects must have in `events_bucket`.
+    pub events_prefix: String,
 }
 
 impl Default for LoaderSettings {
@@ -58,6 +66,8 @@ impl Default for LoaderSettings {
             poll_interval_seconds: DEFAULT_POLL_INTERVAL_SECONDS,
             concurrency: DEFAULT_LOAD_CONCURRENCY,
             stall_seconds: DEFAULT_STALL_LIMIT.as_secs(),
+            events_bucket: None,
+            events_prefix: DEFAULT_EVENTS_PREFIX.into(),
         }
     }
 }
@@ -86,6 +96,8 @@ impl LoaderSettings {
         ("EARSHOT_POLL_INTERVAL_SECONDS", "poll_interval_seconds"),
         ("EARSHOT_LOAD_CONCURRENCY", "concurrency"),
         ("EARSHOT_LOADER_STALL_SECONDS", "stall_seconds"),
+        ("EARSHOT_EVENTS_BUCKET", "events_bucket"),
+        ("EARSHOT_EVENTS_PREFIX", "events_prefix"),
     ];
 
     /// The options of a run (`once`: process what is there, then return),
@@ -118,9 +130,21 @@ impl LoaderSettings {
         })
     }
 
-    /// The source to load: `overridden` (`--source`) or the setting.
+    /// The source to load: `overridden` (`--source`) or the setting; an SQS
+    /// source admits only notifications of the events bucket and prefix.
     pub fn source(&self, overridden: Option<&str>) -> Result<SourceSpec, SettingsError> {
-        Ok(overridden.unwrap_or(&self.source).parse()?)
+        let mut spec: SourceSpec = overridden.unwrap_or(&self.source).parse()?;
+        if let SourceSpec::Sqs { admits, .. } = &mut spec {
+            *admits = self
+                .events_bucket
+                .as_deref()
+                .filter(|b| !b.is_empty())
+                .map(|bucket| EventsLocation {
+                    bucket: bucket.to_owned(),
+                    prefix: self.events_prefix.clone(),
+                });
+        }
+        Ok(spec)
     }
 }
 
@@ -150,6 +174,32 @@ mod tests {
         assert!(matches!(
             no_limit.options(false, &db(4)),
             Err(SettingsError::NoStallLimit)
+        ));
+    }
+
+    #[test]
+    fn an_sqs_source_admits_the_events_bucket_and_prefix_when_they_are_set() {
+        let url = "sqs:http://127.0.0.1:5000/123/q";
+        let open = LoaderSettings::default().source(Some(url)).unwrap();
+        assert!(matches!(open, SourceSpec::Sqs { admits: None, .. }));
+        let set = LoaderSettings {
+            events_bucket: Some("raw".into()),
+            ..Default::default()
+        };
+        let SourceSpec::Sqs { admits, .. } = set.source(Some(url)).unwrap() else {
+            panic!("an sqs source");
+        };
+        assert_eq!(
+            admits,
+            Some(EventsLocation {
+                bucket: "raw".into(),
+                prefix: "events/".into()
+            })
+        );
+        // A listing source names its own bucket and prefix.
+        assert!(matches!(
+            set.source(Some("s3://raw/events/")).unwrap(),
+            SourceSpec::S3 { .. }
         ));
     }
 }

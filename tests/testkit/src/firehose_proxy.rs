@@ -21,7 +21,6 @@ use std::time::Duration;
 
 use base64::Engine;
 use bytes::Bytes;
-use http_body_util::Full;
 use serde_json::{json, Value};
 
 use crate::server::{self, Req, Resp, Server};
@@ -307,48 +306,5 @@ fn throttled() -> Resp {
 /// Sends the request upstream with `body`; returns the response to give the
 /// client and, when it came from upstream, its body.
 async fn forward(state: &State, req: &Req, body: Bytes) -> (Resp, Option<Bytes>) {
-    let path = req
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
-    let mut rb = state
-        .http
-        .request(req.method().clone(), format!("{}{}", state.upstream, path));
-    for (name, value) in req.headers() {
-        if !matches!(
-            name.as_str(),
-            "host" | "content-length" | "connection" | "transfer-encoding"
-        ) {
-            rb = rb.header(name, value);
-        }
-    }
-    let upstream = match rb.body(body).send().await {
-        Ok(r) => r,
-        Err(e) => return (server::text(502, &format!("proxy: upstream: {e}")), None),
-    };
-    let status = upstream.status();
-    let headers = upstream.headers().clone();
-    let bytes = match upstream.bytes().await {
-        Ok(b) => b,
-        Err(e) => {
-            return (
-                server::text(502, &format!("proxy: upstream body: {e}")),
-                None,
-            )
-        }
-    };
-    let mut resp = http::Response::builder().status(status);
-    for (name, value) in &headers {
-        if !matches!(
-            name.as_str(),
-            "content-length" | "connection" | "transfer-encoding"
-        ) {
-            resp = resp.header(name, value);
-        }
-    }
-    let resp = resp
-        .body(Full::new(bytes.clone()))
-        .unwrap_or_else(|e| server::text(502, &format!("proxy: {e}")));
-    (resp, Some(bytes))
+    server::forward(&state.http, &state.upstream, req, body).await
 }

@@ -104,3 +104,42 @@ pub async fn queue_depth(moto: &Moto, url: &str) -> anyhow::Result<(u64, u64)> {
         get(&QueueAttributeName::ApproximateNumberOfMessagesNotVisible)?,
     ))
 }
+
+/// Gives the queue at `url` a dead-letter queue named `dead_letter` (created
+/// here), to which a message moves once it was received `max_receive_count`
+/// times without being deleted, as the SAM stack's redrive policy does.
+/// Returns the dead-letter queue's URL.
+pub async fn redrive_to_dead_letter_queue(
+    moto: &Moto,
+    url: &str,
+    dead_letter: &str,
+    max_receive_count: u32,
+) -> anyhow::Result<String> {
+    let sqs = moto.sqs();
+    let dlq = sqs
+        .create_queue()
+        .queue_name(dead_letter)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()))
+        .with_context(|| format!("creating queue {dead_letter}"))?
+        .queue_url()
+        .context("CreateQueue answered without a URL")?
+        .to_owned();
+    let arn = queue_attributes(moto, &dlq, &[QueueAttributeName::QueueArn])
+        .await?
+        .remove(&QueueAttributeName::QueueArn)
+        .context("the dead-letter queue has no QueueArn")?;
+    let policy = serde_json::json!({
+        "deadLetterTargetArn": arn,
+        "maxReceiveCount": max_receive_count.to_string(),
+    });
+    sqs.set_queue_attributes()
+        .queue_url(url)
+        .attributes(QueueAttributeName::RedrivePolicy, policy.to_string())
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()))
+        .with_context(|| format!("setting the redrive policy of {url}"))?;
+    Ok(dlq)
+}

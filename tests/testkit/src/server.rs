@@ -91,3 +91,50 @@ pub fn json(status: u16, content_type: &str, body: &serde_json::Value) -> Resp {
         .body(Full::new(Bytes::from(body.to_string())))
         .expect("valid response")
 }
+
+/// Sends `req` (with `body`) to `upstream` (`http://host:port`, no trailing
+/// slash) and answers with upstream's answer, and its body when there was one.
+pub async fn forward(
+    http: &reqwest::Client,
+    upstream: &str,
+    req: &Req,
+    body: Bytes,
+) -> (Resp, Option<Bytes>) {
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let mut rb = http.request(req.method().clone(), format!("{upstream}{path}"));
+    for (name, value) in req.headers() {
+        if !matches!(
+            name.as_str(),
+            "host" | "content-length" | "connection" | "transfer-encoding"
+        ) {
+            rb = rb.header(name, value);
+        }
+    }
+    let upstream = match rb.body(body).send().await {
+        Ok(r) => r,
+        Err(e) => return (text(502, &format!("proxy: upstream: {e}")), None),
+    };
+    let status = upstream.status();
+    let headers = upstream.headers().clone();
+    let bytes = match upstream.bytes().await {
+        Ok(b) => b,
+        Err(e) => return (text(502, &format!("proxy: upstream body: {e}")), None),
+    };
+    let mut resp = http::Response::builder().status(status);
+    for (name, value) in &headers {
+        if !matches!(
+            name.as_str(),
+            "content-length" | "connection" | "transfer-encoding"
+        ) {
+            resp = resp.header(name, value);
+        }
+    }
+    let resp = resp
+        .body(Full::new(bytes.clone()))
+        .unwrap_or_else(|e| text(502, &format!("proxy: {e}")));
+    (resp, Some(bytes))
+}

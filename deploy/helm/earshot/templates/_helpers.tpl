@@ -82,6 +82,10 @@ AWS_REGION: {{ .Values.config.awsRegion | quote }}
 {{- end }}
 {{- if .Values.loader.enabled }}
 EARSHOT_SOURCE: {{ required "loader.source is required when loader.enabled: sqs:<SAM output QueueUrl>, s3://bucket/prefix or dir:/path" .Values.loader.source | quote }}
+{{- if hasPrefix "sqs:" .Values.loader.source }}
+EARSHOT_EVENTS_BUCKET: {{ required "loader.eventsBucket is required with an sqs: loader.source: the SAM output EventsBucket (the loader reads only objects notified from it)" .Values.loader.eventsBucket | quote }}
+EARSHOT_EVENTS_PREFIX: {{ .Values.loader.eventsPrefix | quote }}
+{{- end }}
 {{- end }}
 {{- range $k, $v := .Values.config.extraEnv }}
 {{ $k }}: {{ $v | quote }}

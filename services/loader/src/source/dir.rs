@@ -84,7 +84,11 @@ impl DirSource {
         tokio::task::spawn_blocking(move || {
             let bytes = std::fs::read(&path).map_err(|e| {
                 if e.kind() == std::io::ErrorKind::NotFound {
-                    return anyhow::Error::new(super::ObjectMissing { from, key });
+                    return anyhow::Error::new(super::Unfetchable {
+                        from,
+                        key,
+                        why: super::Permanent::NotFound,
+                    });
                 }
                 anyhow::anyhow!("reading {}: {e}", path.display())
             })?;

@@ -11,8 +11,31 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceSpec {
     Dir(PathBuf),
-    S3 { bucket: String, prefix: String },
-    Sqs { queue_url: String },
+    S3 {
+        bucket: String,
+        prefix: String,
+    },
+    Sqs {
+        queue_url: String,
+        /// Where notifications may point (`EARSHOT_EVENTS_BUCKET`); None
+        /// admits any bucket.
+        admits: Option<EventsLocation>,
+    },
+}
+
+/// The bucket and key prefix Firehose writes events to: the only objects an
+/// S3 notification may make the loader read. Anyone who can send to the
+/// queue or put an object elsewhere in the account cannot get it counted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventsLocation {
+    pub bucket: String,
+    pub prefix: String,
+}
+
+impl EventsLocation {
+    pub fn admits(&self, bucket: &str, key: &str) -> bool {
+        bucket == self.bucket && key.starts_with(&self.prefix)
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -43,6 +66,7 @@ impl std::str::FromStr for SourceSpec {
             }
             Ok(SourceSpec::Sqs {
                 queue_url: url.into(),
+                admits: None,
             })
         } else {
             Err(bad())
@@ -60,14 +84,38 @@ pub struct Object {
     pub etag: Option<String>,
 }
 
-/// The object a delivery names is not there (deleted since it was announced
-/// or listed): no retry can fetch it.
+/// Why no retry can fetch an object a delivery names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permanent {
+    /// Deleted since it was announced or listed.
+    NotFound,
+    /// The loader's role may not read it (a bucket policy, a KMS key).
+    AccessDenied,
+    /// The bucket does not exist (any more).
+    NoSuchBucket,
+}
+
+impl Permanent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Permanent::NotFound => "does not exist",
+            Permanent::AccessDenied => "may not be read (access denied)",
+            Permanent::NoSuchBucket => "is in a bucket that does not exist",
+        }
+    }
+}
+
+/// An object that fails with a permanent error: its delivery is left
+/// unacknowledged (SQS hands it out again until the queue's redrive policy
+/// moves it to the dead-letter queue after `maxReceiveCount` receives), and
+/// the loader moves on instead of retrying forever.
 #[derive(Debug, thiserror::Error)]
-#[error("{from}/{key} does not exist")]
-pub struct ObjectMissing {
+#[error("{from}/{key} {}", why.as_str())]
+pub struct Unfetchable {
     /// The ledger's source (`s3://bucket`, `dir:/path`).
     pub from: String,
     pub key: String,
+    pub why: Permanent,
 }
 
 /// A unit of acknowledgement: the objects of one SQS message (deleted after
@@ -109,9 +157,14 @@ impl Source {
                 let (s3, _) = aws_clients().await;
                 Source::S3(s3::S3Source::new(s3, bucket.clone(), prefix.clone()))
             }
-            SourceSpec::Sqs { queue_url } => {
+            SourceSpec::Sqs { queue_url, admits } => {
                 let (s3, sqs) = aws_clients().await;
-                Source::Sqs(sqs::SqsSource::new(sqs, s3, queue_url.clone()))
+                Source::Sqs(sqs::SqsSource::new(
+                    sqs,
+                    s3,
+                    queue_url.clone(),
+                    admits.clone(),
+                ))
             }
         })
     }
@@ -180,7 +233,8 @@ mod tests {
         assert_eq!(
             "sqs:http://127.0.0.1:5000/123/q".parse(),
             Ok(SourceSpec::Sqs {
-                queue_url: "http://127.0.0.1:5000/123/q".into()
+                queue_url: "http://127.0.0.1:5000/123/q".into(),
+                admits: None,
             })
         );
         for bad in ["", "dir:", "s3://", "sqs:queue", "kafka:x"] {

@@ -94,10 +94,11 @@ pub async fn fetch(client: &aws_sdk_s3::Client, obj: &Object) -> anyhow::Result<
         .send()
         .await
         .map_err(|e| {
-            if e.as_service_error().is_some_and(|e| e.is_no_such_key()) {
-                return anyhow::Error::new(super::ObjectMissing {
+            if let Some(why) = permanent(&e) {
+                return anyhow::Error::new(super::Unfetchable {
                     from: obj.source.clone(),
                     key: obj.key.clone(),
+                    why,
                 });
             }
             anyhow::anyhow!(
@@ -119,4 +120,21 @@ pub async fn fetch(client: &aws_sdk_s3::Client, obj: &Object) -> anyhow::Result<
         .into_bytes()
         .to_vec();
     Ok((bytes, etag))
+}
+
+/// The GetObject errors no retry cures, by S3's error code. Others (throttling,
+/// 5xx, expired credentials, the network) are retried.
+fn permanent<R>(
+    e: &aws_sdk_s3::error::SdkError<aws_sdk_s3::operation::get_object::GetObjectError, R>,
+) -> Option<super::Permanent> {
+    use aws_sdk_s3::error::ProvideErrorMetadata as _;
+    let se = e.as_service_error()?;
+    if se.is_no_such_key() {
+        return Some(super::Permanent::NotFound);
+    }
+    match se.code() {
+        Some("AccessDenied") => Some(super::Permanent::AccessDenied),
+        Some("NoSuchBucket") => Some(super::Permanent::NoSuchBucket),
+        _ => None,
+    }
 }

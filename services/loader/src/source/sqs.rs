@@ -1,11 +1,12 @@
 //! S3 ObjectCreated notifications from SQS (production). A message is
 //! deleted only after every object it names is committed; a message that
-//! is not a notification is left for the queue's redrive policy to move to
-//! the dead-letter queue.
+//! is not a notification, or names an object outside the events bucket and
+//! prefix, is left for the queue's redrive policy to move to the dead-letter
+//! queue.
 
 use serde::Deserialize;
 
-use super::{Delivery, Object};
+use super::{Delivery, EventsLocation, Object};
 
 /// SQS returns at most 10 messages per ReceiveMessage.
 pub const MAX_MESSAGES: i32 = 10;
@@ -16,6 +17,7 @@ pub struct SqsSource {
     sqs: aws_sdk_sqs::Client,
     s3: aws_sdk_s3::Client,
     queue_url: String,
+    admits: Option<EventsLocation>,
 }
 
 #[derive(Deserialize)]
@@ -62,8 +64,9 @@ pub fn decode_key(k: &str) -> String {
 
 /// The objects a message body names: `Ok(vec![])` for the `s3:TestEvent`
 /// S3 sends when notifications are configured, `Err` for anything that is
-/// not a notification.
-pub fn objects_of(body: &str) -> Result<Vec<Object>, String> {
+/// not a notification, and for a notification naming any object `admits`
+/// (when set) does not.
+pub fn objects_of(body: &str, admits: Option<&EventsLocation>) -> Result<Vec<Object>, String> {
     let n: Notification =
         serde_json::from_str(body).map_err(|e| format!("not an S3 notification: {e}"))?;
     if n.event.as_deref() == Some("s3:TestEvent") {
@@ -72,20 +75,44 @@ pub fn objects_of(body: &str) -> Result<Vec<Object>, String> {
     if n.records.is_empty() {
         return Err("S3 notification without Records".into());
     }
-    Ok(n.records
-        .into_iter()
-        .filter(|r| r.event_name.starts_with("ObjectCreated"))
-        .map(|r| Object {
-            source: format!("s3://{}", r.s3.bucket.name),
-            key: decode_key(&r.s3.object.key),
+    let mut objects = Vec::new();
+    for r in n.records {
+        if !r.event_name.starts_with("ObjectCreated") {
+            continue;
+        }
+        let key = decode_key(&r.s3.object.key);
+        let bucket = r.s3.bucket.name;
+        if let Some(a) = admits {
+            if !a.admits(&bucket, &key) {
+                return Err(format!(
+                    "names s3://{bucket}/{key}, outside the events location s3://{}/{} \
+                     (EARSHOT_EVENTS_BUCKET, EARSHOT_EVENTS_PREFIX)",
+                    a.bucket, a.prefix
+                ));
+            }
+        }
+        objects.push(Object {
+            source: format!("s3://{bucket}"),
+            key,
             etag: r.s3.object.etag.map(|e| super::s3::bare_etag(&e)),
-        })
-        .collect())
+        });
+    }
+    Ok(objects)
 }
 
 impl SqsSource {
-    pub fn new(sqs: aws_sdk_sqs::Client, s3: aws_sdk_s3::Client, queue_url: String) -> Self {
-        Self { sqs, s3, queue_url }
+    pub fn new(
+        sqs: aws_sdk_sqs::Client,
+        s3: aws_sdk_s3::Client,
+        queue_url: String,
+        admits: Option<EventsLocation>,
+    ) -> Self {
+        Self {
+            sqs,
+            s3,
+            queue_url,
+            admits,
+        }
     }
 
     pub fn s3(&self) -> &aws_sdk_s3::Client {
@@ -122,7 +149,7 @@ impl SqsSource {
                 let Some(receipt) = m.receipt_handle() else {
                     continue;
                 };
-                match objects_of(m.body().unwrap_or_default()) {
+                match objects_of(m.body().unwrap_or_default(), self.admits.as_ref()) {
                     Ok(objects) => deliveries.push(Delivery {
                         objects,
                         receipt: Some(receipt.to_owned()),
@@ -167,7 +194,7 @@ mod tests {
         let body = r#"{"Records":[{"eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"raw"},
             "object":{"key":"events%2F2026%2F11%2F27%2Fa+b.gz","size":10,"eTag":"\"abc\""}}}]}"#;
         assert_eq!(
-            objects_of(body).unwrap(),
+            objects_of(body, None).unwrap(),
             vec![Object {
                 source: "s3://raw".into(),
                 key: "events/2026/11/27/a b.gz".into(),
@@ -175,9 +202,44 @@ mod tests {
             }]
         );
         let test = r#"{"Service":"Amazon S3","Event":"s3:TestEvent","Time":"2026-11-27T00:00:00Z","Bucket":"raw"}"#;
-        assert_eq!(objects_of(test).unwrap(), vec![]);
-        assert!(objects_of("hello")
+        assert_eq!(objects_of(test, None).unwrap(), vec![]);
+        assert!(objects_of("hello", None)
             .unwrap_err()
             .starts_with("not an S3 notification"));
+    }
+
+    #[test]
+    fn notifications_outside_the_events_bucket_and_prefix_are_refused() {
+        let events = EventsLocation {
+            bucket: "raw".into(),
+            prefix: "events/".into(),
+        };
+        let notification = |bucket: &str, key: &str| {
+            format!(
+                r#"{{"Records":[{{"eventName":"ObjectCreated:Put","s3":{{"bucket":{{"name":"{bucket}"}},"object":{{"key":"{key}","eTag":"e"}}}}}}]}}"#
+            )
+        };
+        assert_eq!(
+            objects_of(&notification("raw", "events%2F2026%2Fa.gz"), Some(&events))
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(
+            objects_of(&notification("other", "events/a.gz"), Some(&events)).unwrap_err(),
+            "names s3://other/events/a.gz, outside the events location s3://raw/events/ \
+             (EARSHOT_EVENTS_BUCKET, EARSHOT_EVENTS_PREFIX)"
+        );
+        // Firehose's error prefix and anything else in the bucket are not events.
+        for key in ["errors/a.gz", "event/a.gz", "uploads/events/a.gz"] {
+            assert!(
+                objects_of(&notification("raw", key), Some(&events)).is_err(),
+                "{key}"
+            );
+        }
+        assert_eq!(
+            objects_of(&notification("other", "x"), None).unwrap().len(),
+            1
+        );
     }
 }

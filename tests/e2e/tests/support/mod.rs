@@ -380,6 +380,9 @@ impl Stack {
             ("DATABASE_URL", &self.db.url),
             ("RUST_LOG", "info,sqlx=warn"),
             ("EARSHOT_LOADER_ADDR", "127.0.0.1:0"),
+            // As deployed: only the events bucket and prefix are read.
+            ("EARSHOT_EVENTS_BUCKET", BUCKET),
+            ("EARSHOT_EVENTS_PREFIX", PREFIX),
         ]));
         let spec = ProcessSpec::new(&bins().earshot)
             .args(["load", "--source", &format!("sqs:{}", self.queue_url)])
