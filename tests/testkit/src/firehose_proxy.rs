@@ -23,7 +23,7 @@ use base64::Engine;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use crate::server::{self, Req, Resp, Server};
+use crate::server::{self, Req, Resp, Server, Upstream};
 
 /// The `X-Amz-Target` of the call the script applies to.
 pub const PUT_RECORD_BATCH_TARGET: &str = "Firehose_20150804.PutRecordBatch";
@@ -87,8 +87,7 @@ struct Script {
 }
 
 struct State {
-    upstream: String,
-    http: reqwest::Client,
+    upstream: Upstream,
     script: Mutex<Script>,
     stats: Mutex<ProxyStats>,
 }
@@ -103,20 +102,15 @@ impl FirehoseFaultProxy {
     /// Listens on 127.0.0.1:0 and forwards to `upstream` (e.g. moto's endpoint).
     pub async fn start(upstream: &str) -> anyhow::Result<Self> {
         let state = Arc::new(State {
-            upstream: upstream.trim_end_matches('/').to_owned(),
-            http: reqwest::Client::builder().no_proxy().build()?,
+            upstream: Upstream::new(upstream)?,
             script: Mutex::new(Script {
                 queue: VecDeque::new(),
                 default: FirehoseFault::Pass,
             }),
             stats: Mutex::new(ProxyStats::default()),
         });
-        let s = state.clone();
-        let server = Server::start(Arc::new(move |req| {
-            let s = s.clone();
-            Box::pin(async move { handle(&s, req).await })
-        }))
-        .await?;
+        let server =
+            Server::serve(state.clone(), |s, req| async move { handle(&s, req).await }).await?;
         Ok(Self { server, state })
     }
 
@@ -174,7 +168,7 @@ async fn handle(state: &State, req: Req) -> Resp {
     let Some(body) = parsed else {
         state.stats.lock().expect("lock").other_calls += 1;
         let b = req.body().clone();
-        return forward(state, &req, b).await.0;
+        return state.upstream.forward(&req, b).await.0;
     };
     let records: Vec<Value> = body["Records"].as_array().cloned().unwrap_or_default();
     let n = records.len();
@@ -246,7 +240,10 @@ async fn partial(
     if !keep.is_empty() {
         let sizes: Vec<usize> = keep.iter().map(record_size).collect();
         body["Records"] = Value::Array(keep);
-        let (resp, upstream_body) = forward(state, req, Bytes::from(body.to_string())).await;
+        let (resp, upstream_body) = state
+            .upstream
+            .forward(req, Bytes::from(body.to_string()))
+            .await;
         if resp.status() != 200 {
             return resp;
         }
@@ -301,10 +298,4 @@ fn throttled() -> Resp {
         http::HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()).expect("uuid is ascii"),
     );
     r
-}
-
-/// Sends the request upstream with `body`; returns the response to give the
-/// client and, when it came from upstream, its body.
-async fn forward(state: &State, req: &Req, body: Bytes) -> (Resp, Option<Bytes>) {
-    server::forward(&state.http, &state.upstream, req, body).await
 }

@@ -155,12 +155,8 @@ impl LambdaRuntimeEmulator {
             inner: Mutex::new(Inner::default()),
             changed,
         });
-        let s = state.clone();
-        let server = Server::start(Arc::new(move |req| {
-            let s = s.clone();
-            Box::pin(async move { route(&s, req).await })
-        }))
-        .await?;
+        let server =
+            Server::serve(state.clone(), |s, req| async move { route(&s, req).await }).await?;
         Ok(Self {
             server: Arc::new(server),
             state,

@@ -11,11 +11,10 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use http_body_util::Full;
 
-use crate::server::{self, Req, Resp, Server};
+use crate::server::{Req, Resp, Server, Upstream};
 
 struct State {
-    upstream: String,
-    http: reqwest::Client,
+    upstream: Upstream,
     denied: Vec<String>,
     denials: Mutex<usize>,
 }
@@ -31,17 +30,12 @@ impl S3DenyProxy {
     /// denies `GET`s of object keys containing any of `denied`.
     pub async fn start(upstream: &str, denied: &[&str]) -> anyhow::Result<Self> {
         let state = Arc::new(State {
-            upstream: upstream.trim_end_matches('/').to_owned(),
-            http: reqwest::Client::builder().no_proxy().build()?,
+            upstream: Upstream::new(upstream)?,
             denied: denied.iter().map(|d| (*d).to_owned()).collect(),
             denials: Mutex::new(0),
         });
-        let s = state.clone();
-        let server = Server::start(Arc::new(move |req| {
-            let s = s.clone();
-            Box::pin(async move { handle(&s, req).await })
-        }))
-        .await?;
+        let server =
+            Server::serve(state.clone(), |s, req| async move { handle(&s, req).await }).await?;
         Ok(Self { server, state })
     }
 
@@ -68,9 +62,7 @@ async fn handle(state: &State, req: Req) -> Resp {
         return access_denied(path);
     }
     let body = req.body().clone();
-    server::forward(&state.http, &state.upstream, &req, body)
-        .await
-        .0
+    state.upstream.forward(&req, body).await.0
 }
 
 /// What S3 answers a caller whose policy does not allow `s3:GetObject`.

@@ -65,6 +65,21 @@ impl Server {
         Ok(Self { addr, task })
     }
 
+    /// Serves `handle(state, request)`.
+    pub async fn serve<S, F, Fut>(state: Arc<S>, handle: F) -> anyhow::Result<Self>
+    where
+        S: Send + Sync + 'static,
+        F: Fn(Arc<S>, Req) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Resp> + Send + 'static,
+    {
+        let handle = Arc::new(handle);
+        Self::start(Arc::new(move |req| {
+            let (state, handle) = (state.clone(), handle.clone());
+            Box::pin(async move { handle(state, req).await })
+        }))
+        .await
+    }
+
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
@@ -92,49 +107,62 @@ pub fn json(status: u16, content_type: &str, body: &serde_json::Value) -> Resp {
         .expect("valid response")
 }
 
-/// Sends `req` (with `body`) to `upstream` (`http://host:port`, no trailing
-/// slash) and answers with upstream's answer, and its body when there was one.
-pub async fn forward(
-    http: &reqwest::Client,
-    upstream: &str,
-    req: &Req,
-    body: Bytes,
-) -> (Resp, Option<Bytes>) {
-    let path = req
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
-    let mut rb = http.request(req.method().clone(), format!("{upstream}{path}"));
-    for (name, value) in req.headers() {
-        if !matches!(
-            name.as_str(),
-            "host" | "content-length" | "connection" | "transfer-encoding"
-        ) {
-            rb = rb.header(name, value);
-        }
+/// Where a proxy sends what it does not answer itself.
+pub struct Upstream {
+    /// `http://host:port`, no trailing slash.
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Upstream {
+    pub fn new(base: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            base: base.trim_end_matches('/').to_owned(),
+            http: reqwest::Client::builder().no_proxy().build()?,
+        })
     }
-    let upstream = match rb.body(body).send().await {
-        Ok(r) => r,
-        Err(e) => return (text(502, &format!("proxy: upstream: {e}")), None),
-    };
-    let status = upstream.status();
-    let headers = upstream.headers().clone();
-    let bytes = match upstream.bytes().await {
-        Ok(b) => b,
-        Err(e) => return (text(502, &format!("proxy: upstream body: {e}")), None),
-    };
-    let mut resp = http::Response::builder().status(status);
-    for (name, value) in &headers {
-        if !matches!(
-            name.as_str(),
-            "content-length" | "connection" | "transfer-encoding"
-        ) {
-            resp = resp.header(name, value);
+
+    /// Sends `req` (with `body`) upstream and answers with upstream's
+    /// answer, and its body when there was one.
+    pub async fn forward(&self, req: &Req, body: Bytes) -> (Resp, Option<Bytes>) {
+        let path = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        let mut rb = self
+            .http
+            .request(req.method().clone(), format!("{}{path}", self.base));
+        for (name, value) in req.headers() {
+            if !matches!(
+                name.as_str(),
+                "host" | "content-length" | "connection" | "transfer-encoding"
+            ) {
+                rb = rb.header(name, value);
+            }
         }
+        let upstream = match rb.body(body).send().await {
+            Ok(r) => r,
+            Err(e) => return (text(502, &format!("proxy: upstream: {e}")), None),
+        };
+        let status = upstream.status();
+        let headers = upstream.headers().clone();
+        let bytes = match upstream.bytes().await {
+            Ok(b) => b,
+            Err(e) => return (text(502, &format!("proxy: upstream body: {e}")), None),
+        };
+        let mut resp = http::Response::builder().status(status);
+        for (name, value) in &headers {
+            if !matches!(
+                name.as_str(),
+                "content-length" | "connection" | "transfer-encoding"
+            ) {
+                resp = resp.header(name, value);
+            }
+        }
+        let resp = resp
+            .body(Full::new(bytes.clone()))
+            .unwrap_or_else(|e| text(502, &format!("proxy: {e}")));
+        (resp, Some(bytes))
     }
-    let resp = resp
-        .body(Full::new(bytes.clone()))
-        .unwrap_or_else(|e| text(502, &format!("proxy: {e}")));
-    (resp, Some(bytes))
 }
