@@ -17,6 +17,7 @@ use uuid::Uuid;
 pub use crate::geo::{CountryCode, RegionCode};
 use crate::ids::{CampaignId, CreativeId, EpisodeId, ShowId};
 use crate::listener::{ListenerId, ListenerPeriod};
+use crate::sequence::{EdgeId, EdgeSeq};
 
 /// Version written into every line's `v` field.
 pub const WIRE_SCHEMA_VERSION: u32 = 1;
@@ -25,6 +26,9 @@ pub const WIRE_SCHEMA_VERSION: u32 = 1;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WireType {
     Int,
+    /// An integer that may pass 2^31 (a sequence number): `int` on the
+    /// wire, `bigint` in Glue.
+    BigInt,
     String,
 }
 
@@ -32,7 +36,7 @@ impl WireType {
     /// As docs/WIRE_FORMAT.md's table names it.
     pub const fn as_str(self) -> &'static str {
         match self {
-            WireType::Int => "int",
+            WireType::Int | WireType::BigInt => "int",
             WireType::String => "string",
         }
     }
@@ -44,6 +48,7 @@ impl WireType {
     pub const fn glue(self) -> &'static str {
         match self {
             WireType::Int => "int",
+            WireType::BigInt => "bigint",
             WireType::String => "string",
         }
     }
@@ -66,8 +71,8 @@ const fn field(name: &'static str, ty: WireType, nullable: bool) -> WireField {
 /// `Serialize`). The one definition that docs/WIRE_FORMAT.md and the SAM
 /// template's Glue table are checked against (`shared/tests/wire_schema.rs`);
 /// a new field goes here first.
-pub const WIRE_FIELDS: [WireField; 21] = {
-    use WireType::{Int, String as Str};
+pub const WIRE_FIELDS: [WireField; 23] = {
+    use WireType::{BigInt, Int, String as Str};
     [
         field("v", Int, false),
         field("id", Str, false),
@@ -90,6 +95,8 @@ pub const WIRE_FIELDS: [WireField; 21] = {
         field("verdict", Str, false),
         field("reason", Str, true),
         field("trace_id", Str, true),
+        field("edge", Str, true),
+        field("seq", BigInt, true),
     ]
 };
 
@@ -264,6 +271,9 @@ pub struct TrackingEvent {
     /// Why the verdict is not `valid` (see `docs/WIRE_FORMAT.md`).
     pub reason: Option<String>,
     pub trace_id: Option<String>,
+    /// The edge that recorded the hit and its number there (`edge`, `seq`);
+    /// `None` on lines of edges that did not number their events.
+    pub sequence: Option<EdgeSeq>,
 }
 
 /// A [`TrackingEvent`]'s fields, borrowed: what the NDJSON encoder reads.
@@ -292,6 +302,7 @@ pub struct EventFields<'a> {
     pub verdict: Verdict,
     pub reason: Option<&'a str>,
     pub trace_id: Option<&'a str>,
+    pub sequence: Option<EdgeSeq>,
 }
 
 impl EventFields<'_> {
@@ -358,6 +369,14 @@ impl EventFields<'_> {
         );
         text(out, b",\"reason\":", self.reason);
         text(out, b",\"trace_id\":", self.trace_id);
+        match &self.sequence {
+            Some(s) => {
+                ascii(out, b",\"edge\":", Some(s.edge.as_bytes()));
+                out.extend_from_slice(b",\"seq\":");
+                out.extend_from_slice(itoa::Buffer::new().format(s.seq).as_bytes());
+            }
+            None => out.extend_from_slice(b",\"edge\":null,\"seq\":null"),
+        }
         out.extend_from_slice(b"}\n");
     }
 
@@ -384,6 +403,7 @@ impl EventFields<'_> {
             verdict: self.verdict,
             reason: self.reason.map(str::to_owned),
             trace_id: self.trace_id.map(str::to_owned),
+            sequence: self.sequence,
         }
     }
 }
@@ -423,7 +443,7 @@ pub fn write_ts(out: &mut String, ts: OffsetDateTime) {
 
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ` into a stack buffer: this runs for every hit
 /// and every loaded event, and `format!` costs several times more.
-fn ts_bytes(ts: OffsetDateTime) -> [u8; 24] {
+pub(crate) fn ts_bytes(ts: OffsetDateTime) -> [u8; 24] {
     let ts = ts.to_offset(UtcOffset::UTC);
     let mut b = *b"0000-00-00T00:00:00.000Z";
     let mut put = |at: usize, width: usize, mut v: u32| {
@@ -442,7 +462,7 @@ fn ts_bytes(ts: OffsetDateTime) -> [u8; 24] {
     b
 }
 
-fn parse_ts(s: &str) -> Result<OffsetDateTime, String> {
+pub(crate) fn parse_ts(s: &str) -> Result<OffsetDateTime, String> {
     OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
         .map(to_wire_precision)
         .map_err(|e| format!("ts {s:?} is not RFC 3339: {e}"))
@@ -473,6 +493,8 @@ impl Serialize for TrackingEvent {
         st.serialize_field("verdict", self.verdict.as_str())?;
         st.serialize_field("reason", &self.reason)?;
         st.serialize_field("trace_id", &self.trace_id)?;
+        st.serialize_field("edge", &self.sequence.as_ref().map(|s| s.edge))?;
+        st.serialize_field("seq", &self.sequence.as_ref().map(|s| s.seq))?;
         st.end()
     }
 }
@@ -626,6 +648,11 @@ struct WireIn<'a> {
     reason: Option<String>,
     #[serde(default)]
     trace_id: Option<String>,
+    /// Absent on lines of edges that did not number their events.
+    #[serde(default)]
+    edge: Option<EdgeId>,
+    #[serde(default)]
+    seq: Option<u64>,
 }
 
 /// Why a line could not be decoded. The message is what the quarantine
@@ -674,6 +701,7 @@ impl TrackingEvent {
             verdict: self.verdict,
             reason: self.reason.as_deref(),
             trace_id: self.trace_id.as_deref(),
+            sequence: self.sequence,
         }
     }
 
@@ -749,6 +777,16 @@ impl TrackingEvent {
                 .map_err(|e| DecodeError::Field(e.to_string()))?,
         };
         let verdict = w.verdict.parse::<Verdict>().map_err(DecodeError::Field)?;
+        let sequence = match (w.edge, w.seq) {
+            (Some(edge), Some(seq)) if seq >= 1 => Some(EdgeSeq { edge, seq }),
+            (None, None) => None,
+            (Some(_), Some(_)) => return Err(DecodeError::Field("seq must be at least 1".into())),
+            _ => {
+                return Err(DecodeError::Inconsistent(
+                    "edge and seq come together or not at all",
+                ))
+            }
+        };
         let ev = TrackingEvent {
             id: w.id,
             ts: parse_ts(&w.ts).map_err(DecodeError::Field)?,
@@ -770,6 +808,7 @@ impl TrackingEvent {
             verdict,
             reason: w.reason,
             trace_id: w.trace_id,
+            sequence,
         };
         ev.check_consistency()?;
         Ok(ev)
@@ -856,6 +895,10 @@ mod tests {
             verdict: Verdict::Valid,
             reason: None,
             trace_id: Some("Root=1-5759e988-bd862e3fe1be46a994272793".into()),
+            sequence: Some(EdgeSeq {
+                edge: EdgeId::parse("019ab3c2d4e57a1b8c9d0e1f2a3b4c5d").unwrap(),
+                seq: 4_294_967_297,
+            }),
         }
     }
 
@@ -872,7 +915,8 @@ mod tests {
                 r#""ua":"Overcast/3.0 (+http://overcast.fm/; iOS podcast app)","app":"Overcast","#,
                 r#""device":"Apple iPhone","os":"ios","country":"DE","region":"DE-BE","#,
                 r#""verdict":"valid","reason":null,"#,
-                r#""trace_id":"Root=1-5759e988-bd862e3fe1be46a994272793"}"#,
+                r#""trace_id":"Root=1-5759e988-bd862e3fe1be46a994272793","#,
+                r#""edge":"019ab3c2d4e57a1b8c9d0e1f2a3b4c5d","seq":4294967297}"#,
                 "\n"
             )
         );
@@ -904,6 +948,9 @@ mod tests {
             ev.country = None;
             ev.region = None;
             ev.listener_period = ListenerPeriod::Day;
+            if i % 2 == 1 {
+                ev.sequence = None;
+            }
             let mut want = serde_json::to_vec(&ev).unwrap();
             want.push(b'\n');
             assert_eq!(
@@ -1023,6 +1070,41 @@ mod tests {
         assert_eq!(
             (ev.listener_period, ev.region, ev.country),
             (ListenerPeriod::Day, None, CountryCode::parse("DE"))
+        );
+    }
+
+    #[test]
+    fn lines_without_edge_and_seq_are_unnumbered_and_half_a_pair_is_refused() {
+        let line = String::from_utf8(sample().to_ndjson()).unwrap();
+        let old = line.replace(
+            r#","edge":"019ab3c2d4e57a1b8c9d0e1f2a3b4c5d","seq":4294967297"#,
+            "",
+        );
+        assert_eq!(
+            TrackingEvent::decode(old.as_bytes()).unwrap().sequence,
+            None
+        );
+        let nulls = line.replace(
+            r#""edge":"019ab3c2d4e57a1b8c9d0e1f2a3b4c5d","seq":4294967297"#,
+            r#""edge":null,"seq":null"#,
+        );
+        assert_eq!(
+            TrackingEvent::decode(nulls.as_bytes()).unwrap().sequence,
+            None
+        );
+        let no_seq = line.replace(r#","seq":4294967297"#, "");
+        assert_eq!(
+            TrackingEvent::decode(no_seq.as_bytes()),
+            Err(DecodeError::Inconsistent(
+                "edge and seq come together or not at all"
+            ))
+        );
+        let zero = line.replace(r#""seq":4294967297"#, r#""seq":0"#);
+        assert_eq!(
+            TrackingEvent::decode(zero.as_bytes())
+                .unwrap_err()
+                .to_string(),
+            "bad field: seq must be at least 1"
         );
     }
 

@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 
 use earshot_domain::{
-    CampaignId, CreativeId, EpisodeId, EventKind, ListenerId, ListenerPeriod, Placement,
-    RegionCode, ShowId, TrackingEvent, Verdict, WireType, WIRE_FIELDS,
+    CampaignId, CreativeId, EdgeId, EdgeSeq, EpisodeId, EventKind, ListenerId, ListenerPeriod,
+    Placement, RegionCode, ShowId, TrackingEvent, Verdict, WireType, WIRE_FIELDS,
 };
 use serde_json::Value;
 use time::macros::datetime;
@@ -43,6 +43,10 @@ fn events() -> [TrackingEvent; 2] {
         verdict: Verdict::Bot,
         reason: Some("ua_self_declared".into()),
         trace_id: Some("Root=1-abc".into()),
+        sequence: Some(EdgeSeq {
+            edge: EdgeId::generate(),
+            seq: 3_000_000_000,
+        }),
     };
     let bare = TrackingEvent {
         campaign: None,
@@ -61,6 +65,7 @@ fn events() -> [TrackingEvent; 2] {
         verdict: Verdict::Invalid,
         reason: Some("missing_campaign".into()),
         trace_id: None,
+        sequence: None,
         ..full.clone()
     };
     [full, bare]
@@ -99,7 +104,9 @@ fn the_encoder_writes_exactly_the_schema_fields_in_order_with_their_types() {
         for f in WIRE_FIELDS {
             match (&v[f.name], f.ty) {
                 (Value::Null, _) => assert!(f.nullable, "{} is null in {line}", f.name),
-                (Value::Number(n), WireType::Int) => assert!(n.is_u64(), "{}", f.name),
+                (Value::Number(n), WireType::Int | WireType::BigInt) => {
+                    assert!(n.is_u64(), "{}", f.name)
+                }
                 (Value::String(_), WireType::String) => {}
                 (other, ty) => panic!("{} is {other} but the schema says {ty:?}", f.name),
             }

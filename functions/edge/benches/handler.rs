@@ -31,6 +31,8 @@ const RUNS: usize = 31;
 const ITERS: usize = 20_000;
 const NEW_UA_ITERS: usize = 2_000;
 const GOAL_NS: f64 = 2_000.0;
+/// Issue 30: numbering events may add at most this much CPU per hit.
+const NUMBERING_GOAL_NS: f64 = 50.0;
 const KEYS: &str = "k1:bench-signing-secret-0123456789";
 
 /// Real podcast-client user agents (OPAWG examples and common players).
@@ -58,6 +60,7 @@ fn recorder(ua: UaClassifier) -> Recorder {
         ua,
         trust: TrustConfig::default(),
         geo: earshot_edge::geo::Geo::builtin(),
+        sequencer: earshot_edge::sequence::Sequencer::new(),
     }
 }
 
@@ -315,6 +318,31 @@ fn main() {
         black_box(uuid::Builder::from_unix_timestamp_millis(black_box(ms), &random).into_uuid());
     });
     row("  event id: v7 from a userspace RNG (fastrand)", &s);
+    // Numbering (issue 30): the atomic increment, plus writing `edge` and
+    // `seq` instead of two nulls.
+    let sequencer = earshot_edge::sequence::Sequencer::new();
+    let s_next = measure(ITERS, Some(&mut base), |_, _| {
+        black_box(black_box(&sequencer).next());
+    });
+    row("  edge seq: Sequencer::next (AtomicU64)", &s_next);
+    let unnumbered = earshot_domain::TrackingEvent {
+        sequence: None,
+        ..fixed.clone()
+    };
+    let mut line = Vec::with_capacity(LINE_CAPACITY);
+    let s_plain = measure(ITERS, Some(&mut base), |_, _| {
+        line.clear();
+        black_box(&unnumbered).write_ndjson(&mut line);
+        black_box(&line);
+    });
+    row("  encode the fixed event without edge, seq", &s_plain);
+    let s_numbered = measure(ITERS, Some(&mut base), |_, _| {
+        line.clear();
+        black_box(&fixed).write_ndjson(&mut line);
+        black_box(&line);
+    });
+    row("  encode the fixed event with edge, seq", &s_numbered);
+    let numbering_ns = s_next.median + (s_numbered.median - s_plain.median);
 
     // Init cost of the compiled-in lists (part of the Lambda cold start):
     // parsing their JSON, and all of it (parse and compile).
@@ -350,6 +378,10 @@ fn main() {
 
     println!();
     println!("RESULT baseline_encode_ns {:.0}", b);
+    println!(
+        "RESULT numbering_ns {numbering_ns:.1}  (Sequencer::next + encoding edge and seq; goal ≤ {NUMBERING_GOAL_NS:.0} ns: {})",
+        if numbering_ns <= NUMBERING_GOAL_NS { "meets" } else { "MISSES" }
+    );
     for (name, ns, ratio) in results {
         let verdict = if ns <= GOAL_NS { "meets" } else { "MISSES" };
         println!(

@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use crate::config::{SigningConfig, TrustConfig};
 use crate::geo::{Geo, Place};
+use crate::sequence::Sequencer;
 
 /// The smallest transparent GIF: 1x1, one transparent colour (43 bytes).
 pub const PIXEL_GIF: [u8; 43] = [
@@ -143,6 +144,8 @@ pub struct Recorder {
     pub ua: UaClassifier,
     pub trust: TrustConfig,
     pub geo: Geo,
+    /// This environment's edge id and the numbering of its events.
+    pub sequencer: Sequencer,
 }
 
 // Header names parsed once, not on every lookup.
@@ -411,6 +414,7 @@ impl Recorder {
             verdict,
             reason,
             trace_id: self.trace_id(req).map(|t| truncate_to(t, MAX_TRACE_ID_LEN)),
+            sequence: Some(self.sequencer.next()),
         })
     }
 }
@@ -434,6 +438,7 @@ mod tests {
             ua: UaClassifier::builtin(),
             trust,
             geo: crate::geo::Geo::builtin(),
+            sequencer: crate::sequence::Sequencer::new(),
         }
     }
 
@@ -934,6 +939,13 @@ mod tests {
             assert_eq!(verdict, ev.verdict, "{q}");
             let decoded = TrackingEvent::decode(&line).unwrap();
             ev.id = decoded.id;
+            // The line took the number before the event's.
+            let numbered = ev.sequence.expect("the edge numbers every event");
+            assert_eq!(
+                decoded.sequence.map(|s| (s.edge, s.seq + 1)),
+                Some((numbered.edge, numbered.seq))
+            );
+            ev.sequence = decoded.sequence;
             assert_eq!(line, ev.to_ndjson(), "{q} {ua}");
         }
     }

@@ -88,18 +88,19 @@ pub async fn handle(app: &App, req: Request) -> Response<Body> {
     Response::from_parts(parts, body)
 }
 
-/// Runs under the Lambda runtime until the environment shuts down. In
-/// buffered mode an internal extension is registered so that Lambda sends
-/// SIGTERM at shutdown, and the hook then flushes the buffer within
-/// [`SHUTDOWN_FLUSH_BUDGET`], dead-lettering what it could not deliver.
+/// Runs under the Lambda runtime until the environment shuts down. An
+/// internal extension is registered so that Lambda sends SIGTERM at
+/// shutdown; the hook then writes the environment's last heartbeat (both
+/// flush modes: without it the audit could not tell the events after the
+/// last minute's heartbeat from an unknown tail) and, in buffered mode,
+/// flushes the buffer within [`SHUTDOWN_FLUSH_BUDGET`], dead-lettering what
+/// it could not deliver.
 pub async fn run(app: Arc<App>) -> Result<(), lambda_http::Error> {
-    if matches!(app.flush, crate::config::FlushMode::Buffered { .. }) {
-        let a = app.clone();
-        lambda_runtime::spawn_graceful_shutdown_handler(move || async move {
-            a.shutdown(Some(SHUTDOWN_FLUSH_BUDGET)).await;
-        })
-        .await;
-    }
+    let a = app.clone();
+    lambda_runtime::spawn_graceful_shutdown_handler(move || async move {
+        a.shutdown(Some(SHUTDOWN_FLUSH_BUDGET)).await;
+    })
+    .await;
     lambda_http::run(lambda_http::service_fn(move |req: Request| {
         let app = app.clone();
         async move { Ok::<_, Infallible>(handle(&app, req).await) }

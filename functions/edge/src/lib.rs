@@ -6,6 +6,7 @@ pub mod hit;
 pub mod lambda;
 pub mod local;
 pub mod metrics;
+pub mod sequence;
 pub mod sink;
 pub mod telemetry;
 
@@ -75,6 +76,7 @@ impl App {
                 ua,
                 trust: cfg.trust,
                 geo,
+                sequencer: sequence::Sequencer::new(),
             },
             pipeline,
             metrics,
@@ -89,19 +91,46 @@ impl App {
         let route = hit::route(req.method, req.path);
         if route == Route::PixelGet {
             let mut line = Vec::with_capacity(hit::LINE_CAPACITY);
-            let verdict =
-                self.recorder
-                    .record_ndjson(&req, time::OffsetDateTime::now_utc(), &mut line);
+            let now = time::OffsetDateTime::now_utc();
+            let verdict = self.recorder.record_ndjson(&req, now, &mut line);
             self.metrics.hit(verdict);
-            self.pipeline.submit(line, req.deadline).wait().await;
+            let receipt = self.pipeline.submit(line, req.deadline);
+            // Under Lambda an environment is frozen between invocations, so
+            // its minute's heartbeat rides on the first hit after it is due.
+            let beat = self
+                .recorder
+                .sequencer
+                .heartbeat_if_due(now)
+                .map(|h| self.pipeline.submit(h.to_ndjson(), req.deadline));
+            receipt.wait().await;
+            if let Some(beat) = beat {
+                beat.wait().await;
+            }
             self.metrics.maybe_emit();
         }
         hit::response(route)
     }
 
-    /// Delivers what is buffered and closes the sink; with a `budget`, what
+    /// Writes a heartbeat if one is due (a local edge's timer calls this
+    /// while no hits come in).
+    pub async fn heartbeat_if_due(&self) {
+        let now = time::OffsetDateTime::now_utc();
+        if let Some(h) = self.recorder.sequencer.heartbeat_if_due(now) {
+            self.pipeline.submit(h.to_ndjson(), None).wait().await;
+        }
+    }
+
+    /// Writes the last heartbeat, delivers what is buffered and closes the sink; with a `budget`, what
     /// is not delivered by then is dead-lettered.
     pub async fn shutdown(&self, budget: Option<std::time::Duration>) {
+        // The last heartbeat goes out with the last events: it says how far
+        // this edge numbered, so the audit sees its whole tail. Not waited
+        // on: the shutdown below delivers it (or dead-letters it).
+        let last = self
+            .recorder
+            .sequencer
+            .heartbeat(time::OffsetDateTime::now_utc());
+        drop(self.pipeline.submit(last.to_ndjson(), None));
         self.pipeline.shutdown(budget).await;
         self.metrics.emit();
     }

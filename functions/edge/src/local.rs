@@ -13,6 +13,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::hit::HitRequest;
+use crate::sequence::HEARTBEAT_INTERVAL;
 use crate::App;
 
 /// How long the accept loop pauses after an error that is not about one
@@ -35,6 +36,10 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// the 30 s Kubernetes and ECS allow.
 pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// How often an idle local edge checks whether a heartbeat is due: a tenth
+/// of [`HEARTBEAT_INTERVAL`], so one is at most that late.
+pub const HEARTBEAT_CHECK: Duration = Duration::from_secs(HEARTBEAT_INTERVAL.as_secs() / 10);
+
 /// Whether an accept error concerns only the connection it was for (gone
 /// already: the next one can be accepted at once).
 fn is_connection_error(e: &std::io::Error) -> bool {
@@ -53,6 +58,19 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     tokio::pin!(shutdown);
     let mut conns = tokio::task::JoinSet::new();
+    // Heartbeats while no hits come in (hits write them too when due);
+    // the last one is written by the shutdown below.
+    let beats = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(HEARTBEAT_CHECK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                app.heartbeat_if_due().await;
+            }
+        })
+    };
     // Tells every connection to finish: idle ones close at once, busy ones
     // after their answer.
     let (stop, stopping) = tokio::sync::watch::channel(false);
@@ -121,6 +139,7 @@ pub async fn serve(
             "connections still busy at the drain timeout are dropped; their events are recorded"
         );
     }
+    beats.abort();
     app.shutdown(Some(FLUSH_TIMEOUT)).await;
     Ok(())
 }

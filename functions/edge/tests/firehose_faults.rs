@@ -77,21 +77,39 @@ async fn throttled_and_partially_failed_calls_still_deliver_every_event_exactly_
         .expect("every hit answered with the GIF");
     edge.stop().await.expect("clean exit");
 
+    // The last call is the shutdown's heartbeat.
     let stats = proxy.stats();
     assert_eq!(proxy.script_left(), 0);
-    assert_eq!(stats.put_record_batch_calls, 3 + 3 + 2 + 6);
+    assert_eq!(stats.put_record_batch_calls, 3 + 3 + 2 + 6 + 1);
     assert_eq!(stats.throttled_calls, 3);
     assert_eq!(stats.records_failed, 2);
-    assert_eq!(stats.records_forwarded, 9);
+    assert_eq!(stats.records_forwarded, 9 + 1);
     assert_eq!(
-        stats.records_received, 14,
+        stats.records_received,
+        14 + 1,
         "throttled calls carried their record too"
     );
 
     let objects = moto.read_all_objects(BUCKET, PREFIX).await.unwrap();
-    assert_eq!(objects.len(), 9, "one accepted call per hit");
+    assert_eq!(objects.len(), 9 + 1, "one accepted call per hit");
     let events = decode_objects(&objects).unwrap();
     match_events_to_hits(&hits, &events).expect("each event exactly once");
+    let beats: Vec<_> = objects
+        .iter()
+        .flat_map(|(_, o)| earshot_testkit::edge::decode_lines(o).unwrap().1)
+        .collect();
+    assert_eq!(beats.len(), 1, "the shutdown's heartbeat");
+    assert_eq!(beats[0].seq, 9, "it counts the nine hits");
+    let mut seqs: Vec<(earshot_domain::EdgeId, u64)> = events
+        .iter()
+        .map(|e| e.sequence.map(|s| (s.edge, s.seq)).unwrap())
+        .collect();
+    seqs.sort();
+    assert_eq!(
+        seqs,
+        (1..=9).map(|n| (beats[0].edge, n)).collect::<Vec<_>>(),
+        "one edge numbered its hits 1 to 9, each once"
+    );
 
     let stdout = edge.process.stdout_lines();
     assert_eq!(emf_sum(&stdout, "FirehoseRetries"), 5);
@@ -195,11 +213,12 @@ async fn exhausted_retries_dead_letter_exactly_the_undelivered_events_to_the_log
         .expect("a pixel never fails, even when Firehose does");
     edge.stop().await.expect("clean exit");
 
+    // The last two calls are the shutdown's heartbeat, dead-lettered too.
     let stats = proxy.stats();
-    assert_eq!(stats.put_record_batch_calls, 3 + 6 * 2);
+    assert_eq!(stats.put_record_batch_calls, 3 + 6 * 2 + 2);
     assert_eq!(stats.records_forwarded, 3);
     assert_eq!(stats.throttled_calls, 2);
-    assert_eq!(stats.records_failed, 5 * 2);
+    assert_eq!(stats.records_failed, 5 * 2 + 2);
 
     let delivered = decode_objects(&moto.read_all_objects(BUCKET, PREFIX).await.unwrap()).unwrap();
     match_events_to_hits(&hits[..3], &delivered).expect("the first three landed");
@@ -214,9 +233,17 @@ async fn exhausted_retries_dead_letter_exactly_the_undelivered_events_to_the_log
         .collect();
     assert_eq!(
         dead_lines.len(),
-        6,
-        "one record per hit, one log line per record"
+        6 + 1,
+        "one record per hit (and the heartbeat), one log line per record"
     );
+    // The dead letters are exactly the numbers missing from S3, and the
+    // heartbeat in the log says how far the edge numbered.
+    let mut dead_seqs: Vec<u64> = dead.iter().map(|e| e.sequence.unwrap().seq).collect();
+    dead_seqs.sort();
+    assert_eq!(dead_seqs, (4..=9).collect::<Vec<_>>());
+    let mut landed_seqs: Vec<u64> = delivered.iter().map(|e| e.sequence.unwrap().seq).collect();
+    landed_seqs.sort();
+    assert_eq!(landed_seqs, vec![1, 2, 3]);
     for line in &dead_lines {
         assert_eq!(line["level"], "ERROR");
         let reason = line["reason"].as_str().unwrap();
@@ -230,7 +257,7 @@ async fn exhausted_retries_dead_letter_exactly_the_undelivered_events_to_the_log
     assert_eq!(ids.len(), 9, "nothing both delivered and dead-lettered");
     assert_eq!(
         emf_sum(&edge.process.stdout_lines(), "DeadLetteredEvents"),
-        6
+        6 + 1
     );
 }
 
@@ -246,6 +273,7 @@ fn big_events(n: usize) -> Vec<TrackingEvent> {
         ua: UaClassifier::builtin(),
         trust: TrustConfig::default(),
         geo: earshot_edge::geo::Geo::builtin(),
+        sequencer: earshot_edge::sequence::Sequencer::new(),
     };
     let now = time::OffsetDateTime::now_utc();
     (0..n)
@@ -279,8 +307,8 @@ fn big_events(n: usize) -> Vec<TrackingEvent> {
 #[tokio::test]
 async fn partial_failures_resend_only_the_failed_records_through_the_real_sdk_client() {
     let (moto, proxy) = moto_and_proxy().await;
-    // About 1,060 bytes a line: 2,800 lines need a third record, and fit in it.
-    let events = big_events(2800);
+    // About 1,110 bytes a line: 2,700 lines need a third record, and fit in it.
+    let events = big_events(2700);
     let lines: Vec<Vec<u8>> = events.iter().map(TrackingEvent::to_ndjson).collect();
     let total: usize = lines.iter().map(Vec::len).sum();
     let (records, _) = earshot_edge::sink::firehose::pack(lines.clone());
@@ -332,7 +360,7 @@ async fn partial_failures_resend_only_the_failed_records_through_the_real_sdk_cl
     let objects = moto.read_all_objects(BUCKET, PREFIX).await.unwrap();
     assert_eq!(objects.len(), 3);
     let landed = decode_objects(&objects).unwrap();
-    assert_eq!(landed.len(), 2800);
+    assert_eq!(landed.len(), 2700);
     let mut got: Vec<_> = landed.iter().map(|e| e.id).collect();
     got.sort();
     let mut sent: Vec<_> = events.iter().map(|e| e.id).collect();

@@ -86,7 +86,24 @@ async fn run(flush: &[(&str, &str)]) -> (Vec<(String, Vec<u8>)>, Vec<TrackingEve
         ),
         (10, 10, 10, 0)
     );
-    assert_eq!(emf_sum(&stdout, "BatchEvents"), HITS as u64);
+    // Lines handed to Firehose: the hits' and the shutdown's heartbeat,
+    // which counts every hit.
+    assert_eq!(emf_sum(&stdout, "BatchEvents"), HITS as u64 + 1);
+    let beats: Vec<_> = objects
+        .iter()
+        .flat_map(|(_, o)| earshot_testkit::edge::decode_lines(o).unwrap().1)
+        .collect();
+    assert_eq!(
+        beats.iter().map(|b| b.seq).collect::<Vec<_>>(),
+        vec![HITS as u64]
+    );
+    let mut seqs: Vec<_> = events.iter().map(|e| e.sequence.unwrap()).collect();
+    seqs.sort_by_key(|s| s.seq);
+    assert!(seqs.iter().all(|s| s.edge == beats[0].edge));
+    assert_eq!(
+        seqs.iter().map(|s| s.seq).collect::<Vec<_>>(),
+        (1..=HITS as u64).collect::<Vec<_>>()
+    );
     (objects, events, stdout)
 }
 

@@ -56,6 +56,7 @@ fn recorder(trust: TrustConfig, geo: Geo) -> Recorder {
         ua: UaClassifier::builtin(),
         trust,
         geo,
+        sequencer: earshot_edge::sequence::Sequencer::new(),
     }
 }
 

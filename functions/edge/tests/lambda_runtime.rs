@@ -133,16 +133,23 @@ async fn sync_lambda_answers_each_front_door_and_each_get_is_in_s3_before_its_re
     let ids: std::collections::HashSet<_> = events.iter().map(|e| e.id).collect();
     assert_eq!(ids.len(), 4);
     assert_eq!(stack.function.emulator().completed(), 6);
-    assert_eq!(
-        stack.function.emulator().extensions(),
-        vec![],
-        "sync mode registers no shutdown extension"
-    );
+    // Sync mode registers the shutdown extension too, for the last
+    // heartbeat: it counts the four GETs, and nothing else is sent.
+    let extensions = stack.function.emulator().extensions();
+    assert_eq!(extensions.len(), 1);
+    assert_eq!(extensions[0].name, GRACEFUL_HELPER);
     let report = stack.function.shutdown().await.unwrap();
-    assert!(
-        !report.sigterm,
-        "no extension: Lambda just kills the runtime"
+    assert!(report.sigterm);
+    assert!(!report.killed_after_grace, "the hook finished in time");
+    let (objects, after) = stack.s3_events().await;
+    assert_eq!(
+        (objects, after.len()),
+        (5, 4),
+        "one more object: the heartbeat"
     );
+    let mut seqs: Vec<u64> = after.iter().map(|e| e.sequence.unwrap().seq).collect();
+    seqs.sort();
+    assert_eq!(seqs, vec![1, 2, 3, 4]);
 }
 
 /// lambda_http overwrites the request's `x-amzn-trace-id` with the runtime's

@@ -186,6 +186,7 @@ fn tracking_event() -> impl Strategy<Value = TrackingEvent> {
         prop::sample::select(vec![Verdict::Valid, Verdict::Bot, Verdict::Invalid]),
         any::<String>(),
         any::<[u8; 10]>(),
+        proptest::option::of(("[0-9a-f]{32}", 1u64..)),
     );
     (ms, ids, kinds, who, verdict).prop_map(
         |(
@@ -193,7 +194,7 @@ fn tracking_event() -> impl Strategy<Value = TrackingEvent> {
             (campaign, creative, episode, show, drop_campaign, drop_creative),
             (placement, event, drop_event, error_code),
             (listener, ua, app, device, os, country, trace_id, region, listener_period),
-            (verdict, reason, random),
+            (verdict, reason, random, sequence),
         )| {
             let ts = OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).unwrap();
             let id = uuid::Builder::from_unix_timestamp_millis(ms as u64, &random).into_uuid();
@@ -224,6 +225,10 @@ fn tracking_event() -> impl Strategy<Value = TrackingEvent> {
                 verdict,
                 reason: (verdict != Verdict::Valid).then_some(reason),
                 trace_id,
+                sequence: sequence.map(|(edge, seq)| earshot_domain::EdgeSeq {
+                    edge: earshot_domain::EdgeId::parse(&edge).unwrap(),
+                    seq,
+                }),
             }
         },
     )

@@ -2,7 +2,7 @@
 
 use std::io::Read;
 
-use earshot_domain::TrackingEvent;
+use earshot_domain::{EdgeId, EdgeSeq, Heartbeat, TrackingEvent};
 use time::{Date, Duration, OffsetDateTime};
 use uuid::Uuid;
 
@@ -25,6 +25,10 @@ pub struct Quarantined {
     pub line_no: u32,
     pub raw: Vec<u8>,
     pub reason: String,
+    /// The line's `edge` and `seq`, and its `ts` if it reads as one, when
+    /// it carries them: its number arrived, though the line is not stored
+    /// (the sequence audit files it as quarantined, not missing).
+    pub sequence: Option<(EdgeSeq, Option<OffsetDateTime>)>,
 }
 
 #[derive(Debug, Default)]
@@ -35,6 +39,32 @@ pub struct Parsed {
     pub lines: u32,
     /// Lines repeating an event id already seen in this object.
     pub duplicates_in_object: u32,
+    /// The numbers (and times) of those repeats, when they carry one.
+    pub duplicate_seqs: Vec<(EdgeSeq, OffsetDateTime)>,
+    /// Heartbeat lines: never events, kept for the sequence audit.
+    pub heartbeats: Vec<Heartbeat>,
+}
+
+/// What a line that is not stored may still say about its number.
+fn sequence_of(raw: &[u8]) -> Option<(EdgeSeq, Option<OffsetDateTime>)> {
+    #[derive(serde::Deserialize)]
+    struct SeqOnly {
+        edge: EdgeId,
+        seq: u64,
+        #[serde(default)]
+        ts: Option<String>,
+    }
+    let s: SeqOnly = serde_json::from_slice(raw).ok()?;
+    let ts = s.ts.and_then(|t| {
+        OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339).ok()
+    });
+    (s.seq >= 1).then_some((
+        EdgeSeq {
+            edge: s.edge,
+            seq: s.seq,
+        },
+        ts,
+    ))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,12 +123,23 @@ pub fn parse(data: &[u8], now: OffsetDateTime, oldest: Date) -> Parsed {
                 line_no,
                 raw: raw[..raw.len().min(MAX_QUARANTINED_LINE)].to_vec(),
                 reason,
+                sequence: sequence_of(raw),
             })
         };
         let ev = match TrackingEvent::decode(raw) {
             Ok(ev) => ev,
+            // Heartbeats are rare (one a minute per edge): looked for only
+            // where an event did not decode.
             Err(e) => {
-                quarantine(e.to_string());
+                match Heartbeat::decode(raw) {
+                    Ok(Some(h)) if h.ts <= latest => out.heartbeats.push(h),
+                    Ok(Some(h)) => quarantine(format!(
+                        "heartbeat ts {} is more than 2 days in the future",
+                        earshot_domain::event::format_ts(h.ts)
+                    )),
+                    Ok(None) => quarantine(e.to_string()),
+                    Err(he) => quarantine(he.to_string()),
+                }
                 continue;
             }
         };
@@ -125,6 +166,9 @@ pub fn parse(data: &[u8], now: OffsetDateTime, oldest: Date) -> Parsed {
         }
         if !seen.insert(ev.id) {
             out.duplicates_in_object += 1;
+            if let Some(s) = ev.sequence {
+                out.duplicate_seqs.push((s, ev.ts));
+            }
             continue;
         }
         out.events.push(ev);
@@ -155,6 +199,7 @@ pub fn parse_object(bytes: &[u8], now: OffsetDateTime, oldest: Date) -> Parsed {
                 line_no: 0,
                 raw: bytes[..bytes.len().min(MAX_QUARANTINED_LINE)].to_vec(),
                 reason: e.to_string(),
+                sequence: None,
             }],
             ..Default::default()
         },
@@ -208,6 +253,48 @@ mod tests {
             "{}",
             p.quarantined[0].reason
         );
+    }
+
+    #[test]
+    fn heartbeats_are_kept_apart_and_numbers_of_unstored_lines_are_kept() {
+        let edge = earshot_domain::EdgeId::generate();
+        let ev = |seq| earshot_testkit::event().listener(L1).seq(edge, seq).build();
+        let beat = Heartbeat {
+            edge,
+            seq: 3,
+            ts: datetime!(2026-11-27 10:01:00 UTC),
+        };
+        let first = ev(1);
+        let refused = ev(2);
+        let mut data = first.to_ndjson();
+        data.extend_from_slice(&beat.to_ndjson());
+        data.extend_from_slice(&first.to_ndjson()); // a repeat
+        let mut bad = String::from_utf8(refused.to_ndjson()).unwrap();
+        bad = bad.replace("\"verdict\":\"valid\"", "\"verdict\":\"perhaps\"");
+        data.extend_from_slice(bad.as_bytes());
+        data.extend_from_slice(b"{\"v\":1,\"type\":\"heartbeat\",\"edge\":\"x\"}\n");
+        let p = parse(
+            &data,
+            datetime!(2026-11-27 12:00 UTC),
+            time::macros::date!(2026 - 01 - 01),
+        );
+        assert_eq!(p.lines, 5);
+        assert_eq!(p.heartbeats, vec![beat]);
+        assert_eq!(p.events.len(), 1);
+        assert_eq!(p.duplicate_seqs, vec![(first.sequence.unwrap(), first.ts)]);
+        assert_eq!(p.quarantined.len(), 2);
+        assert_eq!(
+            p.quarantined[0].sequence,
+            Some((earshot_domain::EdgeSeq { edge, seq: 2 }, Some(refused.ts)))
+        );
+        assert!(
+            p.quarantined[1]
+                .reason
+                .starts_with("not a v1 event: heartbeat: "),
+            "{}",
+            p.quarantined[1].reason
+        );
+        assert_eq!(p.quarantined[1].sequence, None);
     }
 
     #[test]

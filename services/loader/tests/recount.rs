@@ -22,6 +22,7 @@ async fn create_glue_table(pool: &PgPool) {
         .map(|f| {
             let ty = match f.ty {
                 WireType::Int => "integer",
+                WireType::BigInt => "bigint",
                 WireType::String => "text",
             };
             format!("\"{}\" {ty}", f.name)

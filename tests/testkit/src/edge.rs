@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use earshot_domain::TrackingEvent;
+use earshot_domain::{Heartbeat, TrackingEvent};
 use serde_json::Value;
 
 use crate::process::{ChildProcess, ProcessSpec};
@@ -63,16 +63,28 @@ impl LocalEdge {
     }
 }
 
-/// Decodes NDJSON (every line must be a valid event; empty input is none).
+/// Decodes NDJSON (every line must be a valid event or heartbeat; empty
+/// input is none): the events, heartbeats left out.
 pub fn decode_ndjson(bytes: &[u8]) -> anyhow::Result<Vec<TrackingEvent>> {
-    bytes
+    Ok(decode_lines(bytes)?.0)
+}
+
+/// Decodes NDJSON into its events and its heartbeats (every line must be
+/// one or the other).
+pub fn decode_lines(bytes: &[u8]) -> anyhow::Result<(Vec<TrackingEvent>, Vec<Heartbeat>)> {
+    let mut events = Vec::new();
+    let mut heartbeats = Vec::new();
+    for l in bytes
         .split_inclusive(|b| *b == b'\n')
         .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
-        .map(|l| {
-            TrackingEvent::decode(l)
-                .with_context(|| format!("decoding {:?}", String::from_utf8_lossy(l)))
-        })
-        .collect()
+    {
+        let what = || format!("decoding {:?}", String::from_utf8_lossy(l));
+        match Heartbeat::decode(l).with_context(what)? {
+            Some(h) => heartbeats.push(h),
+            None => events.push(TrackingEvent::decode(l).with_context(what)?),
+        }
+    }
+    Ok((events, heartbeats))
 }
 
 /// Every file in a directory sink's `dir`, in name order, once its edge has
@@ -130,12 +142,14 @@ pub fn dead_lettered_events(stderr_lines: &[String]) -> anyhow::Result<Vec<Track
         let ndjson = v["ndjson"]
             .as_str()
             .with_context(|| format!("dead-letter line without ndjson: {line}"))?;
-        let events = decode_ndjson(ndjson.as_bytes())?;
-        if v["events"].as_u64() != Some(events.len() as u64) {
+        // `events` counts lines: the edge's heartbeats are dead-lettered too.
+        let (events, heartbeats) = decode_lines(ndjson.as_bytes())?;
+        if v["events"].as_u64() != Some((events.len() + heartbeats.len()) as u64) {
             bail!(
-                "dead-letter line says {} events but holds {}: {line}",
+                "dead-letter line says {} events but holds {} (and {} heartbeats): {line}",
                 v["events"],
-                events.len()
+                events.len(),
+                heartbeats.len()
             );
         }
         out.extend(events);

@@ -76,6 +76,7 @@ pub fn event() -> EventBuilder {
         verdict: Verdict::Valid,
         reason: None,
         trace_id: None,
+        sequence: None,
     })
 }
 
@@ -95,6 +96,12 @@ impl EventBuilder {
 
     pub fn id(mut self, id: Uuid) -> Self {
         self.0.id = id;
+        self
+    }
+
+    /// Numbered `seq` at edge `edge`.
+    pub fn seq(mut self, edge: earshot_domain::EdgeId, seq: u64) -> Self {
+        self.0.sequence = Some(earshot_domain::EdgeSeq { edge, seq });
         self
     }
 
