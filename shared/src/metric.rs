@@ -46,6 +46,17 @@ pub enum Source {
     /// summed over the days of a row. Not additive across creatives, so a
     /// report shows it only by day or in total, grouped by creative at most.
     DailyUniqueListeners,
+    /// Distinct listeners with a counted impression over the row's days,
+    /// from the merged reach sketches (HyperLogLog: exact up to 2,048
+    /// listeners, about 0.8% standard error beyond). Offered where the
+    /// sketches are kept: by day or in total, grouped by creative at most.
+    Reach,
+    /// Whether [`Source::Reach`] unites listeners identified under more
+    /// than one listener-id period (the listener id changes each period),
+    /// which makes it an upper bound.
+    ReachUpperBound,
+    /// A counter over the row's reach; null where reach is null or 0.
+    PerReach { numerator: &'static str },
     /// One counter over another, from the row's sums; null when the
     /// denominator is 0.
     Ratio {
@@ -122,6 +133,23 @@ pub const METRICS: Registry = &[
         name: "unique_listeners",
         source: Source::DailyUniqueListeners,
         doc: "Daily unique listeners with a counted impression, summed over the row's days. Null at hour granularity and when grouping by anything but creative.",
+    },
+    Metric {
+        name: "reach",
+        source: Source::Reach,
+        doc: "Distinct listeners with a counted impression over the row's days (the range's whole UTC days), from merged HyperLogLog sketches: exact up to 2,048 listeners, about 0.8% standard error beyond. Null at hour granularity and when grouping by anything but creative.",
+    },
+    Metric {
+        name: "frequency",
+        source: Source::PerReach {
+            numerator: "impressions",
+        },
+        doc: "impressions / reach: counted impressions per listener reached. Null where reach is null or 0.",
+    },
+    Metric {
+        name: "reach_upper_bound",
+        source: Source::ReachUpperBound,
+        doc: "True when the row's reach unites more than one listener-id period (listener ids change every UTC month, or every day with daily ids): a listener heard in two periods counts twice, so reach is an upper bound. Null where reach is null.",
     },
     counted("starts", EventKind::Start, "Counted starts."),
     counted(
@@ -229,6 +257,9 @@ mod tests {
             {
                 assert!(counter_index(METRICS, numerator).is_some(), "{}", m.name);
                 assert!(counter_index(METRICS, denominator).is_some(), "{}", m.name);
+            }
+            if let Source::PerReach { numerator } = m.source {
+                assert!(counter_index(METRICS, numerator).is_some(), "{}", m.name);
             }
         }
     }

@@ -4,12 +4,14 @@
 use std::sync::LazyLock;
 
 use earshot_platform::rollup::{hourly_column, HOURLY_HITS};
+use earshot_platform::sketch::Sketch;
 use sqlx::{PgPool, Postgres, Transaction};
 use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
 use crate::copy::BinaryCopy;
 use crate::counting::keys::{self, KeyTable};
+use crate::counting::reach::{self, DayReach, ReachKey};
 use crate::counting::rollups::{self, HourlyCounts, HourlyKey};
 use crate::counting::{self, Decision, Staged};
 use crate::daily::{self, DailySql};
@@ -151,6 +153,29 @@ const UPSERT_UNIQUES: &str = "INSERT INTO daily_uniques AS u (campaign, day, cre
 SELECT * FROM UNNEST($1::text[], $2::date[], $3::text[], $4::int8[])
 ON CONFLICT (campaign, day, creative) DO UPDATE SET listeners = u.listeners + EXCLUDED.listeners";
 
+/// An object's reach sketches, as new rows; the keys that were there
+/// already come back, for [`LOCK_SKETCHES`]. A key another load is
+/// inserting makes this wait for its commit, then counts as there.
+const INSERT_SKETCHES: &str = "INSERT INTO reach_sketches (campaign, day, dim, value, sketch, day_ids, month_ids)
+SELECT * FROM UNNEST($1::text[], $2::date[], $3::text[], $4::text[], $5::bytea[], $6::bool[], $7::bool[])
+ON CONFLICT (campaign, day, dim, value) DO NOTHING
+RETURNING campaign, day, dim, value";
+
+/// The stored sketches of the keys given, locked in the keys' order (the
+/// order concurrent loaders lock them in), as (index of the key, sketch).
+const LOCK_SKETCHES: &str =
+    "SELECT k.i, r.sketch FROM UNNEST($1::text[], $2::date[], $3::text[], $4::text[])
+    WITH ORDINALITY AS k (campaign, day, dim, value, i)
+JOIN reach_sketches r USING (campaign, day, dim, value)
+ORDER BY k.i FOR UPDATE OF r";
+
+/// The merged sketches written back over the rows [`LOCK_SKETCHES`] locked.
+const UPDATE_SKETCHES: &str = "UPDATE reach_sketches r SET sketch = u.sketch,
+    day_ids = r.day_ids OR u.day_ids, month_ids = r.month_ids OR u.month_ids
+FROM UNNEST($1::text[], $2::date[], $3::text[], $4::text[], $5::bytea[], $6::bool[], $7::bool[])
+    AS u (campaign, day, dim, value, sketch, day_ids, month_ids)
+WHERE (r.campaign, r.day, r.dim, r.value) = (u.campaign, u.day, u.dim, u.value)";
+
 /// Bumps the data version of every campaign the load touched, and tells the
 /// API replicas (delivered when the transaction commits).
 const BUMP_VERSIONS: &str = "WITH bumped AS (
@@ -277,13 +302,13 @@ impl Begun {
 }
 
 /// The second half: counts (the key tables decide which keys are new),
-/// adds the hourly and daily rollups and uniques, completes the ledger row
-/// and commits. `object` is what `begun` began with; the key partitions of
-/// its days exist (`keys::ensure_days`).
+/// adds the hourly and daily rollups, uniques and reach sketches, completes
+/// the ledger row and commits. `object` is what `begun` began with; the key
+/// partitions of its days exist (`keys::ensure_days`).
 ///
 /// Loads of other objects run side by side. The rows they share in
-/// `rollup_daily`, `daily_uniques` and `campaign_data_versions` are written
-/// last, sorted, so one load waits for another only from there to its
+/// `rollup_daily`, `daily_uniques`, `reach_sketches` and
+/// `campaign_data_versions` are written last, in that order, each sorted, so one load waits for another only from there to its
 /// commit, and never in a cycle.
 pub async fn finish(object: &Prepared, begun: Begun) -> Result<LoadStats, sqlx::Error> {
     let Some(mut tx) = begun.tx else {
@@ -309,6 +334,7 @@ pub async fn finish(object: &Prepared, begun: Begun) -> Result<LoadStats, sqlx::
             .upsert(&mut tx, &r, blocks_through)
             .await?;
         add_uniques(&mut tx, &decision).await?;
+        merge_sketches(&mut tx, &reach::sketches(&fresh, &decision.counted)).await?;
         sqlx::query(BUMP_VERSIONS)
             .bind(&r.campaigns)
             .execute(&mut *tx)
@@ -471,6 +497,78 @@ async fn append_hourly(
         out.int8(k.group);
     }
     copy_whole(tx, &APPEND_HOURLY, out).await
+}
+
+/// Merges an object's reach sketches (sorted by key) into `reach_sketches`:
+/// new keys are inserted; the rows there already are locked in key order,
+/// read, united with the object's listeners and written back, so two loads
+/// of the same key take turns and neither loses the other's listeners.
+async fn merge_sketches(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: &[(ReachKey<'_>, DayReach)],
+) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let bytes: Vec<Vec<u8>> = rows.iter().map(|(_, r)| r.sketch.to_bytes()).collect();
+    let inserted: Vec<(String, Date, String, String)> = sqlx::query_as(INSERT_SKETCHES)
+        .bind(rows.iter().map(|(k, _)| k.campaign).collect::<Vec<&str>>())
+        .bind(rows.iter().map(|(k, _)| k.day).collect::<Vec<Date>>())
+        .bind(rows.iter().map(|(k, _)| k.dim).collect::<Vec<&str>>())
+        .bind(rows.iter().map(|(k, _)| k.value).collect::<Vec<&str>>())
+        .bind(&bytes)
+        .bind(rows.iter().map(|(_, r)| r.day_ids).collect::<Vec<bool>>())
+        .bind(rows.iter().map(|(_, r)| r.month_ids).collect::<Vec<bool>>())
+        .fetch_all(&mut **tx)
+        .await?;
+    if inserted.len() == rows.len() {
+        return Ok(());
+    }
+    let new: foldhash::HashSet<(&str, Date, &str, &str)> = inserted
+        .iter()
+        .map(|(c, d, dim, v)| (c.as_str(), *d, dim.as_str(), v.as_str()))
+        .collect();
+    let there: Vec<&(ReachKey<'_>, DayReach)> = rows
+        .iter()
+        .filter(|(k, _)| !new.contains(&(k.campaign, k.day, k.dim, k.value)))
+        .collect();
+    let stored: Vec<(i64, Vec<u8>)> = sqlx::query_as(LOCK_SKETCHES)
+        .bind(there.iter().map(|(k, _)| k.campaign).collect::<Vec<&str>>())
+        .bind(there.iter().map(|(k, _)| k.day).collect::<Vec<Date>>())
+        .bind(there.iter().map(|(k, _)| k.dim).collect::<Vec<&str>>())
+        .bind(there.iter().map(|(k, _)| k.value).collect::<Vec<&str>>())
+        .fetch_all(&mut **tx)
+        .await?;
+    let mut merged = Vec::with_capacity(stored.len());
+    let mut merged_bytes = Vec::with_capacity(stored.len());
+    for (i, b) in &stored {
+        let (k, r) = there[(*i - 1) as usize];
+        let mut s = Sketch::from_bytes(b).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        s.merge(&r.sketch);
+        merged.push((k, r));
+        merged_bytes.push(s.to_bytes());
+    }
+    sqlx::query(UPDATE_SKETCHES)
+        .bind(
+            merged
+                .iter()
+                .map(|(k, _)| k.campaign)
+                .collect::<Vec<&str>>(),
+        )
+        .bind(merged.iter().map(|(k, _)| k.day).collect::<Vec<Date>>())
+        .bind(merged.iter().map(|(k, _)| k.dim).collect::<Vec<&str>>())
+        .bind(merged.iter().map(|(k, _)| k.value).collect::<Vec<&str>>())
+        .bind(&merged_bytes)
+        .bind(merged.iter().map(|(_, r)| r.day_ids).collect::<Vec<bool>>())
+        .bind(
+            merged
+                .iter()
+                .map(|(_, r)| r.month_ids)
+                .collect::<Vec<bool>>(),
+        )
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 /// Adds the listeners heard for the first time to `daily_uniques`.

@@ -7,6 +7,9 @@
 //! makes the number exact: distinct (campaign, creative, episode, event,
 //! listener) among valid events of that day.
 //!
+//! Reach sketches are rebuilt, a kept day at a time, from the day's
+//! listeners with a valid impression, and compared whole.
+//!
 //! Only the days whose raw events PostgreSQL still keeps are recounted
 //! here: from the first day of `events`' partitions on (older ones were
 //! dropped whole after `EARSHOT_RETENTION_DAYS`). Older days are recounted
@@ -119,6 +122,98 @@ SELECT 'unique_listeners' AS what,
 FROM raw2 r FULL JOIN stored s ON (r.campaign, r.creative, r.day) = (s.campaign, s.creative, s.day)
 WHERE coalesce(r.n, 0) <> coalesce(s.n, 0)
 ORDER BY 2";
+
+/// A day's listeners with a counted impression (a valid impression counts
+/// when it is the first of its key, and every key's first is valid, so
+/// they are the listeners of its valid impressions), per campaign and
+/// creative, as the loader sketches them. `$1` and `$2` bound the day.
+const DAY_LISTENERS: &str =
+    "SELECT DISTINCT campaign, creative, listener, listener_period FROM events
+WHERE ts >= $1 AND ts < $2 AND verdict = 'valid' AND event = 'impression'
+  AND campaign IS NOT NULL AND creative IS NOT NULL AND ($3::text IS NULL OR campaign = $3)";
+
+/// A day's stored sketches.
+const DAY_SKETCHES: &str =
+    "SELECT campaign, dim, value, sketch, day_ids, month_ids FROM reach_sketches
+WHERE day = $1 AND ($2::text IS NULL OR campaign = $2)";
+
+/// Every kept day's reach sketches against the sketches its raw events
+/// give (sketches are a function of their set, so equal sets are equal
+/// bytes): `from_events` the listeners the events give, `from_rollups`
+/// the stored sketch's count; a sketch of the right size but other
+/// listeners, or other listener periods, is reported too.
+async fn sketches_against_events(
+    pool: &PgPool,
+    campaign: Option<&str>,
+    days: &[time::Date],
+) -> Result<Vec<Mismatch>, sqlx::Error> {
+    use earshot_platform::sketch::{listener_hash, Sketch, DIM_CAMPAIGN, DIM_CREATIVE};
+    use std::collections::BTreeMap;
+    type Scope = (String, String, String);
+    let mut out = Vec::new();
+    for &day in days {
+        let from = day.midnight().assume_utc();
+        let rows: Vec<(String, String, String, String)> = sqlx::query_as(DAY_LISTENERS)
+            .bind(from)
+            .bind(from + time::Duration::DAY)
+            .bind(campaign)
+            .fetch_all(pool)
+            .await?;
+        let mut want: BTreeMap<Scope, (Vec<u64>, bool, bool)> = BTreeMap::new();
+        for (c, cr, listener, period) in rows {
+            let h = listener_hash(&listener);
+            for scope in [
+                (c.clone(), DIM_CAMPAIGN.to_owned(), String::new()),
+                (c.clone(), DIM_CREATIVE.to_owned(), cr.clone()),
+            ] {
+                let e = want.entry(scope).or_default();
+                e.0.push(h);
+                e.1 |= period == "day";
+                e.2 |= period == "month";
+            }
+        }
+        let stored: Vec<(String, String, String, Vec<u8>, bool, bool)> =
+            sqlx::query_as(DAY_SKETCHES)
+                .bind(day)
+                .bind(campaign)
+                .fetch_all(pool)
+                .await?;
+        let mut have: BTreeMap<Scope, (Option<Sketch>, bool, bool)> = BTreeMap::new();
+        for (c, dim, value, bytes, d, m) in stored {
+            have.insert((c, dim, value), (Sketch::from_bytes(&bytes).ok(), d, m));
+        }
+        let scopes: std::collections::BTreeSet<&Scope> = want.keys().chain(have.keys()).collect();
+        for scope in scopes {
+            let w = want
+                .get(scope)
+                .map(|(h, d, m)| (Sketch::from_hashes(h.iter().copied()), *d, *m));
+            let h = have.get(scope);
+            let agree = match (&w, h) {
+                (Some((ws, wd, wm)), Some((Some(hs), hd, hm))) => ws == hs && wd == hd && wm == hm,
+                _ => false,
+            };
+            if !agree {
+                out.push(Mismatch {
+                    what: "reach_sketch".to_owned(),
+                    key: format!(
+                        "{}/{}{}/{day}",
+                        scope.0,
+                        scope.1,
+                        if scope.1.is_empty() {
+                            String::new()
+                        } else {
+                            format!("={}", scope.2)
+                        }
+                    ),
+                    from_events: w.map_or(0, |(s, _, _)| s.count()),
+                    // A stored sketch that does not decode counts as -1.
+                    from_rollups: h.map_or(0, |(s, _, _)| s.as_ref().map_or(-1, Sketch::count)),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
 
 /// `verify`'s recounts of the daily tables, for one registry.
 #[derive(Debug)]
@@ -245,8 +340,9 @@ async fn keys_against_events(pool: &PgPool) -> Result<Vec<Mismatch>, sqlx::Error
 /// database, also every day whose counting or listener keys are not the
 /// keys of its raw events.
 pub async fn verify(pool: &PgPool, campaign: Option<&str>) -> Result<Vec<Mismatch>, sqlx::Error> {
+    let kept = partition_days(pool, "events").await?;
     // The first day raw events are kept for; None when no day is.
-    let first_kept = partition_days(pool, "events").await?.first().copied();
+    let first_kept = kept.first().copied();
     let mut out: Vec<Mismatch> = sqlx::query_as(AssertSqlSafe(RECOUNT.as_str()))
         .bind(campaign)
         .bind(first_kept.map(|d| d.midnight().assume_utc()))
@@ -268,6 +364,7 @@ pub async fn verify(pool: &PgPool, campaign: Option<&str>) -> Result<Vec<Mismatc
                 .await?,
         );
     }
+    out.extend(sketches_against_events(pool, campaign, &kept).await?);
     if campaign.is_none() {
         out.extend(keys_against_events(pool).await?);
     }

@@ -43,6 +43,9 @@ async fn days_past_the_retention_period_are_dropped_whole_and_the_rollups_stay()
     assert_eq!(load_dir_with(&db.pool, &dir, keep_all).await.events_new, 90);
     let rolled = totals(&db.pool, "c1").await;
     assert_eq!(rolled.0, 90);
+    // Reach sketches: each day's campaign and its four creatives.
+    let sketches = "SELECT count(*) FROM reach_sketches";
+    assert_eq!(count(&db.pool, sketches).await, 15);
     for at in days {
         assert!(exists(&db.pool, &partition(at.date())).await);
     }
@@ -58,8 +61,10 @@ async fn days_past_the_retention_period_are_dropped_whole_and_the_rollups_stay()
     assert!(exists(&db.pool, &partition(days[1].date())).await);
     assert!(exists(&db.pool, &partition(days[2].date())).await);
     assert_eq!(count(&db.pool, "SELECT count(*) FROM events").await, 60);
-    // The rollups keep every day; verify recounts the days still kept.
+    // The rollups and reach sketches keep every day; verify recounts the
+    // days still kept.
     assert_eq!(totals(&db.pool, "c1").await, rolled);
+    assert_eq!(count(&db.pool, sketches).await, 15);
     assert_books_balance(&db.pool).await;
 
     // A day's rollups that disagree with its kept raw events still show.

@@ -6,6 +6,7 @@ pub mod metrics;
 pub mod roles;
 pub mod rollup;
 pub mod shutdown;
+pub mod sketch;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;

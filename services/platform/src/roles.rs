@@ -52,6 +52,7 @@ pub const TABLES: &[(&str, &str, &str)] = &[
     ("rollup_daily", WRITES, READS),
     ("rollup_blocks", WRITES, READS),
     ("daily_uniques", WRITES, READS),
+    ("reach_sketches", WRITES, READS),
     ("campaign_data_versions", WRITES, READS),
     ("counting_state", WRITES, READS),
     // Migration 8's key logs, frozen by migration 11 (its trigger refuses

@@ -32,7 +32,10 @@ fn fields() -> impl Iterator<Item = &'static Metric> {
     METRICS.iter().filter(|m| match m.source {
         Source::Counter { .. } => m.bot_breakdown().is_none(),
         Source::DailyUniqueListeners => true,
-        Source::Ratio { .. } => false,
+        Source::Ratio { .. }
+        | Source::Reach
+        | Source::ReachUpperBound
+        | Source::PerReach { .. } => false,
     })
 }
 

@@ -305,6 +305,7 @@ pub struct Snapshot {
     pub listener_keys: (i64, String),
     pub rollups: Vec<String>,
     pub uniques: Vec<String>,
+    pub sketches: Vec<String>,
     pub versions: Vec<String>,
     pub ledger: Vec<String>,
     pub quarantine: Vec<String>,
@@ -357,6 +358,11 @@ pub async fn snapshot(pool: &PgPool) -> Snapshot {
             "SELECT u::text FROM daily_uniques u ORDER BY campaign, day, creative",
         )
         .await,
+        sketches: rows(
+            pool,
+            "SELECT s::text FROM reach_sketches s ORDER BY campaign, day, dim, value",
+        )
+        .await,
         versions: rows(
             pool,
             "SELECT campaign || '=' || version FROM campaign_data_versions ORDER BY campaign",
@@ -392,6 +398,7 @@ pub fn assert_same(got: &Snapshot, want: &Snapshot) {
     );
     assert_eq!(got.rollups, want.rollups, "rollup_hourly differs");
     assert_eq!(got.uniques, want.uniques, "daily_uniques differs");
+    assert_eq!(got.sketches, want.sketches, "reach_sketches differ");
     assert_eq!(got.versions, want.versions, "campaign_data_versions differ");
     assert_eq!(got.ledger, want.ledger, "loaded_objects differ");
     assert_eq!(got.quarantine, want.quarantine, "quarantine differs");

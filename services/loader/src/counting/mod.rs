@@ -18,6 +18,7 @@
 //! (`store.rs`) only writes what this module decided.
 
 pub mod keys;
+pub mod reach;
 pub mod rollups;
 
 use earshot_domain::{EventKind, TrackingEvent, Verdict};

@@ -39,6 +39,7 @@ fn metric_cells(m: &Metrics) -> impl Iterator<Item = String> + '_ {
     m.shown().map(|metric| match m.value(metric) {
         Value::Count(n) => n.to_string(),
         Value::Ratio(r) => serde_json::to_string(&r).unwrap_or_default(),
+        Value::Flag(b) => b.to_string(),
         Value::Null => String::new(),
     })
 }

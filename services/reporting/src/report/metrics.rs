@@ -16,8 +16,19 @@ pub struct Metrics {
     /// report cannot show them (hour granularity, grouped by more than
     /// creative).
     unique_listeners: Option<i64>,
+    /// Distinct listeners over the row's days, from the reach sketches;
+    /// `None` where a report cannot show them (as for unique listeners).
+    reach: Option<Reach>,
     /// Whether the bot counters by event kind are shown (`include_bots`).
     bots: bool,
+}
+
+/// A row's reach: its listeners, and whether they were identified under
+/// more than one listener-id period (an upper bound).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Reach {
+    pub listeners: i64,
+    pub upper_bound: bool,
 }
 
 /// One metric's value in a row.
@@ -27,6 +38,7 @@ pub enum Value {
     /// A metric the row cannot show, or a ratio over nothing: null.
     Null,
     Ratio(f64),
+    Flag(bool),
 }
 
 impl Metrics {
@@ -46,6 +58,7 @@ impl Metrics {
             registry,
             counts,
             unique_listeners,
+            reach: None,
             bots,
         }
     }
@@ -60,6 +73,18 @@ impl Metrics {
         match m.source {
             Source::Counter { .. } => self.count(m.name).map_or(Value::Null, Value::Count),
             Source::DailyUniqueListeners => self.unique_listeners.map_or(Value::Null, Value::Count),
+            Source::Reach => self
+                .reach
+                .map_or(Value::Null, |r| Value::Count(r.listeners)),
+            Source::ReachUpperBound => self
+                .reach
+                .map_or(Value::Null, |r| Value::Flag(r.upper_bound)),
+            Source::PerReach { numerator } => match (self.count(numerator), self.reach) {
+                (Some(n), Some(r)) if r.listeners > 0 => {
+                    Value::Ratio(n as f64 / r.listeners as f64)
+                }
+                _ => Value::Null,
+            },
             Source::Ratio {
                 numerator,
                 denominator,
@@ -78,8 +103,8 @@ impl Metrics {
             .filter(|m| self.bots || m.bot_breakdown().is_none())
     }
 
-    /// The sums of `rows`' counters (unique listeners excepted: they are not
-    /// additive across creatives, and come from their own query).
+    /// The sums of `rows`' counters (unique listeners and reach excepted:
+    /// they are not additive, and come from their own queries).
     pub fn sum<'a>(
         registry: Registry,
         rows: impl Iterator<Item = &'a Metrics>,
@@ -97,6 +122,10 @@ impl Metrics {
     pub fn set_unique_listeners(&mut self, n: Option<i64>) {
         self.unique_listeners = n;
     }
+
+    pub fn set_reach(&mut self, r: Option<Reach>) {
+        self.reach = r;
+    }
 }
 
 impl Serialize for Value {
@@ -105,6 +134,7 @@ impl Serialize for Value {
             Value::Count(n) => s.serialize_i64(*n),
             Value::Null => s.serialize_none(),
             Value::Ratio(r) => s.serialize_f64(*r),
+            Value::Flag(b) => s.serialize_bool(*b),
         }
     }
 }
@@ -150,8 +180,11 @@ fn value_schema(m: &Metric) -> ObjectBuilder {
     let nullable = |t: Type| utoipa::openapi::schema::SchemaType::from_iter([t, Type::Null]);
     let b = match m.source {
         Source::Counter { .. } => int64(),
-        Source::DailyUniqueListeners => int64().schema_type(nullable(Type::Integer)),
-        Source::Ratio { .. } => ObjectBuilder::new()
+        Source::DailyUniqueListeners | Source::Reach => {
+            int64().schema_type(nullable(Type::Integer))
+        }
+        Source::ReachUpperBound => ObjectBuilder::new().schema_type(nullable(Type::Boolean)),
+        Source::Ratio { .. } | Source::PerReach { .. } => ObjectBuilder::new()
             .schema_type(nullable(Type::Number))
             .format(Some(SchemaFormat::KnownFormat(KnownFormat::Double))),
     };
@@ -223,7 +256,12 @@ mod tests {
 
     fn metrics(bots: bool) -> Metrics {
         let counts = (1..=counter_count(METRICS) as i64).collect();
-        Metrics::new(METRICS, counts, Some(7), bots)
+        let mut m = Metrics::new(METRICS, counts, Some(7), bots);
+        m.set_reach(Some(Reach {
+            listeners: 4,
+            upper_bound: true,
+        }));
+        m
     }
 
     #[test]
@@ -231,10 +269,20 @@ mod tests {
         let v = serde_json::to_string(&metrics(true)).unwrap();
         assert_eq!(
             v,
-            r#"{"impressions":1,"raw_hits":2,"bot_hits":3,"invalid_hits":4,"unique_listeners":7,"starts":5,"first_quartiles":6,"midpoints":7,"third_quartiles":8,"completes":9,"completion_rate":1.8,"clicks":10,"skips":11,"errors":12,"bots":{"impressions":13,"starts":14,"completes":15,"clicks":16}}"#
+            r#"{"impressions":1,"raw_hits":2,"bot_hits":3,"invalid_hits":4,"unique_listeners":7,"reach":4,"frequency":0.25,"reach_upper_bound":true,"starts":5,"first_quartiles":6,"midpoints":7,"third_quartiles":8,"completes":9,"completion_rate":1.8,"clicks":10,"skips":11,"errors":12,"bots":{"impressions":13,"starts":14,"completes":15,"clicks":16}}"#
         );
         let v = serde_json::to_value(metrics(false)).unwrap();
         assert!(v.get("bots").is_none());
+    }
+
+    #[test]
+    fn frequency_is_null_without_reach() {
+        let mut m = metrics(false);
+        let frequency = METRICS.iter().find(|m| m.name == "frequency").unwrap();
+        m.set_reach(Some(Reach::default()));
+        assert_eq!(m.value(frequency), Value::Null);
+        m.set_reach(None);
+        assert_eq!(m.value(frequency), Value::Null);
     }
 
     #[test]
@@ -242,6 +290,10 @@ mod tests {
         let t = Metrics::sum(METRICS, [metrics(false), metrics(false)].iter(), false);
         assert_eq!(t.count("starts"), Some(10));
         assert_eq!(t.value(&METRICS[4]), Value::Null, "uniques are not summed");
+        for name in ["reach", "frequency", "reach_upper_bound"] {
+            let m = METRICS.iter().find(|m| m.name == name).unwrap();
+            assert_eq!(t.value(m), Value::Null, "{name} is not summed");
+        }
         let rate = METRICS
             .iter()
             .find(|m| m.name == "completion_rate")

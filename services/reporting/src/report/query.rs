@@ -14,6 +14,7 @@ use utoipa::ToSchema;
 
 use super::blocks::{day_parts, BlocksMark};
 use super::metrics::{read_counts, Metrics};
+use super::reach::RangeSketches;
 use super::spec::{format_instant, Dim, Granularity, ReportSpec};
 use crate::error::{bad, ApiError};
 
@@ -239,6 +240,14 @@ pub async fn run_with(
         q = q.bind(&b.days).bind(&b.spans).bind(&b.firsts);
     }
     let rows = q.fetch_all(pool).await?;
+    // Reach: from the range's sketches. The totals' (the whole campaign's)
+    // at day and total granularity, as the uniques; the rows' where
+    // uniques are.
+    let sketches = if spec.granularity != Granularity::Hour {
+        Some(RangeSketches::read(pool, campaign, spec).await?)
+    } else {
+        None
+    };
     let more = rows.len() > spec.limit as usize;
     let mut out = Vec::with_capacity(rows.len().min(spec.limit as usize));
     let mut last_key = None;
@@ -253,14 +262,26 @@ pub async fn run_with(
         }
         let uniq: Option<i64> = r.try_get("uniq")?;
         let uniq = spec.uniques_available().then(|| uniq.unwrap_or(0));
+        let mut metrics =
+            Metrics::new(registry, read_counts(r, registry)?, uniq, spec.include_bots);
+        if let (Some(sk), true) = (&sketches, spec.uniques_available()) {
+            let day = (spec.granularity == Granularity::Day).then(|| bucket.date());
+            let creative = spec.group_by.contains(&Dim::Creative).then(|| {
+                dims.get(Dim::Creative.column())
+                    .cloned()
+                    .flatten()
+                    .unwrap_or_default()
+            });
+            metrics.set_reach(Some(sk.reach(day, creative.as_deref())));
+        }
         out.push(ReportRow {
             bucket: format_instant(bucket),
             dims,
-            metrics: Metrics::new(registry, read_counts(r, registry)?, uniq, spec.include_bots),
+            metrics,
         });
         last_key = Some(key);
     }
-    let totals = if spec.after.is_none() && !more {
+    let mut totals = if spec.after.is_none() && !more {
         // The only page holds every group: its rows sum to the totals, which
         // saves scanning the rollups a second time.
         // The uniques total came with every row (an uncorrelated subquery,
@@ -289,6 +310,7 @@ pub async fn run_with(
             spec.include_bots,
         )
     };
+    totals.set_reach(sketches.map(|sk| sk.reach(None, None)));
     Ok(Report {
         campaign: campaign.to_owned(),
         from: format_instant(spec.from),

@@ -1,0 +1,137 @@
+//! What an object's counted impressions add to the reach sketches
+//! (`reach_sketches`, migration 21): per campaign and UTC day, and per
+//! creative, the set of listeners with a counted impression, as a
+//! HyperLogLog (`earshot_platform::sketch`).
+//!
+//! Only impressions the counting rule counted feed them, so a replayed or
+//! duplicated hit adds nothing; a listener's second counted impression of
+//! the day (another creative or episode) adds a listener already there.
+
+use earshot_domain::{EventKind, ListenerPeriod};
+use earshot_platform::sketch::{listener_hash, Sketch, DIM_CAMPAIGN, DIM_CREATIVE};
+use time::Date;
+
+use super::{HashMap, Staged};
+
+/// A `reach_sketches` key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ReachKey<'a> {
+    pub campaign: &'a str,
+    pub day: Date,
+    /// [`DIM_CAMPAIGN`] or [`DIM_CREATIVE`].
+    pub dim: &'static str,
+    /// '' for the whole campaign; the creative's id.
+    pub value: &'a str,
+}
+
+/// One key's listeners of an object, and the periods their ids were made
+/// under.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DayReach {
+    pub sketch: Sketch,
+    pub day_ids: bool,
+    pub month_ids: bool,
+}
+
+#[derive(Default)]
+struct Collect {
+    hashes: Vec<u64>,
+    day_ids: bool,
+    month_ids: bool,
+}
+
+/// The sketches of `fresh`'s counted impressions (`counted[i]` says whether
+/// `fresh[i]` counted), one per key, sorted by key: the order concurrent
+/// loaders lock their rows in.
+pub fn sketches<'a>(fresh: &[&'a Staged], counted: &[bool]) -> Vec<(ReachKey<'a>, DayReach)> {
+    let mut by_key: HashMap<ReachKey<'a>, Collect> = HashMap::default();
+    for (st, &is_counted) in fresh.iter().zip(counted) {
+        let e = &st.event;
+        if !is_counted || e.event != Some(EventKind::Impression) {
+            continue;
+        }
+        let (Some(campaign), Some(creative)) = (&e.campaign, &e.creative) else {
+            continue;
+        };
+        let hash = listener_hash(e.listener.as_str());
+        for (dim, value) in [(DIM_CAMPAIGN, ""), (DIM_CREATIVE, creative.as_str())] {
+            let c = by_key
+                .entry(ReachKey {
+                    campaign: campaign.as_str(),
+                    day: st.day,
+                    dim,
+                    value,
+                })
+                .or_default();
+            c.hashes.push(hash);
+            match e.listener_period {
+                ListenerPeriod::Day => c.day_ids = true,
+                ListenerPeriod::Month => c.month_ids = true,
+            }
+        }
+    }
+    let mut out: Vec<(ReachKey<'a>, DayReach)> = by_key
+        .into_iter()
+        .map(|(k, c)| {
+            (
+                k,
+                DayReach {
+                    sketch: Sketch::from_hashes(c.hashes),
+                    day_ids: c.day_ids,
+                    month_ids: c.month_ids,
+                },
+            )
+        })
+        .collect();
+    out.sort_unstable_by_key(|(k, _)| *k);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::counting::tests::{staged, L1, L2};
+    use earshot_domain::Verdict;
+    use time::macros::datetime;
+
+    #[test]
+    fn only_counted_impressions_feed_the_sketches() {
+        let ts = datetime!(2026-11-27 10:15 UTC);
+        let imp = staged(1, ts, EventKind::Impression, L1, Verdict::Valid);
+        let dup = staged(2, ts, EventKind::Impression, L1, Verdict::Valid);
+        let start = staged(3, ts, EventKind::Start, L2, Verdict::Valid);
+        let not_counted = staged(4, ts, EventKind::Impression, L2, Verdict::Valid);
+        let next_day = staged(
+            5,
+            datetime!(2026-11-28 01:00 UTC),
+            EventKind::Impression,
+            L2,
+            Verdict::Valid,
+        );
+        let fresh = [&imp, &dup, &start, &not_counted, &next_day];
+        let s = sketches(&fresh, &[true, false, true, false, true]);
+        let keys: Vec<(Date, &str, &str, i64)> = s
+            .iter()
+            .map(|(k, r)| (k.day, k.dim, k.value, r.sketch.count()))
+            .collect();
+        let (d1, d2) = (imp.day, next_day.day);
+        assert_eq!(
+            keys,
+            vec![
+                (d1, "", "", 1),
+                (d1, "creative", "cr1", 1),
+                (d2, "", "", 1),
+                (d2, "creative", "cr1", 1),
+            ]
+        );
+        let l1 = listener_hash(imp.event.listener.as_str());
+        assert_eq!(s[0].1.sketch, Sketch::from_hashes([l1]));
+        assert_eq!(
+            (s[0].1.day_ids, s[0].1.month_ids),
+            (
+                imp.event.listener_period == ListenerPeriod::Day,
+                imp.event.listener_period == ListenerPeriod::Month
+            )
+        );
+    }
+}

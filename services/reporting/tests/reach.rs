@@ -1,0 +1,374 @@
+//! Reach and frequency through the real loader and API: distinct listeners
+//! over a range from the merged reach sketches, against exact counts from
+//! the raw events; the listener-id period's upper-bound flag; frequency =
+//! impressions / reach.
+
+mod support;
+
+use earshot_domain::{ListenerId, ListenerPeriod, TrackingEvent};
+use earshot_testkit::event;
+use earshot_testkit::loader::assert_books_balance;
+use serde_json::Value;
+use support::*;
+use time::{Date, Duration, OffsetDateTime, Time};
+
+fn iso(t: OffsetDateTime) -> String {
+    earshot_reporting::report::format_instant(t)
+}
+
+fn midnight(d: Date) -> OffsetDateTime {
+    d.with_time(Time::MIDNIGHT).assume_utc()
+}
+
+/// A listener id as the edge makes them (32 hex digits of a keyed hash),
+/// numbered `n` within `salt`.
+fn listener(salt: u64, n: u64) -> ListenerId {
+    let x = (u128::from(salt) << 64 | u128::from(n))
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835)
+        .rotate_left(61);
+    ListenerId::parse(&format!("{x:032x}")).unwrap()
+}
+
+fn impression(
+    campaign: &str,
+    creative: &str,
+    at: OffsetDateTime,
+    who: ListenerId,
+    period: ListenerPeriod,
+) -> TrackingEvent {
+    event()
+        .at(at)
+        .campaign(campaign)
+        .creative(creative)
+        .listener_id(who)
+        .listener_period(period)
+        .build()
+}
+
+fn report_path(campaign: &str, from: OffsetDateTime, to: OffsetDateTime, rest: &str) -> String {
+    format!(
+        "/v1/campaigns/{campaign}/report?from={}&to={}&{rest}",
+        iso(from),
+        iso(to)
+    )
+}
+
+/// A row's reach, frequency and upper-bound flag.
+type ReachFields = (Option<i64>, Option<String>, Option<bool>);
+
+/// A row's (or the totals') reach, frequency and upper-bound flag; the
+/// frequency to 12 significant digits (serde_json's parser may miss the
+/// sender's last bit).
+fn reach_of(row: &Value) -> ReachFields {
+    (
+        row["reach"].as_i64(),
+        row["frequency"].as_f64().map(digits),
+        row["reach_upper_bound"].as_bool(),
+    )
+}
+
+fn digits(x: f64) -> String {
+    format!("{x:.12e}")
+}
+
+fn f(x: f64) -> Option<String> {
+    Some(digits(x))
+}
+
+/// Every `reach_sketches` row, as text: what a replay must leave alone.
+async fn sketches(pool: &sqlx::PgPool) -> String {
+    sqlx::query_scalar(
+        "SELECT coalesce(string_agg(r::text, E'\\n' ORDER BY campaign, day, dim, value), '')
+         FROM reach_sketches r",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_listener_heard_on_twenty_days_of_a_month_counts_once_in_its_reach() {
+    let app = spawn_app(AppOptions::default()).await;
+    let (_a, key) = app.advertiser("Acme", &["monthly", "daily"]).await;
+    // Two months back, so that it and the month after it have ended.
+    let today = OffsetDateTime::now_utc().date();
+    let this_month = Date::from_calendar_date(today.year(), today.month(), 1).unwrap();
+    let next = (this_month - Duration::days(1)).replace_day(1).unwrap();
+    let first = (next - Duration::days(1)).replace_day(1).unwrap();
+    assert_ne!(first.month(), next.month());
+
+    let regular = listener(1, 0);
+    let mut events = Vec::new();
+    for d in 0..20 {
+        let noon = midnight(first + Duration::days(d)) + Duration::hours(12);
+        // The regular listener hears both creatives every day, and
+        // someone new hears cr1 each day.
+        events.push(impression(
+            "monthly",
+            "cr1",
+            noon,
+            regular,
+            ListenerPeriod::Month,
+        ));
+        events.push(impression(
+            "monthly",
+            "cr2",
+            noon + Duration::minutes(1),
+            regular,
+            ListenerPeriod::Month,
+        ));
+        events.push(impression(
+            "monthly",
+            "cr1",
+            noon + Duration::minutes(2),
+            listener(2, d as u64),
+            ListenerPeriod::Month,
+        ));
+        // A repeat of the same key: not counted, not a new listener.
+        events.push(impression(
+            "monthly",
+            "cr1",
+            noon + Duration::minutes(3),
+            regular,
+            ListenerPeriod::Month,
+        ));
+        // With daily ids, the same person has a new id every day.
+        events.push(impression(
+            "daily",
+            "cr1",
+            noon,
+            listener(100 + d as u64, 0),
+            ListenerPeriod::Day,
+        ));
+    }
+    // The next month: the regular listener again (a new monthly id in
+    // real traffic; the same one here, to show the flag alone).
+    let next_noon = midnight(next) + Duration::hours(12);
+    events.push(impression(
+        "monthly",
+        "cr1",
+        next_noon,
+        regular,
+        ListenerPeriod::Month,
+    ));
+    load(&app.db, &events).await;
+    assert_books_balance(&app.db.pool).await;
+
+    let from = midnight(first);
+    let to = midnight(first + Duration::days(20));
+    let month = app
+        .json(&report_path("monthly", from, to, "granularity=total"), &key)
+        .await;
+    let totals = &month["totals"];
+    assert_eq!(totals["impressions"], 60);
+    assert_eq!(
+        reach_of(totals),
+        (Some(21), f(60.0 / 21.0), Some(false)),
+        "the regular listener counts once over the 20 days"
+    );
+    assert_eq!(reach_of(&month["rows"][0]), reach_of(totals));
+    // Unique listeners are listener-days: 2 a day.
+    assert_eq!(totals["unique_listeners"], 40);
+
+    let by_creative = app
+        .json(
+            &report_path("monthly", from, to, "granularity=total&group_by=creative"),
+            &key,
+        )
+        .await;
+    let rows = by_creative["rows"].as_array().unwrap();
+    let got: Vec<(&str, ReachFields)> = rows
+        .iter()
+        .map(|r| (r["creative"].as_str().unwrap(), reach_of(r)))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("cr1", (Some(21), f(40.0 / 21.0), Some(false))),
+            ("cr2", (Some(1), f(20.0), Some(false)))
+        ]
+    );
+    assert_eq!(reach_of(&by_creative["totals"]).0, Some(21));
+
+    let by_day = app
+        .json(&report_path("monthly", from, to, "granularity=day"), &key)
+        .await;
+    let days = by_day["rows"].as_array().unwrap();
+    assert_eq!(days.len(), 20);
+    for r in days {
+        assert_eq!(reach_of(r), (Some(2), f(1.5), Some(false)), "{r}");
+    }
+    assert_eq!(reach_of(&by_day["totals"]).0, Some(21));
+
+    // Across the month boundary: an upper bound.
+    let across = app
+        .json(
+            &report_path(
+                "monthly",
+                from,
+                midnight(next + Duration::days(1)),
+                "granularity=total",
+            ),
+            &key,
+        )
+        .await;
+    assert_eq!(
+        reach_of(&across["totals"]),
+        (Some(21), f(61.0 / 21.0), Some(true))
+    );
+
+    // Daily ids: every day is a period of its own.
+    let daily = app
+        .json(&report_path("daily", from, to, "granularity=total"), &key)
+        .await;
+    assert_eq!(reach_of(&daily["totals"]), (Some(20), f(1.0), Some(true)));
+    let one_day = app
+        .json(
+            &report_path("daily", from, from + Duration::days(1), "granularity=total"),
+            &key,
+        )
+        .await;
+    assert_eq!(reach_of(&one_day["totals"]), (Some(1), f(1.0), Some(false)));
+
+    // Where no sketch is kept: null in the rows, as unique listeners; the
+    // totals are the campaign's, except by the hour.
+    let hourly = app
+        .json(&report_path("monthly", from, to, "granularity=hour"), &key)
+        .await;
+    assert_eq!(reach_of(&hourly["totals"]), (None, None, None));
+    for rest in [
+        "granularity=hour",
+        "granularity=total&group_by=country",
+        "granularity=day&group_by=creative,episode",
+    ] {
+        let r = app
+            .json(&report_path("monthly", from, to, rest), &key)
+            .await;
+        if rest != "granularity=hour" {
+            assert_eq!(reach_of(&r["totals"]), reach_of(totals), "{rest}");
+        }
+        for row in r["rows"].as_array().unwrap() {
+            assert_eq!(reach_of(row), (None, None, None), "{rest}: {row}");
+            assert!(row["reach"].is_null() && row["reach_upper_bound"].is_null());
+        }
+    }
+
+    // The CSV carries the same fields.
+    let csv = app
+        .get(
+            &report_path("monthly", from, to, "granularity=total&format=csv"),
+            Some(&key),
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let row: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let cell = |name: &str| row[header.iter().position(|h| *h == name).unwrap()];
+    assert_eq!(cell("reach"), "21");
+    assert_eq!(
+        cell("frequency").parse::<f64>().ok().map(digits),
+        f(60.0 / 21.0)
+    );
+    assert_eq!(cell("reach_upper_bound"), "false");
+
+    // A replay of every object changes no sketch.
+    let before = sketches(&app.db.pool).await;
+    assert!(before.lines().count() > 40, "{before}");
+    load(&app.db, &events).await;
+    assert_eq!(sketches(&app.db.pool).await, before);
+    assert_books_balance(&app.db.pool).await;
+}
+
+/// Reach over the last `days` days of the range ending at `to`, against
+/// the exact number of distinct listeners of its raw events.
+async fn exact_reach(
+    pool: &sqlx::PgPool,
+    campaign: &str,
+    creative: Option<&str>,
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(DISTINCT listener) FROM events
+         WHERE campaign = $1 AND ($2::text IS NULL OR creative = $2)
+           AND verdict = 'valid' AND event = 'impression' AND ts >= $3 AND ts < $4",
+    )
+    .bind(campaign)
+    .bind(creative)
+    .bind(from)
+    .bind(to)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn reach_over_one_seven_and_thirty_days_is_within_two_percent_of_the_exact_count() {
+    let app = spawn_app(AppOptions::default()).await;
+    let (_a, key) = app.advertiser("Acme", &["flight"]).await;
+    let end = midnight(OffsetDateTime::now_utc().date());
+    let start = end - Duration::days(30);
+    // 9,000 listeners; each day about 3,000 of them (more than a sparse
+    // sketch holds), so most are heard on many days.
+    let mut rng = fastrand::Rng::with_seed(28);
+    let mut events = Vec::new();
+    for d in 0..30 {
+        let day = start + Duration::days(d);
+        for n in 0..9_000u64 {
+            if rng.u8(..3) != 0 {
+                continue;
+            }
+            let at = day + Duration::seconds(rng.i64(0..86_000));
+            let creative = ["cr1", "cr2"][rng.usize(..2)];
+            events.push(impression(
+                "flight",
+                creative,
+                at,
+                listener(7, n),
+                ListenerPeriod::Month,
+            ));
+        }
+    }
+    assert!(events.len() > 80_000, "{}", events.len());
+    load(&app.db, &events).await;
+
+    for days in [1, 7, 30] {
+        let from = end - Duration::days(days);
+        let r = app
+            .json(
+                &report_path("flight", from, end, "granularity=total&group_by=creative"),
+                &key,
+            )
+            .await;
+        let totals = &r["totals"];
+        let exact = exact_reach(&app.db.pool, "flight", None, from, end).await;
+        let reach = totals["reach"].as_i64().unwrap();
+        let error = (reach - exact).abs() as f64 / exact as f64;
+        assert!(error <= 0.02, "{days} days: {reach} vs exact {exact}");
+        assert!(
+            exact > 2_048,
+            "{days} days: {exact} listeners, past the sparse form"
+        );
+        let impressions = totals["impressions"].as_i64().unwrap();
+        assert_eq!(
+            totals["frequency"].as_f64().map(digits),
+            f(impressions as f64 / reach as f64)
+        );
+        for row in r["rows"].as_array().unwrap() {
+            let creative = row["creative"].as_str().unwrap();
+            let exact = exact_reach(&app.db.pool, "flight", Some(creative), from, end).await;
+            let reach = row["reach"].as_i64().unwrap();
+            let error = (reach - exact).abs() as f64 / exact as f64;
+            assert!(error <= 0.02, "{days} days, {creative}: {reach} vs {exact}");
+            let impressions = row["impressions"].as_i64().unwrap();
+            assert_eq!(
+                row["frequency"].as_f64().map(digits),
+                f(impressions as f64 / reach as f64)
+            );
+        }
+    }
+    assert_books_balance(&app.db.pool).await;
+}
