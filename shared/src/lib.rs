@@ -11,11 +11,9 @@ pub mod sequence;
 pub mod signing;
 pub mod ssai;
 pub mod ua;
+pub mod wire;
 
-pub use event::{
-    DecodeError, EventKind, Placement, TrackingEvent, Verdict, WireField, WireType, WIRE_FIELDS,
-    WIRE_SCHEMA_VERSION,
-};
+pub use event::{EventKind, Placement, TrackingEvent, Verdict};
 pub use geo::{CountryCode, RegionCode};
 pub use ids::{CampaignId, CreativeId, EpisodeId, IdError, ShowId};
 pub use listener::{ListenerHasher, ListenerId, ListenerPeriod, ListenerSecret};
@@ -24,3 +22,4 @@ pub use sequence::{EdgeId, EdgeSeq, Heartbeat};
 pub use signing::{KeyId, SignatureError, SignedFields, SigningKey, SigningKeys};
 pub use ssai::{DeviceHeaders, SsaiError};
 pub use ua::{UaClass, UaClassifier, UaInfo, UaLoadReport};
+pub use wire::{DecodeError, WireField, WireType, WIRE_FIELDS, WIRE_SCHEMA_VERSION};

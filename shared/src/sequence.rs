@@ -14,7 +14,7 @@ use std::fmt;
 use serde::Deserialize;
 use time::OffsetDateTime;
 
-use crate::event::{parse_ts, ts_bytes, DecodeError, WIRE_SCHEMA_VERSION};
+use crate::wire::{parse_ts, ts_bytes, DecodeError, WIRE_SCHEMA_VERSION};
 
 /// Characters of an edge id: a UUIDv7 as 32 lower-case hex digits.
 pub const EDGE_ID_LEN: usize = 32;

@@ -358,7 +358,7 @@ impl Recorder {
         now: OffsetDateTime,
         f: impl FnOnce(EventFields<'_>) -> R,
     ) -> R {
-        let now = earshot_domain::event::to_wire_precision(now);
+        let now = earshot_domain::wire::to_wire_precision(now);
         let params = PixelParams::parse(req.query.unwrap_or(""));
         let checked = params.check(&self.signing.keys, self.signing.required);
         let client = self.client(req, now);

@@ -80,7 +80,7 @@ impl Sequencer {
         Heartbeat {
             edge: self.edge,
             seq: self.last(),
-            ts: earshot_domain::event::to_wire_precision(now),
+            ts: earshot_domain::wire::to_wire_precision(now),
         }
     }
 }

@@ -244,7 +244,7 @@ fn copy_text(out: &mut Vec<u8>, s: Option<&str>) {
 /// One `events` row as COPY text: id .. trace_id, object_id.
 fn copy_row(out: &mut Vec<u8>, e: &TrackingEvent, object_id: usize) {
     let id = e.id.to_string();
-    let ts = earshot_domain::event::format_ts(e.ts);
+    let ts = earshot_domain::wire::format_ts(e.ts);
     let error_code = e.error_code.map(|c| c.to_string());
     let fields: [Option<&str>; 18] = [
         Some(&id),

@@ -135,7 +135,7 @@ pub fn parse(data: &[u8], now: OffsetDateTime, oldest: Date) -> Parsed {
                     Ok(Some(h)) if h.ts <= latest => out.heartbeats.push(h),
                     Ok(Some(h)) => quarantine(format!(
                         "heartbeat ts {} is more than 2 days in the future",
-                        earshot_domain::event::format_ts(h.ts)
+                        earshot_domain::wire::format_ts(h.ts)
                     )),
                     Ok(None) => quarantine(e.to_string()),
                     Err(he) => quarantine(he.to_string()),
@@ -146,7 +146,7 @@ pub fn parse(data: &[u8], now: OffsetDateTime, oldest: Date) -> Parsed {
         if ev.ts > latest {
             quarantine(format!(
                 "ts {} is more than 2 days in the future",
-                earshot_domain::event::format_ts(ev.ts)
+                earshot_domain::wire::format_ts(ev.ts)
             ));
             continue;
         }
@@ -154,7 +154,7 @@ pub fn parse(data: &[u8], now: OffsetDateTime, oldest: Date) -> Parsed {
         if day < oldest {
             quarantine(format!(
                 "ts {} is older than the retention period",
-                earshot_domain::event::format_ts(ev.ts)
+                earshot_domain::wire::format_ts(ev.ts)
             ));
             continue;
         }

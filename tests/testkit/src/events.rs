@@ -1,7 +1,7 @@
 //! Tracking events for tests and benches, and the bytes they are stored as:
 //! one builder instead of a struct literal per test file.
 
-use earshot_domain::event::to_wire_precision;
+use earshot_domain::wire::to_wire_precision;
 use earshot_domain::{
     CampaignId, CountryCode, CreativeId, EpisodeId, EventKind, ListenerId, ListenerPeriod,
     Placement, RegionCode, ShowId, TrackingEvent, Verdict,

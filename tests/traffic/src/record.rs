@@ -132,7 +132,7 @@ mod tests {
                 .unwrap_or_else(|| panic!("no event for hit {}", h.seq));
             assert_eq!(
                 e.ts,
-                earshot_domain::event::to_wire_precision(*t),
+                earshot_domain::wire::to_wire_precision(*t),
                 "hit {}",
                 h.seq
             );

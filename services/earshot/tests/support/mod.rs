@@ -201,7 +201,7 @@ pub fn synth_events(
 ) -> Vec<TrackingEvent> {
     let mut rng = fastrand::Rng::with_seed(seed);
     let campaigns = ["spring-sale", "acme-q4", "podco-launch"];
-    let start = earshot_domain::event::to_wire_precision(start);
+    let start = earshot_domain::wire::to_wire_precision(start);
     let step_ms = (span.whole_milliseconds() as i64 / n.max(1) as i64).max(1);
     let mut out: Vec<TrackingEvent> = Vec::with_capacity(n);
     let mut recent_valid: Vec<usize> = Vec::new();

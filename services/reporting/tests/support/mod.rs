@@ -241,7 +241,7 @@ pub fn synthetic_events(
             }
             if rng.u8(..20) == 0 {
                 ts += Duration::seconds(5);
-                let ts = earshot_domain::event::to_wire_precision(ts);
+                let ts = earshot_domain::wire::to_wire_precision(ts);
                 let mut click = out.last().unwrap().clone();
                 click.id = earshot_testkit::v7_at(ts);
                 click.ts = ts;
