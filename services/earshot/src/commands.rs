@@ -95,6 +95,42 @@ pub async fn verify_recount(settings: &Settings, file: &std::path::Path) -> anyh
     }
 }
 
+/// `earshot audit`: prints the audit; an error (exit 1) when anything was
+/// lost. With the loader's role, which reads the ledger and quarantine.
+pub async fn audit(
+    settings: &Settings,
+    hours: u32,
+    in_flight_minutes: u64,
+    json: bool,
+) -> anyhow::Result<()> {
+    use earshot_loader::audit::{self, AuditOptions};
+    let pool = db::connect(&settings.database.as_role(DbRole::Loader)).await?;
+    let now = time::OffsetDateTime::now_utc();
+    let to = earshot_loader::sequences::hour_of(now) + time::Duration::hours(1);
+    let report = audit::audit(
+        &pool,
+        AuditOptions {
+            from: to - time::Duration::hours(i64::from(hours.max(1))),
+            to,
+            now,
+            in_flight: std::time::Duration::from_secs(in_flight_minutes * 60),
+        },
+    )
+    .await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", audit::render(&report));
+    }
+    if report.any_lost() {
+        anyhow::bail!(
+            "{} sequence numbers lost (numbered by an edge, older than {in_flight_minutes} min, never stored)",
+            report.total.lost
+        )
+    }
+    Ok(())
+}
+
 /// `earshot athena-sql`.
 pub fn athena_sql(campaign: &str, day: time::Date, database: &str) -> anyhow::Result<()> {
     println!(

@@ -55,6 +55,24 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         recount: Option<std::path::PathBuf>,
     },
+    /// What the edges numbered against what was stored, per UTC hour, per
+    /// edge and in total: stored, duplicates, quarantined, and missing
+    /// numbers in flight or lost (docs/COUNTING.md, "How we know nothing
+    /// was lost"). Exits 1 when anything is lost, so it can run as a
+    /// CronJob and alert.
+    Audit {
+        /// The UTC hours audited: this many, up to and including the
+        /// current one.
+        #[arg(long, default_value_t = 24)]
+        hours: u32,
+        /// Missing numbers younger than this are in flight, older ones
+        /// lost: Firehose's buffer interval plus the loader's lag.
+        #[arg(long, default_value_t = earshot_loader::audit::DEFAULT_IN_FLIGHT.as_secs() / 60)]
+        in_flight_minutes: u64,
+        /// Print the audit as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the Athena query that recounts a campaign's UTC day from the
     /// raw events in S3, for `earshot verify --recount`.
     AthenaSql {
@@ -100,6 +118,11 @@ async fn main() -> anyhow::Result<()> {
             day,
             database,
         } => commands::athena_sql(&campaign, day, &database),
+        Command::Audit {
+            hours,
+            in_flight_minutes,
+            json,
+        } => commands::audit(&settings, hours, in_flight_minutes, json).await,
         Command::RebuildBlocks { through } => commands::rebuild_blocks(&settings, through).await,
         Command::Load { once, source } => commands::load(&settings, once, source.as_deref()).await,
     }

@@ -138,6 +138,80 @@ async fn edge_files_loaded_from_a_directory_hold_exactly_the_hits_sent() {
     assert_loaded_exactly(&db, &written).await;
 }
 
+/// The sequence audit end to end: a real edge's files, one event line
+/// taken out before loading (a loss between the edge and the loader), and
+/// `earshot audit` names exactly that number and exits 1; with the line
+/// put back in another object, it finds nothing missing and exits 0.
+#[tokio::test]
+async fn earshot_audit_names_the_one_event_taken_out_of_an_edge_file() {
+    let db = TestDb::new().await;
+    let sink = temp_dir("e2e-audit");
+    let taken = temp_dir("e2e-audit-taken");
+    let sink_spec = format!("dir:{}", sink.display());
+    let mut edge = LocalEdge::spawn(&edge_bin(), edge_env(&[("EARSHOT_SINK", &sink_spec)]))
+        .await
+        .expect("edge starts");
+    let hits = hits();
+    send_concurrently(&hits, &edge.base_url())
+        .await
+        .expect("pixel hits");
+    edge.stop().await.expect("clean exit on SIGTERM");
+
+    // Take the 10th numbered event out of whichever file holds it.
+    let mut removed = None;
+    for f in ndjson_files(&sink) {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let (keep, out): (Vec<&str>, Vec<&str>) =
+            text.lines().partition(|l| !l.contains("\"seq\":10}"));
+        if let [line] = out[..] {
+            std::fs::write(
+                &f,
+                keep.iter().map(|l| format!("{l}\n")).collect::<String>(),
+            )
+            .unwrap();
+            std::fs::write(taken.join("late.ndjson"), format!("{line}\n")).unwrap();
+            removed = Some(TrackingEvent::decode(line.as_bytes()).unwrap());
+        }
+    }
+    let removed = removed.expect("the edge numbered a 10th event");
+    let edge_id = removed.sequence.unwrap().edge;
+    load_once(&db.url, &sink_spec, &[]).await;
+
+    let (code, audit) = audit_cli(&db.url, &["--in-flight-minutes", "0"]).await;
+    assert_eq!(code, 1, "{audit:#}");
+    let n = hits.len() as u64;
+    assert_eq!(
+        (
+            &audit["total"]["numbered"],
+            &audit["total"]["stored"],
+            &audit["total"]["lost"]
+        ),
+        (&n.into(), &(n - 1).into(), &1.into())
+    );
+    assert_eq!(
+        audit["missing"],
+        serde_json::json!([{
+            "edge": edge_id.as_str(),
+            "lo": 10,
+            "hi": 10,
+            "proven_at": audit["missing"][0]["proven_at"],
+            "lost": true
+        }])
+    );
+    assert_eq!(audit["edges"][0]["tail"], "known", "the shutdown heartbeat");
+    assert_eq!(audit["edges"][0]["last_heartbeat"], n);
+
+    // The line turns up (replayed from wherever it was): nothing missing.
+    load_once(&db.url, &format!("dir:{}", taken.display()), &[]).await;
+    let (code, audit) = audit_cli(&db.url, &["--in-flight-minutes", "0"]).await;
+    assert_eq!(code, 0, "{audit:#}");
+    assert_eq!(
+        (&audit["total"]["stored"], &audit["total"]["lost"]),
+        (&n.into(), &0.into())
+    );
+    assert_eq!(audit["missing"], serde_json::json!([]));
+}
+
 #[tokio::test]
 async fn edge_through_firehose_s3_and_sqs_loads_exactly_the_hits_sent() {
     const STREAM: &str = "earshot-events";

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod audit;
 pub mod compact;
 pub mod copy;
 pub mod counting;
@@ -9,6 +10,7 @@ pub mod partitions;
 pub mod pipeline;
 pub mod recount;
 pub mod run;
+pub mod sequences;
 pub mod settings;
 pub mod source;
 pub mod store;

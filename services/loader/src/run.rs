@@ -118,6 +118,10 @@ impl Loader {
         if !dropped.is_empty() {
             tracing::info!(days = dropped.len(), first = %dropped[0], "dropped expired event partitions");
         }
+        let expired = crate::sequences::drop_before(&self.pool, self.oldest_kept(now)).await?;
+        if expired > 0 {
+            tracing::info!(rows = expired, "dropped the sequence ledger's expired rows");
+        }
         let closed = keys::drop_closed_days(&self.pool, now.date()).await?;
         if !closed.is_empty() {
             tracing::info!(days = closed.len(), first = %closed[0], "dropped the keys of closed days");

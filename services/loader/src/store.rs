@@ -16,6 +16,7 @@ use crate::counting::rollups::{self, HourlyCounts, HourlyKey};
 use crate::counting::{self, Decision, Staged};
 use crate::daily::{self, DailySql};
 use crate::parse::{Parsed, Quarantined};
+use crate::sequences;
 
 /// Where an object came from, as the ledger records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +40,10 @@ pub struct Prepared {
     pub lines: u32,
     /// Lines repeating an event id already seen in this object.
     pub duplicates_in_object: u32,
+    /// Their numbers, for the sequence ledger.
+    pub duplicate_seqs: Vec<(earshot_domain::EdgeSeq, OffsetDateTime)>,
+    /// The object's heartbeat lines (never events).
+    pub heartbeats: Vec<earshot_domain::Heartbeat>,
 }
 
 impl Prepared {
@@ -50,6 +55,8 @@ impl Prepared {
             quarantined: parsed.quarantined,
             lines: parsed.lines,
             duplicates_in_object: parsed.duplicates_in_object,
+            duplicate_seqs: parsed.duplicate_seqs,
+            heartbeats: parsed.heartbeats,
         }
     }
 }
@@ -282,6 +289,7 @@ pub async fn begin(
         .execute(&mut *tx)
         .await?;
     }
+    sequences::record(&mut tx, ledger_id, object, &fresh).await?;
     Ok(Begun {
         tx: Some(tx),
         stats,

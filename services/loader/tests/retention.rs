@@ -33,9 +33,29 @@ async fn days_past_the_retention_period_are_dropped_whole_and_the_rollups_stay()
     let noon = OffsetDateTime::now_utc().replace_time(time::Time::MIDNIGHT) + Duration::hours(12);
     // 30 events on each of three days: ten, four and one day ago.
     let days = [10, 4, 1].map(|ago| noon - Duration::days(ago));
+    // Each day's events numbered by an edge of its own, which heartbeats.
     for (i, &at) in days.iter().enumerate() {
-        write_object(&dir, &format!("{i}.ndjson"), &ndjson(&sample(30, at)));
+        let edge = earshot_domain::EdgeId::generate();
+        let mut events = sample(30, at);
+        for (n, e) in events.iter_mut().enumerate() {
+            e.sequence = Some(earshot_domain::EdgeSeq {
+                edge,
+                seq: n as u64 + 1,
+            });
+        }
+        let mut bytes = ndjson(&events);
+        bytes.extend_from_slice(
+            &earshot_domain::Heartbeat {
+                edge,
+                seq: 30,
+                ts: at + Duration::minutes(1),
+            }
+            .to_ndjson(),
+        );
+        write_object(&dir, &format!("{i}.ndjson"), &bytes);
     }
+    let ledger = "SELECT count(DISTINCT edge) FROM edge_seq_ranges";
+    let beats = "SELECT count(*) FROM edge_heartbeats";
     let keep_all = LoadOptions {
         retention_days: 30,
         ..opts()
@@ -49,6 +69,10 @@ async fn days_past_the_retention_period_are_dropped_whole_and_the_rollups_stay()
     for at in days {
         assert!(exists(&db.pool, &partition(at.date())).await);
     }
+    assert_eq!(
+        (count(&db.pool, ledger).await, count(&db.pool, beats).await),
+        (3, 3)
+    );
 
     // A loader keeping five days: its upkeep drops the day ten days ago.
     let keep_five = LoadOptions {
@@ -61,6 +85,11 @@ async fn days_past_the_retention_period_are_dropped_whole_and_the_rollups_stay()
     assert!(exists(&db.pool, &partition(days[1].date())).await);
     assert!(exists(&db.pool, &partition(days[2].date())).await);
     assert_eq!(count(&db.pool, "SELECT count(*) FROM events").await, 60);
+    // The sequence ledger of that day goes with it.
+    assert_eq!(
+        (count(&db.pool, ledger).await, count(&db.pool, beats).await),
+        (2, 2)
+    );
     // The rollups and reach sketches keep every day; verify recounts the
     // days still kept.
     assert_eq!(totals(&db.pool, "c1").await, rolled);

@@ -55,6 +55,10 @@ pub const TABLES: &[(&str, &str, &str)] = &[
     ("reach_sketches", WRITES, READS),
     ("campaign_data_versions", WRITES, READS),
     ("counting_state", WRITES, READS),
+    // The sequence ledger (migration 23): the loader writes it, `earshot
+    // audit` and the API's admin audit read it.
+    ("edge_seq_ranges", WRITES, READS),
+    ("edge_heartbeats", WRITES, READS),
     // Migration 8's key logs, frozen by migration 11 (its trigger refuses
     // appends); the loader drops their day partitions through migration
     // 20's function.

@@ -97,6 +97,19 @@ async fn settle_and_compare(stack: &mut Stack, hits: &[Hit]) -> usize {
         .unwrap_or_else(|e| panic!("{e:#}"));
     let verify = stack.earshot(&["verify"]).await.unwrap();
     assert!(verify.starts_with("ok:"), "earshot verify: {verify}");
+    // Every number the edge gave out is stored, none missing even with no
+    // in-flight window (exit 0), and the heartbeats count them all.
+    let audit = stack
+        .earshot(&["audit", "--in-flight-minutes", "0"])
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let n = hits.len();
+    assert!(
+        audit.contains(&format!(
+            ": numbered {n} stored {n} duplicates 0 quarantined 0 in_flight 0 lost 0 "
+        )),
+        "earshot audit: {audit}"
+    );
     objects
 }
 

@@ -112,6 +112,27 @@ pub async fn load_once(db_url: &str, source: &str, aws: &[(String, String)]) -> 
     summary_of(&p)
 }
 
+/// `earshot audit --json ARGS…` against the database at `db_url`: its exit
+/// code and the audit it printed.
+pub async fn audit_cli(db_url: &str, args: &[&str]) -> (i32, serde_json::Value) {
+    let mut p = ChildProcess::spawn(
+        &ProcessSpec::new(earshot_bin())
+            .arg("audit")
+            .arg("--json")
+            .args(args.iter().copied())
+            .envs(loader_env(db_url)),
+    )
+    .expect("start earshot audit");
+    let status = match tokio::time::timeout(PATIENCE, p.wait()).await {
+        Ok(s) => s.expect("wait for earshot"),
+        Err(_) => panic!("earshot audit hung\n{}", p.output_text()),
+    };
+    let json = p.stdout_lines().join("\n");
+    let audit = serde_json::from_str(&json)
+        .unwrap_or_else(|e| panic!("earshot audit printed no JSON ({e})\n{}", p.output_text()));
+    (status.code().expect("exited"), audit)
+}
+
 /// Polls `check` until it gives a value, failing the test after [`PATIENCE`]
 /// with `context()` (e.g. a child's output) in the message.
 pub async fn eventually<T, F, Fut>(what: &str, context: impl Fn() -> String, mut check: F) -> T
