@@ -41,6 +41,8 @@ def ratio(n, d):
 def expected_tiles(total, pacing):
     return {
         "impressions": total["impressions"],
+        "reach": total["reach"],
+        "frequency": total["frequency"],
         "unique_listeners": total["unique_listeners"],
         "completion_rate": total["completion_rate"],
         "starts": total["starts"],
@@ -69,6 +71,12 @@ def check_view(page, stack, key):
     for k, v in want.items():
         same(tiles[k], v, f"tile {k}")
     expect(page.locator("[data-kpi=impressions] .value")).to_have_text(f"{total['impressions']:,}")
+    assert total["reach"] > 0, "the range has listeners"
+    expect(page.locator("[data-kpi=reach] .value")).to_have_text(f"{total['reach']:,}")
+    expect(page.locator("[data-kpi=frequency] .value")).to_have_text(f"{total['frequency']:.2f}")
+    expect(page.locator("[data-kpi=reach] .hint")).to_have_text(
+        "upper bound: listener ids change between periods in this range" if total["reach_upper_bound"]
+        else "distinct listeners over the range")
 
     for step in FUNNEL:
         same(page.locator(f"#funnel [data-step={step}] td").first.get_attribute("data-value"), total[step], f"funnel {step}")
@@ -96,6 +104,7 @@ def check_view(page, stack, key):
         # Sorted by impressions, most first.
         impressions = [number(v["impressions"]) for _, v in dom]
         assert impressions == sorted(impressions, reverse=True), dim
+        assert all(("reach" in v) == (dim == "creative") for _, v in dom), dim
         for key_value, values in dom:
             r = rows[key_value]
             for m, v in values.items():

@@ -35,10 +35,17 @@
   const ratio = (n, d) => (n == null || !d ? null : n / d);
   /// The KPI tiles: one entry each. `value` reads the range's totals
   /// (`total`, a granularity=total report), the campaign's `pacing` and the
-  /// `campaign`; `of` says what a share is of. Reach and frequency will be
-  /// one entry each, reading their fields of `total`.
+  /// `campaign`. `hint` is a note under the value, or a function of the
+  /// context giving one.
   const KPIS = [
     { id: "impressions", label: "Impressions", format: "int", value: (c) => c.total.impressions },
+    { id: "reach", label: "Reach", format: "int",
+      hint: (c) => (c.total.reach_upper_bound
+        ? "upper bound: listener ids change between periods in this range"
+        : "distinct listeners over the range"),
+      value: (c) => c.total.reach },
+    { id: "frequency", label: "Frequency", format: "ratio", hint: "impressions per listener reached",
+      value: (c) => c.total.frequency },
     { id: "unique_listeners", label: "Unique listeners", format: "int", hint: "daily uniques, summed over the days",
       value: (c) => c.total.unique_listeners },
     { id: "completion_rate", label: "Completion rate", format: "pct", hint: "completes / starts",
@@ -565,10 +572,11 @@
   function tiles(ctx) {
     return h("ul", { class: "tiles", id: "kpis", "aria-label": "Key figures" }, KPIS.map((k) => {
       const value = k.value(ctx);
+      const hint = typeof k.hint === "function" ? k.hint(ctx) : k.hint;
       return h("li", { class: "tile", dataset: { kpi: k.id } },
         h("div", { class: "label" }, k.label),
         h("div", { class: "value", dataset: { value: value == null ? "" : String(value) } }, fmt[k.format](value)),
-        k.hint && h("div", { class: "hint" }, k.hint));
+        hint && h("div", { class: "hint" }, hint));
     }));
   }
 
@@ -707,7 +715,8 @@
     const total = rep.totals.impressions;
     const cols = [
       ["impressions", "Impressions", "int"], ["share", "Share of impressions", "pct"],
-      ...(dim === "creative" ? [["unique_listeners", "Unique listeners", "int"]] : []),
+      // Reach and uniques exist per creative only (docs/COUNTING.md).
+      ...(dim === "creative" ? [["reach", "Reach", "int"], ["unique_listeners", "Unique listeners", "int"]] : []),
       ["starts", "Starts", "int"], ["completes", "Completes", "int"], ["completion_rate", "Completion rate", "pct"],
       ["clicks", "Clicks", "int"], ["raw_hits", "Raw hits", "int"],
       ...(v.bots ? [["bot_hits", "Bot hits", "int"], ["invalid_hits", "Invalid hits", "int"]] : []),
