@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::copy::BinaryCopy;
 use crate::counting::keys::{self, KeyTable};
-use crate::counting::reach::{self, DayReach, ReachKey};
+use crate::counting::reach::{self, DayReach, ReachKey, SampleKey};
 use crate::counting::rollups::{self, HourlyCounts, HourlyKey};
 use crate::counting::{self, Decision, Staged};
 use crate::daily::{self, DailySql};
@@ -183,6 +183,11 @@ FROM UNNEST($1::text[], $2::date[], $3::text[], $4::text[], $5::bytea[], $6::boo
     AS u (campaign, day, dim, value, sketch, day_ids, month_ids)
 WHERE (r.campaign, r.day, r.dim, r.value) = (u.campaign, u.day, u.dim, u.value)";
 
+/// Counted impressions of the sampled listeners, added to their rows.
+const UPSERT_SAMPLE: &str = "INSERT INTO frequency_sample AS f (campaign, day, listener, impressions)
+SELECT * FROM UNNEST($1::text[], $2::date[], $3::text[], $4::int8[])
+ON CONFLICT (campaign, day, listener) DO UPDATE SET impressions = f.impressions + EXCLUDED.impressions";
+
 /// Bumps the data version of every campaign the load touched, and tells the
 /// API replicas (delivered when the transaction commits).
 const BUMP_VERSIONS: &str = "WITH bumped AS (
@@ -310,13 +315,14 @@ impl Begun {
 }
 
 /// The second half: counts (the key tables decide which keys are new),
-/// adds the hourly and daily rollups, uniques and reach sketches, completes
+/// adds the hourly and daily rollups, uniques, reach sketches and frequency
+/// sample, completes
 /// the ledger row and commits. `object` is what `begun` began with; the key
 /// partitions of its days exist (`keys::ensure_days`).
 ///
 /// Loads of other objects run side by side. The rows they share in
-/// `rollup_daily`, `daily_uniques`, `reach_sketches` and
-/// `campaign_data_versions` are written last, in that order, each sorted, so one load waits for another only from there to its
+/// `rollup_daily`, `daily_uniques`, `reach_sketches`, `frequency_sample`
+/// and `campaign_data_versions` are written last, in that order, each sorted, so one load waits for another only from there to its
 /// commit, and never in a cycle.
 pub async fn finish(object: &Prepared, begun: Begun) -> Result<LoadStats, sqlx::Error> {
     let Some(mut tx) = begun.tx else {
@@ -343,6 +349,7 @@ pub async fn finish(object: &Prepared, begun: Begun) -> Result<LoadStats, sqlx::
             .await?;
         add_uniques(&mut tx, &decision).await?;
         merge_sketches(&mut tx, &reach::sketches(&fresh, &decision.counted)).await?;
+        add_frequency_sample(&mut tx, &reach::frequency_sample(&fresh, &decision.counted)).await?;
         sqlx::query(BUMP_VERSIONS)
             .bind(&r.campaigns)
             .execute(&mut *tx)
@@ -574,6 +581,25 @@ async fn merge_sketches(
                 .map(|(_, r)| r.month_ids)
                 .collect::<Vec<bool>>(),
         )
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Adds the sampled listeners' counted impressions (sorted by key) to
+/// `frequency_sample`.
+async fn add_frequency_sample(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: &[(SampleKey<'_>, i64)],
+) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(UPSERT_SAMPLE)
+        .bind(rows.iter().map(|(k, _)| k.campaign).collect::<Vec<&str>>())
+        .bind(rows.iter().map(|(k, _)| k.day).collect::<Vec<Date>>())
+        .bind(rows.iter().map(|(k, _)| k.listener).collect::<Vec<&str>>())
+        .bind(rows.iter().map(|(_, n)| *n).collect::<Vec<i64>>())
         .execute(&mut **tx)
         .await?;
     Ok(())

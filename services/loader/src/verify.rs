@@ -7,8 +7,9 @@
 //! makes the number exact: distinct (campaign, creative, episode, event,
 //! listener) among valid events of that day.
 //!
-//! Reach sketches are rebuilt, a kept day at a time, from the day's
-//! listeners with a valid impression, and compared whole.
+//! Reach sketches and the frequency sample are rebuilt, a kept day at a
+//! time, from the day's listeners with a valid impression, and compared
+//! whole.
 //!
 //! Only the days whose raw events PostgreSQL still keeps are recounted
 //! here: from the first day of `events`' partitions on (older ones were
@@ -126,11 +127,16 @@ ORDER BY 2";
 /// A day's listeners with a counted impression (a valid impression counts
 /// when it is the first of its key, and every key's first is valid, so
 /// they are the listeners of its valid impressions), per campaign and
-/// creative, as the loader sketches them. `$1` and `$2` bound the day.
+/// creative, as the loader sketches them; each (creative, episode) a
+/// listener heard is one counted impression. `$1` and `$2` bound the day.
 const DAY_LISTENERS: &str =
-    "SELECT DISTINCT campaign, creative, listener, listener_period FROM events
+    "SELECT DISTINCT campaign, creative, coalesce(episode, ''), listener, listener_period FROM events
 WHERE ts >= $1 AND ts < $2 AND verdict = 'valid' AND event = 'impression'
   AND campaign IS NOT NULL AND creative IS NOT NULL AND ($3::text IS NULL OR campaign = $3)";
+
+/// A day's frequency sample.
+const DAY_SAMPLE: &str = "SELECT campaign, listener, impressions FROM frequency_sample
+WHERE day = $1 AND ($2::text IS NULL OR campaign = $2)";
 
 /// A day's stored sketches.
 const DAY_SKETCHES: &str =
@@ -147,21 +153,27 @@ async fn sketches_against_events(
     campaign: Option<&str>,
     days: &[time::Date],
 ) -> Result<Vec<Mismatch>, sqlx::Error> {
-    use earshot_platform::sketch::{listener_hash, Sketch, DIM_CAMPAIGN, DIM_CREATIVE};
+    use earshot_platform::sketch::{
+        in_frequency_sample, listener_hash, Sketch, DIM_CAMPAIGN, DIM_CREATIVE,
+    };
     use std::collections::BTreeMap;
     type Scope = (String, String, String);
     let mut out = Vec::new();
     for &day in days {
         let from = day.midnight().assume_utc();
-        let rows: Vec<(String, String, String, String)> = sqlx::query_as(DAY_LISTENERS)
+        let rows: Vec<(String, String, String, String, String)> = sqlx::query_as(DAY_LISTENERS)
             .bind(from)
             .bind(from + time::Duration::DAY)
             .bind(campaign)
             .fetch_all(pool)
             .await?;
         let mut want: BTreeMap<Scope, (Vec<u64>, bool, bool)> = BTreeMap::new();
-        for (c, cr, listener, period) in rows {
+        let mut sampled: BTreeMap<(String, String), i64> = BTreeMap::new();
+        for (c, cr, _episode, listener, period) in rows {
             let h = listener_hash(&listener);
+            if in_frequency_sample(h) {
+                *sampled.entry((c.clone(), listener.clone())).or_default() += 1;
+            }
             for scope in [
                 (c.clone(), DIM_CAMPAIGN.to_owned(), String::new()),
                 (c.clone(), DIM_CREATIVE.to_owned(), cr.clone()),
@@ -170,6 +182,28 @@ async fn sketches_against_events(
                 e.0.push(h);
                 e.1 |= period == "day";
                 e.2 |= period == "month";
+            }
+        }
+        let stored_sample: Vec<(String, String, i64)> = sqlx::query_as(DAY_SAMPLE)
+            .bind(day)
+            .bind(campaign)
+            .fetch_all(pool)
+            .await?;
+        let stored_sample: BTreeMap<(String, String), i64> = stored_sample
+            .into_iter()
+            .map(|(c, l, n)| ((c, l), n))
+            .collect();
+        let sampled_keys: std::collections::BTreeSet<&(String, String)> =
+            sampled.keys().chain(stored_sample.keys()).collect();
+        for k in sampled_keys {
+            let (w, h) = (sampled.get(k), stored_sample.get(k));
+            if w != h {
+                out.push(Mismatch {
+                    what: "frequency_sample".to_owned(),
+                    key: format!("{}/{}/{day}", k.0, k.1),
+                    from_events: w.copied().unwrap_or(0),
+                    from_rollups: h.copied().unwrap_or(0),
+                });
             }
         }
         let stored: Vec<(String, String, String, Vec<u8>, bool, bool)> =

@@ -59,7 +59,8 @@ fn write(dir: &Path, i: usize, events: &[TrackingEvent]) {
 }
 
 /// What must not depend on how the objects were loaded: events, totals,
-/// the daily rows, uniques, reach sketches and both key sets.
+/// the daily rows, uniques, reach sketches, frequency sample and both key
+/// sets.
 async fn outcome(pool: &PgPool) -> Vec<String> {
     let queries = [
         "SELECT count(*)::text FROM events",
@@ -71,6 +72,7 @@ async fn outcome(pool: &PgPool) -> Vec<String> {
         "SELECT string_agg(concat_ws(' ', campaign, day, creative, listeners), E'\\n'
                            ORDER BY campaign, day, creative) FROM daily_uniques",
         "SELECT md5(string_agg(s::text, ',' ORDER BY campaign, day, dim, value)) FROM reach_sketches s",
+        "SELECT coalesce(md5(string_agg(f::text, ',' ORDER BY campaign, day, listener)), 'none') FROM frequency_sample f",
         "SELECT md5(string_agg(day || ' ' || key, ',' ORDER BY day, key)) FROM counting_keys",
         "SELECT md5(string_agg(day || ' ' || key, ',' ORDER BY day, key)) FROM listener_keys",
     ];

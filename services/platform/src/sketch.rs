@@ -45,6 +45,20 @@ pub const DIM_CAMPAIGN: &str = "";
 /// `reach_sketches.dim` of one creative's audience (`value` its id).
 pub const DIM_CREATIVE: &str = "creative";
 
+/// One listener in this many is in the frequency sample
+/// (`frequency_sample`, migration 22): few enough rows for a 90-day
+/// distribution of 10 million listeners to read ~156,000 per-listener sums,
+/// many enough for a bucket of 100,000 listeners to be within ±2.5% (one
+/// standard error; a binomial sample of its listeners).
+pub const FREQUENCY_SAMPLE_RATE: u64 = 64;
+
+/// Whether a listener, by its [`listener_hash`], is in the frequency
+/// sample: its low bits, which no register's index and nearly no rank
+/// reads, so the sample is independent of the sketch's estimate.
+pub const fn in_frequency_sample(hash: u64) -> bool {
+    hash.is_multiple_of(FREQUENCY_SAMPLE_RATE)
+}
+
 /// Bytes that are not a sketch of this version and precision.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SketchError {

@@ -60,6 +60,7 @@ impl Modify for BearerAuth {
         routes::campaigns::get_one,
         routes::campaigns::creatives,
         routes::reports::report,
+        routes::reports::frequency,
         routes::campaigns::pacing,
         routes::catalog::create_advertiser,
         routes::catalog::list_advertisers,
@@ -102,6 +103,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(routes::campaigns::list)
     .service(routes::catalog::create_campaign)
     .service(routes::reports::report)
+    .service(routes::reports::frequency)
     .service(routes::campaigns::pacing)
     .service(routes::campaigns::creatives)
     .service(routes::catalog::put_creative)

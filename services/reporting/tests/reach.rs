@@ -6,6 +6,7 @@
 mod support;
 
 use earshot_domain::{ListenerId, ListenerPeriod, TrackingEvent};
+use earshot_platform::sketch::{in_frequency_sample, listener_hash};
 use earshot_testkit::event;
 use earshot_testkit::loader::assert_books_balance;
 use serde_json::Value;
@@ -370,5 +371,172 @@ async fn reach_over_one_seven_and_thirty_days_is_within_two_percent_of_the_exact
             );
         }
     }
+    // The frequency distribution over the 30 days: exactly the sampled
+    // listeners' counted impressions, scaled.
+    let exact: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT listener, count(*) FROM events
+         WHERE campaign = 'flight' AND verdict = 'valid' AND event = 'impression'
+         GROUP BY listener",
+    )
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap();
+    let mut want = [0i64; 5];
+    let mut sampled = 0;
+    for (id, n) in &exact {
+        if in_frequency_sample(listener_hash(id)) {
+            sampled += 1;
+            let i = match n {
+                1 => 0,
+                2 => 1,
+                3..=5 => 2,
+                6..=10 => 3,
+                _ => 4,
+            };
+            want[i] += 64;
+        }
+    }
+    let f = app
+        .json(
+            &format!(
+                "/v1/campaigns/flight/frequency?from={}&to={}",
+                iso(start),
+                iso(end)
+            ),
+            &key,
+        )
+        .await;
+    assert_eq!(f["sampled_listeners"], sampled);
+    assert!(sampled > 100, "{sampled} sampled of {}", exact.len());
+    let got: Vec<i64> = buckets(&f).into_iter().map(|(_, n)| n).collect();
+    assert_eq!(got, want);
+    assert_books_balance(&app.db.pool).await;
+}
+
+/// The first `k` listeners of `salt` in the frequency sample (`true`) or
+/// out of it.
+fn listeners_in_sample(salt: u64, sampled: bool, k: usize) -> Vec<ListenerId> {
+    (0..)
+        .map(|n| listener(salt, n))
+        .filter(|id| in_frequency_sample(listener_hash(id.as_str())) == sampled)
+        .take(k)
+        .collect()
+}
+
+/// (times, listeners) of each bucket.
+fn buckets(f: &Value) -> Vec<(String, i64)> {
+    f["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["times"].as_str().unwrap().to_owned(),
+                b["listeners"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_frequency_distribution_scales_the_sampled_listeners_impressions() {
+    let app = spawn_app(AppOptions::default()).await;
+    let (_a, key) = app.advertiser("Acme", &["freq"]).await;
+    let (_b, other_key) = app.advertiser("Other", &["theirs"]).await;
+    let today = OffsetDateTime::now_utc().date();
+    let this_month = Date::from_calendar_date(today.year(), today.month(), 1).unwrap();
+    let next = (this_month - Duration::days(1)).replace_day(1).unwrap();
+    let first = (next - Duration::days(1)).replace_day(1).unwrap();
+    let sampled = listeners_in_sample(3, true, 3);
+    let unsampled = listeners_in_sample(3, false, 2);
+    let mut events = Vec::new();
+    let mut hear = |who: ListenerId, days: i64, creatives: &[&str]| {
+        for d in 0..days {
+            for (i, cr) in creatives.iter().enumerate() {
+                let at = midnight(first + Duration::days(d)) + Duration::hours(9 + i as i64);
+                events.push(impression("freq", cr, at, who, ListenerPeriod::Month));
+                // A repeat: not counted, so not in the distribution.
+                events.push(impression(
+                    "freq",
+                    cr,
+                    at + Duration::minutes(5),
+                    who,
+                    ListenerPeriod::Month,
+                ));
+            }
+        }
+    };
+    hear(sampled[0], 1, &["cr1"]);
+    hear(sampled[1], 4, &["cr1"]);
+    hear(sampled[2], 6, &["cr1", "cr2"]);
+    hear(unsampled[0], 3, &["cr1"]);
+    hear(unsampled[1], 1, &["cr1"]);
+    // The next month: one more for the first sampled listener.
+    events.push(impression(
+        "freq",
+        "cr1",
+        midnight(next) + Duration::hours(9),
+        sampled[0],
+        ListenerPeriod::Month,
+    ));
+    load(&app.db, &events).await;
+    assert_books_balance(&app.db.pool).await;
+
+    let path = |from: Date, to: Date| format!("/v1/campaigns/freq/frequency?from={from}&to={to}");
+    let f = app.json(&path(first, next), &key).await;
+    assert_eq!(f["sample_rate"], 64);
+    assert_eq!(f["sampled_listeners"], 3);
+    assert_eq!(f["upper_bound"], false);
+    assert_eq!(
+        buckets(&f),
+        [("1", 64), ("2", 0), ("3-5", 64), ("6-10", 0), ("11+", 64)]
+            .map(|(t, n)| (t.to_owned(), n))
+    );
+    assert_eq!(f["buckets"][4]["max"], Value::Null);
+    assert_eq!(
+        (
+            f["buckets"][2]["min"].as_i64(),
+            f["buckets"][2]["max"].as_i64()
+        ),
+        (Some(3), Some(5))
+    );
+
+    // Across the month boundary: the first listener twice, an upper bound.
+    let across = app.json(&path(first, next + Duration::days(1)), &key).await;
+    assert_eq!(across["upper_bound"], true);
+    assert_eq!(
+        buckets(&across),
+        [("1", 0), ("2", 64), ("3-5", 64), ("6-10", 0), ("11+", 64)]
+            .map(|(t, n)| (t.to_owned(), n))
+    );
+    // The second day alone.
+    let day2 = app
+        .json(
+            &path(first + Duration::days(1), first + Duration::days(2)),
+            &key,
+        )
+        .await;
+    assert_eq!(
+        buckets(&day2),
+        [("1", 64), ("2", 64), ("3-5", 0), ("6-10", 0), ("11+", 0)].map(|(t, n)| (t.to_owned(), n))
+    );
+
+    // Someone else's campaign is not there; a bad range names its parameter.
+    let theirs = app
+        .get(&path(first, next).replace("freq", "theirs"), Some(&key))
+        .await;
+    assert_eq!(theirs.status(), 404);
+    let mine = app.get(&path(first, next), Some(&other_key)).await;
+    assert_eq!(mine.status(), 404);
+    let bad = app
+        .get("/v1/campaigns/freq/frequency?from=yesterday", Some(&key))
+        .await;
+    assert_eq!(bad.status(), 400);
+    let problem: Value = bad.json().await.unwrap();
+    assert_eq!(problem["param"], "from");
+
+    // A replay changes nothing.
+    load(&app.db, &events).await;
+    assert_eq!(app.json(&path(first, next), &key).await, f);
     assert_books_balance(&app.db.pool).await;
 }

@@ -327,6 +327,7 @@ pub struct Snapshot {
     pub rollups: Vec<String>,
     pub uniques: Vec<String>,
     pub sketches: Vec<String>,
+    pub frequency_sample: Vec<String>,
     pub versions: Vec<String>,
     pub ledger: Vec<String>,
     pub quarantine: Vec<String>,
@@ -384,6 +385,11 @@ pub async fn snapshot(pool: &PgPool) -> Snapshot {
             "SELECT s::text FROM reach_sketches s ORDER BY campaign, day, dim, value",
         )
         .await,
+        frequency_sample: rows(
+            pool,
+            "SELECT f::text FROM frequency_sample f ORDER BY campaign, day, listener",
+        )
+        .await,
         versions: rows(
             pool,
             "SELECT campaign || '=' || version FROM campaign_data_versions ORDER BY campaign",
@@ -420,6 +426,10 @@ pub fn assert_same(got: &Snapshot, want: &Snapshot) {
     assert_eq!(got.rollups, want.rollups, "rollup_hourly differs");
     assert_eq!(got.uniques, want.uniques, "daily_uniques differs");
     assert_eq!(got.sketches, want.sketches, "reach_sketches differ");
+    assert_eq!(
+        got.frequency_sample, want.frequency_sample,
+        "frequency_sample differs"
+    );
     assert_eq!(got.versions, want.versions, "campaign_data_versions differ");
     assert_eq!(got.ledger, want.ledger, "loaded_objects differ");
     assert_eq!(got.quarantine, want.quarantine, "quarantine differs");

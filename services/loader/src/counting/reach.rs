@@ -8,7 +8,9 @@
 //! the day (another creative or episode) adds a listener already there.
 
 use earshot_domain::{EventKind, ListenerPeriod};
-use earshot_platform::sketch::{listener_hash, Sketch, DIM_CAMPAIGN, DIM_CREATIVE};
+use earshot_platform::sketch::{
+    in_frequency_sample, listener_hash, Sketch, DIM_CAMPAIGN, DIM_CREATIVE,
+};
 use time::Date;
 
 use super::{HashMap, Staged};
@@ -87,6 +89,42 @@ pub fn sketches<'a>(fresh: &[&'a Staged], counted: &[bool]) -> Vec<(ReachKey<'a>
     out
 }
 
+/// A `frequency_sample` key: a sampled listener's campaign and day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SampleKey<'a> {
+    pub campaign: &'a str,
+    pub day: Date,
+    pub listener: &'a str,
+}
+
+/// The counted impressions of `fresh` by listeners of the frequency
+/// sample, per campaign, day and listener, sorted by key (the order
+/// concurrent loaders lock their rows in).
+pub fn frequency_sample<'a>(fresh: &[&'a Staged], counted: &[bool]) -> Vec<(SampleKey<'a>, i64)> {
+    let mut n: HashMap<SampleKey<'a>, i64> = HashMap::default();
+    for (st, &is_counted) in fresh.iter().zip(counted) {
+        let e = &st.event;
+        if !is_counted || e.event != Some(EventKind::Impression) {
+            continue;
+        }
+        let Some(campaign) = &e.campaign else {
+            continue;
+        };
+        if !in_frequency_sample(listener_hash(e.listener.as_str())) {
+            continue;
+        }
+        *n.entry(SampleKey {
+            campaign: campaign.as_str(),
+            day: st.day,
+            listener: e.listener.as_str(),
+        })
+        .or_default() += 1;
+    }
+    let mut out: Vec<_> = n.into_iter().collect();
+    out.sort_unstable_by_key(|(k, _)| *k);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,6 +170,54 @@ mod tests {
                 imp.event.listener_period == ListenerPeriod::Day,
                 imp.event.listener_period == ListenerPeriod::Month
             )
+        );
+    }
+}
+
+#[cfg(test)]
+mod sample_tests {
+    use super::*;
+    use crate::counting::stage;
+    use earshot_domain::ListenerId;
+    use time::macros::datetime;
+
+    #[test]
+    fn the_sample_counts_each_sampled_listeners_counted_impressions() {
+        // The first listeners numbered in and out of the sample.
+        let id = |n: u32| ListenerId::parse(&format!("{n:032x}")).unwrap();
+        let sampled = (0..)
+            .find(|&n| in_frequency_sample(listener_hash(id(n).as_str())))
+            .unwrap();
+        let other = (0..)
+            .find(|&n| !in_frequency_sample(listener_hash(id(n).as_str())))
+            .unwrap();
+        let at = |h, who, creative: &str| {
+            stage(
+                earshot_testkit::event()
+                    .at(datetime!(2026-11-27 00:00 UTC) + time::Duration::hours(h))
+                    .listener_id(id(who))
+                    .creative(creative)
+                    .build(),
+            )
+        };
+        let events = [
+            at(1, sampled, "cr1"),
+            at(2, sampled, "cr2"),
+            at(3, sampled, "cr1"),
+            at(4, other, "cr1"),
+            at(25, sampled, "cr1"),
+        ];
+        let fresh: Vec<&Staged> = events.iter().collect();
+        let got: Vec<(Date, i64)> = frequency_sample(&fresh, &[true, true, false, true, true])
+            .into_iter()
+            .map(|(k, n)| (k.day, n))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (datetime!(2026-11-27 00:00 UTC).date(), 2),
+                (datetime!(2026-11-28 00:00 UTC).date(), 1)
+            ]
         );
     }
 }

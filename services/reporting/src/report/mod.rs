@@ -5,6 +5,7 @@
 //! - `query`: the SQL built from the spec and the metric registry, run with
 //!   keyset pagination;
 //! - `blocks`: which day blocks a total over whole days reads;
+//! - `frequency`: the frequency distribution, from the frequency sample;
 //! - `reach`: reach over the range, from the merged reach sketches;
 //! - `metrics`: a row's numbers (the registry's values) as JSON and their
 //!   sums;
@@ -12,6 +13,7 @@
 
 pub mod blocks;
 pub mod csv;
+pub mod frequency;
 pub mod metrics;
 pub mod query;
 pub mod reach;

@@ -8,6 +8,7 @@ use time::OffsetDateTime;
 use crate::auth::Principal;
 use crate::catalog;
 use crate::error::ApiError;
+use crate::report::frequency::{self as freq, Frequency, FrequencyParams};
 use crate::report::{self as reports, Format, Report, ReportParams, ReportSpec};
 use crate::report_cache::Rendered;
 use crate::state::AppState;
@@ -37,8 +38,9 @@ async fn authorize(state: &AppState, who: &Principal, campaign: &str) -> Result<
 ///
 /// Counted numbers follow the IAB rules: valid (not bot, not invalid) hits,
 /// each (listener, creative, episode, event) counted once per UTC day.
-/// Unique listeners are daily (listener ids rotate every UTC day by design)
-/// and summed over the days of a row.
+/// Unique listeners are daily, summed over the days of a row; `reach` is
+/// distinct listeners over the row's days (HyperLogLog, about 0.8% error),
+/// `frequency` impressions per listener reached (docs/COUNTING.md).
 #[utoipa::path(
     get, path = "/v1/campaigns/{id}/report", tag = "campaigns",
     params(("id" = String, Path, description = "The campaign id used in pixel URLs"), ReportParams),
@@ -82,4 +84,35 @@ pub async fn report(
         })
     };
     state.reports.respond(&req, &id, &spec, rendered).await
+}
+
+/// How often the campaign reached its listeners over a range: listeners
+/// reached 1, 2, 3-5, 6-10 and 11 or more times (counted impressions),
+/// estimated from a fixed 1-in-64 sample of listeners, scaled up
+/// (docs/COUNTING.md, "Reach and frequency").
+#[utoipa::path(
+    get, path = "/v1/campaigns/{id}/frequency", tag = "campaigns",
+    params(("id" = String, Path, description = "The campaign id used in pixel URLs"), FrequencyParams),
+    responses(
+        (status = 200, description = "The distribution", body = Frequency),
+        (status = 400, description = "A bad parameter, named in `param`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 429, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The query took longer than the API allows, or the database is unavailable; retry after `Retry-After` seconds", body = crate::error::Problem, content_type = "application/problem+json",
+         headers(("retry-after" = u64, description = "Seconds to wait before retrying"))),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/v1/campaigns/{id}/frequency")]
+pub async fn frequency(
+    state: web::Data<AppState>,
+    who: Principal,
+    id: web::Path<String>,
+    params: web::Query<FrequencyParams>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&state, &who, &id).await?;
+    let (from, to) = freq::range(&params, OffsetDateTime::now_utc())?;
+    let f = freq::run(&state.pool, &id, from, to).await?;
+    Ok(HttpResponse::Ok().json(f))
 }

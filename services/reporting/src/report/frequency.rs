@@ -1,0 +1,189 @@
+//! A campaign's frequency distribution: how many listeners were reached
+//! once, twice, 3–5, 6–10 and 11 or more times over a range, from the
+//! loader's frequency sample (`frequency_sample`: every counted impression
+//! of one listener in [`FREQUENCY_SAMPLE_RATE`], chosen by the hash of the
+//! listener id), scaled by the sample rate (docs/COUNTING.md, "Reach and
+//! frequency").
+
+use earshot_platform::sketch::FREQUENCY_SAMPLE_RATE;
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
+
+use super::spec::{format_instant, ReportParams, ReportSpec};
+use crate::error::ApiError;
+
+/// The buckets of the distribution: (fewest, most) impressions, `None`
+/// for no upper limit. The breaks advertisers buy frequency caps by.
+pub const BUCKETS: [(i64, Option<i64>); 5] = [
+    (1, Some(1)),
+    (2, Some(2)),
+    (3, Some(5)),
+    (6, Some(10)),
+    (11, None),
+];
+
+/// The distribution's query string.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct FrequencyParams {
+    /// Start, included: `YYYY-MM-DD` (midnight UTC) or RFC 3339 on an hour boundary. Default: 30 days before `to`. A range that starts or ends inside a UTC day takes that whole day.
+    pub from: Option<String>,
+    /// End, excluded: `YYYY-MM-DD` or RFC 3339 on an hour boundary. Default: the end of the current hour.
+    pub to: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct FrequencyBucket {
+    /// `1`, `2`, `3-5`, `6-10` or `11+`.
+    pub times: String,
+    /// Fewest counted impressions of a listener in the bucket.
+    pub min: i64,
+    /// Most; null for the last bucket.
+    pub max: Option<i64>,
+    /// Listeners reached this often: the sampled ones times `sample_rate`.
+    pub listeners: i64,
+}
+
+/// Listeners by how often the campaign reached them over the range.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Frequency {
+    pub campaign: String,
+    pub from: String,
+    pub to: String,
+    /// One listener in this many is sampled; each bucket is scaled by it.
+    pub sample_rate: i64,
+    /// Listeners of the sample reached over the range.
+    pub sampled_listeners: i64,
+    pub buckets: Vec<FrequencyBucket>,
+    /// True when the range holds listeners identified under more than one
+    /// listener-id period (a UTC month, or day with daily ids): a listener
+    /// heard in two periods is two listeners here, each reached fewer times.
+    pub upper_bound: bool,
+}
+
+/// Per total of counted impressions over the range, its sampled listeners.
+const SAMPLE_BY_TIMES: &str = "SELECT n, count(*)::bigint FROM (
+    SELECT sum(impressions)::bigint AS n FROM frequency_sample
+    WHERE campaign = $1
+      AND day >= ($2 AT TIME ZONE 'UTC')::date
+      AND day < ($3 AT TIME ZONE 'UTC')::date + (($3 AT TIME ZONE 'UTC')::time > '00:00')::int
+    GROUP BY listener
+) t GROUP BY n";
+
+/// The listener-id periods of the range's listeners, from the campaign's
+/// reach sketches (which record the periods of their ids).
+const PERIODS: &str = "SELECT count(DISTINCT p)::bigint FROM (
+    SELECT 'd' || day::text AS p FROM reach_sketches
+    WHERE campaign = $1 AND dim = '' AND day_ids AND day >= ($2 AT TIME ZONE 'UTC')::date
+      AND day < ($3 AT TIME ZONE 'UTC')::date + (($3 AT TIME ZONE 'UTC')::time > '00:00')::int
+    UNION ALL
+    SELECT 'm' || to_char(day, 'YYYY-MM') FROM reach_sketches
+    WHERE campaign = $1 AND dim = '' AND month_ids AND day >= ($2 AT TIME ZONE 'UTC')::date
+      AND day < ($3 AT TIME ZONE 'UTC')::date + (($3 AT TIME ZONE 'UTC')::time > '00:00')::int
+) t";
+
+/// The range of `p`, checked as a report's `from` and `to` are.
+pub fn range(
+    p: &FrequencyParams,
+    now: OffsetDateTime,
+) -> Result<(OffsetDateTime, OffsetDateTime), ApiError> {
+    let spec = ReportSpec::parse(
+        &ReportParams {
+            from: p.from.clone(),
+            to: p.to.clone(),
+            granularity: Some("total".into()),
+            ..ReportParams::default()
+        },
+        false,
+        now,
+    )?;
+    Ok((spec.from, spec.to))
+}
+
+/// Places listeners reached `n` times, `count` of them, in `buckets`.
+fn bucketed(by_times: &[(i64, i64)]) -> Vec<FrequencyBucket> {
+    BUCKETS
+        .iter()
+        .map(|&(min, max)| {
+            let sampled: i64 = by_times
+                .iter()
+                .filter(|(n, _)| *n >= min && max.is_none_or(|m| *n <= m))
+                .map(|(_, c)| c)
+                .sum();
+            FrequencyBucket {
+                times: match max {
+                    Some(m) if m == min => min.to_string(),
+                    Some(m) => format!("{min}-{m}"),
+                    None => format!("{min}+"),
+                },
+                min,
+                max,
+                listeners: sampled * FREQUENCY_SAMPLE_RATE as i64,
+            }
+        })
+        .collect()
+}
+
+/// The distribution of one campaign (already authorized) over a range.
+pub async fn run(
+    pool: &PgPool,
+    campaign: &str,
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+) -> Result<Frequency, ApiError> {
+    let by_times: Vec<(i64, i64)> = sqlx::query_as(SAMPLE_BY_TIMES)
+        .bind(campaign)
+        .bind(from)
+        .bind(to)
+        .fetch_all(pool)
+        .await?;
+    let periods: i64 = sqlx::query_scalar(PERIODS)
+        .bind(campaign)
+        .bind(from)
+        .bind(to)
+        .fetch_one(pool)
+        .await?;
+    Ok(Frequency {
+        campaign: campaign.to_owned(),
+        from: format_instant(from),
+        to: format_instant(to),
+        sample_rate: FREQUENCY_SAMPLE_RATE as i64,
+        sampled_listeners: by_times.iter().map(|(_, c)| c).sum(),
+        buckets: bucketed(&by_times),
+        upper_bound: periods > 1,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listeners_fall_in_their_bucket_scaled_by_the_sample_rate() {
+        let b = bucketed(&[
+            (1, 10),
+            (2, 3),
+            (3, 1),
+            (5, 2),
+            (6, 1),
+            (10, 1),
+            (11, 4),
+            (40, 1),
+        ]);
+        let got: Vec<(&str, i64)> = b.iter().map(|b| (b.times.as_str(), b.listeners)).collect();
+        let r = FREQUENCY_SAMPLE_RATE as i64;
+        assert_eq!(
+            got,
+            vec![
+                ("1", 10 * r),
+                ("2", 3 * r),
+                ("3-5", 3 * r),
+                ("6-10", 2 * r),
+                ("11+", 5 * r)
+            ]
+        );
+        assert_eq!((b[4].min, b[4].max), (11, None));
+    }
+}
