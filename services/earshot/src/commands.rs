@@ -103,10 +103,10 @@ pub async fn audit(
     in_flight_minutes: u64,
     json: bool,
 ) -> anyhow::Result<()> {
-    use earshot_loader::audit::{self, AuditOptions};
+    use earshot_platform::audit::{self, AuditOptions};
     let pool = db::connect(&settings.database.as_role(DbRole::Loader)).await?;
     let now = time::OffsetDateTime::now_utc();
-    let to = earshot_loader::sequences::hour_of(now) + time::Duration::hours(1);
+    let to = audit::hour_of(now) + time::Duration::hours(1);
     let report = audit::audit(
         &pool,
         AuditOptions {
@@ -114,6 +114,7 @@ pub async fn audit(
             to,
             now,
             in_flight: std::time::Duration::from_secs(in_flight_minutes * 60),
+            unnumbered_quarantine: true,
         },
     )
     .await?;

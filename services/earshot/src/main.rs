@@ -67,7 +67,7 @@ enum Command {
         hours: u32,
         /// Missing numbers younger than this are in flight, older ones
         /// lost: Firehose's buffer interval plus the loader's lag.
-        #[arg(long, default_value_t = earshot_loader::audit::DEFAULT_IN_FLIGHT.as_secs() / 60)]
+        #[arg(long, default_value_t = earshot_platform::audit::DEFAULT_IN_FLIGHT.as_secs() / 60)]
         in_flight_minutes: u64,
         /// Print the audit as JSON instead of a table.
         #[arg(long)]

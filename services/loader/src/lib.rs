@@ -1,6 +1,5 @@
 #![doc = include_str!("../README.md")]
 
-pub mod audit;
 pub mod compact;
 pub mod copy;
 pub mod counting;

@@ -25,6 +25,9 @@ const RETRY_CAP: Duration = Duration::from_secs(30);
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(3600);
 /// How often the loader looks for hourly rollup rows to merge.
 const COMPACT_INTERVAL: Duration = Duration::from_secs(300);
+/// Hours the sequence audit's gauges cover: the current one and the two
+/// before, which hold whatever is still in flight.
+const AUDIT_GAUGE_HOURS: i64 = 3;
 /// An hour's rows are merged once the hour ended this long ago (and when the
 /// loader stops), so each row is read by about one merge, not by one every
 /// interval while its hour fills. Firehose buffers up to 15 minutes before
@@ -133,6 +136,34 @@ impl Loader {
         Ok(())
     }
 
+    /// Sets the sequence audit's gauges (docs/COUNTING.md, "How we know
+    /// nothing was lost") from the last [`AUDIT_GAUGE_HOURS`] hours, with the
+    /// default in-flight window; every merge interval.
+    async fn audit_gauges(&self) {
+        use earshot_platform::audit::{self, AuditOptions, Tail, DEFAULT_IN_FLIGHT};
+        let now = OffsetDateTime::now_utc();
+        let to = audit::hour_of(now) + time::Duration::HOUR;
+        let opts = AuditOptions {
+            from: to - time::Duration::hours(AUDIT_GAUGE_HOURS),
+            to,
+            now,
+            in_flight: DEFAULT_IN_FLIGHT,
+            unnumbered_quarantine: false,
+        };
+        match audit::audit(&self.pool, opts).await {
+            Ok(a) => {
+                let t = &a.total;
+                metrics::gauge!("earshot_audit_numbered").set(t.numbered as f64);
+                metrics::gauge!("earshot_audit_stored").set(t.stored as f64);
+                metrics::gauge!("earshot_audit_in_flight").set(t.in_flight as f64);
+                metrics::gauge!("earshot_audit_lost").set(t.lost as f64);
+                let unknown = a.edges.iter().filter(|e| e.tail == Tail::Unknown).count();
+                metrics::gauge!("earshot_audit_unknown_tails").set(unknown as f64);
+            }
+            Err(e) => tracing::warn!(error = %e, "the sequence audit for the gauges failed"),
+        }
+    }
+
     /// Merges the hourly rollup rows appended since the last merge: of hours
     /// that ended `COMPACT_AFTER` ago, when it is time, or of every hour
     /// (`now`). A failure keeps the unmerged hours for the next time: the
@@ -142,6 +173,7 @@ impl Loader {
             return;
         }
         self.last_compaction = Instant::now();
+        self.audit_gauges().await;
         let touched = {
             let mut all = self.touched.lock().expect("not poisoned");
             if now {

@@ -1,7 +1,7 @@
 //! The sequence ledger: which of each edge's numbers an object's load
 //! stored, quarantined or found already stored, and the heartbeats it
 //! carried, written in the load's transaction (migration 23; the audit
-//! that reads it is [`crate::audit`]).
+//! that reads it is `earshot_platform::audit`).
 
 use earshot_domain::{EdgeSeq, Heartbeat};
 use sqlx::{Postgres, Transaction};
@@ -39,11 +39,7 @@ pub struct SeqRange {
     pub state: SeqState,
 }
 
-/// The UTC hour `ts` falls in.
-pub fn hour_of(ts: OffsetDateTime) -> OffsetDateTime {
-    let ts = ts.to_offset(time::UtcOffset::UTC);
-    ts.replace_time(time::Time::from_hms(ts.hour(), 0, 0).unwrap_or(time::Time::MIDNIGHT))
-}
+pub use earshot_platform::audit::hour_of;
 
 /// Merges numbered lines into runs: sorted by (state, edge, seq), a run
 /// continues while the next number is one more, in the same hour.

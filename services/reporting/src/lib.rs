@@ -71,6 +71,7 @@ impl Modify for BearerAuth {
         routes::api_keys::create_key,
         routes::api_keys::list_keys,
         routes::api_keys::revoke_key,
+        routes::audit::audit,
         routes::catalog::tracking_urls,
         routes::ops::healthz,
         routes::ops::readyz,
@@ -116,6 +117,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(routes::api_keys::create_key)
     .service(routes::api_keys::list_keys)
     .service(routes::api_keys::revoke_key)
+    .service(routes::audit::audit)
     .default_service(web::to(|| async {
         Err::<actix_web::HttpResponse, _>(error::ApiError::NotFound(
             "no such endpoint; see /v1/openapi.json".into(),

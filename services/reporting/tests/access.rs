@@ -169,6 +169,7 @@ async fn admin_routes_refuse_advertiser_keys() {
             Some(json!({"scope": "admin"})),
         ),
         (Method::GET, "/v1/keys".into(), None),
+        (Method::GET, "/v1/admin/audit".into(), None),
         (Method::DELETE, format!("/v1/keys/{}", &key[4..12]), None),
         (
             Method::POST,
@@ -588,4 +589,62 @@ async fn a_key_looked_up_across_a_listener_reconnection_is_not_kept() {
         keys.check(prefix, &hash, Instant::now()),
         Check::Known(key.info.id, earshot_reporting::auth::Scope::Admin)
     );
+}
+
+#[tokio::test]
+async fn the_admin_audit_names_a_missing_number_and_checks_its_parameters() {
+    let app = spawn_app(AppOptions::default()).await;
+    // Edge numbers 1-5 and 7-10 stored half an hour ago, a heartbeat at 10:
+    // number 6 is missing (lost with no in-flight window).
+    let at = time::OffsetDateTime::now_utc() - time::Duration::minutes(30);
+    let edge = "0123456789abcdef0123456789abcdef";
+    for (lo, hi) in [(1i64, 5i64), (7, 10)] {
+        sqlx::query(
+            "INSERT INTO edge_seq_ranges (edge, hour, lo, hi, lo_ts, hi_ts, state, object_id)
+             VALUES ($1, date_trunc('hour', $2::timestamptz), $3, $4, $2, $2, 'stored', 1)",
+        )
+        .bind(edge)
+        .bind(at)
+        .bind(lo)
+        .bind(hi)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    }
+    sqlx::query("INSERT INTO edge_heartbeats (edge, seq, ts, object_id) VALUES ($1, 10, $2, 1)")
+        .bind(edge)
+        .bind(at)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let audit = app
+        .json(
+            "/v1/admin/audit?hours=2&in_flight_minutes=0",
+            &app.admin_key,
+        )
+        .await;
+    assert_eq!(
+        (
+            &audit["total"]["numbered"],
+            &audit["total"]["stored"],
+            &audit["total"]["lost"]
+        ),
+        (&json!(10), &json!(9), &json!(1))
+    );
+    assert_eq!(
+        (&audit["missing"][0]["lo"], &audit["missing"][0]["hi"]),
+        (&json!(6), &json!(6))
+    );
+    assert_eq!(audit["edges"][0]["tail"], "known");
+    // With the default 15-minute window it is lost too: half an hour old.
+    let default = app.json("/v1/admin/audit", &app.admin_key).await;
+    assert_eq!(default["total"]["lost"], json!(1));
+    for bad in ["hours=0", "hours=169", "hours=x", "in_flight_minutes=1441"] {
+        let r = app
+            .get(&format!("/v1/admin/audit?{bad}"), Some(&app.admin_key))
+            .await;
+        assert_eq!(r.status(), 400, "{bad}");
+        let p: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(p["param"], bad.split('=').next().unwrap(), "{bad}");
+    }
 }

@@ -1,4 +1,5 @@
 pub mod api_keys;
+pub mod audit;
 pub mod campaigns;
 pub mod catalog;
 pub mod me;

@@ -1,6 +1,8 @@
-//! `earshot audit`: what the edges numbered against what arrived, per UTC
+//! The sequence audit (`earshot audit`, `GET /v1/admin/audit`, the
+//! loader's gauges): what the edges numbered against what arrived, per UTC
 //! hour, per edge and in total (docs/COUNTING.md, "How we know nothing was
-//! lost"). Reads the sequence ledger ([`crate::sequences`], migration 23).
+//! lost"). Reads the sequence ledger the loader writes
+//! (`earshot_loader::sequences`, migration 23).
 //!
 //! Per edge, the numbers 1 … N it gave out (N: the highest number seen in
 //! an event, a quarantined line or a heartbeat) are each **stored**,
@@ -24,7 +26,11 @@ use serde::Serialize;
 use sqlx::PgPool;
 use time::OffsetDateTime;
 
-use crate::sequences::hour_of;
+/// The UTC hour `ts` falls in.
+pub fn hour_of(ts: OffsetDateTime) -> OffsetDateTime {
+    let ts = ts.to_offset(time::UtcOffset::UTC);
+    ts.replace_time(time::Time::from_hms(ts.hour(), 0, 0).unwrap_or(time::Time::MIDNIGHT))
+}
 
 /// How long a missing number counts as in flight: Firehose's buffer
 /// interval (the SAM template's `BufferIntervalSeconds`, 60 s by default,
@@ -44,6 +50,9 @@ pub struct AuditOptions {
     pub now: OffsetDateTime,
     /// Missing numbers younger than this are in flight, older ones lost.
     pub in_flight: Duration,
+    /// Whether to count the quarantined lines that carry no number (from
+    /// `quarantine`, which the API's role may not read: it holds raw lines).
+    pub unnumbered_quarantine: bool,
 }
 
 /// One row of figures.
@@ -216,11 +225,15 @@ pub async fn audit(pool: &PgPool, opts: AuditOptions) -> Result<Audit, sqlx::Err
         .bind(&edges)
         .fetch_all(pool)
         .await?;
-    let unnumbered: Vec<(OffsetDateTime, i64)> = sqlx::query_as(UNNUMBERED_QUARANTINE)
-        .bind(from)
-        .bind(to)
-        .fetch_all(pool)
-        .await?;
+    let unnumbered: Vec<(OffsetDateTime, i64)> = if opts.unnumbered_quarantine {
+        sqlx::query_as(UNNUMBERED_QUARANTINE)
+            .bind(from)
+            .bind(to)
+            .fetch_all(pool)
+            .await?
+    } else {
+        Vec::new()
+    };
     Ok(compute(opts, &ranges, &heartbeats, &unnumbered))
 }
 
