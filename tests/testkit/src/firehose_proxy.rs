@@ -116,7 +116,7 @@ impl FirehoseFaultProxy {
 
     /// `http://127.0.0.1:PORT`, for `AWS_ENDPOINT_URL`.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.server.addr())
+        self.server.url()
     }
 
     /// Environment pointing a child's AWS SDK at the proxy.

@@ -41,7 +41,7 @@ impl S3DenyProxy {
 
     /// `http://127.0.0.1:PORT`, for `AWS_ENDPOINT_URL`.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.server.addr())
+        self.server.url()
     }
 
     /// Environment pointing a child's AWS SDK (S3 and SQS) at the proxy.

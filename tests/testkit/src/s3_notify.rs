@@ -22,25 +22,15 @@ pub async fn notify_queue_on_object_created(
     queue: &str,
     visibility_timeout_s: u32,
 ) -> anyhow::Result<String> {
-    let sqs = moto.sqs();
-    let url = sqs
-        .create_queue()
-        .queue_name(queue)
-        .attributes(
+    let (url, arn) = create_queue(
+        moto,
+        queue,
+        &[(
             QueueAttributeName::VisibilityTimeout,
             visibility_timeout_s.to_string(),
-        )
-        .send()
-        .await
-        .map_err(|e| anyhow::anyhow!(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()))
-        .with_context(|| format!("creating queue {queue}"))?
-        .queue_url()
-        .context("CreateQueue answered without a URL")?
-        .to_owned();
-    let arn = queue_attributes(moto, &url, &[QueueAttributeName::QueueArn])
-        .await?
-        .remove(&QueueAttributeName::QueueArn)
-        .context("the queue has no QueueArn")?;
+        )],
+    )
+    .await?;
     let config = NotificationConfiguration::builder()
         .queue_configurations(
             QueueConfiguration::builder()
@@ -60,6 +50,31 @@ pub async fn notify_queue_on_object_created(
         .map_err(|e| anyhow::anyhow!(aws_sdk_s3::error::DisplayErrorContext(e).to_string()))
         .with_context(|| format!("configuring notifications of bucket {bucket}"))?;
     Ok(url)
+}
+
+/// Creates `name` with `attributes`: its URL and ARN.
+async fn create_queue(
+    moto: &Moto,
+    name: &str,
+    attributes: &[(QueueAttributeName, String)],
+) -> anyhow::Result<(String, String)> {
+    let mut create = moto.sqs().create_queue().queue_name(name);
+    for (k, v) in attributes {
+        create = create.attributes(k.clone(), v);
+    }
+    let url = create
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()))
+        .with_context(|| format!("creating queue {name}"))?
+        .queue_url()
+        .context("CreateQueue answered without a URL")?
+        .to_owned();
+    let arn = queue_attributes(moto, &url, &[QueueAttributeName::QueueArn])
+        .await?
+        .remove(&QueueAttributeName::QueueArn)
+        .with_context(|| format!("queue {name} has no QueueArn"))?;
+    Ok((url, arn))
 }
 
 /// The named attributes of the queue at `url`.
@@ -115,26 +130,13 @@ pub async fn redrive_to_dead_letter_queue(
     dead_letter: &str,
     max_receive_count: u32,
 ) -> anyhow::Result<String> {
-    let sqs = moto.sqs();
-    let dlq = sqs
-        .create_queue()
-        .queue_name(dead_letter)
-        .send()
-        .await
-        .map_err(|e| anyhow::anyhow!(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()))
-        .with_context(|| format!("creating queue {dead_letter}"))?
-        .queue_url()
-        .context("CreateQueue answered without a URL")?
-        .to_owned();
-    let arn = queue_attributes(moto, &dlq, &[QueueAttributeName::QueueArn])
-        .await?
-        .remove(&QueueAttributeName::QueueArn)
-        .context("the dead-letter queue has no QueueArn")?;
+    let (dlq, arn) = create_queue(moto, dead_letter, &[]).await?;
     let policy = serde_json::json!({
         "deadLetterTargetArn": arn,
         "maxReceiveCount": max_receive_count.to_string(),
     });
-    sqs.set_queue_attributes()
+    moto.sqs()
+        .set_queue_attributes()
         .queue_url(url)
         .attributes(QueueAttributeName::RedrivePolicy, policy.to_string())
         .send()

@@ -80,6 +80,11 @@ impl Server {
         .await
     }
 
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
