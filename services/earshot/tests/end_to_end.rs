@@ -21,6 +21,21 @@ use support::*;
 
 const SECRET: &str = "e2e-test-listener-secret-0123456789";
 
+/// Starts the real edge with `env`, sends it [`hits`], and stops it with
+/// SIGTERM (it finalizes its open file or flushes its buffer before
+/// exiting): the hits sent.
+async fn hits_through_edge(env: Vec<(String, String)>) -> Vec<HitSpec> {
+    let mut edge = LocalEdge::spawn(&edge_bin(), env)
+        .await
+        .expect("edge starts");
+    let hits = hits();
+    send_concurrently(&hits, &edge.base_url())
+        .await
+        .expect("pixel hits");
+    edge.stop().await.expect("clean exit on SIGTERM");
+    hits
+}
+
 /// Hits on two campaigns, each cycling valid, bot and invalid (see
 /// `mixed_hits`), plus valid hits sent again verbatim: the same listener,
 /// creative, episode and event on the same day, so the edge records new
@@ -112,15 +127,7 @@ async fn edge_files_loaded_from_a_directory_hold_exactly_the_hits_sent() {
     let db = TestDb::new().await;
     let sink = temp_dir("e2e-dir");
     let sink_spec = format!("dir:{}", sink.display());
-    let mut edge = LocalEdge::spawn(&edge_bin(), edge_env(&[("EARSHOT_SINK", &sink_spec)]))
-        .await
-        .expect("edge starts");
-    let hits = hits();
-    send_concurrently(&hits, &edge.base_url())
-        .await
-        .expect("pixel hits");
-    // SIGTERM: the edge finalizes its open file before exiting.
-    edge.stop().await.expect("clean exit on SIGTERM");
+    let hits = hits_through_edge(edge_env(&[("EARSHOT_SINK", &sink_spec)])).await;
 
     let files = ndjson_files(&sink);
     assert!(!files.is_empty(), "the edge wrote no file");
@@ -148,14 +155,7 @@ async fn earshot_audit_names_the_one_event_taken_out_of_an_edge_file() {
     let sink = temp_dir("e2e-audit");
     let taken = temp_dir("e2e-audit-taken");
     let sink_spec = format!("dir:{}", sink.display());
-    let mut edge = LocalEdge::spawn(&edge_bin(), edge_env(&[("EARSHOT_SINK", &sink_spec)]))
-        .await
-        .expect("edge starts");
-    let hits = hits();
-    send_concurrently(&hits, &edge.base_url())
-        .await
-        .expect("pixel hits");
-    edge.stop().await.expect("clean exit on SIGTERM");
+    let hits = hits_through_edge(edge_env(&[("EARSHOT_SINK", &sink_spec)])).await;
 
     // Take the 10th numbered event out of whichever file holds it.
     let mut removed = None;
@@ -229,14 +229,7 @@ async fn edge_through_firehose_s3_and_sqs_loads_exactly_the_hits_sent() {
         ("EARSHOT_SINK", "firehose"),
         ("EARSHOT_FIREHOSE_STREAM", STREAM),
     ]));
-    let mut edge = LocalEdge::spawn(&edge_bin(), env)
-        .await
-        .expect("edge starts");
-    let hits = hits();
-    send_concurrently(&hits, &edge.base_url())
-        .await
-        .expect("pixel hits");
-    edge.stop().await.expect("clean exit on SIGTERM");
+    let hits = hits_through_edge(env).await;
 
     let objects = moto.read_all_objects(BUCKET, "events/").await.unwrap();
     let written = decode_objects(&objects).expect("every object is NDJSON events");
