@@ -2,6 +2,7 @@
 
 pub mod event;
 pub mod geo;
+mod hex;
 pub mod ids;
 pub mod listener;
 pub mod metric;

@@ -25,6 +25,8 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use time::Date;
 
+use crate::hex::{hex_id_impls, Hex};
+
 type HmacSha256 = Hmac<Sha256>;
 
 /// Hex characters kept from the HMAC: 128 bits, collision-free at any
@@ -34,30 +36,9 @@ pub const LISTENER_ID_LEN: usize = 32;
 /// A listener id: 32 lower-case hex characters, held inline (one heap
 /// allocation less per hit and per loaded event).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ListenerId([u8; LISTENER_ID_LEN]);
+pub struct ListenerId(Hex<LISTENER_ID_LEN>);
 
-impl serde::Serialize for ListenerId {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
-
-/// Through `parse`, from the input's own bytes (no `String` in between).
-impl<'de> serde::Deserialize<'de> for ListenerId {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl serde::de::Visitor<'_> for V {
-            type Value = ListenerId;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a listener id")
-            }
-            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<ListenerId, E> {
-                ListenerId::parse(s).map_err(E::custom)
-            }
-        }
-        d.deserialize_str(V)
-    }
-}
+hex_id_impls!(ListenerId, "a listener id");
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("listener id must be {LISTENER_ID_LEN} lower-case hex characters")]
@@ -65,29 +46,16 @@ pub struct BadListenerId;
 
 impl ListenerId {
     pub fn parse(s: &str) -> Result<Self, BadListenerId> {
-        if s.len() == LISTENER_ID_LEN && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            let mut id = [0u8; LISTENER_ID_LEN];
-            id.copy_from_slice(s.as_bytes());
-            Ok(Self(id))
-        } else {
-            Err(BadListenerId)
-        }
+        Hex::parse(s).map(Self).ok_or(BadListenerId)
     }
 
     pub fn as_str(&self) -> &str {
-        // Only hex digits get in, so this never fails.
-        std::str::from_utf8(&self.0).unwrap_or_default()
+        self.0.as_str()
     }
 
     /// The 32 hex digits, without the UTF-8 check `as_str` makes.
     pub fn as_bytes(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl fmt::Debug for ListenerId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ListenerId({})", self.as_str())
+        self.0.as_bytes()
     }
 }
 
@@ -292,7 +260,7 @@ impl ListenerHasher {
         let mut id = [0u8; LISTENER_ID_LEN];
         hex::encode_to_slice(&digest[..LISTENER_ID_LEN / 2], &mut id)
             .expect("16 bytes are 32 hex digits");
-        ListenerId(id)
+        ListenerId(Hex::encoded(id))
     }
 }
 

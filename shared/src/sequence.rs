@@ -14,6 +14,7 @@ use std::fmt;
 use serde::Deserialize;
 use time::OffsetDateTime;
 
+use crate::hex::{hex_id_impls, Hex};
 use crate::wire::{parse_ts, ts_bytes, DecodeError, WIRE_SCHEMA_VERSION};
 
 /// Characters of an edge id: a UUIDv7 as 32 lower-case hex digits.
@@ -25,7 +26,9 @@ pub const HEARTBEAT_TYPE: &str = "heartbeat";
 /// One execution environment of the edge, for as long as it lives: a
 /// restarted environment is another edge.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct EdgeId([u8; EDGE_ID_LEN]);
+pub struct EdgeId(Hex<EDGE_ID_LEN>);
+
+hex_id_impls!(EdgeId, "an edge id");
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("edge id must be {EDGE_ID_LEN} lower-case hex characters")]
@@ -37,61 +40,26 @@ impl EdgeId {
     pub fn generate() -> Self {
         let mut buf = [0u8; EDGE_ID_LEN];
         uuid::Uuid::now_v7().simple().encode_lower(&mut buf);
-        Self(buf)
+        Self(Hex::encoded(buf))
     }
 
     pub fn parse(s: &str) -> Result<Self, BadEdgeId> {
-        if s.len() == EDGE_ID_LEN && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            let mut id = [0u8; EDGE_ID_LEN];
-            id.copy_from_slice(s.as_bytes());
-            Ok(Self(id))
-        } else {
-            Err(BadEdgeId)
-        }
+        Hex::parse(s).map(Self).ok_or(BadEdgeId)
     }
 
     pub fn as_str(&self) -> &str {
-        // Only hex digits get in, so this never fails.
-        std::str::from_utf8(&self.0).unwrap_or_default()
+        self.0.as_str()
     }
 
     /// The hex digits, without the UTF-8 check `as_str` makes.
     pub fn as_bytes(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl fmt::Debug for EdgeId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "EdgeId({})", self.as_str())
+        self.0.as_bytes()
     }
 }
 
 impl fmt::Display for EdgeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl serde::Serialize for EdgeId {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for EdgeId {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl serde::de::Visitor<'_> for V {
-            type Value = EdgeId;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an edge id")
-            }
-            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<EdgeId, E> {
-                EdgeId::parse(s).map_err(E::custom)
-            }
-        }
-        d.deserialize_str(V)
+        self.0.fmt(f)
     }
 }
 
