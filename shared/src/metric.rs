@@ -49,7 +49,8 @@ pub enum Source {
     /// Distinct listeners with a counted impression over the row's days,
     /// from the merged reach sketches (HyperLogLog: exact up to 2,048
     /// listeners, about 0.8% standard error beyond). Offered where the
-    /// sketches are kept: by day or in total, grouped by creative at most.
+    /// sketches are kept: by day or in total, grouped by nothing or by one
+    /// of creative, show, episode, country, app and device.
     Reach,
     /// Whether [`Source::Reach`] unites listeners identified under more
     /// than one listener-id period (the listener id changes each period),
@@ -137,7 +138,7 @@ pub const METRICS: Registry = &[
     Metric {
         name: "reach",
         source: Source::Reach,
-        doc: "Distinct listeners with a counted impression over the row's days (the range's whole UTC days), from merged HyperLogLog sketches: exact up to 2,048 listeners, about 0.8% standard error beyond. Null at hour granularity and when grouping by anything but creative.",
+        doc: "Distinct listeners with a counted impression over the row's days (the range's whole UTC days), from merged HyperLogLog sketches: exact up to 2,048 listeners, about 0.8% standard error beyond. Null at hour granularity, and when grouping by placement or by more than one dimension (sketches are kept for the whole campaign and per creative, show, episode, country, app and device).",
     },
     Metric {
         name: "frequency",

@@ -124,15 +124,42 @@ FROM raw2 r FULL JOIN stored s ON (r.campaign, r.creative, r.day) = (s.campaign,
 WHERE coalesce(r.n, 0) <> coalesce(s.n, 0)
 ORDER BY 2";
 
-/// A day's listeners with a counted impression (a valid impression counts
-/// when it is the first of its key, and every key's first is valid, so
-/// they are the listeners of its valid impressions), per campaign and
-/// creative, as the loader sketches them; each (creative, episode) a
-/// listener heard is one counted impression. `$1` and `$2` bound the day.
+/// A day's counted impressions, one per counting key (campaign, creative,
+/// episode, listener): a valid impression counts when it is the first of
+/// its key, and every key's first is valid, so each key's earliest valid
+/// impression by (ts, id), as the loader picks it within an object. Its
+/// show, episode, country, app and device ('' when missing, as the rollups
+/// hold them) are the sketches its listener goes in. `$1` and `$2` bound
+/// the day.
+///
+/// When a key's impressions arrive in several objects out of time order
+/// and disagree on a dimension (the same listener id, creative and episode
+/// heard from two countries in a day), the loader counted the first loaded
+/// and this the earliest: verify then reports the two sketches. Listener
+/// ids are made from the address and user agent, which give the country,
+/// app and device, so this takes an address that moves between databases.
 const DAY_LISTENERS: &str =
-    "SELECT DISTINCT campaign, creative, coalesce(episode, ''), listener, listener_period FROM events
+    "SELECT DISTINCT ON (campaign, creative, coalesce(episode, ''), listener)
+       campaign, creative, coalesce(show, ''), coalesce(episode, ''), coalesce(country, ''),
+       coalesce(app, ''), coalesce(device, ''), listener, listener_period
+FROM events
 WHERE ts >= $1 AND ts < $2 AND verdict = 'valid' AND event = 'impression'
-  AND campaign IS NOT NULL AND creative IS NOT NULL AND ($3::text IS NULL OR campaign = $3)";
+  AND campaign IS NOT NULL AND creative IS NOT NULL AND ($3::text IS NULL OR campaign = $3)
+ORDER BY campaign, creative, coalesce(episode, ''), listener, ts, id";
+
+/// One of [`DAY_LISTENERS`]' rows: campaign, creative, show, episode,
+/// country, app, device, listener, listener period.
+type DayListener = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+);
 
 /// A day's frequency sample.
 const DAY_SAMPLE: &str = "SELECT campaign, listener, impressions FROM frequency_sample
@@ -154,14 +181,15 @@ async fn sketches_against_events(
     days: &[time::Date],
 ) -> Result<Vec<Mismatch>, sqlx::Error> {
     use earshot_platform::sketch::{
-        in_frequency_sample, listener_hash, Sketch, DIM_CAMPAIGN, DIM_CREATIVE,
+        in_frequency_sample, listener_hash, Sketch, DIM_APP, DIM_CAMPAIGN, DIM_COUNTRY,
+        DIM_CREATIVE, DIM_DEVICE, DIM_EPISODE, DIM_SHOW,
     };
     use std::collections::BTreeMap;
     type Scope = (String, String, String);
     let mut out = Vec::new();
     for &day in days {
         let from = day.midnight().assume_utc();
-        let rows: Vec<(String, String, String, String, String)> = sqlx::query_as(DAY_LISTENERS)
+        let rows: Vec<DayListener> = sqlx::query_as(DAY_LISTENERS)
             .bind(from)
             .bind(from + time::Duration::DAY)
             .bind(campaign)
@@ -169,16 +197,21 @@ async fn sketches_against_events(
             .await?;
         let mut want: BTreeMap<Scope, (Vec<u64>, bool, bool)> = BTreeMap::new();
         let mut sampled: BTreeMap<(String, String), i64> = BTreeMap::new();
-        for (c, cr, _episode, listener, period) in rows {
+        for (c, cr, show, episode, country, app, device, listener, period) in rows {
             let h = listener_hash(&listener);
             if in_frequency_sample(h) {
                 *sampled.entry((c.clone(), listener.clone())).or_default() += 1;
             }
-            for scope in [
-                (c.clone(), DIM_CAMPAIGN.to_owned(), String::new()),
-                (c.clone(), DIM_CREATIVE.to_owned(), cr.clone()),
+            for (dim, value) in [
+                (DIM_CAMPAIGN, String::new()),
+                (DIM_CREATIVE, cr),
+                (DIM_SHOW, show),
+                (DIM_EPISODE, episode),
+                (DIM_COUNTRY, country),
+                (DIM_APP, app),
+                (DIM_DEVICE, device),
             ] {
-                let e = want.entry(scope).or_default();
+                let e = want.entry((c.clone(), dim.to_owned(), value)).or_default();
                 e.0.push(h);
                 e.1 |= period == "day";
                 e.2 |= period == "month";

@@ -63,9 +63,10 @@ async fn days_past_the_retention_period_are_dropped_whole_and_the_rollups_stay()
     assert_eq!(load_dir_with(&db.pool, &dir, keep_all).await.events_new, 90);
     let rolled = totals(&db.pool, "c1").await;
     assert_eq!(rolled.0, 90);
-    // Reach sketches: each day's campaign and its four creatives.
+    // Reach sketches: each day's campaign, its four creatives, its one
+    // show (''), episode, country (''), app and device ('').
     let sketches = "SELECT count(*) FROM reach_sketches";
-    assert_eq!(count(&db.pool, sketches).await, 15);
+    assert_eq!(count(&db.pool, sketches).await, 30);
     for at in days {
         assert!(exists(&db.pool, &partition(at.date())).await);
     }
@@ -93,7 +94,7 @@ async fn days_past_the_retention_period_are_dropped_whole_and_the_rollups_stay()
     // The rollups and reach sketches keep every day; verify recounts the
     // days still kept.
     assert_eq!(totals(&db.pool, "c1").await, rolled);
-    assert_eq!(count(&db.pool, sketches).await, 15);
+    assert_eq!(count(&db.pool, sketches).await, 30);
     assert_books_balance(&db.pool).await;
 
     // A day's rollups that disagree with its kept raw events still show.

@@ -44,6 +44,30 @@ pub const STANDARD_ERROR: f64 = 1.04 / 128.0;
 pub const DIM_CAMPAIGN: &str = "";
 /// `reach_sketches.dim` of one creative's audience (`value` its id).
 pub const DIM_CREATIVE: &str = "creative";
+/// `reach_sketches.dim` of one show's audience (`value` its id).
+pub const DIM_SHOW: &str = "show";
+/// `reach_sketches.dim` of one episode's audience (`value` its id).
+pub const DIM_EPISODE: &str = "episode";
+/// `reach_sketches.dim` of one country's audience (`value` its code).
+pub const DIM_COUNTRY: &str = "country";
+/// `reach_sketches.dim` of one app's audience (`value` its name).
+pub const DIM_APP: &str = "app";
+/// `reach_sketches.dim` of one device's audience (`value` its name).
+pub const DIM_DEVICE: &str = "device";
+/// Every dimension a campaign's audience is sketched by besides the whole
+/// ([`DIM_CAMPAIGN`]): the report dimensions reach is offered for. Each
+/// is named as the rollup column it splits (`rollup_hourly`), and its
+/// `value` is that column's: '' where the hit did not say (a listener of
+/// no known country is in the country '' sketch, as its impressions are in
+/// the country '' rows).
+pub const DIMS: [&str; 6] = [
+    DIM_CREATIVE,
+    DIM_SHOW,
+    DIM_EPISODE,
+    DIM_COUNTRY,
+    DIM_APP,
+    DIM_DEVICE,
+];
 
 /// One listener in this many is in the frequency sample
 /// (`frequency_sample`, migration 22): few enough rows for a 90-day

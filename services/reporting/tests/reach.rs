@@ -239,8 +239,9 @@ async fn a_listener_heard_on_twenty_days_of_a_month_counts_once_in_its_reach() {
     assert_eq!(reach_of(&hourly["totals"]), (None, None, None));
     for rest in [
         "granularity=hour",
-        "granularity=total&group_by=country",
+        "granularity=total&group_by=placement",
         "granularity=day&group_by=creative,episode",
+        "granularity=total&group_by=country,app",
     ] {
         let r = app
             .json(&report_path("monthly", from, to, rest), &key)
@@ -411,6 +412,193 @@ async fn reach_over_one_seven_and_thirty_days_is_within_two_percent_of_the_exact
     let got: Vec<i64> = buckets(&f).into_iter().map(|(_, n)| n).collect();
     assert_eq!(got, want);
     assert_books_balance(&app.db.pool).await;
+}
+
+/// The exact distinct listeners of each value of `column` (its rows'
+/// value: '' where the hits gave none) among the campaign's counted
+/// impressions from `from` to `to`.
+async fn exact_reach_by(
+    pool: &sqlx::PgPool,
+    campaign: &str,
+    column: &str,
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+) -> std::collections::BTreeMap<String, i64> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT coalesce({column}, ''), count(DISTINCT listener) FROM events
+         WHERE campaign = $1 AND verdict = 'valid' AND event = 'impression'
+           AND ts >= $2 AND ts < $3
+         GROUP BY 1"
+    )))
+    .bind(campaign)
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    rows.into_iter().collect()
+}
+
+/// A report's rows by `column`: (value, '' for null; reach; impressions;
+/// frequency to 12 digits).
+fn reach_rows(report: &Value, column: &str) -> Vec<(String, i64, i64, Option<String>)> {
+    report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r[column].as_str().unwrap_or("").to_owned(),
+                r["reach"].as_i64().unwrap(),
+                r["impressions"].as_i64().unwrap(),
+                r["frequency"].as_f64().map(digits),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn reach_by_country_and_by_app_is_within_two_percent_of_the_exact_count() {
+    let app = spawn_app(AppOptions::default()).await;
+    let (_a, key) = app.advertiser("Acme", &["geo"]).await;
+    let end = midnight(OffsetDateTime::now_utc().date());
+    let start = end - Duration::days(7);
+    // 7,000 listeners over a week, each heard on about half the days: each
+    // in one country (US more than a sparse sketch holds, DE and FR fewer,
+    // one in twenty unresolved) and one app (or none the edge knows). One
+    // in ten US listeners travels to FR on odd days, so it is in both
+    // countries' reach.
+    let mut rng = fastrand::Rng::with_seed(2828);
+    let mut events = Vec::new();
+    for n in 0..7_000u64 {
+        let home = match n % 20 {
+            0 => None,
+            1..=10 => Some("US"),
+            11..=16 => Some("DE"),
+            _ => Some("FR"),
+        };
+        let client = [Some("Overcast"), Some("Apple Podcasts"), None][(n % 3) as usize];
+        for d in 0..7 {
+            if rng.bool() {
+                continue;
+            }
+            let day = start + Duration::days(d);
+            let at = day + Duration::seconds(rng.i64(0..86_000));
+            let country = if home == Some("US") && n % 10 == 1 && d % 2 == 1 {
+                Some("FR")
+            } else {
+                home
+            };
+            let mut e = event()
+                .at(at)
+                .campaign("geo")
+                .creative(["cr1", "cr2"][rng.usize(..2)])
+                .listener_id(listener(9, n))
+                .app(client);
+            if let Some(c) = country {
+                e = e.country(c);
+            }
+            events.push(e.build());
+        }
+    }
+    assert!(events.len() > 20_000, "{}", events.len());
+    load(&app.db, &events).await;
+    assert_books_balance(&app.db.pool).await;
+
+    for (column, values) in [
+        ("country", vec!["", "DE", "FR", "US"]),
+        ("app", vec!["", "Apple Podcasts", "Overcast"]),
+    ] {
+        for days in [1, 7] {
+            let from = end - Duration::days(days);
+            let r = app
+                .json(
+                    &report_path(
+                        "geo",
+                        from,
+                        end,
+                        &format!("granularity=total&group_by={column}"),
+                    ),
+                    &key,
+                )
+                .await;
+            let rows = reach_rows(&r, column);
+            let exact = exact_reach_by(&app.db.pool, "geo", column, from, end).await;
+            assert_eq!(
+                rows.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(),
+                values,
+                "{column}, {days} days"
+            );
+            for (value, reach, impressions, frequency) in &rows {
+                let want = exact[value];
+                let error = (reach - want).abs() as f64 / want as f64;
+                assert!(
+                    error <= 0.02,
+                    "{column} {value:?}, {days} days: {reach} vs exact {want}"
+                );
+                assert_eq!(*frequency, f(*impressions as f64 / *reach as f64));
+            }
+            // The travellers are in two countries' reach, so the rows add
+            // up to more than the campaign's.
+            let sum: i64 = rows.iter().map(|r| r.1).sum();
+            let total = r["totals"]["reach"].as_i64().unwrap();
+            if column == "country" && days == 7 {
+                assert!(sum > total + 200, "{sum} vs {total}");
+            }
+        }
+        // By day: each day's own listeners.
+        let by_day = app
+            .json(
+                &report_path(
+                    "geo",
+                    start,
+                    end,
+                    &format!("granularity=day&group_by={column}"),
+                ),
+                &key,
+            )
+            .await;
+        let rows = by_day["rows"].as_array().unwrap();
+        assert_eq!(rows.len(), 7 * values.len());
+        for row in rows {
+            let day = OffsetDateTime::parse(
+                row["bucket"].as_str().unwrap(),
+                &time::format_description::well_known::Rfc3339,
+            )
+            .unwrap();
+            let value = row[column].as_str().unwrap_or("");
+            let want =
+                exact_reach_by(&app.db.pool, "geo", column, day, day + Duration::DAY).await[value];
+            let reach = row["reach"].as_i64().unwrap();
+            assert!(
+                (reach - want).abs() as f64 / want as f64 <= 0.02,
+                "{column} {value:?} on {day}: {reach} vs exact {want}"
+            );
+        }
+    }
+    assert!(
+        exact_reach_by(&app.db.pool, "geo", "country", start, end).await["US"] > 2_048,
+        "the US audience is past the sparse form"
+    );
+
+    // Show and episode are sketched too: this campaign's hits named
+    // neither, so one row each, the whole audience.
+    for column in ["show", "episode", "device"] {
+        let r = app
+            .json(
+                &report_path(
+                    "geo",
+                    start,
+                    end,
+                    &format!("granularity=total&group_by={column}"),
+                ),
+                &key,
+            )
+            .await;
+        let rows = reach_rows(&r, column);
+        assert_eq!(rows.len(), 1, "{column}");
+        assert_eq!(Some(rows[0].1), r["totals"]["reach"].as_i64(), "{column}");
+    }
 }
 
 /// The first `k` listeners of `salt` in the frequency sample (`true`) or

@@ -1,18 +1,25 @@
 //! What an object's counted impressions add to the reach sketches
-//! (`reach_sketches`, migration 21): per campaign and UTC day, and per
-//! creative, the set of listeners with a counted impression, as a
-//! HyperLogLog (`earshot_platform::sketch`).
+//! (`reach_sketches`, migration 21): per campaign and UTC day, whole and
+//! per value of each sketched dimension (creative, show, episode, country,
+//! app, device: `earshot_platform::sketch::DIMS`), the set of listeners
+//! with a counted impression, as a HyperLogLog
+//! (`earshot_platform::sketch`). A dimension's value is the one the
+//! impression's hourly rollup row holds ([`hourly_dims`]), so each
+//! report row's reach is over the listeners of that row's impressions.
 //!
 //! Only impressions the counting rule counted feed them, so a replayed or
 //! duplicated hit adds nothing; a listener's second counted impression of
 //! the day (another creative or episode) adds a listener already there.
 
+use earshot_domain::TrackingEvent;
 use earshot_domain::{EventKind, ListenerPeriod};
 use earshot_platform::sketch::{
-    in_frequency_sample, listener_hash, Sketch, DIM_CAMPAIGN, DIM_CREATIVE,
+    in_frequency_sample, listener_hash, Sketch, DIMS, DIM_APP, DIM_CAMPAIGN, DIM_COUNTRY,
+    DIM_CREATIVE, DIM_DEVICE, DIM_EPISODE, DIM_SHOW,
 };
 use time::Date;
 
+use super::rollups::hourly_dims;
 use super::{HashMap, Staged};
 
 /// A `reach_sketches` key.
@@ -20,10 +27,27 @@ use super::{HashMap, Staged};
 pub struct ReachKey<'a> {
     pub campaign: &'a str,
     pub day: Date,
-    /// [`DIM_CAMPAIGN`] or [`DIM_CREATIVE`].
+    /// [`DIM_CAMPAIGN`] or one of [`DIMS`].
     pub dim: &'static str,
-    /// '' for the whole campaign; the creative's id.
+    /// '' for the whole campaign; else the dimension's value as the
+    /// rollups hold it ('' where the hit did not say).
     pub value: &'a str,
+}
+
+/// Every sketch a counted impression's listener goes in, as (dim, value):
+/// the whole campaign's, and one per sketched dimension, valued as its
+/// hourly rollup row is.
+fn scopes(e: &TrackingEvent) -> [(&'static str, &str); 1 + DIMS.len()] {
+    let [creative, episode, show, _placement, _event, country, app, device] = hourly_dims(e);
+    [
+        (DIM_CAMPAIGN, ""),
+        (DIM_CREATIVE, creative),
+        (DIM_SHOW, show),
+        (DIM_EPISODE, episode),
+        (DIM_COUNTRY, country),
+        (DIM_APP, app),
+        (DIM_DEVICE, device),
+    ]
 }
 
 /// One key's listeners of an object, and the periods their ids were made
@@ -52,11 +76,11 @@ pub fn sketches<'a>(fresh: &[&'a Staged], counted: &[bool]) -> Vec<(ReachKey<'a>
         if !is_counted || e.event != Some(EventKind::Impression) {
             continue;
         }
-        let (Some(campaign), Some(creative)) = (&e.campaign, &e.creative) else {
+        let (Some(campaign), Some(_)) = (&e.campaign, &e.creative) else {
             continue;
         };
         let hash = listener_hash(e.listener.as_str());
-        for (dim, value) in [(DIM_CAMPAIGN, ""), (DIM_CREATIVE, creative.as_str())] {
+        for (dim, value) in scopes(e) {
             let c = by_key
                 .entry(ReachKey {
                     campaign: campaign.as_str(),
@@ -153,15 +177,21 @@ mod tests {
             .map(|(k, r)| (k.day, k.dim, k.value, r.sketch.count()))
             .collect();
         let (d1, d2) = (imp.day, next_day.day);
-        assert_eq!(
-            keys,
-            vec![
-                (d1, "", "", 1),
-                (d1, "creative", "cr1", 1),
-                (d2, "", "", 1),
-                (d2, "creative", "cr1", 1),
+        // Every dimension, valued as the rollups value it: the app the
+        // events name, '' for the show, episode, country and device they
+        // do not.
+        let day = |d| {
+            [
+                (d, "", "", 1),
+                (d, "app", "app", 1),
+                (d, "country", "", 1),
+                (d, "creative", "cr1", 1),
+                (d, "device", "", 1),
+                (d, "episode", "", 1),
+                (d, "show", "", 1),
             ]
-        );
+        };
+        assert_eq!(keys, [day(d1), day(d2)].concat());
         let l1 = listener_hash(imp.event.listener.as_str());
         assert_eq!(s[0].1.sketch, Sketch::from_hashes([l1]));
         assert_eq!(

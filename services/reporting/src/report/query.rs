@@ -241,8 +241,8 @@ pub async fn run_with(
     }
     let rows = q.fetch_all(pool).await?;
     // Reach: from the range's sketches. The totals' (the whole campaign's)
-    // at day and total granularity, as the uniques; the rows' where
-    // uniques are.
+    // at day and total granularity, as the uniques; the rows' by nothing or
+    // by one sketched dimension.
     let sketches = if spec.granularity != Granularity::Hour {
         Some(RangeSketches::read(pool, campaign, spec).await?)
     } else {
@@ -264,15 +264,14 @@ pub async fn run_with(
         let uniq = spec.uniques_available().then(|| uniq.unwrap_or(0));
         let mut metrics =
             Metrics::new(registry, read_counts(r, registry)?, uniq, spec.include_bots);
-        if let (Some(sk), true) = (&sketches, spec.uniques_available()) {
+        if let (Some(sk), true) = (&sketches, spec.reach_available()) {
             let day = (spec.granularity == Granularity::Day).then(|| bucket.date());
-            let creative = spec.group_by.contains(&Dim::Creative).then(|| {
-                dims.get(Dim::Creative.column())
-                    .cloned()
-                    .flatten()
-                    .unwrap_or_default()
-            });
-            metrics.set_reach(Some(sk.reach(day, creative.as_deref())));
+            // The row's value as the rollups hold it ('' where hits did
+            // not say), the key's after the bucket.
+            let scope = spec
+                .reach_dim()
+                .and_then(|d| Some((d.sketch_dim()?, key[1].as_str())));
+            metrics.set_reach(Some(sk.reach(day, scope)));
         }
         out.push(ReportRow {
             bucket: format_instant(bucket),

@@ -2,21 +2,22 @@
 //! (`reach_sketches`, written by the loader), merged per row and for the
 //! totals (docs/COUNTING.md, "Reach and frequency").
 //!
-//! Sketches are kept per campaign and UTC day, whole and per creative, so
-//! reach is offered where unique listeners are: in rows by day or in
-//! total, grouped by creative at most ([`ReportSpec::uniques_available`]),
-//! other rows showing it as null; in the totals (the whole campaign's) at
-//! day and total granularity, whatever the grouping. Like the uniques, a range that starts or ends
-//! inside a day takes that whole day's listeners.
+//! Sketches are kept per campaign and UTC day, whole and per value of each
+//! sketched dimension (creative, show, episode, country, app, device), so
+//! reach is offered in rows by day or in total, grouped by nothing or by
+//! one of those ([`ReportSpec::reach_available`]), other rows showing it as
+//! null; in the totals (the whole campaign's) at day and total
+//! granularity, whatever the grouping. Like the uniques, a range that
+//! starts or ends inside a day takes that whole day's listeners.
 
 use std::collections::{BTreeSet, HashMap};
 
-use earshot_platform::sketch::{Sketch, DIM_CAMPAIGN, DIM_CREATIVE};
+use earshot_platform::sketch::{Sketch, DIM_CAMPAIGN};
 use sqlx::PgPool;
 use time::Date;
 
 use super::metrics::Reach;
-use super::spec::{Dim, ReportSpec};
+use super::spec::ReportSpec;
 use crate::error::ApiError;
 
 /// The sketches of the days the range touches.
@@ -49,13 +50,11 @@ pub struct RangeSketches {
 
 impl RangeSketches {
     /// Reads the campaign's sketches for `spec`'s days: the whole
-    /// campaign's, and each creative's when its rows are grouped by
-    /// creative alone.
+    /// campaign's, and each value's of the dimension its rows are grouped
+    /// by, when they show reach ([`ReportSpec::reach_dim`]).
     pub async fn read(pool: &PgPool, campaign: &str, spec: &ReportSpec) -> Result<Self, ApiError> {
         let mut dims = vec![DIM_CAMPAIGN];
-        if spec.uniques_available() && spec.group_by.contains(&Dim::Creative) {
-            dims.push(DIM_CREATIVE);
-        }
+        dims.extend(spec.reach_dim().and_then(|d| d.sketch_dim()));
         let rows: Vec<(Date, String, String, Vec<u8>, bool, bool)> = sqlx::query_as(RANGE_SKETCHES)
             .bind(campaign)
             .bind(&dims)
@@ -81,11 +80,13 @@ impl RangeSketches {
     }
 
     /// The reach of one day (`Some`) or of the whole range (`None`), of
-    /// one creative (`Some`, '' for the row of no creative, which has no
-    /// listeners) or of the whole campaign.
-    pub fn reach(&self, day: Option<Date>, creative: Option<&str>) -> Reach {
-        let scope = match creative {
-            Some(c) => (DIM_CREATIVE.to_owned(), c.to_owned()),
+    /// one value of a sketched dimension (`Some((dim, value))`, the value
+    /// as the rollup row holds it: '' where hits did not say, and for the
+    /// row of no creative, which has no listeners) or of the whole
+    /// campaign.
+    pub fn reach(&self, day: Option<Date>, scope: Option<(&str, &str)>) -> Reach {
+        let scope = match scope {
+            Some((dim, value)) => (dim.to_owned(), value.to_owned()),
             None => (DIM_CAMPAIGN.to_owned(), String::new()),
         };
         let Some(days) = self.by_scope.get(&scope) else {

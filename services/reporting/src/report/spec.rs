@@ -67,6 +67,21 @@ impl Dim {
             Dim::Device => "device",
         }
     }
+
+    /// The `reach_sketches.dim` of this dimension's audiences, where the
+    /// loader sketches them (`earshot_platform::sketch::DIMS`).
+    pub fn sketch_dim(self) -> Option<&'static str> {
+        use earshot_platform::sketch as s;
+        match self {
+            Dim::Creative => Some(s::DIM_CREATIVE),
+            Dim::Episode => Some(s::DIM_EPISODE),
+            Dim::Show => Some(s::DIM_SHOW),
+            Dim::Country => Some(s::DIM_COUNTRY),
+            Dim::App => Some(s::DIM_APP),
+            Dim::Device => Some(s::DIM_DEVICE),
+            Dim::Placement => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -385,6 +400,26 @@ impl ReportSpec {
     pub fn uniques_available(&self) -> bool {
         self.granularity != Granularity::Hour && self.group_by.iter().all(|d| *d == Dim::Creative)
     }
+
+    /// Whether rows show reach: by day or in total, grouped by nothing or
+    /// by one dimension the loader sketches (not placement, and never two:
+    /// no sketch is kept per pair of values).
+    pub fn reach_available(&self) -> bool {
+        self.granularity != Granularity::Hour
+            && match self.group_by.as_slice() {
+                [] => true,
+                [d] => d.sketch_dim().is_some(),
+                _ => false,
+            }
+    }
+
+    /// The sketched dimension rows are grouped by, where rows show reach.
+    pub fn reach_dim(&self) -> Option<Dim> {
+        match self.group_by.as_slice() {
+            [d] if self.reach_available() => Some(*d),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -480,6 +515,26 @@ mod tests {
         assert_eq!(
             err_param(&[("group_by", "creative"), ("page_token", &tok)]),
             "page_token"
+        );
+    }
+
+    #[test]
+    fn rows_show_reach_by_day_or_total_grouped_by_one_sketched_dimension_at_most() {
+        let reach = |pairs: &[(&str, &str)]| {
+            let s = ReportSpec::parse(&p(pairs), false, NOW).unwrap();
+            (s.reach_available(), s.reach_dim())
+        };
+        assert_eq!(reach(&[]), (true, None));
+        assert_eq!(reach(&[("granularity", "hour")]), (false, None));
+        for d in ["creative", "episode", "show", "country", "app", "device"] {
+            let got = reach(&[("granularity", "total"), ("group_by", d)]);
+            assert_eq!(got.1.map(Dim::column), Some(d));
+        }
+        assert_eq!(reach(&[("group_by", "placement")]), (false, None));
+        assert_eq!(reach(&[("group_by", "country,app")]), (false, None));
+        assert_eq!(
+            reach(&[("granularity", "hour"), ("group_by", "country")]),
+            (false, None)
         );
     }
 
