@@ -138,7 +138,7 @@ pub const METRICS: Registry = &[
     Metric {
         name: "reach",
         source: Source::Reach,
-        doc: "Distinct listeners with a counted impression over the row's days (the range's whole UTC days), from merged HyperLogLog sketches: exact up to 2,048 listeners, about 0.8% standard error beyond. Null at hour granularity, and when grouping by placement or by more than one dimension (sketches are kept for the whole campaign and per creative, show, episode, country, app and device).",
+        doc: "Distinct listeners with a counted impression over the row's days (the range's whole UTC days), from merged HyperLogLog sketches: exact up to 2,048 listeners, about 0.8% standard error beyond. Null at hour granularity, and when grouping by placement, by region or by more than one dimension (sketches are kept for the whole campaign and per creative, show, episode, country, app and device).",
     },
     Metric {
         name: "frequency",

@@ -103,10 +103,11 @@ pub struct Compacted {
 const MERGE_LOCK_CLASS: i32 = 0x4553_4852;
 
 /// `counting::rollups::hourly_group` in SQL, over a `rollup_hourly` row's columns (the
-/// expression of migration 9).
+/// expression of migration 9, with the region where it is not '': concat_ws
+/// skips the NULL, so rows without one hash as before migration 24).
 macro_rules! group_hash {
     () => {
-        "('x' || left(md5(concat_ws(chr(31), creative, episode, show, placement, event, country, app, device)), 16))::bit(64)::bigint"
+        "('x' || left(md5(concat_ws(chr(31), creative, episode, show, placement, event, country, app, device, NULLIF(region, ''))), 16))::bit(64)::bigint"
     };
 }
 
@@ -135,15 +136,15 @@ const MERGE_CAMPAIGN: &str = concat!(
     RETURNING *
 ), merged AS (
     INSERT INTO rollup_hourly
-        (campaign, hour, creative, episode, show, placement, event, country, app, device,
+        (campaign, hour, creative, episode, show, placement, event, country, app, device, region,
          raw_hits, counted_hits, bot_hits, invalid_hits, grp)
-    SELECT campaign, hour, creative, episode, show, placement, event, country, app, device,
+    SELECT campaign, hour, creative, episode, show, placement, event, country, app, device, region,
            sum(raw_hits), sum(counted_hits), sum(bot_hits), sum(invalid_hits),
            COALESCE(min(grp), ",
     group_hash!(),
     ")
     FROM gone
-    GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
+    GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11
     RETURNING 1
 ) SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM merged)"
 );

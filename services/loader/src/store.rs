@@ -145,13 +145,13 @@ static APPEND_HOURLY: LazyLock<String> = LazyLock::new(|| {
     let counts: Vec<&str> = HOURLY_HITS.into_iter().map(hourly_column).collect();
     format!(
         "COPY rollup_hourly (campaign, hour, creative, episode, show, placement, event, country, \
-         app, device, {}, grp) FROM STDIN (FORMAT binary)",
+         app, device, region, {}, grp) FROM STDIN (FORMAT binary)",
         counts.join(", ")
     )
 });
-/// Number of columns in `APPEND_HOURLY`: campaign, hour, eight dimensions,
+/// Number of columns in `APPEND_HOURLY`: campaign, hour, nine dimensions,
 /// the counts and the group hash.
-const HOURLY_COLUMNS: i16 = 11 + HOURLY_HITS.len() as i16;
+const HOURLY_COLUMNS: i16 = 12 + HOURLY_HITS.len() as i16;
 
 /// New listeners of the day per campaign (creative '') and per creative,
 /// added to their scope's count. Rows come sorted by key: the order
@@ -503,6 +503,7 @@ async fn append_hourly(
             k.country,
             k.app,
             k.device,
+            k.region,
         ] {
             out.text(Some(d));
         }

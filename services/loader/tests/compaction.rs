@@ -14,7 +14,7 @@ use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 
 const GROUP: &str =
-    "campaign, hour, creative, episode, show, placement, event, country, app, device";
+    "campaign, hour, creative, episode, show, placement, event, country, app, device, region";
 
 async fn rows(pool: &PgPool) -> i64 {
     count(pool, "SELECT count(*) FROM rollup_hourly").await
@@ -132,7 +132,8 @@ async fn the_loaders_group_hash_is_the_sql_one_and_rows_without_it_merge_too() {
     let dir = temp_dir("compact-grp");
     let base = datetime!(2026-11-26 10:00 UTC);
     // Empty, non-ASCII and separator-like dimensions: the two hashes must
-    // agree on the bytes, not just on plain ids.
+    // agree on the bytes, not just on plain ids. Some hits have a region,
+    // two regions of one country among them.
     let varied = |i: i64| {
         let mut evs = sample(120, base + Duration::minutes(i));
         for (j, e) in evs.iter_mut().enumerate() {
@@ -141,6 +142,11 @@ async fn the_loaders_group_hash_is_the_sql_one_and_rows_without_it_merge_too() {
                 1 => e.device = None,
                 2 => e.episode = None,
                 _ => e.app = Some(String::new()),
+            }
+            if j % 3 == 0 {
+                let region = ["US-CA", "US-NY"][j % 2];
+                e.region = earshot_domain::RegionCode::parse(region);
+                e.country = e.region.map(|r| r.country());
             }
         }
         evs
@@ -160,6 +166,31 @@ async fn the_loaders_group_hash_is_the_sql_one_and_rows_without_it_merge_too() {
         "groups repeat across objects"
     );
     assert_eq!(wrong_group_hashes(&db.pool).await, 0);
+    // Rows without a region hash as migration 9 hashed them, before the
+    // region was a dimension (migration 24); the others by their region.
+    let by_region = |cond: &str| {
+        format!(
+            "SELECT count(*) FROM rollup_hourly WHERE {cond} AND grp IS NOT DISTINCT FROM
+             ('x' || left(md5(concat_ws(chr(31), creative, episode, show, placement, event, country, app, device)), 16))::bit(64)::bigint"
+        )
+    };
+    assert_eq!(
+        count(&db.pool, &by_region("region = ''")).await,
+        count(
+            &db.pool,
+            "SELECT count(*) FROM rollup_hourly WHERE region = ''"
+        )
+        .await
+    );
+    assert_eq!(count(&db.pool, &by_region("region <> ''")).await, 0);
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(DISTINCT region) FROM rollup_hourly WHERE region <> ''"
+        )
+        .await,
+        2
+    );
 
     // Rows appended before migration 9 have no hash: take it from the rows
     // of two objects. The merge must still fold them with the hashed rows

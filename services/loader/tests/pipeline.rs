@@ -50,10 +50,10 @@ async fn written(pool: &PgPool) -> Vec<String> {
     let queries = [
         "SELECT string_agg(g, E'\\n' ORDER BY g) FROM (
             SELECT concat_ws(' ', campaign, hour, creative, episode, show, placement, event,
-                             country, app, device, sum(raw_hits), sum(counted_hits),
+                             country, app, device, region, sum(raw_hits), sum(counted_hits),
                              sum(bot_hits), sum(invalid_hits)) g
             FROM rollup_hourly GROUP BY campaign, hour, creative, episode, show, placement,
-                                        event, country, app, device) t",
+                                        event, country, app, device, region) t",
         "SELECT string_agg(r::text, E'\\n' ORDER BY r::text) FROM rollup_daily r",
         "SELECT string_agg(r::text, E'\\n' ORDER BY r::text) FROM daily_uniques r",
         "SELECT string_agg(day || ' ' || key, E'\\n' ORDER BY day, key) FROM counting_keys",

@@ -229,6 +229,9 @@ async fn report_numbers_equal_a_recount_from_raw_events() {
         ("day", &["app", "device"]),
         ("hour", &["placement"]),
         ("total", &["episode", "show"]),
+        ("total", &["region"]),
+        ("day", &["country", "region"]),
+        ("hour", &["region"]),
     ];
     for (gran, dims) in cases {
         let path = format!(
@@ -250,6 +253,36 @@ async fn report_numbers_equal_a_recount_from_raw_events() {
             "{gran} by {dims:?}"
         );
     }
+    // Regions: the ones the hits gave, each within its country, and null
+    // where they gave none.
+    let by_region = app
+        .json(
+            &format!(
+                "/v1/campaigns/acme/report?from={}&to={}&granularity=total&group_by=country,region",
+                iso(from),
+                iso(to)
+            ),
+            &key,
+        )
+        .await;
+    let places: Vec<(Option<&str>, Option<&str>)> = by_region["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["country"].as_str(), r["region"].as_str()))
+        .collect();
+    assert_eq!(
+        places,
+        [
+            (Some("DE"), None),
+            (Some("DE"), Some("DE-BE")),
+            (Some("FR"), None),
+            (Some("GB"), None),
+            (Some("US"), None),
+            (Some("US"), Some("US-CA")),
+            (Some("US"), Some("US-NY")),
+        ]
+    );
     // Uniques: daily unique listeners with a valid impression.
     let by_day = app
         .json(

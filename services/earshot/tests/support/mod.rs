@@ -368,11 +368,12 @@ pub async fn snapshot(pool: &PgPool) -> Snapshot {
             // Per group, summed: loads append rows and merges fold them, so
             // how many rows hold a group depends on when merges ran.
             "SELECT concat_ws('|', campaign, hour, creative, episode, show, placement, event, country,
-                              app, device, sum(raw_hits), sum(counted_hits), sum(bot_hits),
+                              app, device, region, sum(raw_hits), sum(counted_hits), sum(bot_hits),
                               sum(invalid_hits))
              FROM rollup_hourly GROUP BY campaign, hour, creative, episode, show, placement, event,
-                                         country, app, device
-             ORDER BY campaign, hour, creative, episode, show, placement, event, country, app, device",
+                                         country, app, device, region
+             ORDER BY campaign, hour, creative, episode, show, placement, event, country, app, device,
+                      region",
         )
         .await,
         uniques: rows(

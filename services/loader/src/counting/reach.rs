@@ -38,7 +38,8 @@ pub struct ReachKey<'a> {
 /// the whole campaign's, and one per sketched dimension, valued as its
 /// hourly rollup row is.
 fn scopes(e: &TrackingEvent) -> [(&'static str, &str); 1 + DIMS.len()] {
-    let [creative, episode, show, _placement, _event, country, app, device] = hourly_dims(e);
+    let [creative, episode, show, _placement, _event, country, app, device, _region] =
+        hourly_dims(e);
     [
         (DIM_CAMPAIGN, ""),
         (DIM_CREATIVE, creative),

@@ -91,6 +91,7 @@ pub struct HourlyKey<'a> {
     pub country: &'a str,
     pub app: &'a str,
     pub device: &'a str,
+    pub region: &'a str,
 }
 
 /// An hourly row's counts, one per `earshot_platform::rollup::HOURLY_HITS`.
@@ -104,8 +105,9 @@ pub type HourlyCounts = [i64; HOURLY_HITS.len()];
 /// the campaign it claims alone, and a flood of made-up ids adds a row per
 /// campaign and hour, not one per id. Its raw event keeps them as sent.
 /// The other dimensions are the edge's own (placement and event are one of
-/// a few names; app, device and country come from its lists).
-pub(crate) fn hourly_dims(e: &TrackingEvent) -> [&str; 8] {
+/// a few names; app, device, country and region come from its lists and
+/// its geography data).
+pub(crate) fn hourly_dims(e: &TrackingEvent) -> [&str; 9] {
     fn claimed(verdict: Verdict, id: Option<&str>) -> &str {
         match verdict {
             Verdict::Invalid => "",
@@ -121,23 +123,31 @@ pub(crate) fn hourly_dims(e: &TrackingEvent) -> [&str; 8] {
         e.country.as_ref().map_or("", |c| c.as_str()),
         e.app.as_deref().unwrap_or(""),
         e.device.as_deref().unwrap_or(""),
+        e.region.as_ref().map_or("", |r| r.as_str()),
     ]
 }
 
 /// The hash of an hourly row's dimensions below the hour that `rollup_hourly.grp`
-/// holds: the first 8 bytes of the MD5 of the eight dimensions joined by
-/// U+001F, as a big-endian signed integer. Migration 9 gives the same in SQL,
-/// for rows appended before it; a test holds the two equal. MD5 because
-/// PostgreSQL has it built in, not for secrecy: a collision only makes the
-/// merge rewrite two groups' rows as they were.
-pub fn hourly_group(dims: [&str; 8]) -> i64 {
+/// holds: the first 8 bytes of the MD5 of the dimensions joined by
+/// U+001F, as a big-endian signed integer; the region only when it is not
+/// '', so rows without one hash as they did before it was a dimension
+/// (migration 24). Migration 9 gives the same in SQL, for rows appended
+/// before it (`compact::GROUP_HASH_SQL`); a test holds the two equal. MD5
+/// because PostgreSQL has it built in, not for secrecy: a collision only
+/// makes the merge rewrite two groups' rows as they were.
+pub fn hourly_group(dims: [&str; 9]) -> i64 {
     use md5::{Digest, Md5};
     let mut h = Md5::new();
-    for (i, d) in dims.iter().enumerate() {
+    let [first8 @ .., region] = dims;
+    for (i, d) in first8.iter().enumerate() {
         if i > 0 {
             h.update([0x1f]);
         }
         h.update(d.as_bytes());
+    }
+    if !region.is_empty() {
+        h.update([0x1f]);
+        h.update(region.as_bytes());
     }
     let d = h.finalize();
     i64::from_be_bytes(d[..8].try_into().expect("MD5 has 16 bytes"))
@@ -185,7 +195,8 @@ impl Tally {
         for (st, &is_counted) in fresh.iter().zip(counted) {
             let e = &st.event;
             let campaign = e.campaign.as_ref().map_or("", |c| c.as_str());
-            let [creative, episode, show, placement, event, country, app, device] = hourly_dims(e);
+            let [creative, episode, show, placement, event, country, app, device, region] =
+                hourly_dims(e);
             if let Some(c) = &e.campaign {
                 if campaigns.last() != Some(&c.as_str()) {
                     campaigns.push(c.as_str());
@@ -204,6 +215,7 @@ impl Tally {
                     country,
                     app,
                     device,
+                    region,
                 })
                 .or_default();
             for (n, hits) in h.iter_mut().zip(HOURLY_HITS) {
@@ -245,6 +257,53 @@ mod tests {
     use crate::counting::tests::{staged, L1, L2};
     use earshot_domain::metric::counter_index;
     use time::macros::datetime;
+
+    #[test]
+    fn a_region_splits_its_countrys_row_and_rows_without_one_keep_their_hash() {
+        use md5::{Digest, Md5};
+        let eight = [
+            "cr1",
+            "ep1",
+            "show1",
+            "pre",
+            "impression",
+            "US",
+            "Overcast",
+            "iPhone",
+        ];
+        // Migration 9's hash, from before the region was a dimension.
+        let d = Md5::digest(eight.join("\u{1f}").as_bytes());
+        let before = i64::from_be_bytes(d[..8].try_into().unwrap());
+        let with = |region| {
+            let mut dims = [""; 9];
+            dims[..8].copy_from_slice(&eight);
+            dims[8] = region;
+            hourly_group(dims)
+        };
+        assert_eq!(with(""), before);
+        assert_ne!(with("US-CA"), before);
+        assert_ne!(with("US-CA"), with("US-NY"));
+
+        let ts = datetime!(2026-11-27 10:15 UTC);
+        let in_region = |id, listener, region| {
+            let mut e = staged(id, ts, EventKind::Impression, listener, Verdict::Valid).event;
+            e.region = earshot_domain::RegionCode::parse(region);
+            e.country = e.region.map(|r| r.country());
+            crate::counting::stage(e)
+        };
+        let (ca, ny) = (in_region(1, L1, "US-CA"), in_region(2, L2, "US-NY"));
+        let r = rollups(&[&ca, &ny], &[true, true]);
+        let mut rows: Vec<(&str, &str, i64)> = r
+            .hourly
+            .iter()
+            .map(|(k, v)| (k.country, k.region, v[0]))
+            .collect();
+        rows.sort_unstable();
+        assert_eq!(rows, vec![("US", "US-CA", 1), ("US", "US-NY", 1)]);
+        // The daily rows are by country alone.
+        assert_eq!(r.daily.len(), 1);
+        assert_eq!(r.daily[0].0.country, "US");
+    }
 
     #[test]
     fn rollups_add_up_by_verdict_kind_and_counting() {

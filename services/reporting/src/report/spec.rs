@@ -40,17 +40,21 @@ pub enum Dim {
     Show,
     Placement,
     Country,
+    /// ISO 3166-2 subdivision (`US-CA`), where the edge's geography data has
+    /// regions (a City file).
+    Region,
     App,
     Device,
 }
 
 impl Dim {
-    pub const ALL: [Dim; 7] = [
+    pub const ALL: [Dim; 8] = [
         Dim::Creative,
         Dim::Episode,
         Dim::Show,
         Dim::Placement,
         Dim::Country,
+        Dim::Region,
         Dim::App,
         Dim::Device,
     ];
@@ -63,6 +67,7 @@ impl Dim {
             Dim::Show => "show",
             Dim::Placement => "placement",
             Dim::Country => "country",
+            Dim::Region => "region",
             Dim::App => "app",
             Dim::Device => "device",
         }
@@ -79,7 +84,7 @@ impl Dim {
             Dim::Country => Some(s::DIM_COUNTRY),
             Dim::App => Some(s::DIM_APP),
             Dim::Device => Some(s::DIM_DEVICE),
-            Dim::Placement => None,
+            Dim::Placement | Dim::Region => None,
         }
     }
 }
@@ -101,7 +106,7 @@ pub struct ReportParams {
     pub to: Option<String>,
     /// `hour`, `day` (default) or `total`.
     pub granularity: Option<String>,
-    /// Comma-separated: creative, episode, show, placement, country, app, device.
+    /// Comma-separated: creative, episode, show, placement, country, region, app, device.
     pub group_by: Option<String>,
     /// `true` adds bot hits per event kind to each row (`bots`). Bots are never in the counted numbers.
     pub include_bots: Option<String>,
@@ -247,7 +252,7 @@ impl ReportSpec {
                     .ok_or_else(|| {
                         bad(
                             "group_by",
-                            format!("cannot group by {name:?}; use creative, episode, show, placement, country, app or device"),
+                            format!("cannot group by {name:?}; use creative, episode, show, placement, country, region, app or device"),
                         )
                     })?;
                 group_by.push(dim);
@@ -531,6 +536,7 @@ mod tests {
             assert_eq!(got.1.map(Dim::column), Some(d));
         }
         assert_eq!(reach(&[("group_by", "placement")]), (false, None));
+        assert_eq!(reach(&[("group_by", "region")]), (false, None));
         assert_eq!(reach(&[("group_by", "country,app")]), (false, None));
         assert_eq!(
             reach(&[("granularity", "hour"), ("group_by", "country")]),
@@ -569,6 +575,7 @@ mod tests {
         assert!(with(&[("granularity", "total")]));
         assert!(!with(&[("granularity", "day")]));
         assert!(!with(&[("granularity", "total"), ("group_by", "app")]));
+        assert!(!with(&[("granularity", "total"), ("group_by", "region")]));
         assert!(!spec(&[
             ("from", "2026-08-24T06:00:00Z"),
             ("to", "2026-11-22"),

@@ -34,7 +34,7 @@ async fn authorize(state: &AppState, who: &Principal, campaign: &str) -> Result<
 }
 
 /// A campaign's delivery: rows by hour, day or in total, grouped by any of
-/// creative, episode, show, placement, country, app, device.
+/// creative, episode, show, placement, country, region, app, device.
 ///
 /// Counted numbers follow the IAB rules: valid (not bot, not invalid) hits,
 /// each (listener, creative, episode, event) counted once per UTC day.

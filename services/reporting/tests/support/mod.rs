@@ -165,8 +165,9 @@ impl TestApp {
 }
 
 /// Deterministic synthetic traffic for `campaign`: listeners keep their
-/// country, app and device; the funnel drops off; some repeats, bots and
-/// invalid hits. Spread over `days` days from `start`.
+/// country (and region: two of the US's, one of Germany's, for some of
+/// theirs; none elsewhere), app and device; the funnel drops off; some
+/// repeats, bots and invalid hits. Spread over `days` days from `start`.
 pub fn synthetic_events(
     campaign: &str,
     start: OffsetDateTime,
@@ -197,6 +198,11 @@ pub fn synthetic_events(
             }
             let (app, device, os) = apps[(l as usize) % apps.len()];
             let country = countries[(l as usize / 3) % countries.len()];
+            let region = match country {
+                "US" => ["US-CA", "US-NY", ""][(l as usize / 12) % 3],
+                "DE" => ["DE-BE", ""][(l as usize / 12) % 2],
+                _ => "",
+            };
             let creative = format!("cr{}", rng.u8(..3));
             let episode = format!("ep{}", rng.u8(..2));
             let verdict = match rng.u8(..100) {
@@ -211,32 +217,33 @@ pub fn synthetic_events(
                 let repeats = if rng.u8(..10) == 0 { 2 } else { 1 };
                 for _ in 0..repeats {
                     ts += Duration::milliseconds(rng.i64(1..500));
-                    out.push(
-                        event()
-                            .at(ts)
-                            .campaign(campaign)
-                            .creative(&creative)
-                            .episode(Some(&episode))
-                            .show("show1")
-                            .placement(
-                                [Placement::Pre, Placement::Mid, Placement::Post][rng.usize(..3)],
-                            )
-                            .kind(*kind)
-                            // A listener id per day (the daily period's key
-                            // rotates at UTC midnight).
-                            .listener_id(
-                                ListenerId::parse(&format!("{:016x}{:016x}", day as u64, l as u64))
-                                    .unwrap(),
-                            )
-                            .listener_period(ListenerPeriod::Day)
-                            .ua(Some(&format!("{app}/1.0")))
-                            .app(Some(app))
-                            .device(Some(device))
-                            .os(Some(os))
-                            .country(country)
-                            .verdict(verdict)
-                            .build(),
-                    );
+                    let mut e = event()
+                        .at(ts)
+                        .campaign(campaign)
+                        .creative(&creative)
+                        .episode(Some(&episode))
+                        .show("show1")
+                        .placement(
+                            [Placement::Pre, Placement::Mid, Placement::Post][rng.usize(..3)],
+                        )
+                        .kind(*kind)
+                        // A listener id per day (the daily period's key
+                        // rotates at UTC midnight).
+                        .listener_id(
+                            ListenerId::parse(&format!("{:016x}{:016x}", day as u64, l as u64))
+                                .unwrap(),
+                        )
+                        .listener_period(ListenerPeriod::Day)
+                        .ua(Some(&format!("{app}/1.0")))
+                        .app(Some(app))
+                        .device(Some(device))
+                        .os(Some(os))
+                        .country(country)
+                        .verdict(verdict);
+                    if !region.is_empty() {
+                        e = e.region(region);
+                    }
+                    out.push(e.build());
                 }
             }
             if rng.u8(..20) == 0 {

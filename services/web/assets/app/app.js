@@ -19,7 +19,7 @@
 
   const DIMS = [
     ["creative", "Creative"], ["episode", "Episode"], ["show", "Show"], ["placement", "Placement"],
-    ["country", "Country"], ["app", "App"], ["device", "Device"],
+    ["country", "Country"], ["region", "Region"], ["app", "App"], ["device", "Device"],
   ];
   /// The VAST funnel, in order.
   const FUNNEL = [

@@ -1,0 +1,25 @@
+-- rollup_hourly gets `region`: the ISO 3166-2 subdivision (`US-CA`) the
+-- edge resolved for a hit (events.region, migration 12), '' when it had
+-- none, as the other dimensions hold a missing value. Reports group and
+-- filter by it like country (docs/COUNTING.md, "Dimensions").
+--
+-- Only the hourly table: a region is a part of its country, so the daily
+-- tables (creative x country per day, which day and total reports by
+-- creative or country read) stay as they are, and a report by region reads
+-- the hourly rows, like one by show, app or device.
+--
+-- Cost: rows split by region only where the edge's database has regions
+-- (a City file; the default country database has none, so every row keeps
+-- region ''). With a City file, an hour's group of one country becomes one
+-- per region its listeners are in.
+--
+-- The group hash (`grp`, migration 9) takes the region only when it is not
+-- '': concat_ws skips the NULL of NULLIF(region, ''), so every row written
+-- before this migration, and every row without a region, keeps the hash it
+-- has (services/loader/src/compact.rs, counting::rollups::hourly_group).
+--
+-- A constant default: no table rewrite, a short lock. A loader of the
+-- previous version appends rows of region '' and its merge would sum rows
+-- of one group across regions into region '' (totals unchanged); roll the
+-- loader out before edges with a City file.
+ALTER TABLE rollup_hourly ADD COLUMN region text NOT NULL DEFAULT '';
