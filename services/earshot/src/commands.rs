@@ -96,7 +96,7 @@ pub async fn verify_recount(settings: &Settings, file: &std::path::Path) -> anyh
 }
 
 /// `earshot audit`: prints the audit; an error (exit 1) when anything was
-/// lost. With the loader's role, which reads the ledger and quarantine.
+/// lost. With the loader's role (the API's would do as well).
 pub async fn audit(
     settings: &Settings,
     hours: u32,
@@ -114,7 +114,6 @@ pub async fn audit(
             to,
             now,
             in_flight: std::time::Duration::from_secs(in_flight_minutes * 60),
-            unnumbered_quarantine: true,
         },
     )
     .await?;

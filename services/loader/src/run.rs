@@ -148,7 +148,6 @@ impl Loader {
             to,
             now,
             in_flight: DEFAULT_IN_FLIGHT,
-            unnumbered_quarantine: false,
         };
         match audit::audit(&self.pool, opts).await {
             Ok(a) => {

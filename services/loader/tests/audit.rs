@@ -64,7 +64,6 @@ async fn audit_at(pool: &PgPool, minutes_after: i64) -> Audit {
             to: BASE + time::Duration::hours(3),
             now: BASE + time::Duration::minutes(minutes_after),
             in_flight: DEFAULT_IN_FLIGHT,
-            unnumbered_quarantine: true,
         },
     )
     .await
@@ -281,7 +280,6 @@ async fn a_restarted_edge_is_a_new_edge_and_a_tail_without_heartbeat_is_unknown_
             to: BASE + time::Duration::hours(1),
             now: BASE + time::Duration::seconds(50 + 60),
             in_flight: Duration::from_secs(15 * 60),
-            unnumbered_quarantine: true,
         },
     )
     .await

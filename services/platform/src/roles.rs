@@ -1,23 +1,28 @@
 //! The database roles and their rights: the owner runs the migrations and
 //! owns every object; the loader writes the event and rollup tables and
-//! nothing else; the API reads the rollups and manages the catalog and the
-//! API keys (docs/OPERATIONS.md, "Database roles").
+//! nothing else; the API reads the rollups and the sequence ledger and
+//! manages the catalog and the API keys (docs/OPERATIONS.md, "Database
+//! roles").
 //!
 //! `earshot migrate` applies [`apply`] after the migrations, for each part
 //! whose own URL names another role than the owner's
 //! (`EARSHOT_LOADER_DATABASE_URL`, `EARSHOT_API_DATABASE_URL`): the role is
 //! created (or given the URL's password) when the URL cannot log in yet,
-//! and its rights are set to exactly [`TABLES`]' (revoked, then granted,
-//! in one transaction). Run again, it changes nothing. With one URL for
-//! everything (local development) there is nothing to do.
+//! and its rights are set to exactly [`TABLES`]' and [`FUNCTIONS`]'
+//! (revoked, then granted, in one transaction). Run again, it changes
+//! nothing. With one URL for everything (local development) there is
+//! nothing to do.
 //!
 //! Neither role can run DDL: neither owns a table, and `CREATE` on the
 //! schema is revoked from `PUBLIC`. The loader makes and drops its day
 //! partitions through the functions of migration 20, which run as the
-//! owner and do only that.
+//! owner and do only that. What a role may know of a table it may not
+//! read (the count of unnumbered quarantined lines, for the audit) it asks
+//! such a function too (migration 25).
 //!
-//! Every table of the schema is in [`TABLES`]: a migration that adds one
-//! adds its line here (a test compares the two).
+//! Every table of the schema is in [`TABLES`], every function that runs
+//! as its owner in [`FUNCTIONS`]: a migration that adds one adds its line
+//! here (tests compare them).
 
 use secrecy::ExposeSecret;
 use sqlx::postgres::PgConnectOptions;
@@ -69,13 +74,24 @@ pub const TABLES: &[(&str, &str, &str)] = &[
     ("_sqlx_migrations", NONE, NONE),
 ];
 
-/// The functions the loader makes and drops its partitions with
-/// (migration 20).
-const LOADER_FUNCTIONS: &[&str] = &[
-    "earshot_create_events_partition(date)",
-    "earshot_drop_day_partition(text, date)",
-    "earshot_new_key_partition(text, date)",
-    "earshot_attach_key_partition(text, date)",
+/// The functions of the schema that run as their owner (SECURITY DEFINER;
+/// PUBLIC may not call them), each with whether the loader may, then
+/// whether the API may.
+pub const FUNCTIONS: &[(&str, bool, bool)] = &[
+    // Migration 20: the loader makes and drops its partitions with these.
+    ("earshot_create_events_partition(date)", true, false),
+    ("earshot_drop_day_partition(text, date)", true, false),
+    ("earshot_new_key_partition(text, date)", true, false),
+    ("earshot_attach_key_partition(text, date)", true, false),
+    // Migration 25: the sequence audit's count of unnumbered quarantined
+    // lines. The API's admin audit needs that count, not the lines: they
+    // are raw input (user agents, trace ids, whatever reached the bucket),
+    // so the API gets this count and no right on `quarantine`.
+    (
+        "earshot_quarantined_unnumbered(timestamptz, timestamptz)",
+        true,
+        true,
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -279,13 +295,18 @@ async fn grant(owner: &PgPool, role: DbRole, name: &str) -> Result<(), RolesErro
             }
         }
     }
-    for function in LOADER_FUNCTIONS {
-        let verb = if role == DbRole::Loader {
-            "GRANT EXECUTE ON FUNCTION {f} TO {r}"
-        } else {
-            "REVOKE EXECUTE ON FUNCTION {f} FROM {r}"
+    for &(function, loader, api) in FUNCTIONS {
+        let allowed = match role {
+            DbRole::Loader => loader,
+            DbRole::Api => api,
+            DbRole::Owner => false,
         };
-        statements.push(verb.replace("{f}", function).replace("{r}", &quoted));
+        // Function signatures are this file's constants.
+        statements.push(if allowed {
+            format!("GRANT EXECUTE ON FUNCTION {function} TO {quoted}")
+        } else {
+            format!("REVOKE EXECUTE ON FUNCTION {function} FROM {quoted}")
+        });
     }
     for table in &existing {
         if !TABLES.iter().any(|(t, _, _)| t == table) {

@@ -47,8 +47,7 @@ fn number<T: std::str::FromStr + PartialOrd>(
 
 /// The sequence audit of the last hours: per UTC hour, per edge and in
 /// total, numbers stored, duplicates, quarantined, in flight and lost; the
-/// missing runs; each edge's tail. `quarantined_unnumbered` is always 0
-/// here (the API does not read raw quarantined lines; `earshot audit` does).
+/// missing runs; each edge's tail.
 #[utoipa::path(get, path = "/v1/admin/audit", tag = "admin", params(AuditParams),
     responses((status = 200, body = Object, description = "The audit, as `earshot audit --json` prints it"),
               (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
@@ -79,7 +78,6 @@ pub async fn audit(
             to,
             now,
             in_flight: std::time::Duration::from_secs(in_flight * 60),
-            unnumbered_quarantine: false,
         },
     )
     .await?;
