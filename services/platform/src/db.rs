@@ -69,6 +69,16 @@ pub const LOADER_TCP_KEEPALIVES: [(&str, &str); 3] = [
     ("tcp_keepalives_count", "6"),
 ];
 
+/// How often PostgreSQL checks, while a loader's statement runs, that the
+/// loader is still connected (`client_connection_check_interval`,
+/// PostgreSQL 14+). Without it a killed loader's backend runs its statement
+/// to the end (a key insert or a merge can take seconds on a large day)
+/// before it notices the closed socket, holding the counting keys it
+/// inserted, which the restarted loader inserting the same object's keys
+/// waits on: in a crash loop, every life would spend part of its window
+/// waiting for its predecessor's ghost.
+pub const LOADER_CLIENT_CHECK: &str = "250ms";
+
 /// The loader's pool: as [`connect`], with the session limits above, so a
 /// loader that stops answering cannot hold its locks for good.
 /// `stall_limit` is the loader's (`EARSHOT_LOADER_STALL_SECONDS`).
@@ -80,7 +90,13 @@ pub async fn connect_loader(
         .as_secs()
         .saturating_mul(LOADER_IDLE_IN_TRANSACTION_STALL_LIMITS);
     let opts = connect_options(settings)?
-        .options([("idle_in_transaction_session_timeout", format!("{idle}s"))])
+        .options([
+            ("idle_in_transaction_session_timeout", format!("{idle}s")),
+            (
+                "client_connection_check_interval",
+                LOADER_CLIENT_CHECK.to_owned(),
+            ),
+        ])
         .options(LOADER_TCP_KEEPALIVES);
     connect_with(settings, opts).await
 }
@@ -175,6 +191,7 @@ mod tests {
             let mut v = Vec::new();
             for name in [
                 "idle_in_transaction_session_timeout",
+                "client_connection_check_interval",
                 "tcp_keepalives_idle",
                 "tcp_keepalives_interval",
                 "tcp_keepalives_count",
@@ -198,9 +215,9 @@ mod tests {
             .await
             .unwrap();
         let loader = show(pool).await;
-        assert_eq!(loader[0], "20min");
+        assert_eq!(loader[..2], ["20min", LOADER_CLIENT_CHECK]);
         if tcp {
-            assert_eq!(loader[1..], ["60", "10", "6"]);
+            assert_eq!(loader[2..], ["60", "10", "6"]);
         }
         let api = show(
             connect_api(&settings, Duration::from_secs(10))
@@ -208,7 +225,46 @@ mod tests {
                 .unwrap(),
         )
         .await;
-        assert_eq!(api[0], "0");
+        assert_eq!(api[..2], ["0", "0"]);
+    }
+
+    /// Starts a 60 s statement on a connection of `pool`, drops the
+    /// connection mid-statement as a killed process would, and says whether
+    /// its backend still runs 2 s later (ending it if so).
+    async fn backend_outlives_its_client(pool: PgPool, watcher: &PgPool) -> bool {
+        let mut conn = pool.acquire().await.unwrap().detach();
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        let sleep = sqlx::query("SELECT pg_sleep(60)").execute(&mut conn);
+        assert!(tokio::time::timeout(Duration::from_millis(300), sleep)
+            .await
+            .is_err());
+        drop(conn);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let alive: bool = sqlx::query_scalar(
+            "SELECT pg_terminate_backend($1) FROM pg_stat_activity WHERE pid = $1",
+        )
+        .bind(pid)
+        .fetch_optional(watcher)
+        .await
+        .unwrap()
+        .unwrap_or(false);
+        alive
+    }
+
+    #[tokio::test]
+    async fn a_killed_loaders_statement_ends_soon_after_its_connection_closes() {
+        let settings = test_settings();
+        let watcher = connect(&settings).await.unwrap();
+        let loader = connect_loader(&settings, Duration::from_secs(600))
+            .await
+            .unwrap();
+        assert!(!backend_outlives_its_client(loader, &watcher).await);
+        // Without the check, PostgreSQL would run the statement to its end.
+        let plain = connect(&settings).await.unwrap();
+        assert!(backend_outlives_its_client(plain, &watcher).await);
     }
 
     #[tokio::test]
