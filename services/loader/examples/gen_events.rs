@@ -3,7 +3,7 @@
 //! ```sh
 //! cargo run --release -p earshot-loader --example gen_events -- \
 //!     --out DIR --events 1000000 --files 50 --seed 1 [--day 2026-11-26] [--gzip] \
-//!     [--copy-out FILE]
+//!     [--edges 16] [--copy-out FILE]
 //! ```
 //!
 //! Writes `--files` NDJSON objects of consecutive time slices of one UTC day
@@ -20,7 +20,11 @@
 //!   recent valid event the same day: they are stored but not counted again;
 //! - ~0.5% of lines repeat an event of the previous object verbatim (a
 //!   Firehose retry after a timeout): the loader keeps each id once;
-//! - a diurnal curve (listening peaks in the morning and evening, UTC).
+//! - a diurnal curve (listening peaks in the morning and evening, UTC);
+//! - every hit numbered by one of `--edges` edges (Lambda environments, 16
+//!   by default; 0 for none, as before numbering), which also end each
+//!   object with a heartbeat each: the ledger's work, as real traffic
+//!   brings it (docs/COUNTING.md, "How we know nothing was lost").
 //!
 //! `--copy-out` also writes every line as PostgreSQL COPY text in the column
 //! order of the `events` table (`object_id` = the object's number), for the
@@ -30,8 +34,8 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use earshot_domain::{
-    CampaignId, CountryCode, CreativeId, EventKind, ListenerId, Placement, TrackingEvent, UaClass,
-    UaClassifier, Verdict,
+    CampaignId, CountryCode, CreativeId, EdgeId, EventKind, Heartbeat, ListenerId, Placement,
+    TrackingEvent, UaClass, UaClassifier, Verdict,
 };
 use earshot_testkit::{event, gzip_at, ndjson, v7_seeded};
 use time::{Date, OffsetDateTime};
@@ -126,12 +130,13 @@ struct Args {
     seed: u64,
     day: Date,
     gzip: bool,
+    edges: usize,
     copy_out: Option<PathBuf>,
 }
 
 fn usage() -> ! {
     eprintln!(
-        "usage: gen_events --out DIR --events N --files F --seed S [--day YYYY-MM-DD] [--gzip] [--copy-out FILE]"
+        "usage: gen_events --out DIR --events N --files F --seed S [--day YYYY-MM-DD] [--gzip] [--edges N] [--copy-out FILE]"
     );
     std::process::exit(2)
 }
@@ -147,6 +152,7 @@ fn parse_args() -> Args {
             .previous_day()
             .expect("a day"),
         gzip: false,
+        edges: 16,
         copy_out: None,
     };
     let mut it = std::env::args().skip(1);
@@ -166,6 +172,7 @@ fn parse_args() -> Args {
                 a.day = Date::parse(&v(), &fmt).unwrap_or_else(|_| usage());
             }
             "--gzip" => a.gzip = true,
+            "--edges" => a.edges = v().parse().unwrap_or_else(|_| usage()),
             "--copy-out" => a.copy_out = Some(v().into()),
             _ => usage(),
         }
@@ -174,6 +181,19 @@ fn parse_args() -> Args {
         usage();
     }
     a
+}
+
+/// Numbers `e` at an edge drawn at random (none when there are no edges).
+fn number(rng: &mut fastrand::Rng, edges: &mut [(EdgeId, u64)], e: &mut TrackingEvent) {
+    if edges.is_empty() {
+        return;
+    }
+    let (edge, last) = &mut edges[rng.usize(..edges.len())];
+    *last += 1;
+    e.sequence = Some(earshot_domain::EdgeSeq {
+        edge: *edge,
+        seq: *last,
+    });
 }
 
 fn weighted<T: Copy>(rng: &mut fastrand::Rng, items: &[(T, u32)]) -> T {
@@ -310,6 +330,14 @@ fn main() -> anyhow::Result<()> {
         None => None,
     };
 
+    // Each edge's id and last number; hits go to edges at random, as a
+    // load balancer spreads them.
+    let mut edges: Vec<(EdgeId, u64)> = (0..args.edges)
+        .map(|_| {
+            let id = EdgeId::parse(&format!("{:032x}", rng.u128(..))).expect("32 hex digits");
+            (id, 0)
+        })
+        .collect();
     let ts_all = timestamps(&mut rng, args.day, args.events);
     let mut recent: Vec<TrackingEvent> = Vec::with_capacity(REPEAT_WINDOW);
     let mut recent_next = 0usize;
@@ -341,6 +369,7 @@ fn main() -> anyhow::Result<()> {
                 e.id = id;
                 e.ts = ts;
                 e.trace_id = trace_id;
+                number(&mut rng, &mut edges, &mut e);
                 object.push(e);
                 repeats += 1;
                 continue;
@@ -413,9 +442,14 @@ fn main() -> anyhow::Result<()> {
                     recent_next = (recent_next + 1) % REPEAT_WINDOW;
                 }
             }
+            number(&mut rng, &mut edges, &mut e);
             object.push(e);
         }
-        let data = ndjson(&object);
+        let mut data = ndjson(&object);
+        let end = slice.last().copied().unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        for &(edge, seq) in &edges {
+            Heartbeat { edge, seq, ts: end }.write_ndjson(&mut data);
+        }
         // Firehose-like names: sorted by time.
         let name = format!("events-{:05}.ndjson", f + 1);
         if args.gzip {
