@@ -331,10 +331,13 @@ fn main() -> anyhow::Result<()> {
     };
 
     // Each edge's id and last number; hits go to edges at random, as a
-    // load balancer spreads them.
+    // load balancer spreads them. Drawn from their own generator, so the
+    // same seed gives the same traffic with or without numbers (the
+    // ledger's cost is the difference of two loads).
+    let mut edge_rng = fastrand::Rng::with_seed(args.seed ^ 0x6564_6765);
     let mut edges: Vec<(EdgeId, u64)> = (0..args.edges)
         .map(|_| {
-            let id = EdgeId::parse(&format!("{:032x}", rng.u128(..))).expect("32 hex digits");
+            let id = EdgeId::parse(&format!("{:032x}", edge_rng.u128(..))).expect("32 hex digits");
             (id, 0)
         })
         .collect();
@@ -369,7 +372,7 @@ fn main() -> anyhow::Result<()> {
                 e.id = id;
                 e.ts = ts;
                 e.trace_id = trace_id;
-                number(&mut rng, &mut edges, &mut e);
+                number(&mut edge_rng, &mut edges, &mut e);
                 object.push(e);
                 repeats += 1;
                 continue;
@@ -442,7 +445,7 @@ fn main() -> anyhow::Result<()> {
                     recent_next = (recent_next + 1) % REPEAT_WINDOW;
                 }
             }
-            number(&mut rng, &mut edges, &mut e);
+            number(&mut edge_rng, &mut edges, &mut e);
             object.push(e);
         }
         let mut data = ndjson(&object);
