@@ -25,6 +25,7 @@ use std::time::Duration;
 use serde::Serialize;
 use sqlx::PgPool;
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 
 /// The UTC hour `ts` falls in.
 pub fn hour_of(ts: OffsetDateTime) -> OffsetDateTime {
@@ -53,7 +54,7 @@ pub struct AuditOptions {
 }
 
 /// One row of figures.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Figures {
     /// Numbers given out: stored + quarantined + in flight + lost.
     pub numbered: u64,
@@ -81,7 +82,7 @@ impl Figures {
 }
 
 /// A run of missing numbers of one edge.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Missing {
     /// The edge id (32 hex digits).
     pub edge: String,
@@ -108,7 +109,7 @@ impl Missing {
 }
 
 /// What is known about the end of an edge's numbers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Tail {
     /// A heartbeat counts up to (or past) its last number seen.
@@ -122,7 +123,7 @@ pub enum Tail {
 }
 
 /// One edge over its whole life (as far as the ledger knows it).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct EdgeSummary {
     /// The edge id (32 hex digits).
     pub edge: String,
@@ -135,7 +136,7 @@ pub struct EdgeSummary {
 }
 
 /// One UTC hour: each edge's figures and their total.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct HourReport {
     /// The hour's start (UTC).
     #[serde(with = "time::serde::rfc3339")]
@@ -150,7 +151,7 @@ pub struct HourReport {
 }
 
 /// The audit of a span of hours.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Audit {
     /// The first hour audited (UTC).
     #[serde(with = "time::serde::rfc3339")]
