@@ -8,7 +8,6 @@ use futures::future::OptionFuture;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
-use crate::compact::Touched;
 use crate::counting::keys;
 use crate::parse;
 use crate::run::{backoff, Loader, RunSummary, ONCE_PATIENCE};
@@ -393,15 +392,8 @@ impl Loader {
             metrics::counter!("earshot_loader_objects_total", "outcome" => "skipped").increment(1);
             return Ok(LoadStats::default());
         };
-        let stats = store::finish(p, begun).await?;
-        if stats.new_events > 0 {
-            let mut touched = Touched::default();
-            for s in &p.events {
-                touched.add(
-                    s.event.campaign.as_ref().map_or("", |c| c.as_str()),
-                    s.event.ts,
-                );
-            }
+        let (stats, touched) = store::finish(p, begun).await?;
+        if !touched.is_empty() {
             self.touched.lock().expect("not poisoned").merge(touched);
         }
         if stats.loaded {

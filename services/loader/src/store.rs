@@ -9,6 +9,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
+use crate::compact::Touched;
 use crate::copy::BinaryCopy;
 use crate::counting::keys::{self, KeyTable};
 use crate::counting::reach::{self, DayReach, ReachKey, SampleKey};
@@ -324,9 +325,12 @@ impl Begun {
 /// `rollup_daily`, `daily_uniques`, `reach_sketches`, `frequency_sample`
 /// and `campaign_data_versions` are written last, in that order, each sorted, so one load waits for another only from there to its
 /// commit, and never in a cycle.
-pub async fn finish(object: &Prepared, begun: Begun) -> Result<LoadStats, sqlx::Error> {
+///
+/// Also returns the hourly rows it appended, for the merge.
+pub async fn finish(object: &Prepared, begun: Begun) -> Result<(LoadStats, Touched), sqlx::Error> {
+    let mut touched = Touched::default();
     let Some(mut tx) = begun.tx else {
-        return Ok(begun.stats);
+        return Ok((begun.stats, touched));
     };
     let mut stats = begun.stats;
     let fresh: Vec<&Staged> = begun.fresh.iter().map(|&i| &object.events[i]).collect();
@@ -343,6 +347,9 @@ pub async fn finish(object: &Prepared, begun: Begun) -> Result<LoadStats, sqlx::
         stats.counted = decision.counted_now;
         let r = rollups::rollups(&fresh, &decision.counted);
         append_hourly(&mut tx, &r.hourly).await?;
+        for (k, _) in &r.hourly {
+            touched.add_group(k.campaign, k.hour, k.group);
+        }
         let blocks_through = daily::share_mark(&mut tx).await?;
         DailySql::standard()
             .upsert(&mut tx, &r, blocks_through)
@@ -370,7 +377,7 @@ pub async fn finish(object: &Prepared, begun: Begun) -> Result<LoadStats, sqlx::
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(stats)
+    Ok((stats, touched))
 }
 
 /// How many times one object's events are COPYed before a failure on the

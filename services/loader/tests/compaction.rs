@@ -319,3 +319,50 @@ async fn merges_beside_loads_and_each_other_never_change_a_total() {
     assert_eq!(totals(&db.pool, "c1").await.0, 300 * objects);
     assert_books_balance(&db.pool).await;
 }
+
+#[tokio::test]
+async fn a_merge_of_named_groups_folds_those_and_leaves_the_hours_other_rows() {
+    let db = TestDb::new().await;
+    let dir = temp_dir("compact-groups");
+    let base = datetime!(2026-11-26 10:00 UTC);
+    let l = loader(&db.pool, &dir, opts()).await;
+    for i in 0..6 {
+        let name = format!("o{i}.ndjson");
+        write_object(
+            &dir,
+            &name,
+            &ndjson(&sample(300, base + Duration::minutes(5 * i))),
+        );
+        l.load_one(&dir_object(&dir, &name)).await.unwrap();
+    }
+    assert_eq!((rows(&db.pool).await, groups(&db.pool).await), (72, 12));
+    let before = sums(&db.pool).await;
+    // Five of the twelve groups, each named as often as loads appended it.
+    let named: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT extract(epoch FROM hour)::bigint, grp FROM rollup_hourly
+         WHERE grp IN (SELECT DISTINCT grp FROM rollup_hourly ORDER BY grp LIMIT 5)",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(named.len(), 30);
+
+    let c = compact::merge(&db.pool, "c1", compact::MergeScope::Groups(&named))
+        .await
+        .unwrap();
+    assert_eq!(
+        c,
+        compact::Compacted {
+            merged: 30,
+            into: 5
+        }
+    );
+    assert_eq!(rows(&db.pool).await, 72 - 30 + 5);
+    assert_eq!(sums(&db.pool).await, before);
+    assert_books_balance(&db.pool).await;
+    // Another campaign's name finds none of them.
+    let other = compact::merge(&db.pool, "c2", compact::MergeScope::Groups(&named))
+        .await
+        .unwrap();
+    assert_eq!(other, compact::Compacted::default());
+}
