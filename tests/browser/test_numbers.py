@@ -12,7 +12,9 @@ from playwright.sync_api import expect
 from conftest import ready, sign_in
 from stack import CAMPAIGN
 
-DIMS = ["creative", "episode", "show", "placement", "country", "app", "device"]
+DIMS = ["creative", "episode", "show", "placement", "country", "region", "app", "device"]
+# The breakdowns with reach: the dimensions the loader sketches.
+REACH_DIMS = {"creative", "episode", "show", "country", "app", "device"}
 SERIES = ["impressions", "starts", "first_quartiles", "midpoints", "third_quartiles", "completes", "clicks"]
 FUNNEL = SERIES[:6]
 
@@ -104,7 +106,8 @@ def check_view(page, stack, key):
         # Sorted by impressions, most first.
         impressions = [number(v["impressions"]) for _, v in dom]
         assert impressions == sorted(impressions, reverse=True), dim
-        assert all(("reach" in v) == (dim == "creative") for _, v in dom), dim
+        assert all(("reach" in v) == (dim in REACH_DIMS) for _, v in dom), dim
+        assert all(("unique_listeners" in v) == (dim == "creative") for _, v in dom), dim
         for key_value, values in dom:
             r = rows[key_value]
             for m, v in values.items():

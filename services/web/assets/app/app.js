@@ -21,6 +21,9 @@
     ["creative", "Creative"], ["episode", "Episode"], ["show", "Show"], ["placement", "Placement"],
     ["country", "Country"], ["region", "Region"], ["app", "App"], ["device", "Device"],
   ];
+  /// The breakdowns whose rows have reach: the dimensions the loader
+  /// sketches (earshot_platform::sketch::DIMS).
+  const REACH_DIMS = ["creative", "episode", "show", "country", "app", "device"];
   /// The VAST funnel, in order.
   const FUNNEL = [
     ["impressions", "Impressions"], ["starts", "Starts"], ["first_quartiles", "First quartile"],
@@ -715,8 +718,10 @@
     const total = rep.totals.impressions;
     const cols = [
       ["impressions", "Impressions", "int"], ["share", "Share of impressions", "pct"],
-      // Reach and uniques exist per creative only (docs/COUNTING.md).
-      ...(dim === "creative" ? [["reach", "Reach", "int"], ["unique_listeners", "Unique listeners", "int"]] : []),
+      // Reach where the loader keeps sketches; daily uniques per creative
+      // only (docs/COUNTING.md, "Reach and frequency").
+      ...(REACH_DIMS.includes(dim) ? [["reach", "Reach", "int"]] : []),
+      ...(dim === "creative" ? [["unique_listeners", "Unique listeners", "int"]] : []),
       ["starts", "Starts", "int"], ["completes", "Completes", "int"], ["completion_rate", "Completion rate", "pct"],
       ["clicks", "Clicks", "int"], ["raw_hits", "Raw hits", "int"],
       ...(v.bots ? [["bot_hits", "Bot hits", "int"], ["invalid_hits", "Invalid hits", "int"]] : []),
