@@ -9,21 +9,30 @@
 //!   audience member is exactly one IP (or /64) and one user agent;
 //! - unique listeners are, per UTC day, the listeners with a valid
 //!   impression (of the creative, or of any creative of the campaign), summed
-//!   over the days of a row.
+//!   over the days of a row;
+//! - reach is the number of distinct listener ids with a valid impression
+//!   over a row's days (every valid impression's key counts once, so these
+//!   are the listeners of its counted impressions). An id is one audience
+//!   member within one listener-id period (the edge's default,
+//!   [`DEFAULT_LISTENER_PERIOD`]: a UTC month), so a member heard in two
+//!   periods is two. Audiences here are far below 2,048 listeners, where
+//!   the reach sketch is exact, so the API must give exactly this.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 
 use earshot_domain::metric::{Metric, Source, METRICS};
 use earshot_domain::{EventKind, Verdict};
+use earshot_edge::config::DEFAULT_LISTENER_PERIOD;
 use serde::{Deserialize, Serialize};
 use time::Date;
 
 use crate::generate::{Hit, HitKind};
 
 /// One report row's numbers, named as the API names them: the metrics of
-/// the registry a report shows without `include_bots` (its counters and
-/// the unique listeners; ratios are left out), in registry order.
+/// the registry a report shows without `include_bots` (its counters, the
+/// unique listeners and reach; ratios and the upper-bound flag are left
+/// out), in registry order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Counts(Vec<u64>);
 
@@ -31,11 +40,8 @@ pub struct Counts(Vec<u64>);
 fn fields() -> impl Iterator<Item = &'static Metric> {
     METRICS.iter().filter(|m| match m.source {
         Source::Counter { .. } => m.bot_breakdown().is_none(),
-        Source::DailyUniqueListeners => true,
-        Source::Ratio { .. }
-        | Source::Reach
-        | Source::ReachUpperBound
-        | Source::PerReach { .. } => false,
+        Source::DailyUniqueListeners | Source::Reach => true,
+        Source::Ratio { .. } | Source::ReachUpperBound | Source::PerReach { .. } => false,
     })
 }
 
@@ -78,9 +84,17 @@ impl Counts {
     }
 
     fn unique_listeners(&mut self) -> &mut u64 {
+        self.of(Source::DailyUniqueListeners)
+    }
+
+    fn reach(&mut self) -> &mut u64 {
+        self.of(Source::Reach)
+    }
+
+    fn of(&mut self, source: Source) -> &mut u64 {
         let i = fields()
-            .position(|m| m.source == Source::DailyUniqueListeners)
-            .expect("the registry has unique listeners");
+            .position(|m| m.source == source)
+            .expect("the registry has it");
         &mut self.0[i]
     }
 
@@ -152,6 +166,13 @@ impl Expected {
         let mut counted: HashSet<(Date, &str, &str, &str, EventKind, u32)> = HashSet::new();
         let mut uniq_creative: HashSet<(Date, &str, &str, u32)> = HashSet::new();
         let mut uniq_campaign: HashSet<(Date, &str, u32)> = HashSet::new();
+        // Listener ids (member, period) with a valid impression: per
+        // campaign, creative and day; per campaign and creative; per
+        // campaign.
+        type Id = (u32, Date);
+        let mut reach_day: HashSet<(&str, &str, Date, Id)> = HashSet::new();
+        let mut reach_creative: HashSet<(&str, &str, Id)> = HashSet::new();
+        let mut reach_campaign: HashSet<(&str, Id)> = HashSet::new();
         let mut days: Vec<Date> = Vec::new();
         for (h, day) in hits {
             days.push(day);
@@ -193,6 +214,12 @@ impl Expected {
                         if uniq_creative.insert((day, &h.campaign, &h.creative, h.listener)) {
                             *row.unique_listeners() += 1;
                         }
+                        let id = (h.listener, DEFAULT_LISTENER_PERIOD.start(day));
+                        if reach_day.insert((&h.campaign, &h.creative, day, id)) {
+                            *row.reach() += 1;
+                        }
+                        reach_creative.insert((&h.campaign, &h.creative, id));
+                        reach_campaign.insert((&h.campaign, id));
                         if uniq_campaign.insert((day, &h.campaign, h.listener)) {
                             *c.totals.unique_listeners() += 1;
                         }
@@ -200,7 +227,17 @@ impl Expected {
                 }
             }
         }
-        for c in out.campaigns.values_mut() {
+        // Reach is not additive: a row over several days (or creatives)
+        // has its distinct ids.
+        let mut creative_reach: HashMap<(&str, &str), u64> = HashMap::new();
+        for (c, cr, _) in &reach_creative {
+            *creative_reach.entry((c, cr)).or_default() += 1;
+        }
+        let mut campaign_reach: HashMap<&str, u64> = HashMap::new();
+        for (c, _) in &reach_campaign {
+            *campaign_reach.entry(c).or_default() += 1;
+        }
+        for (id, c) in out.campaigns.iter_mut() {
             let campaign_uniques = *c.totals.unique_listeners();
             let mut totals = Counts::default();
             for creatives in c.by_day.values() {
@@ -209,7 +246,12 @@ impl Expected {
                     totals.add(n);
                 }
             }
+            for (cr, n) in c.by_creative.iter_mut() {
+                let reach = creative_reach.get(&(id.as_str(), cr.as_str()));
+                *n.reach() = reach.copied().unwrap_or(0);
+            }
             *totals.unique_listeners() = campaign_uniques;
+            *totals.reach() = campaign_reach.get(id.as_str()).copied().unwrap_or(0);
             c.totals = totals;
         }
         out.first_day = days.iter().min().map(|d| day_string(*d));
@@ -312,6 +354,13 @@ mod tests {
         // Listener 1 on day 1 heard a and b: one campaign-wide unique that day.
         assert_eq!(c.totals.get("unique_listeners"), 2);
         assert_eq!(c.totals.get("impressions"), 3);
+        // Reach: listener 1 on both days (one monthly id) and listener 1
+        // again for b; the bot, the forger and the start reach no one.
+        assert_eq!(a1.get("reach"), 1);
+        assert_eq!(c.by_creative["a"].get("reach"), 1);
+        assert_eq!(c.by_creative["b"].get("reach"), 1);
+        assert_eq!(forged.get("reach"), 0);
+        assert_eq!(c.totals.get("reach"), 1);
         assert_eq!(c.totals.get("raw_hits"), 7);
         assert_eq!(
             (e.hits, e.valid_hits, e.bot_hits, e.invalid_hits),
@@ -319,5 +368,27 @@ mod tests {
         );
         assert_eq!(e.first_day.as_deref(), Some("2026-11-27"));
         assert_eq!(e.last_day.as_deref(), Some("2026-11-28"));
+    }
+
+    #[test]
+    fn a_listener_is_one_id_a_month_in_reach() {
+        use EventKind::Impression;
+        let days = [
+            date!(2026 - 11 - 27),
+            date!(2026 - 11 - 30),
+            date!(2026 - 12 - 01),
+        ];
+        let hits: Vec<(Hit, Date)> = days
+            .iter()
+            .map(|&d| (hit(1, "a", Impression, HitKind::Valid), d))
+            .chain([(hit(2, "a", Impression, HitKind::Valid), days[1])])
+            .collect();
+        let e = Expected::compute(hits.iter().map(|(h, d)| (h, *d)));
+        let c = &e.campaigns["c1"];
+        assert_eq!(c.by_day["2026-11-30"]["a"].get("reach"), 2);
+        // Listener 1 in November and in December, listener 2 in November.
+        assert_eq!(c.by_creative["a"].get("reach"), 3);
+        assert_eq!(c.totals.get("reach"), 3);
+        assert_eq!(c.totals.get("unique_listeners"), 4);
     }
 }
