@@ -329,11 +329,15 @@ impl Pipeline {
     pub fn start<D: Deliver>(sink: Arc<D>, mode: FlushMode, metrics: Arc<Metrics>) -> Self {
         let (shutdown, rx) = mpsc::unbounded_channel();
         let (cutoff, cutoff_rx) = watch::channel(None);
-        let (max_events, capacity, sync) = match mode {
-            FlushMode::Sync => (MAX_SYNC_BATCH, usize::MAX, true),
-            FlushMode::Buffered { max_events, .. } => {
+        let (max_events, capacity, max_age) = match mode {
+            FlushMode::Sync => (MAX_SYNC_BATCH, usize::MAX, None),
+            FlushMode::Buffered {
+                max_events,
+                max_age,
+            } => {
                 let max_events = max_events.max(1);
-                (max_events, max_events.saturating_mul(INBOX_BATCHES), false)
+                let capacity = max_events.saturating_mul(INBOX_BATCHES);
+                (max_events, capacity, Some(max_age))
             }
         };
         let inbox = Arc::new(Inbox {
@@ -342,16 +346,11 @@ impl Pipeline {
             room: Notify::new(),
             max_events,
             capacity,
-            sync,
+            sync: max_age.is_none(),
             metrics,
         });
         let guard = AbandonOnDrop(inbox.clone());
-        match mode {
-            FlushMode::Sync => tokio::spawn(sync_worker(sink, guard, rx, cutoff_rx)),
-            FlushMode::Buffered { max_age, .. } => {
-                tokio::spawn(buffered_worker(sink, guard, max_age, rx, cutoff_rx))
-            }
-        };
+        tokio::spawn(worker(sink, guard, max_age, rx, cutoff_rx));
         Self {
             inbox,
             shutdown,
@@ -426,9 +425,13 @@ async fn close<D: Deliver>(
     }
 }
 
-async fn sync_worker<D: Deliver>(
+/// The worker behind a pipeline. `max_age`: `None` in sync mode, where
+/// every wake is a group commit; in buffered mode, how long the oldest
+/// waiting line may wait for a full batch.
+async fn worker<D: Deliver>(
     sink: Arc<D>,
     guard: AbandonOnDrop,
+    max_age: Option<Duration>,
     mut shutdown: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
     cutoff: watch::Receiver<Option<Instant>>,
 ) {
@@ -436,39 +439,18 @@ async fn sync_worker<D: Deliver>(
     let mut woken = Vec::new();
     let mut tick = tokio::time::interval(MAINTAIN_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            // Group commit: everything waiting when the worker runs goes
-            // out together (in batches of at most MAX_SYNC_BATCH).
-            () = inbox.wake.notified() => inbox.deliver(&*sink, true, &mut woken, &cutoff).await,
-            _ = tick.tick() => sink.maintain(false).await,
-            done = shutdown.recv() => {
-                close(&*sink, inbox, &mut woken, &cutoff, done).await;
-                return;
-            }
-        }
-    }
-}
-
-async fn buffered_worker<D: Deliver>(
-    sink: Arc<D>,
-    guard: AbandonOnDrop,
-    max_age: Duration,
-    mut shutdown: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
-    cutoff: watch::Receiver<Option<Instant>>,
-) {
-    let inbox = &*guard.0;
-    let mut woken = Vec::new();
-    let mut tick = tokio::time::interval(MAINTAIN_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // When the worker learnt that the oldest line now waiting arrived: its
-    // age is counted from there (later by at most a delivery in progress).
+    // Buffered: when the worker learnt that the oldest line now waiting
+    // arrived: its age is counted from there (later by at most a delivery
+    // in progress).
     let mut since: Option<Instant> = None;
     loop {
-        let deadline = since.map(|t| t + max_age);
+        let deadline = since.zip(max_age).map(|(t, age)| t + age);
         tokio::select! {
+            // Sync: group commit, everything waiting when the worker runs
+            // goes out together (in batches of at most MAX_SYNC_BATCH).
+            // Buffered: only full batches.
             () = inbox.wake.notified() => {
-                inbox.deliver(&*sink, false, &mut woken, &cutoff).await;
+                inbox.deliver(&*sink, max_age.is_none(), &mut woken, &cutoff).await;
             }
             _ = sleep_until_opt(deadline), if deadline.is_some() => {
                 inbox.deliver(&*sink, true, &mut woken, &cutoff).await;
@@ -480,10 +462,12 @@ async fn buffered_worker<D: Deliver>(
                 return;
             }
         }
-        if inbox.is_empty() {
-            since = None;
-        } else if since.is_none() {
-            since = Some(Instant::now());
+        if max_age.is_some() {
+            if inbox.is_empty() {
+                since = None;
+            } else if since.is_none() {
+                since = Some(Instant::now());
+            }
         }
     }
 }
@@ -504,6 +488,13 @@ mod tests {
     fn start<D: Deliver>(sink: Arc<D>, mode: FlushMode) -> (Pipeline, Arc<Metrics>) {
         let metrics = Arc::new(Metrics::new("test"));
         (Pipeline::start(sink, mode, metrics.clone()), metrics)
+    }
+
+    fn buffered(max_events: usize, max_age: Duration) -> FlushMode {
+        FlushMode::Buffered {
+            max_events,
+            max_age,
+        }
     }
 
     fn dead_lettered(m: &Metrics) -> u64 {
@@ -689,10 +680,7 @@ mod tests {
             let p = rt.block_on(async {
                 let (p, _) = start(
                     Arc::new(Recording::default()),
-                    FlushMode::Buffered {
-                        max_events: 100,
-                        max_age: Duration::from_secs(3600),
-                    },
+                    buffered(100, Duration::from_secs(3600)),
                 );
                 for i in 0..3 {
                     p.submit(line(i), None).wait().await;
@@ -747,13 +735,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn buffered_mode_flushes_by_size_age_and_shutdown() {
         let sink = Arc::new(Recording::default());
-        let (p, _) = start(
-            sink.clone(),
-            FlushMode::Buffered {
-                max_events: 3,
-                max_age: Duration::from_millis(500),
-            },
-        );
+        let (p, _) = start(sink.clone(), buffered(3, Duration::from_millis(500)));
         for i in 0..4 {
             p.submit(line(i), None).wait().await;
         }
@@ -778,13 +760,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn buffered_bursts_arrive_in_order_in_batches_of_at_most_max_events() {
         let sink = Arc::new(Recording::default());
-        let (p, _) = start(
-            sink.clone(),
-            FlushMode::Buffered {
-                max_events: 10,
-                max_age: Duration::from_secs(1),
-            },
-        );
+        let (p, _) = start(sink.clone(), buffered(10, Duration::from_secs(1)));
         for i in 0..95 {
             p.submit(line(i), None).wait().await;
             if i % 7 == 0 {
@@ -847,10 +823,7 @@ mod tests {
         let max_events = 2;
         let (p, metrics) = start(
             sink.clone(),
-            FlushMode::Buffered {
-                max_events,
-                max_age: Duration::from_secs(3600),
-            },
+            buffered(max_events, Duration::from_secs(3600)),
         );
         let capacity = max_events * INBOX_BATCHES;
         // The first batch goes to the (stalled) sink; then the inbox fills.
@@ -899,13 +872,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_line_waiting_for_room_is_dead_lettered_if_its_hit_is_dropped() {
         let sink = Arc::new(Gated::default());
-        let (p, metrics) = start(
-            sink.clone(),
-            FlushMode::Buffered {
-                max_events: 1,
-                max_age: Duration::from_secs(3600),
-            },
-        );
+        let (p, metrics) = start(sink.clone(), buffered(1, Duration::from_secs(3600)));
         for i in 0..1 + INBOX_BATCHES {
             p.submit(line(i), None);
             settle().await;
@@ -949,13 +916,7 @@ mod tests {
     async fn a_shutdown_budget_ends_the_delivery_under_way_and_the_rest() {
         let sink = Arc::new(Stalled::default());
         *sink.started.lock().unwrap() = Some(Instant::now());
-        let (p, _) = start(
-            sink.clone(),
-            FlushMode::Buffered {
-                max_events: 2,
-                max_age: Duration::from_secs(3600),
-            },
-        );
+        let (p, _) = start(sink.clone(), buffered(2, Duration::from_secs(3600)));
         for i in 0..5 {
             p.submit(line(i), None);
             settle().await;
