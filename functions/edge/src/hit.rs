@@ -704,23 +704,36 @@ mod tests {
         }
     }
 
+    fn ssai_keys() -> SigningKeys {
+        SigningKeys::parse("adsrv1:adsrv1-secret-0123456789").unwrap()
+    }
+
     fn ssai_trust() -> TrustConfig {
         TrustConfig {
-            ssai_keys: SigningKeys::parse("adsrv1:adsrv1-secret-0123456789").unwrap(),
+            ssai_keys: ssai_keys(),
             ..TrustConfig::default()
         }
+    }
+
+    /// The player behind an SSAI beacon.
+    fn ssai_device(user_agent: &str) -> DeviceHeaders<'_> {
+        DeviceHeaders {
+            ip: "192.0.2.55",
+            user_agent,
+        }
+    }
+
+    /// The `X-Earshot-SSAI` header the ad server of [`ssai_keys`] sends.
+    fn ssai_signed(device: &DeviceHeaders, t: i64, q: &str) -> String {
+        device.signature_header(ssai_keys().newest().unwrap(), t, q)
     }
 
     #[test]
     fn device_headers_count_only_with_a_valid_ssai_signature() {
         let now = datetime!(2026-11-27 10:00:00 UTC);
         let q = "c=camp&cr=cr1&ev=impression&cb=7";
-        let device = DeviceHeaders {
-            ip: "192.0.2.55",
-            user_agent: "Spotify/8.8 iOS",
-        };
-        let key = SigningKeys::parse("adsrv1:adsrv1-secret-0123456789").unwrap();
-        let signed = device.signature_header(key.newest().unwrap(), now.unix_timestamp(), q);
+        let device = ssai_device("Spotify/8.8 iOS");
+        let signed = ssai_signed(&device, now.unix_timestamp(), q);
         let with = |sig: Option<&str>| {
             let mut h = headers(&[
                 ("user-agent", "Go-http-client/1.1"),
@@ -742,7 +755,7 @@ mod tests {
             listener_of("192.0.2.55", "Spotify/8.8 iOS", now)
         );
 
-        let stale = device.signature_header(key.newest().unwrap(), now.unix_timestamp() - 301, q);
+        let stale = ssai_signed(&device, now.unix_timestamp() - 301, q);
         let forged = signed.replace("sig=", "sig=A");
         let foreign = device.signature_header(
             SigningKeys::parse("adsrv9:adsrv9-secret-0123456789")
@@ -810,12 +823,8 @@ mod tests {
     fn a_signed_ssai_beacon_behind_cloudfront_has_no_country() {
         let now = datetime!(2026-11-27 10:00:00 UTC);
         let q = "c=camp&cr=cr1&ev=impression";
-        let device = DeviceHeaders {
-            ip: "192.0.2.55",
-            user_agent: OVERCAST,
-        };
-        let key = SigningKeys::parse("adsrv1:adsrv1-secret-0123456789").unwrap();
-        let sig = device.signature_header(key.newest().unwrap(), now.unix_timestamp(), q);
+        let device = ssai_device(OVERCAST);
+        let sig = ssai_signed(&device, now.unix_timestamp(), q);
         let h = headers(&[
             ("x-device-ip", device.ip),
             ("x-device-user-agent", device.user_agent),
