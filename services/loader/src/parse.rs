@@ -214,6 +214,15 @@ mod tests {
     use std::io::Write;
     use time::macros::datetime;
 
+    /// Parses `data` at noon of the events' day, keeping the whole year.
+    fn parse_at_noon(data: &[u8]) -> Parsed {
+        parse(
+            data,
+            datetime!(2026-11-27 12:00 UTC),
+            time::macros::date!(2026 - 01 - 01),
+        )
+    }
+
     #[test]
     fn lines_are_what_splitting_on_newlines_gives() {
         for data in [
@@ -237,11 +246,7 @@ mod tests {
         data.extend_from_slice(b"not json\n");
         data.extend_from_slice(&good.to_ndjson()); // same id again
         data.extend_from_slice(b"\n");
-        let p = parse(
-            &data,
-            datetime!(2026-11-27 12:00 UTC),
-            time::macros::date!(2026 - 01 - 01),
-        );
+        let p = parse_at_noon(&data);
         assert_eq!(p.lines, 3);
         assert_eq!(p.events.len(), 1);
         assert_eq!(p.duplicates_in_object, 1);
@@ -273,11 +278,7 @@ mod tests {
         bad = bad.replace("\"verdict\":\"valid\"", "\"verdict\":\"perhaps\"");
         data.extend_from_slice(bad.as_bytes());
         data.extend_from_slice(b"{\"v\":1,\"type\":\"heartbeat\",\"edge\":\"x\"}\n");
-        let p = parse(
-            &data,
-            datetime!(2026-11-27 12:00 UTC),
-            time::macros::date!(2026 - 01 - 01),
-        );
+        let p = parse_at_noon(&data);
         assert_eq!(p.lines, 5);
         assert_eq!(p.heartbeats, vec![beat]);
         assert_eq!(p.events.len(), 1);
@@ -300,24 +301,21 @@ mod tests {
     #[test]
     fn events_outside_the_time_window_are_quarantined() {
         let ev = event(L1, EventKind::Impression, Verdict::Valid);
-        let p = parse(
-            &ev.to_ndjson(),
-            datetime!(2026-11-20 00:00 UTC),
-            time::macros::date!(2026 - 01 - 01),
-        );
-        assert_eq!(
-            p.quarantined[0].reason,
-            "ts 2026-11-27T10:00:00.500Z is more than 2 days in the future"
-        );
-        let p = parse(
-            &ev.to_ndjson(),
-            datetime!(2026-11-27 12:00 UTC),
-            time::macros::date!(2026 - 11 - 28),
-        );
-        assert_eq!(
-            p.quarantined[0].reason,
-            "ts 2026-11-27T10:00:00.500Z is older than the retention period"
-        );
+        for (now, oldest, reason) in [
+            (
+                datetime!(2026-11-20 00:00 UTC),
+                time::macros::date!(2026 - 01 - 01),
+                "ts 2026-11-27T10:00:00.500Z is more than 2 days in the future",
+            ),
+            (
+                datetime!(2026-11-27 12:00 UTC),
+                time::macros::date!(2026 - 11 - 28),
+                "ts 2026-11-27T10:00:00.500Z is older than the retention period",
+            ),
+        ] {
+            let p = parse(&ev.to_ndjson(), now, oldest);
+            assert_eq!(p.quarantined[0].reason, reason);
+        }
     }
 
     #[test]
