@@ -16,14 +16,14 @@
 //! instead of a `RecordId`, and `FailedPutCount` counts them.
 
 use std::collections::{BTreeSet, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use base64::Engine;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use crate::server::{self, Req, Resp, Server, Upstream};
+use crate::server::{self, Proxy, Req, Resp, Upstream};
 
 /// The `X-Amz-Target` of the call the script applies to.
 pub const PUT_RECORD_BATCH_TARGET: &str = "Firehose_20150804.PutRecordBatch";
@@ -86,42 +86,28 @@ struct Script {
     default: FirehoseFault,
 }
 
-struct State {
+/// What the proxy keeps: where it forwards, its script, and its counters.
+pub struct FirehoseFaults {
     upstream: Upstream,
     script: Mutex<Script>,
     stats: Mutex<ProxyStats>,
 }
 
 /// The proxy; stops when dropped.
-pub struct FirehoseFaultProxy {
-    server: Server,
-    state: Arc<State>,
-}
+pub type FirehoseFaultProxy = Proxy<FirehoseFaults>;
 
-impl FirehoseFaultProxy {
+impl Proxy<FirehoseFaults> {
     /// Listens on 127.0.0.1:0 and forwards to `upstream` (e.g. moto's endpoint).
     pub async fn start(upstream: &str) -> anyhow::Result<Self> {
-        let state = Arc::new(State {
+        let state = FirehoseFaults {
             upstream: Upstream::new(upstream)?,
             script: Mutex::new(Script {
                 queue: VecDeque::new(),
                 default: FirehoseFault::Pass,
             }),
             stats: Mutex::new(ProxyStats::default()),
-        });
-        let server =
-            Server::serve(state.clone(), |s, req| async move { handle(&s, req).await }).await?;
-        Ok(Self { server, state })
-    }
-
-    /// `http://127.0.0.1:PORT`, for `AWS_ENDPOINT_URL`.
-    pub fn endpoint(&self) -> String {
-        self.server.url()
-    }
-
-    /// Environment pointing a child's AWS SDK at the proxy.
-    pub fn aws_env(&self) -> Vec<(String, String)> {
-        crate::moto::aws_env(&self.endpoint())
+        };
+        Self::serve(state, |s, req| async move { handle(&s, req).await }).await
     }
 
     /// Appends one step to the script.
@@ -154,7 +140,7 @@ impl FirehoseFaultProxy {
     }
 }
 
-async fn handle(state: &State, req: Req) -> Resp {
+async fn handle(state: &FirehoseFaults, req: Req) -> Resp {
     let is_put_batch = req
         .headers()
         .get("x-amz-target")
@@ -223,7 +209,7 @@ fn record_size(r: &Value) -> usize {
 /// for the whole call: moto's RecordIds for the forwarded ones, errors for
 /// the failed ones.
 async fn partial(
-    state: &State,
+    state: &FirehoseFaults,
     req: &Req,
     mut body: Value,
     records: &[Value],

@@ -6,47 +6,35 @@
 //! contains one of the denied fragments is answered 403 `AccessDenied` with
 //! S3's XML error body; every other call is forwarded to moto unchanged.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use bytes::Bytes;
 use http_body_util::Full;
 
-use crate::server::{Req, Resp, Server, Upstream};
+use crate::server::{Proxy, Req, Resp, Upstream};
 
-struct State {
+/// What the proxy keeps: where it forwards, what it denies, and how often
+/// it did.
+pub struct S3Deny {
     upstream: Upstream,
     denied: Vec<String>,
     denials: Mutex<usize>,
 }
 
-/// The proxy; stops when dropped.
-pub struct S3DenyProxy {
-    server: Server,
-    state: Arc<State>,
-}
+/// The proxy; stops when dropped. Its [`Proxy::aws_env`] points a child's
+/// AWS SDK (S3 and SQS) at it.
+pub type S3DenyProxy = Proxy<S3Deny>;
 
-impl S3DenyProxy {
+impl Proxy<S3Deny> {
     /// Listens on 127.0.0.1:0, forwards to `upstream` (moto's endpoint), and
     /// denies `GET`s of object keys containing any of `denied`.
     pub async fn start(upstream: &str, denied: &[&str]) -> anyhow::Result<Self> {
-        let state = Arc::new(State {
+        let state = S3Deny {
             upstream: Upstream::new(upstream)?,
             denied: denied.iter().map(|d| (*d).to_owned()).collect(),
             denials: Mutex::new(0),
-        });
-        let server =
-            Server::serve(state.clone(), |s, req| async move { handle(&s, req).await }).await?;
-        Ok(Self { server, state })
-    }
-
-    /// `http://127.0.0.1:PORT`, for `AWS_ENDPOINT_URL`.
-    pub fn endpoint(&self) -> String {
-        self.server.url()
-    }
-
-    /// Environment pointing a child's AWS SDK (S3 and SQS) at the proxy.
-    pub fn aws_env(&self) -> Vec<(String, String)> {
-        crate::moto::aws_env(&self.endpoint())
+        };
+        Self::serve(state, |s, req| async move { handle(&s, req).await }).await
     }
 
     /// `GetObject` calls answered AccessDenied so far.
@@ -55,7 +43,7 @@ impl S3DenyProxy {
     }
 }
 
-async fn handle(state: &State, req: Req) -> Resp {
+async fn handle(state: &S3Deny, req: Req) -> Resp {
     let path = req.uri().path();
     if req.method() == http::Method::GET && state.denied.iter().any(|d| path.contains(d.as_str())) {
         *state.denials.lock().expect("lock") += 1;

@@ -21,6 +21,38 @@ pub type Resp = http::Response<Full<Bytes>>;
 pub type BoxFut = Pin<Box<dyn Future<Output = Resp> + Send>>;
 pub type Handler = Arc<dyn Fn(Req) -> BoxFut + Send + Sync>;
 
+/// A proxy on 127.0.0.1:0 in front of moto: its server, and the state its
+/// handler shares with the test. Stops when dropped.
+pub struct Proxy<S> {
+    server: Server,
+    pub(crate) state: Arc<S>,
+}
+
+impl<S: Send + Sync + 'static> Proxy<S> {
+    /// Serves `handle` over `state`.
+    pub(crate) async fn serve<F, Fut>(state: S, handle: F) -> anyhow::Result<Self>
+    where
+        F: Fn(Arc<S>, Req) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Resp> + Send + 'static,
+    {
+        let state = Arc::new(state);
+        let server = Server::serve(state.clone(), handle).await?;
+        Ok(Self { server, state })
+    }
+}
+
+impl<S> Proxy<S> {
+    /// `http://127.0.0.1:PORT`, for `AWS_ENDPOINT_URL`.
+    pub fn endpoint(&self) -> String {
+        self.server.url()
+    }
+
+    /// Environment pointing a child's AWS SDK at the proxy.
+    pub fn aws_env(&self) -> Vec<(String, String)> {
+        crate::moto::aws_env(&self.endpoint())
+    }
+}
+
 /// A running server; stops (and drops its connections) when dropped.
 pub struct Server {
     addr: SocketAddr,
