@@ -97,6 +97,20 @@ struct Inner {
     completed: usize,
 }
 
+impl Inner {
+    /// Queues `event` for every extension subscribed to `event_type`.
+    fn tell_extensions(&mut self, event_type: &str, event: &Value) {
+        for e in &self.extensions {
+            if e.events.iter().any(|x| x == event_type) {
+                self.extension_queues
+                    .entry(e.id.clone())
+                    .or_default()
+                    .push_back(event.clone());
+            }
+        }
+    }
+}
+
 struct State {
     function_name: String,
     inner: Mutex<Inner>,
@@ -282,19 +296,7 @@ impl LambdaRuntimeEmulator {
                 "shutdownReason": "spindown",
                 "deadlineMs": epoch_ms(Duration::from_millis(2000)) as u64,
             });
-            let subscribed: Vec<String> = inner
-                .extensions
-                .iter()
-                .filter(|e| e.events.iter().any(|x| x == "SHUTDOWN"))
-                .map(|e| e.id.clone())
-                .collect();
-            for id in subscribed {
-                inner
-                    .extension_queues
-                    .entry(id)
-                    .or_default()
-                    .push_back(event.clone());
-            }
+            inner.tell_extensions("SHUTDOWN", &event);
         }
         self.state.bump();
     }
@@ -556,25 +558,14 @@ async fn next_invocation(state: &State) -> Resp {
             if inner.shutdown {
                 None
             } else if let Some(q) = inner.queue.pop_front() {
-                let subscribed: Vec<String> = inner
-                    .extensions
-                    .iter()
-                    .filter(|e| e.events.iter().any(|x| x == "INVOKE"))
-                    .map(|e| e.id.clone())
-                    .collect();
-                for id in subscribed {
-                    inner
-                        .extension_queues
-                        .entry(id)
-                        .or_default()
-                        .push_back(json!({
-                            "eventType": "INVOKE",
-                            "deadlineMs": q.deadline_ms as u64,
-                            "requestId": q.id,
-                            "invokedFunctionArn": state.arn(),
-                            "tracing": {"type": "X-Amzn-Trace-Id", "value": q.trace_id},
-                        }));
-                }
+                let event = json!({
+                    "eventType": "INVOKE",
+                    "deadlineMs": q.deadline_ms as u64,
+                    "requestId": q.id,
+                    "invokedFunctionArn": state.arn(),
+                    "tracing": {"type": "X-Amzn-Trace-Id", "value": q.trace_id},
+                });
+                inner.tell_extensions("INVOKE", &event);
                 inner.in_flight.insert(q.id.clone(), q.done);
                 Some((q.id, q.event, q.trace_id, q.deadline_ms))
             } else {
