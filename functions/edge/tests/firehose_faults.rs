@@ -22,7 +22,7 @@ use earshot_testkit::{FirehoseFault, FirehoseFaultProxy, LocalEdge};
 use serde_json::Value;
 
 mod support;
-use support::{moto_and_proxy, BUCKET, PREFIX, STREAM};
+use support::{emf_sum, moto_and_proxy, BUCKET, PREFIX, STREAM};
 
 const SECRET: &str = "fault-test-listener-secret-0123456789";
 
@@ -42,15 +42,6 @@ async fn edge_via(proxy: &FirehoseFaultProxy, extra: &[(&str, &str)]) -> LocalEd
     LocalEdge::spawn(Path::new(env!("CARGO_BIN_EXE_earshot-edge")), env)
         .await
         .expect("edge starts")
-}
-
-fn emf_sum(stdout: &[String], name: &str) -> u64 {
-    stdout
-        .iter()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v.get("_aws").is_some())
-        .filter_map(|v| v[name].as_u64())
-        .sum()
 }
 
 #[tokio::test]

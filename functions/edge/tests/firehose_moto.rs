@@ -6,13 +6,12 @@ use std::path::Path;
 
 use earshot_domain::{ListenerHasher, ListenerSecret, TrackingEvent, Verdict};
 use earshot_testkit::edge::{decode_objects, match_events_to_hits, mixed_hits, send_concurrently};
-use earshot_testkit::{LocalEdge, Moto};
-use serde_json::Value;
+use earshot_testkit::LocalEdge;
+
+mod support;
+use support::{emf_sum, moto_with_stream, BUCKET, PREFIX, STREAM};
 
 const SECRET: &str = "moto-test-listener-secret-0123456789";
-const STREAM: &str = "earshot-events";
-const BUCKET: &str = "earshot-raw";
-const PREFIX: &str = "events/";
 const HITS: usize = 30;
 
 fn edge_bin() -> &'static Path {
@@ -34,16 +33,6 @@ fn env(moto_endpoint: &str, flush: &[(&str, &str)]) -> Vec<(String, String)> {
     v
 }
 
-/// Sums a counter over every EMF line on stdout.
-fn emf_sum(stdout: &[String], name: &str) -> u64 {
-    stdout
-        .iter()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v.get("_aws").is_some())
-        .filter_map(|v| v[name].as_u64())
-        .sum()
-}
-
 fn check_listeners(events: &[TrackingEvent]) {
     let hasher = ListenerHasher::new(
         ListenerSecret::new(SECRET).unwrap(),
@@ -57,10 +46,7 @@ fn check_listeners(events: &[TrackingEvent]) {
 }
 
 async fn run(flush: &[(&str, &str)]) -> (Vec<(String, Vec<u8>)>, Vec<TrackingEvent>, Vec<String>) {
-    let moto = Moto::start().await.expect("moto");
-    moto.create_firehose_to_s3(STREAM, BUCKET, PREFIX)
-        .await
-        .expect("delivery stream");
+    let moto = moto_with_stream().await;
     let mut edge = LocalEdge::spawn(edge_bin(), env(moto.endpoint(), flush))
         .await
         .expect("edge starts");

@@ -69,3 +69,13 @@ pub fn fixture(name: &str) -> Value {
         .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     serde_json::from_str(&text).expect("fixture is JSON")
 }
+
+/// Sums a counter over every EMF line on stdout.
+pub fn emf_sum(stdout: &[String], name: &str) -> u64 {
+    stdout
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v.get("_aws").is_some())
+        .filter_map(|v| v[name].as_u64())
+        .sum()
+}
