@@ -321,16 +321,13 @@ async fn day_blocks_hold_the_sum_of_their_days_and_verify_catches_any_drift() {
     assert_books_balance(&db.pool).await;
 
     // One block off by one is reported, naming it.
-    sqlx::query(
+    exec(
+        &db.pool,
         "UPDATE rollup_blocks SET impressions = impressions + 1
          WHERE campaign = 'c1' AND span_days = 2 AND first_day = '2026-11-27'",
     )
-    .execute(&db.pool)
-    .await
-    .unwrap();
-    let found = earshot_loader::verify::verify(&db.pool, Some("c1"))
-        .await
-        .unwrap();
+    .await;
+    let found = verify(&db.pool, Some("c1")).await;
     assert_eq!(found.len(), 1, "{found:#?}");
     assert_eq!(found[0].what, "day_blocks");
     assert_eq!(found[0].key, "c1/cr1//2026-11-27/2d");
@@ -434,13 +431,12 @@ async fn rebuilding_the_blocks_repairs_them_and_marks_every_day_loaded() {
     load_dir(&db.pool, &dir).await;
     // Blocks off, as a loader that does not know the mark leaves them: it
     // adds yesterday, after the mark, to its blocks all the same.
-    sqlx::query("UPDATE rollup_blocks SET raw_hits = raw_hits + 6, impressions = impressions + 6")
-        .execute(&db.pool)
-        .await
-        .unwrap();
-    let drift = earshot_loader::verify::verify(&db.pool, None)
-        .await
-        .unwrap();
+    exec(
+        &db.pool,
+        "UPDATE rollup_blocks SET raw_hits = raw_hits + 6, impressions = impressions + 6",
+    )
+    .await;
+    let drift = verify(&db.pool, None).await;
     assert!(
         drift.iter().all(|m| m.what == "day_blocks") && !drift.is_empty(),
         "{drift:#?}"
@@ -518,17 +514,13 @@ async fn verify_reports_a_day_whose_keys_are_not_the_keys_of_its_events() {
     assert_books_balance(&db.pool).await;
 
     // A counting key no event gives, and a listener key gone.
-    sqlx::query("INSERT INTO counting_keys (day, key) VALUES ('2026-11-26', gen_random_uuid())")
-        .execute(&db.pool)
-        .await
-        .unwrap();
-    sqlx::query("DELETE FROM listener_keys WHERE key = (SELECT key FROM listener_keys ORDER BY key LIMIT 1)")
-        .execute(&db.pool)
-        .await
-        .unwrap();
-    let found = earshot_loader::verify::verify(&db.pool, None)
-        .await
-        .unwrap();
+    exec(
+        &db.pool,
+        "INSERT INTO counting_keys (day, key) VALUES ('2026-11-26', gen_random_uuid())",
+    )
+    .await;
+    exec(&db.pool, "DELETE FROM listener_keys WHERE key = (SELECT key FROM listener_keys ORDER BY key LIMIT 1)").await;
+    let found = verify(&db.pool, None).await;
     let off: Vec<(&str, &str, i64, i64)> = found
         .iter()
         .map(|m| {
@@ -549,10 +541,7 @@ async fn verify_reports_a_day_whose_keys_are_not_the_keys_of_its_events() {
         ]
     );
     // Scoped to one campaign, the check cannot tell keys apart: not run.
-    assert!(earshot_loader::verify::verify(&db.pool, Some("c1"))
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(verify(&db.pool, Some("c1")).await.is_empty());
 }
 
 #[tokio::test]

@@ -106,3 +106,18 @@ pub async fn totals(pool: &PgPool, campaign: &str) -> (i64, i64, i64, i64) {
     .await
     .unwrap()
 }
+
+/// Runs `sql`: a change a test makes behind the loader's back.
+pub async fn exec(pool: &PgPool, sql: &'static str) {
+    sqlx::query(sql).execute(pool).await.unwrap();
+}
+
+/// What `earshot verify` finds wrong, for `campaign` or for all.
+pub async fn verify(
+    pool: &PgPool,
+    campaign: Option<&str>,
+) -> Vec<earshot_loader::verify::Mismatch> {
+    earshot_loader::verify::verify(pool, campaign)
+        .await
+        .unwrap()
+}
