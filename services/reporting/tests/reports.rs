@@ -20,6 +20,48 @@ fn iso(t: OffsetDateTime) -> String {
     earshot_reporting::report::format_instant(t)
 }
 
+/// `from=…&to=…` for the `days` days from `from`.
+fn span(from: OffsetDateTime, days: i64) -> String {
+    format!("from={}&to={}", iso(from), iso(from + Duration::days(days)))
+}
+
+/// The day a report row's bucket starts.
+fn bucket_start(row: &Value) -> OffsetDateTime {
+    OffsetDateTime::parse(
+        row["bucket"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap()
+}
+
+/// Advertiser Acme's app (campaign `acme`) and key, with `days` days of
+/// synthetic events from [`start`] loaded.
+async fn acme_with_events(
+    days: i64,
+    listeners: u32,
+    seed: u64,
+) -> (TestApp, String, OffsetDateTime) {
+    let app = spawn_app(AppOptions::default()).await;
+    let (_a, key) = app.advertiser("Acme", &["acme"]).await;
+    let s = start();
+    load(&app.db, &synthetic_events("acme", s, days, listeners, seed)).await;
+    (app, key, s)
+}
+
+/// The report counters the recount checks.
+const NAMES: [&str; 10] = [
+    "impressions",
+    "starts",
+    "first_quartiles",
+    "midpoints",
+    "third_quartiles",
+    "completes",
+    "clicks",
+    "raw_hits",
+    "bot_hits",
+    "invalid_hits",
+];
+
 /// The expected rows, computed from `events` alone: the first valid
 /// occurrence of each (campaign, creative, episode, event, listener, UTC day)
 /// counts, in its own hour; hits are counted from every row (an invalid
@@ -89,18 +131,6 @@ async fn expected(
         .fetch_all(pool)
         .await
         .unwrap();
-    let names = [
-        "impressions",
-        "starts",
-        "first_quartiles",
-        "midpoints",
-        "third_quartiles",
-        "completes",
-        "clicks",
-        "raw_hits",
-        "bot_hits",
-        "invalid_hits",
-    ];
     let mut out: BTreeMap<Vec<String>, BTreeMap<&'static str, i64>> = BTreeMap::new();
     for r in rows {
         let b: OffsetDateTime = r.get(0);
@@ -109,7 +139,7 @@ async fn expected(
             key.push(r.get::<String, _>(i + 1));
         }
         let entry = out.entry(key).or_default();
-        for (j, n) in names.iter().enumerate() {
+        for (j, n) in NAMES.iter().enumerate() {
             *entry.entry(n).or_default() += r.get::<i64, _>(dims.len() + 1 + j);
         }
     }
@@ -117,18 +147,6 @@ async fn expected(
 }
 
 fn actual(report: &Value, dims: &[&str]) -> BTreeMap<Vec<String>, BTreeMap<&'static str, i64>> {
-    let names = [
-        "impressions",
-        "starts",
-        "first_quartiles",
-        "midpoints",
-        "third_quartiles",
-        "completes",
-        "clicks",
-        "raw_hits",
-        "bot_hits",
-        "invalid_hits",
-    ];
     report["rows"]
         .as_array()
         .unwrap()
@@ -140,7 +158,7 @@ fn actual(report: &Value, dims: &[&str]) -> BTreeMap<Vec<String>, BTreeMap<&'sta
             }
             (
                 key,
-                names
+                NAMES
                     .iter()
                     .map(|n| (*n, r[*n].as_i64().unwrap()))
                     .collect(),
@@ -258,9 +276,8 @@ async fn report_numbers_equal_a_recount_from_raw_events() {
     let by_region = app
         .json(
             &format!(
-                "/v1/campaigns/acme/report?from={}&to={}&granularity=total&group_by=country,region",
-                iso(from),
-                iso(to)
+                "/v1/campaigns/acme/report?{}&granularity=total&group_by=country,region",
+                span(from, 3)
             ),
             &key,
         )
@@ -287,19 +304,14 @@ async fn report_numbers_equal_a_recount_from_raw_events() {
     let by_day = app
         .json(
             &format!(
-                "/v1/campaigns/acme/report?from={}&to={}&granularity=day",
-                iso(from),
-                iso(to)
+                "/v1/campaigns/acme/report?{}&granularity=day",
+                span(from, 3)
             ),
             &key,
         )
         .await;
     for row in by_day["rows"].as_array().unwrap() {
-        let day = OffsetDateTime::parse(
-            row["bucket"].as_str().unwrap(),
-            &time::format_description::well_known::Rfc3339,
-        )
-        .unwrap();
+        let day = bucket_start(row);
         let n: i64 = sqlx::query_scalar(
             "SELECT count(DISTINCT listener) FROM events WHERE campaign = 'acme' AND verdict = 'valid'
              AND event = 'impression' AND ts >= $1 AND ts < $1 + interval '1 day'",
@@ -320,9 +332,8 @@ async fn report_numbers_equal_a_recount_from_raw_events() {
     let by_creative = app
         .json(
             &format!(
-                "/v1/campaigns/acme/report?from={}&to={}&granularity=day&group_by=creative&limit=10000",
-                iso(from),
-                iso(to)
+                "/v1/campaigns/acme/report?{}&granularity=day&group_by=creative&limit=10000",
+                span(from, 3)
             ),
             &key,
         )
@@ -330,11 +341,7 @@ async fn report_numbers_equal_a_recount_from_raw_events() {
     let rows = by_creative["rows"].as_array().unwrap();
     assert!(rows.iter().any(|r| r["creative"].is_null()), "{rows:?}");
     for row in rows {
-        let day = OffsetDateTime::parse(
-            row["bucket"].as_str().unwrap(),
-            &time::format_description::well_known::Rfc3339,
-        )
-        .unwrap();
+        let day = bucket_start(row);
         let n: i64 = sqlx::query_scalar(
             "SELECT count(DISTINCT listener) FROM events WHERE campaign = 'acme' AND verdict = 'valid'
              AND event = 'impression' AND ts >= $1 AND ts < $1 + interval '1 day'
@@ -350,9 +357,8 @@ async fn report_numbers_equal_a_recount_from_raw_events() {
     let hourly = app
         .json(
             &format!(
-                "/v1/campaigns/acme/report?from={}&to={}&granularity=hour",
-                iso(from),
-                iso(to)
+                "/v1/campaigns/acme/report?{}&granularity=hour",
+                span(from, 3)
             ),
             &key,
         )
@@ -362,15 +368,8 @@ async fn report_numbers_equal_a_recount_from_raw_events() {
 
 #[tokio::test]
 async fn csv_and_json_carry_the_same_rows_and_pages_cover_everything_once() {
-    let app = spawn_app(AppOptions::default()).await;
-    let (_a, key) = app.advertiser("Acme", &["acme"]).await;
-    let s = start();
-    load(&app.db, &synthetic_events("acme", s, 2, 80, 11)).await;
-    let q = format!(
-        "from={}&to={}&granularity=day&group_by=creative,country",
-        iso(s),
-        iso(s + Duration::days(2))
-    );
+    let (app, key, s) = acme_with_events(2, 80, 11).await;
+    let q = format!("{}&granularity=day&group_by=creative,country", span(s, 2));
     let json = app
         .json(&format!("/v1/campaigns/acme/report?{q}"), &key)
         .await;
@@ -428,15 +427,11 @@ async fn csv_and_json_carry_the_same_rows_and_pages_cover_everything_once() {
 #[tokio::test]
 async fn cached_reports_are_served_gzipped_to_clients_that_accept_it() {
     use std::io::Read as _;
-    let app = spawn_app(AppOptions::default()).await;
-    let (_a, key) = app.advertiser("Acme", &["acme"]).await;
-    let s = start();
-    load(&app.db, &synthetic_events("acme", s, 2, 60, 4)).await;
+    let (app, key, s) = acme_with_events(2, 60, 4).await;
     let url = format!(
-        "{}/v1/campaigns/acme/report?from={}&to={}&granularity=day&group_by=creative",
+        "{}/v1/campaigns/acme/report?{}&granularity=day&group_by=creative",
         app.base,
-        iso(s),
-        iso(s + Duration::days(2))
+        span(s, 2)
     );
     let get = |accept: Option<&'static str>| {
         let mut r = app.client.get(&url).bearer_auth(&key);
@@ -481,13 +476,7 @@ async fn a_load_invalidates_the_cached_report_of_its_campaign_only() {
     let s = start();
     load(&app.db, &synthetic_events("acme", s, 1, 40, 1)).await;
     load(&app.db, &synthetic_events("other", s, 1, 40, 2)).await;
-    let q = |c: &str| {
-        format!(
-            "/v1/campaigns/{c}/report?from={}&to={}&granularity=total",
-            iso(s),
-            iso(s + Duration::days(2))
-        )
-    };
+    let q = |c: &str| format!("/v1/campaigns/{c}/report?{}&granularity=total", span(s, 2));
     let first = app.get(&q("acme"), Some(&key)).await;
     assert_eq!(first.headers()["x-cache"], "miss");
     let first: Value = first.json().await.unwrap();
@@ -597,11 +586,7 @@ async fn with_redis_stopped_the_api_answers_the_same_numbers_and_says_degraded()
     let (_a, key) = app.advertiser("Acme", &["acme"]).await;
     let s = start();
     load(&app.db, &synthetic_events("acme", s, 1, 50, 5)).await;
-    let path = format!(
-        "/v1/campaigns/acme/report?from={}&to={}&group_by=creative",
-        iso(s),
-        iso(s + Duration::days(1))
-    );
+    let path = format!("/v1/campaigns/acme/report?{}&group_by=creative", span(s, 1));
     assert_eq!(app.json("/readyz", &key).await["status"], "ready");
     let warm = app.get(&path, Some(&key)).await;
     assert_eq!(warm.headers()["x-cache"], "miss");
@@ -765,14 +750,10 @@ async fn follow_links(app: &TestApp, key: &str, first: &str) -> (Vec<String>, Ve
 /// Pages of three rows, followed by `Link` from the first (computed, then
 /// again from the cache), hold exactly the rows of one page of them all.
 async fn pages_by_link_hold_every_row_once(format: &str) {
-    let app = spawn_app(AppOptions::default()).await;
-    let (_a, key) = app.advertiser("Acme", &["acme"]).await;
-    let s = start();
-    load(&app.db, &synthetic_events("acme", s, 2, 80, 11)).await;
+    let (app, key, s) = acme_with_events(2, 80, 11).await;
     let q = format!(
-        "from={}&to={}&granularity=day&group_by=creative,country&include_bots=true&format={format}",
-        iso(s),
-        iso(s + Duration::days(2))
+        "{}&granularity=day&group_by=creative,country&include_bots=true&format={format}",
+        span(s, 2)
     );
     let path = "/v1/campaigns/acme/report";
     let (all, _) = follow_links(&app, &key, &format!("{path}?{q}")).await;

@@ -182,14 +182,8 @@ pub fn synthetic_events(
         ("Spotify", "Android Phone", "android"),
         ("Overcast", "Apple iPhone", "ios"),
     ];
-    let funnel = [
-        EventKind::Impression,
-        EventKind::Start,
-        EventKind::FirstQuartile,
-        EventKind::Midpoint,
-        EventKind::ThirdQuartile,
-        EventKind::Complete,
-    ];
+    // Impression through complete, in the order a listener goes.
+    let funnel = &EventKind::ALL[..6];
     let mut out = Vec::new();
     for day in 0..days {
         for l in 0..listeners {
