@@ -246,13 +246,8 @@ async fn edge_through_firehose_s3_and_sqs_loads_exactly_the_hits_sent() {
         (s.objects_loaded, s.events_new, s.duplicates, s.quarantined),
         (objects.len() as u64, hits.len() as u64, 0, 0)
     );
-    let keys: Vec<String> =
-        sqlx::query_scalar("SELECT object_key FROM loaded_objects ORDER BY object_key")
-            .fetch_all(&db.pool)
-            .await
-            .unwrap();
     assert_eq!(
-        keys,
+        loaded_keys(&db.pool).await,
         objects.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>()
     );
     assert_eq!(queue_depth(&moto, &url).await.unwrap(), (0, 0));

@@ -216,14 +216,8 @@ async fn drain_test_event(moto: &Moto, url: &str) {
     eventually("the s3:TestEvent", String::new, || {
         let sqs = sqs.clone();
         async move {
-            let out = sqs
-                .receive_message()
-                .queue_url(url)
-                .max_number_of_messages(10)
-                .send()
-                .await
-                .expect("receive");
-            let m = out.messages().first()?;
+            let messages = receive(&sqs, url, None).await;
+            let m = messages.first()?;
             assert!(m.body().unwrap_or_default().contains("s3:TestEvent"));
             sqs.delete_message()
                 .queue_url(url)

@@ -14,6 +14,17 @@ use support::*;
 const BUCKET: &str = "earshot-raw";
 const QUEUE: &str = "earshot-loader";
 
+/// `n` events (from `seed`) spread over the hour from `hour` o'clock
+/// yesterday.
+fn hour_of_events(n: usize, seed: u64, hour: i64) -> Vec<earshot_domain::TrackingEvent> {
+    synth_events(
+        n,
+        seed,
+        yesterday() + time::Duration::hours(hour),
+        time::Duration::hours(1),
+    )
+}
+
 async fn create_bucket(moto: &Moto) {
     moto.s3()
         .create_bucket()
@@ -58,16 +69,8 @@ async fn peek_notifications(moto: &Moto, url: &str, want: usize) -> Vec<String> 
     eventually("the object notifications", String::new, || {
         let sqs = sqs.clone();
         async move {
-            let out = sqs
-                .receive_message()
-                .queue_url(url)
-                .max_number_of_messages(10)
-                .visibility_timeout(0)
-                .send()
+            let bodies: Vec<String> = receive(&sqs, url, Some(0))
                 .await
-                .expect("receive");
-            let bodies: Vec<String> = out
-                .messages()
                 .iter()
                 .filter_map(|m| m.body().map(str::to_owned))
                 .filter(|b| b.contains("ObjectCreated"))
@@ -83,19 +86,8 @@ async fn the_same_sqs_message_delivered_twice_changes_nothing() {
     let moto = Moto::start().await.expect("moto");
     let url = bucket_notifying_queue(&moto).await;
     let db = TestDb::new().await;
-    let day = yesterday();
-    let plain = synth_events(
-        600,
-        1,
-        day + time::Duration::hours(10),
-        time::Duration::hours(1),
-    );
-    let zipped = synth_events(
-        400,
-        2,
-        day + time::Duration::hours(11),
-        time::Duration::hours(1),
-    );
+    let plain = hour_of_events(600, 1, 10);
+    let zipped = hour_of_events(400, 2, 11);
     // Keys as Firehose writes them; gzip is known by its bytes, not the key.
     let key_plain = "events/2026/11/26/10/earshot-events-1-2026-11-26-10-00-00-a1";
     let key_zipped = "events/2026/11/26/11/earshot-events-1-2026-11-26-11-00-00-b2";
@@ -106,14 +98,7 @@ async fn the_same_sqs_message_delivered_twice_changes_nothing() {
     let aws = moto.aws_env();
 
     let first = load_once(&db.url, &source, &aws).await;
-    assert_eq!(
-        (
-            first.objects_loaded,
-            first.objects_skipped,
-            first.events_new
-        ),
-        (2, 0, 1000)
-    );
+    assert_eq!(loaded_skipped_new(&first), (2, 0, 1000));
     assert_eq!(queue_depth(&moto, &url).await.unwrap(), (0, 0));
     let before = snapshot(&db.pool).await;
     let ledger: Vec<(String, String, String)> =
@@ -130,14 +115,8 @@ async fn the_same_sqs_message_delivered_twice_changes_nothing() {
     );
 
     // SQS delivers at least once: the same notifications come again.
-    let sqs = moto.sqs();
     for b in &bodies {
-        sqs.send_message()
-            .queue_url(&url)
-            .message_body(b)
-            .send()
-            .await
-            .unwrap();
+        send_message(&moto, &url, b).await;
     }
     assert_eq!(queue_depth(&moto, &url).await.unwrap(), (2, 0));
     let second = load_once(&db.url, &source, &aws).await;
@@ -182,14 +161,7 @@ async fn s3_prefix_source_loads_every_object_once() {
     let aws = moto.aws_env();
 
     let first = load_once(&db.url, &source, &aws).await;
-    assert_eq!(
-        (
-            first.objects_loaded,
-            first.objects_skipped,
-            first.events_new
-        ),
-        (3, 0, 750)
-    );
+    assert_eq!(loaded_skipped_new(&first), (3, 0, 750));
     let after_first = snapshot(&db.pool).await;
 
     let second = load_once(&db.url, &source, &aws).await;
@@ -206,22 +178,10 @@ async fn s3_prefix_source_loads_every_object_once() {
     let d = batch(15, 26, 150);
     put(&moto, "events/2026/11/27/02/obj-d", ndjson(&d)).await;
     let third = load_once(&db.url, &source, &aws).await;
-    assert_eq!(
-        (
-            third.objects_loaded,
-            third.objects_skipped,
-            third.events_new
-        ),
-        (1, 3, 150)
-    );
+    assert_eq!(loaded_skipped_new(&third), (1, 3, 150));
 
-    let keys: Vec<String> =
-        sqlx::query_scalar("SELECT object_key FROM loaded_objects ORDER BY object_key")
-            .fetch_all(&db.pool)
-            .await
-            .unwrap();
     assert_eq!(
-        keys,
+        loaded_keys(&db.pool).await,
         [
             "events/2026/11/26/01/obj-a",
             "events/2026/11/26/02/obj-b",
@@ -243,19 +203,8 @@ async fn a_notification_for_a_deleted_object_is_left_for_the_dead_letter_queue_a
     let moto = Moto::start().await.expect("moto");
     let url = bucket_notifying_queue(&moto).await;
     let db = TestDb::new().await;
-    let day = yesterday();
-    let gone = synth_events(
-        100,
-        21,
-        day + time::Duration::hours(1),
-        time::Duration::hours(1),
-    );
-    let kept = synth_events(
-        300,
-        22,
-        day + time::Duration::hours(2),
-        time::Duration::hours(1),
-    );
+    let gone = hour_of_events(100, 21, 1);
+    let kept = hour_of_events(300, 22, 2);
     // Announced, then deleted (a lifecycle rule, an operator) before the
     // loader got to it: no retry can ever fetch it.
     put(&moto, "events/2026/11/26/01/gone", ndjson(&gone)).await;
@@ -270,15 +219,8 @@ async fn a_notification_for_a_deleted_object_is_left_for_the_dead_letter_queue_a
     peek_notifications(&moto, &url, 2).await;
 
     let s = load_once(&db.url, &format!("sqs:{url}"), &moto.aws_env()).await;
-    assert_eq!(
-        (s.objects_loaded, s.objects_skipped, s.events_new),
-        (1, 0, 300)
-    );
-    let keys: Vec<String> = sqlx::query_scalar("SELECT object_key FROM loaded_objects")
-        .fetch_all(&db.pool)
-        .await
-        .unwrap();
-    assert_eq!(keys, ["events/2026/11/26/02/kept"]);
+    assert_eq!(loaded_skipped_new(&s), (1, 0, 300));
+    assert_eq!(loaded_keys(&db.pool).await, ["events/2026/11/26/02/kept"]);
     // Its message was not deleted: received, in flight until its visibility
     // timeout, then back (and, with a redrive policy, to the dead-letter
     // queue after maxReceiveCount receives).
@@ -308,9 +250,7 @@ async fn foreign_and_forbidden_objects_go_to_the_dead_letter_queue_and_the_rest_
         .await
         .expect("proxy");
     let db = TestDb::new().await;
-    let day = yesterday();
-    let at = |h| day + time::Duration::hours(h);
-    let kept = synth_events(300, 31, at(1), time::Duration::hours(1));
+    let kept = hour_of_events(300, 31, 1);
 
     // Elsewhere in the account: a bucket the edge never writes to, and a
     // forged notification naming its object.
@@ -324,23 +264,17 @@ async fn foreign_and_forbidden_objects_go_to_the_dead_letter_queue_and_the_rest_
         .put_object()
         .bucket("elsewhere")
         .key("events/2026/11/26/01/forged")
-        .body(ndjson(&synth_events(50, 32, at(1), time::Duration::hours(1))).into())
+        .body(ndjson(&hour_of_events(50, 32, 1)).into())
         .send()
         .await
         .unwrap();
     let forged = r#"{"Records":[{"eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"elsewhere"},"object":{"key":"events/2026/11/26/01/forged","size":10}}}]}"#;
-    moto.sqs()
-        .send_message()
-        .queue_url(&url)
-        .message_body(forged)
-        .send()
-        .await
-        .unwrap();
+    send_message(&moto, &url, forged).await;
     // In the events bucket, outside the events prefix.
-    let upload = synth_events(60, 33, at(1), time::Duration::hours(1));
+    let upload = hour_of_events(60, 33, 1);
     put(&moto, "uploads/2026/11/26/01/upload", ndjson(&upload)).await;
     // Under the prefix, but not readable by the loader's role.
-    let denied = synth_events(70, 34, at(1), time::Duration::hours(1));
+    let denied = hour_of_events(70, 34, 1);
     put(&moto, "events/2026/11/26/01/forbidden", ndjson(&denied)).await;
     put(&moto, "events/2026/11/26/01/kept", ndjson(&kept)).await;
     // Counted without receiving: a receive would count toward the redrive.
@@ -369,11 +303,7 @@ async fn foreign_and_forbidden_objects_go_to_the_dead_letter_queue_and_the_rest_
     // Read once per receive, never retried within one.
     assert_eq!(proxy.denials(), MAX_RECEIVES as usize);
     assert_eq!(queue_depth(&moto, &dlq).await.unwrap(), (3, 0));
-    let keys: Vec<String> = sqlx::query_scalar("SELECT object_key FROM loaded_objects")
-        .fetch_all(&db.pool)
-        .await
-        .unwrap();
-    assert_eq!(keys, ["events/2026/11/26/01/kept"]);
+    assert_eq!(loaded_keys(&db.pool).await, ["events/2026/11/26/01/kept"]);
     assert_eq!(count(&db.pool, "SELECT count(*) FROM events").await, 300);
     assert_books_balance(&db.pool).await;
 }
@@ -387,12 +317,7 @@ async fn a_notification_repeated_within_one_poll_loads_its_object_once() {
     let moto = Moto::start().await.expect("moto");
     let url = bucket_notifying_queue(&moto).await;
     let db = TestDb::new().await;
-    let events = synth_events(
-        500,
-        3,
-        yesterday() + time::Duration::hours(9),
-        time::Duration::hours(1),
-    );
+    let events = hour_of_events(500, 3, 9);
     put(
         &moto,
         "events/2026/11/26/09/earshot-events-1-2026-11-26-09-00-00-c3",
@@ -400,21 +325,12 @@ async fn a_notification_repeated_within_one_poll_loads_its_object_once() {
     )
     .await;
     let bodies = peek_notifications(&moto, &url, 1).await;
-    moto.sqs()
-        .send_message()
-        .queue_url(&url)
-        .message_body(&bodies[0])
-        .send()
-        .await
-        .unwrap();
+    send_message(&moto, &url, &bodies[0]).await;
     // Both notifications, and S3's test event.
     assert_eq!(queue_depth(&moto, &url).await.unwrap(), (3, 0));
 
     let s = load_once(&db.url, &format!("sqs:{url}"), &moto.aws_env()).await;
-    assert_eq!(
-        (s.objects_loaded, s.objects_skipped, s.events_new),
-        (1, 1, 500)
-    );
+    assert_eq!(loaded_skipped_new(&s), (1, 1, 500));
     assert_eq!(count(&db.pool, "SELECT count(*) FROM events").await, 500);
     assert_eq!(
         count(&db.pool, "SELECT count(*) FROM loaded_objects").await,

@@ -61,16 +61,8 @@ pub fn loader_spec(db_url: &str, args: &[&str], aws: &[(String, String)]) -> Pro
         .envs(aws.iter().cloned())
 }
 
-/// The line `earshot load` prints when it stops.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Summary {
-    pub objects_loaded: u64,
-    pub objects_skipped: u64,
-    pub events_new: u64,
-    pub duplicates: u64,
-    pub quarantined: u64,
-    pub counted: u64,
-}
+/// The totals of the line `earshot load` prints when it stops.
+pub use earshot_loader::RunSummary as Summary;
 
 pub fn summary_of(p: &ChildProcess) -> Summary {
     let lines = p.stdout_lines();
@@ -443,34 +435,78 @@ pub type Totals = BTreeMap<String, (i64, i64, i64, i64)>;
 /// (a valid event counts once per campaign, creative, episode, event,
 /// listener and UTC day), independently of the loader's bookkeeping.
 pub async fn totals_from_events(pool: &PgPool) -> Totals {
-    let rows: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
+    totals_by(
+        pool,
         "SELECT coalesce(campaign, ''), count(*),
                 count(DISTINCT (coalesce(creative, ''), coalesce(episode, ''), coalesce(event, ''),
                                 listener, (ts AT TIME ZONE 'UTC')::date)) FILTER (WHERE verdict = 'valid'),
                 count(*) FILTER (WHERE verdict = 'bot'), count(*) FILTER (WHERE verdict = 'invalid')
          FROM events GROUP BY 1",
     )
-    .fetch_all(pool)
     .await
-    .unwrap();
+}
+
+/// The same totals as the rollups hold them.
+pub async fn totals_from_rollups(pool: &PgPool) -> Totals {
+    totals_by(
+        pool,
+        "SELECT campaign, sum(raw_hits)::bigint, sum(counted_hits)::bigint, sum(bot_hits)::bigint,
+                sum(invalid_hits)::bigint
+         FROM rollup_hourly GROUP BY 1",
+    )
+    .await
+}
+
+/// The totals `sql` gives: a row per campaign, (campaign, raw, counted,
+/// bot, invalid).
+async fn totals_by(pool: &PgPool, sql: &'static str) -> Totals {
+    let rows: Vec<(String, i64, i64, i64, i64)> =
+        sqlx::query_as(sql).fetch_all(pool).await.unwrap();
     rows.into_iter()
         .map(|(c, a, b, d, e)| (c, (a, b, d, e)))
         .collect()
 }
 
-/// The same totals as the rollups hold them.
-pub async fn totals_from_rollups(pool: &PgPool) -> Totals {
-    let rows: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
-        "SELECT campaign, sum(raw_hits)::bigint, sum(counted_hits)::bigint, sum(bot_hits)::bigint,
-                sum(invalid_hits)::bigint
-         FROM rollup_hourly GROUP BY 1",
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap();
-    rows.into_iter()
-        .map(|(c, a, b, d, e)| (c, (a, b, d, e)))
-        .collect()
+/// The keys of the objects loaded, in order.
+pub async fn loaded_keys(pool: &PgPool) -> Vec<String> {
+    sqlx::query_scalar("SELECT object_key FROM loaded_objects ORDER BY object_key")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+/// Sends `body` to the queue at `url`, as S3 (or anyone allowed to) would.
+pub async fn send_message(moto: &earshot_testkit::Moto, url: &str, body: &str) {
+    moto.sqs()
+        .send_message()
+        .queue_url(url)
+        .message_body(body)
+        .send()
+        .await
+        .unwrap();
+}
+
+/// Up to 10 messages of the queue at `url`; with `visibility`, the
+/// visibility timeout they get instead of the queue's.
+pub async fn receive(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    visibility: Option<i32>,
+) -> Vec<aws_sdk_sqs::types::Message> {
+    sqs.receive_message()
+        .queue_url(url)
+        .max_number_of_messages(10)
+        .set_visibility_timeout(visibility)
+        .send()
+        .await
+        .expect("receive")
+        .messages
+        .unwrap_or_default()
+}
+
+/// A load's (objects loaded, objects skipped, new events).
+pub fn loaded_skipped_new(s: &Summary) -> (u64, u64, u64) {
+    (s.objects_loaded, s.objects_skipped, s.events_new)
 }
 
 /// Totals computed from events as the edge wrote them (before any database).
