@@ -278,6 +278,16 @@ pub(crate) mod tests {
         stage(event)
     }
 
+    /// At `ts`: L1's impression (id 1), L1's same impression again (id 2),
+    /// and L2's start (id 3).
+    pub(crate) fn impression_again_and_start(ts: OffsetDateTime) -> [Staged; 3] {
+        [
+            staged(1, ts, EventKind::Impression, L1, Verdict::Valid),
+            staged(2, ts, EventKind::Impression, L1, Verdict::Valid),
+            staged(3, ts, EventKind::Start, L2, Verdict::Valid),
+        ]
+    }
+
     #[test]
     fn keys_follow_the_counting_rule() {
         let a = event(L1, EventKind::Impression, Verdict::Valid);
@@ -320,10 +330,7 @@ pub(crate) mod tests {
 
     #[test]
     fn unique_candidates_hold_each_listener_once_per_scope() {
-        let ts = datetime!(2026-11-27 10:00 UTC);
-        let a = staged(1, ts, EventKind::Impression, L1, Verdict::Valid);
-        let again = staged(2, ts, EventKind::Impression, L1, Verdict::Valid);
-        let start = staged(3, ts, EventKind::Start, L2, Verdict::Valid);
+        let [a, again, start] = impression_again_and_start(datetime!(2026-11-27 10:00 UTC));
         let u = unique_candidates(&[&a, &again, &start]);
         let mut scopes: Vec<(&str, &str)> = u.iter().map(|x| (x.2, x.3)).collect();
         scopes.sort_unstable();

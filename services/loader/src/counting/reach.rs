@@ -153,16 +153,14 @@ pub fn frequency_sample<'a>(fresh: &[&'a Staged], counted: &[bool]) -> Vec<(Samp
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::counting::tests::{staged, L1, L2};
+    use crate::counting::tests::{impression_again_and_start, staged, L2};
     use earshot_domain::Verdict;
     use time::macros::datetime;
 
     #[test]
     fn only_counted_impressions_feed_the_sketches() {
         let ts = datetime!(2026-11-27 10:15 UTC);
-        let imp = staged(1, ts, EventKind::Impression, L1, Verdict::Valid);
-        let dup = staged(2, ts, EventKind::Impression, L1, Verdict::Valid);
-        let start = staged(3, ts, EventKind::Start, L2, Verdict::Valid);
+        let [imp, dup, start] = impression_again_and_start(ts);
         let not_counted = staged(4, ts, EventKind::Impression, L2, Verdict::Valid);
         let next_day = staged(
             5,
