@@ -261,7 +261,9 @@ fn copy_text(out: &mut Vec<u8>, s: Option<&str>) {
     }
 }
 
-/// One `events` row as COPY text: id .. trace_id, object_id.
+/// One `events` row as COPY text, in the column order of `COPY_EVENTS`
+/// (services/loader/src/store.rs): id .. trace_id, object_id, region,
+/// listener_period.
 fn copy_row(out: &mut Vec<u8>, e: &TrackingEvent, object_id: usize) {
     let id = e.id.to_string();
     let ts = earshot_domain::wire::format_ts(e.ts);
@@ -290,7 +292,11 @@ fn copy_row(out: &mut Vec<u8>, e: &TrackingEvent, object_id: usize) {
         copy_text(out, f);
         out.push(b'\t');
     }
-    let _ = writeln!(out, "{object_id}");
+    let _ = write!(out, "{object_id}\t");
+    copy_text(out, e.region.as_ref().map(|r| r.as_str()));
+    out.push(b'\t');
+    copy_text(out, Some(e.listener_period.as_str()));
+    out.push(b'\n');
 }
 
 fn main() -> anyhow::Result<()> {
