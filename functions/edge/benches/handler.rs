@@ -1,6 +1,7 @@
 //! Handler CPU per hit: `Recorder::record_ndjson`, what the edge runs per hit
-//! (parse the query, verify the signature, hash the listener, classify the
-//! user agent, build and encode the event), against encoding one fixed
+//! (parse the query, verify the signature, look up the address's country
+//! and data-center network, hash the listener, classify the user agent,
+//! build and encode the event), against encoding one fixed
 //! event, measured in the same run. Goal: ≤ 2 µs per hit.
 //!
 //! A plain `harness = false` bench: R runs of N iterations each, the mean
@@ -33,6 +34,10 @@ const NEW_UA_ITERS: usize = 2_000;
 const GOAL_NS: f64 = 2_000.0;
 /// Issue 30: numbering events may add at most this much CPU per hit.
 const NUMBERING_GOAL_NS: f64 = 50.0;
+/// Issue 28: the geography lookup may add at most this much CPU per hit,
+const GEO_GOAL_NS: f64 = 1_000.0;
+/// and loading its data at most this much to the Lambda INIT.
+const GEO_INIT_GOAL_MS: f64 = 5.0;
 const KEYS: &str = "k1:bench-signing-secret-0123456789";
 
 /// Real podcast-client user agents (OPAWG examples and common players).
@@ -99,7 +104,11 @@ struct Req {
     ip: IpAddr,
 }
 
+/// `n` hits from public addresses, so each one's country and data-center
+/// lookups run as a listener's would (the edge skips documentation and
+/// other special-purpose ranges).
 fn requests(n: usize, ua: impl Fn(usize) -> String) -> Vec<Req> {
+    let public = public_addresses(n);
     (0..n)
         .map(|i| {
             let mut headers = HeaderMap::new();
@@ -109,17 +118,31 @@ fn requests(n: usize, ua: impl Fn(usize) -> String) -> Vec<Req> {
                 format!("Root=1-6745d2a0-{i:024x}").parse().unwrap(),
             );
             headers.insert("accept", "*/*".parse().unwrap());
-            let ip = if i % 3 == 0 {
-                format!("2001:db8:{:x}:{:x}::1", i % 65_000, i / 65_000)
-            } else {
-                format!("198.51.{}.{}", (i / 250) % 250, i % 250)
-            };
             Req {
                 query: signed_query(i),
                 headers,
-                ip: ip.parse().unwrap(),
+                ip: public[i],
             }
         })
+        .collect()
+}
+
+/// `n` public addresses (two in three IPv4), spread over the address
+/// space by a multiplicative hash, skipping special-purpose ones.
+fn public_addresses(n: usize) -> Vec<IpAddr> {
+    (0u64..)
+        .map(|i| {
+            let h = i.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            if i % 3 == 0 {
+                // Global unicast, 2000::/3.
+                let bits = (0x2000_u128 << 112) | (u128::from(h >> 3) << 64);
+                IpAddr::from(std::net::Ipv6Addr::from(bits))
+            } else {
+                IpAddr::from(std::net::Ipv4Addr::from((h >> 32) as u32))
+            }
+        })
+        .filter(|ip| !earshot_edge::geo::is_special_purpose(*ip))
+        .take(n)
         .collect()
 }
 
@@ -344,6 +367,16 @@ fn main() {
     row("  encode the fixed event with edge, seq", &s_numbered);
     let numbering_ns = s_next.median + (s_numbered.median - s_plain.median);
 
+    // Geography (issue 28): the country database and the data-center list
+    // looked up per hit, part of every record above.
+    let geo = earshot_edge::geo::Geo::builtin();
+    let s_geo = measure(ITERS, Some(&mut base), |_, i| {
+        let ip = black_box(cached[i].ip);
+        black_box(geo.places.locate(ip));
+        black_box(geo.datacenters.contains(ip));
+    });
+    row("  geography: country + data-center lookup", &s_geo);
+
     // Init cost of the compiled-in lists (part of the Lambda cold start):
     // parsing their JSON, and all of it (parse and compile).
     let (_, report) = UaClassifier::load(None).expect("the compiled-in lists load");
@@ -375,12 +408,28 @@ fn main() {
         report.patterns,
         report.skipped.len()
     );
+    let geo_init_ms = median_ms(&mut || {
+        black_box(earshot_edge::geo::Geo::builtin());
+    });
+    println!(
+        "init: Geo::builtin() (the compiled-in country database and data-center list) in \
+         {geo_init_ms:.4} ms CPU (median of 11; the data is static, only its header is read)"
+    );
 
     println!();
     println!("RESULT baseline_encode_ns {:.0}", b);
     println!(
         "RESULT numbering_ns {numbering_ns:.1}  (Sequencer::next + encoding edge and seq; goal ≤ {NUMBERING_GOAL_NS:.0} ns: {})",
         if numbering_ns <= NUMBERING_GOAL_NS { "meets" } else { "MISSES" }
+    );
+    println!(
+        "RESULT geo_ns {:.0}  (country + data-center lookup per hit; goal ≤ {GEO_GOAL_NS:.0} ns: {})",
+        s_geo.median,
+        if s_geo.median <= GEO_GOAL_NS { "meets" } else { "MISSES" }
+    );
+    println!(
+        "RESULT geo_init_ms {geo_init_ms:.4}  (loading the compiled-in geography; goal ≤ {GEO_INIT_GOAL_MS:.0} ms: {})",
+        if geo_init_ms <= GEO_INIT_GOAL_MS { "meets" } else { "MISSES" }
     );
     for (name, ns, ratio) in results {
         let verdict = if ns <= GOAL_NS { "meets" } else { "MISSES" };

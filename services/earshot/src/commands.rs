@@ -149,7 +149,7 @@ pub async fn rebuild_blocks(
     let r = earshot_loader::daily::rebuild_blocks(&pool, through).await?;
     tracing::info!(was = %r.was, through = %r.through, deleted = r.deleted, rows = r.rows, "day blocks rebuilt");
     println!(
-        "rebuilt rollup_blocks through {} ({} rows; {} deleted; the mark was {})",
+        "rebuilt rollup_blocks and reach_sketch_blocks through {} ({} rollup rows; {} deleted; the mark was {})",
         r.through, r.rows, r.deleted, r.was
     );
     Ok(())

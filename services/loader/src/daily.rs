@@ -121,39 +121,66 @@ ON CONFLICT (campaign, span_days, first_day, creative, country) DO UPDATE SET
     )
 }
 
-/// The blocks' mark, with `counting_state`'s row shared to the commit: any
-/// number of loads hold it at once, and a fold ([`fold_blocks`]) waits for
-/// them all (and they for it), so a load adds to the blocks of exactly the
-/// days the mark says.
-pub async fn share_mark(tx: &mut Transaction<'_, Postgres>) -> Result<Date, sqlx::Error> {
-    sqlx::query_scalar("SELECT blocks_through FROM counting_state FOR SHARE")
-        .fetch_one(&mut **tx)
-        .await
+/// The last day `rollup_blocks` holds, and the last day
+/// `reach_sketch_blocks` holds (`None` before the loader first folded the
+/// sketches of a database that had them: migration 27).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Marks {
+    pub blocks_through: Date,
+    pub reach_through: Option<Date>,
 }
 
-/// The blocks' mark, with `counting_state`'s row locked against loads
+const MARKS: &str = "SELECT blocks_through, reach_blocks_through FROM counting_state";
+
+async fn read_marks<'e>(e: impl sqlx::PgExecutor<'e>, lock: &str) -> Result<Marks, sqlx::Error> {
+    let (blocks_through, reach_through) = sqlx::query_as(AssertSqlSafe(format!("{MARKS}{lock}")))
+        .fetch_one(e)
+        .await?;
+    Ok(Marks {
+        blocks_through,
+        reach_through,
+    })
+}
+
+/// The blocks' marks, with `counting_state`'s row shared to the commit: any
+/// number of loads hold it at once, and a fold ([`fold_blocks`]) waits for
+/// them all (and they for it), so a load adds to the blocks of exactly the
+/// days the marks say.
+pub async fn share_mark(tx: &mut Transaction<'_, Postgres>) -> Result<Marks, sqlx::Error> {
+    read_marks(&mut **tx, " FOR SHARE").await
+}
+
+/// The blocks' marks, with `counting_state`'s row locked against loads
 /// (which share it, [`share_mark`]): no load is between this and the commit.
-async fn lock_mark(tx: &mut Transaction<'_, Postgres>) -> Result<Date, sqlx::Error> {
-    sqlx::query_scalar("SELECT blocks_through FROM counting_state FOR UPDATE")
-        .fetch_one(&mut **tx)
-        .await
+async fn lock_mark(tx: &mut Transaction<'_, Postgres>) -> Result<Marks, sqlx::Error> {
+    read_marks(&mut **tx, " FOR UPDATE").await
 }
 
 /// Adds the days after `after` (every day, when `None`) up to `through` to
-/// their blocks, moves the mark to `through` and commits; returns the block
-/// rows written. `tx` holds the mark's lock ([`lock_mark`]).
+/// their `rollup_blocks`, and the days after `reach_after` to their reach
+/// blocks (`crate::sketch_blocks`), moves both marks to `through` and
+/// commits; returns the `rollup_blocks` rows written. `tx` holds the marks'
+/// lock ([`lock_mark`]).
 async fn fold_and_commit(
     mut tx: Transaction<'_, Postgres>,
     after: Option<Date>,
+    reach_after: Option<Date>,
     through: Date,
 ) -> Result<u64, sqlx::Error> {
-    let rows = sqlx::query(AssertSqlSafe(DailySql::standard().fold.as_str()))
-        .bind(after)
-        .bind(through)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-    sqlx::query("UPDATE counting_state SET blocks_through = $1")
+    let rows = if after.is_none_or(|a| a < through) {
+        sqlx::query(AssertSqlSafe(DailySql::standard().fold.as_str()))
+            .bind(after)
+            .bind(through)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+    } else {
+        0
+    };
+    if reach_after.is_none_or(|a| a < through) {
+        crate::sketch_blocks::fold(&mut tx, reach_after, through).await?;
+    }
+    sqlx::query("UPDATE counting_state SET blocks_through = $1, reach_blocks_through = $1")
         .bind(through)
         .execute(&mut *tx)
         .await?;
@@ -180,7 +207,7 @@ pub struct Rebuilt {
 /// and rollback"). With the mark's row lock, like a fold.
 pub async fn rebuild_blocks(pool: &PgPool, through: Option<Date>) -> Result<Rebuilt, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let was = lock_mark(&mut tx).await?;
+    let was = lock_mark(&mut tx).await?.blocks_through;
     let last: Option<Date> = sqlx::query_scalar("SELECT max(day) FROM rollup_daily")
         .fetch_one(&mut *tx)
         .await?;
@@ -189,7 +216,10 @@ pub async fn rebuild_blocks(pool: &PgPool, through: Option<Date>) -> Result<Rebu
         .execute(&mut *tx)
         .await?
         .rows_affected();
-    let rows = fold_and_commit(tx, None, through).await?;
+    sqlx::query("DELETE FROM reach_sketch_blocks")
+        .execute(&mut *tx)
+        .await?;
+    let rows = fold_and_commit(tx, None, None, through).await?;
     Ok(Rebuilt {
         was,
         through,
@@ -234,19 +264,22 @@ pub struct Folded {
 /// needs folding once a day) reads it without the lock and returns, never
 /// making a load wait.
 pub async fn fold_blocks(pool: &PgPool, through: Date) -> Result<Option<Folded>, sqlx::Error> {
-    let mark: Date = sqlx::query_scalar("SELECT blocks_through FROM counting_state")
-        .fetch_one(pool)
-        .await?;
-    if through <= mark {
+    let in_step = |m: Marks| m.reach_through == Some(m.blocks_through);
+    let marks = read_marks(pool, "").await?;
+    if through <= marks.blocks_through && in_step(marks) {
         return Ok(None);
     }
     let mut tx = pool.begin().await?;
-    let from = lock_mark(&mut tx).await?;
-    if through <= from {
+    let marks = lock_mark(&mut tx).await?;
+    if through <= marks.blocks_through && in_step(marks) {
         tx.rollback().await?;
         return Ok(None);
     }
-    let rows = fold_and_commit(tx, Some(from), through).await?;
+    // The reach blocks catch up with a mark that is not moving (the first
+    // upkeep after migration 27 on a database with reach data).
+    let from = marks.blocks_through;
+    let through = through.max(from);
+    let rows = fold_and_commit(tx, Some(from), marks.reach_through, through).await?;
     Ok(Some(Folded {
         from,
         through,

@@ -11,6 +11,7 @@ pub mod recount;
 pub mod run;
 pub mod sequences;
 pub mod settings;
+pub mod sketch_blocks;
 pub mod source;
 pub mod store;
 pub mod verify;

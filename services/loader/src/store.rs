@@ -18,6 +18,7 @@ use crate::counting::{self, Decision, Staged};
 use crate::daily::{self, DailySql};
 use crate::parse::{Parsed, Quarantined};
 use crate::sequences;
+use crate::sketch_blocks;
 
 /// Where an object came from, as the ledger records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -350,12 +351,14 @@ pub async fn finish(object: &Prepared, begun: Begun) -> Result<(LoadStats, Touch
         for (k, _) in &r.hourly {
             touched.add_group(k.campaign, k.hour, k.group);
         }
-        let blocks_through = daily::share_mark(&mut tx).await?;
+        let marks = daily::share_mark(&mut tx).await?;
         DailySql::standard()
-            .upsert(&mut tx, &r, blocks_through)
+            .upsert(&mut tx, &r, marks.blocks_through)
             .await?;
         add_uniques(&mut tx, &decision).await?;
-        merge_sketches(&mut tx, &reach::sketches(&fresh, &decision.counted)).await?;
+        let sketches = reach::sketches(&fresh, &decision.counted);
+        merge_sketches(&mut tx, &sketches).await?;
+        sketch_blocks::add_late(&mut tx, &sketches, marks.reach_through).await?;
         add_frequency_sample(&mut tx, &reach::frequency_sample(&fresh, &decision.counted)).await?;
         sqlx::query(BUMP_VERSIONS)
             .bind(&r.campaigns)

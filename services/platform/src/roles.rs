@@ -58,6 +58,7 @@ pub const TABLES: &[(&str, &str, &str)] = &[
     ("rollup_blocks", WRITES, READS),
     ("daily_uniques", WRITES, READS),
     ("reach_sketches", WRITES, READS),
+    ("reach_sketch_blocks", WRITES, READS),
     ("frequency_sample", WRITES, READS),
     ("campaign_data_versions", WRITES, READS),
     ("counting_state", WRITES, READS),

@@ -97,7 +97,10 @@ fn parse_args() -> anyhow::Result<Args> {
 
 fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
-    anyhow::ensure!(args.days >= 30, "--days must be at least 30 (a listener's most)");
+    anyhow::ensure!(
+        args.days >= 30,
+        "--days must be at least 30 (a listener's most)"
+    );
     std::fs::create_dir_all(&args.out)?;
     let mut rng = fastrand::Rng::with_seed(args.seed);
 
@@ -109,7 +112,10 @@ fn main() -> anyhow::Result<()> {
     let (mut listener_days, mut impressions) = (0u64, 0u64);
     let mut heard: Vec<usize> = Vec::with_capacity(30);
     for n in 0..args.listeners {
-        let id = format!("{:032x}", u128::from(n) * 0x9e37_79b9_7f4a_7c15 + u128::from(args.seed));
+        let id = format!(
+            "{:032x}",
+            u128::from(n) * 0x9e37_79b9_7f4a_7c15 + u128::from(args.seed)
+        );
         let hash = listener_hash(&id);
         let country = COUNTRIES[(rng.f64().powi(2) * COUNTRIES.len() as f64) as usize];
         let pick = rng.u32(..100);
@@ -138,7 +144,10 @@ fn main() -> anyhow::Result<()> {
                     .or_default()
                     .insert(hash);
             }
-            sketches.entry((d, DIM_CAMPAIGN, "")).or_default().insert(hash);
+            sketches
+                .entry((d, DIM_CAMPAIGN, ""))
+                .or_default()
+                .insert(hash);
             sketches
                 .entry((d, DIM_COUNTRY, country))
                 .or_default()
@@ -164,7 +173,11 @@ fn main() -> anyhow::Result<()> {
             write!(hex, "{b:02x}")?;
         }
         // COPY text: a bytea in hex form, its backslash escaped; monthly ids.
-        writeln!(out, "{}\t{day}\t{dim}\t{value}\t\\\\x{hex}\tf\tt", args.campaign)?;
+        writeln!(
+            out,
+            "{}\t{day}\t{dim}\t{value}\t\\\\x{hex}\tf\tt",
+            args.campaign
+        )?;
     }
     out.flush()?;
     println!(

@@ -7,6 +7,7 @@ mod support;
 
 use earshot_domain::{ListenerId, ListenerPeriod, TrackingEvent};
 use earshot_platform::sketch::{in_frequency_sample, listener_hash};
+use earshot_reporting::report::{ReportParams, ReportSpec};
 use earshot_testkit::event;
 use earshot_testkit::loader::assert_books_balance;
 use serde_json::Value;
@@ -726,5 +727,137 @@ async fn the_frequency_distribution_scales_the_sampled_listeners_impressions() {
     // A replay changes nothing.
     load(&app.db, &events).await;
     assert_eq!(app.json(&path(first, next), &key).await, f);
+    assert_books_balance(&app.db.pool).await;
+}
+
+/// The report of `campaign` as `run` makes it for `params`, uncached.
+async fn report_of(pool: &sqlx::PgPool, campaign: &str, params: ReportParams) -> Value {
+    let now = OffsetDateTime::now_utc();
+    let spec = ReportSpec::parse(&params, false, now).unwrap();
+    let mark = earshot_reporting::report::BlocksMark::default();
+    let r = earshot_reporting::report::run(pool, &mark, campaign, &spec)
+        .await
+        .unwrap();
+    serde_json::to_value(r).unwrap()
+}
+
+fn params(from: OffsetDateTime, to: OffsetDateTime, group_by: &str) -> ReportParams {
+    ReportParams {
+        from: Some(iso(from)),
+        to: Some(iso(to)),
+        granularity: Some("total".into()),
+        group_by: (!group_by.is_empty()).then(|| group_by.into()),
+        ..ReportParams::default()
+    }
+}
+
+#[tokio::test]
+async fn reach_from_day_blocks_is_the_reach_from_single_days_and_a_late_day_joins_its_blocks() {
+    let app = spawn_app(AppOptions::default()).await;
+    let _ = app.advertiser("Acme", &["flight"]).await;
+    let end = midnight(OffsetDateTime::now_utc().date()) - Duration::days(3);
+    let start = end - Duration::days(40);
+    // Monthly ids, so listeners repeat across days; the campaign's daily
+    // sketches are dense (~3,000 a day), the creatives' mostly sparse.
+    let mut rng = fastrand::Rng::with_seed(27);
+    let mut events = Vec::new();
+    for d in 0..40 {
+        let day = start + Duration::days(d);
+        for n in 0..6_000u64 {
+            if rng.bool() {
+                continue;
+            }
+            let at = day + Duration::seconds(rng.i64(0..86_000));
+            let creative = ["cr1", "cr2", "cr3"][rng.usize(..3)];
+            events.push(impression(
+                "flight",
+                creative,
+                at,
+                listener(11, n),
+                ListenerPeriod::Month,
+            ));
+        }
+    }
+    // One object, without the upkeep: no day is folded yet.
+    load_without_upkeep(&app.db, &events).await;
+    let late = start + Duration::days(17);
+    // Ranges with aligned and unaligned ends, and one ending inside a day.
+    let ranges = [
+        (start, end),
+        (start + Duration::days(3), end - Duration::days(5)),
+        (late, late + Duration::days(1)),
+        (start + Duration::hours(30), end - Duration::hours(7)),
+    ];
+    let mut single_days = Vec::new();
+    for (from, to) in ranges {
+        for group_by in ["", "creative"] {
+            single_days.push(report_of(&app.db.pool, "flight", params(from, to, group_by)).await);
+        }
+    }
+    let blocks = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM reach_sketch_blocks")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(blocks().await, 0);
+
+    // The fold puts the days in their blocks; every report is the same.
+    let through = (end - Duration::days(1)).date();
+    earshot_loader::daily::fold_blocks(&app.db.pool, through)
+        .await
+        .unwrap()
+        .expect("the mark moves");
+    assert!(blocks().await > 0);
+    let mark: Option<Date> = sqlx::query_scalar("SELECT reach_blocks_through FROM counting_state")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(mark, Some(through));
+    let mut i = 0;
+    for (from, to) in ranges {
+        for group_by in ["", "creative"] {
+            let got = report_of(&app.db.pool, "flight", params(from, to, group_by)).await;
+            assert_eq!(got, single_days[i], "{from} .. {to} by {group_by:?}");
+            i += 1;
+        }
+    }
+
+    // New listeners on a folded day: the load adds them to the day and to
+    // its blocks, and the reach over blocks is the reach over days.
+    let newcomers: Vec<TrackingEvent> = (0..2_500u64)
+        .map(|n| {
+            impression(
+                "flight",
+                "cr2",
+                late + Duration::minutes(n as i64 % 1_000),
+                listener(12, n),
+                ListenerPeriod::Month,
+            )
+        })
+        .collect();
+    load_without_upkeep(&app.db, &newcomers).await;
+    for group_by in ["", "creative"] {
+        let over_blocks = report_of(&app.db.pool, "flight", params(start, end, group_by)).await;
+        sqlx::query("UPDATE counting_state SET reach_blocks_through = NULL")
+            .execute(&app.db.pool)
+            .await
+            .unwrap();
+        let over_days = report_of(&app.db.pool, "flight", params(start, end, group_by)).await;
+        sqlx::query("UPDATE counting_state SET reach_blocks_through = $1")
+            .bind(through)
+            .execute(&app.db.pool)
+            .await
+            .unwrap();
+        assert_eq!(over_blocks, over_days, "by {group_by:?}");
+        let before = &single_days[if group_by.is_empty() { 0 } else { 1 }];
+        assert!(
+            over_blocks["totals"]["reach"].as_i64().unwrap()
+                > before["totals"]["reach"].as_i64().unwrap() + 2_000,
+            "the newcomers are in the reach: {} then {}",
+            before["totals"]["reach"],
+            over_blocks["totals"]["reach"]
+        );
+    }
     assert_books_balance(&app.db.pool).await;
 }

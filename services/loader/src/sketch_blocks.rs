@@ -1,0 +1,271 @@
+//! `reach_sketch_blocks` (migration 27): each reach sketch of a day up to
+//! the reach blocks' mark (`counting_state.reach_blocks_through`) united
+//! into the aligned blocks of 2 to 128 days holding it, so a report over
+//! many days merges a few block sketches instead of one per day
+//! (docs/COUNTING.md, "Reach and frequency").
+//!
+//! Written two ways, like `rollup_blocks`: the fold adds whole days when
+//! the blocks' mark moves ([`crate::daily::fold_blocks`]), and a load of a
+//! day already folded adds its sketches to that day's blocks itself
+//! ([`add_late`]). Both hold `counting_state`'s row (the fold alone, the
+//! loads shared), so each day's listeners reach its blocks exactly once.
+//! A HyperLogLog union is exact on its registers, so a block is the same
+//! sketch whichever way and order its days arrived.
+
+use std::collections::BTreeMap;
+
+use earshot_platform::rollup::BLOCK_SPANS;
+use earshot_platform::sketch::Sketch;
+use sqlx::{Postgres, Transaction};
+use time::Date;
+
+use crate::counting::reach::{DayReach, ReachKey};
+
+/// A `reach_sketch_blocks` key; ordered as the primary key, the order
+/// writers lock rows in.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct BlockKey {
+    pub campaign: String,
+    pub dim: String,
+    pub value: String,
+    pub span_days: i32,
+    pub first_day: Date,
+}
+
+/// The first day of the `span`-day block holding `day` (blocks start on
+/// days whose distance from 1970-01-01 is a multiple of their span, as in
+/// `rollup_blocks`).
+pub fn block_start(day: Date, span: i64) -> Date {
+    const EPOCH: Date = time::macros::date!(1970 - 01 - 01);
+    day - time::Duration::days((day - EPOCH).whole_days().rem_euclid(span))
+}
+
+/// Every block of every span holding `day`, for one scope.
+fn blocks_of(campaign: &str, dim: &str, value: &str, day: Date) -> impl Iterator<Item = BlockKey> {
+    let (campaign, dim, value) = (campaign.to_owned(), dim.to_owned(), value.to_owned());
+    BLOCK_SPANS.into_iter().map(move |span| BlockKey {
+        campaign: campaign.clone(),
+        dim: dim.clone(),
+        value: value.clone(),
+        span_days: span as i32,
+        first_day: block_start(day, span),
+    })
+}
+
+/// The days after `after` (every day, when `None`) up to `through` with
+/// reach sketches.
+const DAYS_TO_FOLD: &str = "SELECT DISTINCT day FROM reach_sketches
+WHERE ($1::date IS NULL OR day > $1) AND day <= $2 ORDER BY day";
+
+/// One day's sketches.
+const DAY_SKETCHES: &str = "SELECT campaign, dim, value, sketch FROM reach_sketches WHERE day = $1";
+
+/// Adds the sketches of the days after `after` up to `through` to their
+/// blocks, a day at a time (a day's sketches are what a fold holds in
+/// memory); returns the block rows written. The caller holds the marks'
+/// row lock.
+pub async fn fold(
+    tx: &mut Transaction<'_, Postgres>,
+    after: Option<Date>,
+    through: Date,
+) -> Result<u64, sqlx::Error> {
+    let days: Vec<Date> = sqlx::query_scalar(DAYS_TO_FOLD)
+        .bind(after)
+        .bind(through)
+        .fetch_all(&mut **tx)
+        .await?;
+    let mut written = 0;
+    for day in days {
+        let rows: Vec<(String, String, String, Vec<u8>)> = sqlx::query_as(DAY_SKETCHES)
+            .bind(day)
+            .fetch_all(&mut **tx)
+            .await?;
+        let mut blocks = BTreeMap::new();
+        for (campaign, dim, value, bytes) in rows {
+            let sketch =
+                Sketch::from_bytes(&bytes).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+            for key in blocks_of(&campaign, &dim, &value, day) {
+                blocks.entry(key).or_insert_with(Sketch::new).merge(&sketch);
+            }
+        }
+        written += merge(tx, blocks).await?;
+    }
+    Ok(written)
+}
+
+/// Adds an object's sketches of days up to `reach_through` (the reach
+/// blocks' mark the load shares) to their blocks.
+pub async fn add_late(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: &[(ReachKey<'_>, DayReach)],
+    reach_through: Option<Date>,
+) -> Result<(), sqlx::Error> {
+    let Some(through) = reach_through else {
+        return Ok(());
+    };
+    let mut blocks = BTreeMap::new();
+    for (k, r) in rows.iter().filter(|(k, _)| k.day <= through) {
+        for key in blocks_of(k.campaign, k.dim, k.value, k.day) {
+            blocks
+                .entry(key)
+                .or_insert_with(Sketch::new)
+                .merge(&r.sketch);
+        }
+    }
+    merge(tx, blocks).await?;
+    Ok(())
+}
+
+/// New blocks, as rows; the keys there already come back.
+const INSERT_BLOCKS: &str =
+    "INSERT INTO reach_sketch_blocks (campaign, dim, value, span_days, first_day, sketch)
+SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int4[], $5::date[], $6::bytea[])
+ON CONFLICT (campaign, dim, value, span_days, first_day) DO NOTHING
+RETURNING campaign, dim, value, span_days, first_day";
+
+/// The stored blocks of the keys given, locked in the keys' order, as
+/// (index of the key, sketch).
+const LOCK_BLOCKS: &str = "SELECT k.i, b.sketch
+FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int4[], $5::date[])
+    WITH ORDINALITY AS k (campaign, dim, value, span_days, first_day, i)
+JOIN reach_sketch_blocks b USING (campaign, dim, value, span_days, first_day)
+ORDER BY k.i FOR UPDATE OF b";
+
+/// The united sketches written back over the rows [`LOCK_BLOCKS`] locked.
+const UPDATE_BLOCKS: &str = "UPDATE reach_sketch_blocks b SET sketch = u.sketch
+FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int4[], $5::date[], $6::bytea[])
+    AS u (campaign, dim, value, span_days, first_day, sketch)
+WHERE (b.campaign, b.dim, b.value, b.span_days, b.first_day)
+    = (u.campaign, u.dim, u.value, u.span_days, u.first_day)";
+
+/// The key columns of `keys`, one array each, for the statements above.
+struct KeyColumns<'a> {
+    campaign: Vec<&'a str>,
+    dim: Vec<&'a str>,
+    value: Vec<&'a str>,
+    span_days: Vec<i32>,
+    first_day: Vec<Date>,
+}
+
+impl<'a> KeyColumns<'a> {
+    fn of(keys: impl Iterator<Item = &'a BlockKey>) -> Self {
+        let mut c = KeyColumns {
+            campaign: Vec::new(),
+            dim: Vec::new(),
+            value: Vec::new(),
+            span_days: Vec::new(),
+            first_day: Vec::new(),
+        };
+        for k in keys {
+            c.campaign.push(&k.campaign);
+            c.dim.push(&k.dim);
+            c.value.push(&k.value);
+            c.span_days.push(k.span_days);
+            c.first_day.push(k.first_day);
+        }
+        c
+    }
+
+    fn bind<'q>(
+        self,
+        q: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>
+    where
+        'a: 'q,
+    {
+        q.bind(self.campaign)
+            .bind(self.dim)
+            .bind(self.value)
+            .bind(self.span_days)
+            .bind(self.first_day)
+    }
+}
+
+/// Unites `blocks` (sorted by key) with `reach_sketch_blocks`: new keys are
+/// inserted; the rows there already are locked in key order, read, united
+/// and written back, so two loads of one block take turns and neither
+/// loses the other's listeners. Returns the rows written.
+async fn merge(
+    tx: &mut Transaction<'_, Postgres>,
+    blocks: BTreeMap<BlockKey, Sketch>,
+) -> Result<u64, sqlx::Error> {
+    if blocks.is_empty() {
+        return Ok(0);
+    }
+    let bytes: Vec<Vec<u8>> = blocks.values().map(Sketch::to_bytes).collect();
+    let inserted: Vec<(String, String, String, i32, Date)> = KeyColumns::of(blocks.keys())
+        .bind(sqlx::query(INSERT_BLOCKS))
+        .bind(&bytes)
+        .try_map(|r: sqlx::postgres::PgRow| {
+            use sqlx::Row;
+            Ok((
+                r.try_get(0)?,
+                r.try_get(1)?,
+                r.try_get(2)?,
+                r.try_get(3)?,
+                r.try_get(4)?,
+            ))
+        })
+        .fetch_all(&mut **tx)
+        .await?;
+    let written = blocks.len() as u64;
+    if inserted.len() == blocks.len() {
+        return Ok(written);
+    }
+    let new: std::collections::BTreeSet<BlockKey> = inserted
+        .into_iter()
+        .map(|(campaign, dim, value, span_days, first_day)| BlockKey {
+            campaign,
+            dim,
+            value,
+            span_days,
+            first_day,
+        })
+        .collect();
+    let there: Vec<(&BlockKey, &Sketch)> =
+        blocks.iter().filter(|(k, _)| !new.contains(k)).collect();
+    let stored: Vec<(i64, Vec<u8>)> = KeyColumns::of(there.iter().map(|(k, _)| *k))
+        .bind(sqlx::query(LOCK_BLOCKS))
+        .try_map(|r: sqlx::postgres::PgRow| {
+            use sqlx::Row;
+            Ok((r.try_get(0)?, r.try_get(1)?))
+        })
+        .fetch_all(&mut **tx)
+        .await?;
+    let mut united_keys = Vec::with_capacity(stored.len());
+    let mut united = Vec::with_capacity(stored.len());
+    for (i, b) in &stored {
+        let (k, s) = there[(*i - 1) as usize];
+        let mut sketch = Sketch::from_bytes(b).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        sketch.merge(s);
+        united_keys.push(k);
+        united.push(sketch.to_bytes());
+    }
+    KeyColumns::of(united_keys.into_iter())
+        .bind(sqlx::query(UPDATE_BLOCKS))
+        .bind(&united)
+        .execute(&mut **tx)
+        .await?;
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::date;
+
+    #[test]
+    fn a_day_is_in_one_block_of_each_span_aligned_from_1970() {
+        // 2026-08-24 is day 20,689 since 1970-01-01.
+        let day = date!(2026 - 08 - 24);
+        let keys: Vec<BlockKey> = blocks_of("c", "", "", day).collect();
+        assert_eq!(keys.len(), BLOCK_SPANS.len());
+        for k in &keys {
+            let span = i64::from(k.span_days);
+            assert!(k.first_day <= day && day < k.first_day + time::Duration::days(span));
+            assert_eq!((k.first_day - date!(1970 - 01 - 01)).whole_days() % span, 0);
+        }
+        assert_eq!(block_start(day, 2), date!(2026 - 08 - 23));
+        assert_eq!(block_start(date!(2026 - 08 - 23), 2), date!(2026 - 08 - 23));
+    }
+}
