@@ -60,10 +60,17 @@ WHERE ($1::date IS NULL OR day > $1) AND day <= $2 ORDER BY day";
 /// One day's sketches.
 const DAY_SKETCHES: &str = "SELECT campaign, dim, value, sketch FROM reach_sketches WHERE day = $1";
 
+/// How many block sketches a fold unites in memory before writing them
+/// (at most 16 KB each: ~64 MB). A daily fold holds a day's, far fewer; a
+/// fold of many days (the first after migration 27, a rebuild) writes each
+/// block once per batch instead of once per day, which would leave a dead
+/// row version per day behind.
+const FOLD_BATCH_BLOCKS: usize = 4_096;
+
 /// Adds the sketches of the days after `after` up to `through` to their
-/// blocks, a day at a time (a day's sketches are what a fold holds in
-/// memory); returns the block rows written. The caller holds the marks'
-/// row lock.
+/// blocks, read a day at a time and written in batches of
+/// [`FOLD_BATCH_BLOCKS`]; returns the block rows written. The caller holds
+/// the marks' row lock, so no load writes a block meanwhile.
 pub async fn fold(
     tx: &mut Transaction<'_, Postgres>,
     after: Option<Date>,
@@ -75,12 +82,12 @@ pub async fn fold(
         .fetch_all(&mut **tx)
         .await?;
     let mut written = 0;
+    let mut blocks = BTreeMap::new();
     for day in days {
         let rows: Vec<(String, String, String, Vec<u8>)> = sqlx::query_as(DAY_SKETCHES)
             .bind(day)
             .fetch_all(&mut **tx)
             .await?;
-        let mut blocks = BTreeMap::new();
         for (campaign, dim, value, bytes) in rows {
             let sketch =
                 Sketch::from_bytes(&bytes).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
@@ -88,8 +95,11 @@ pub async fn fold(
                 blocks.entry(key).or_insert_with(Sketch::new).merge(&sketch);
             }
         }
-        written += merge(tx, blocks).await?;
+        if blocks.len() >= FOLD_BATCH_BLOCKS {
+            written += merge(tx, std::mem::take(&mut blocks)).await?;
+        }
     }
+    written += merge(tx, blocks).await?;
     Ok(written)
 }
 

@@ -30,33 +30,55 @@ pub fn day_blocks(from: Date, to: Date) -> Vec<(i64, Date)> {
 }
 
 /// The last day `rollup_blocks` holds (migration 10): later days are only in
-/// `rollup_daily` until the loader folds them in.
-const BLOCKS_THROUGH: &str = "SELECT blocks_through FROM counting_state";
+/// `rollup_daily` until the loader folds them in; and the last day
+/// `reach_sketch_blocks` holds (migration 27; NULL before the loader's first
+/// fold of a database that had sketches).
+const BLOCKS_THROUGH: &str = "SELECT blocks_through, reach_blocks_through FROM counting_state";
 
 /// How long the API trusts the blocks' mark it read. Reading it with every
 /// report was one more round trip per uncached report (1,652 against 1,947
 /// req/s in `scripts/bench api`); the mark moves once a day.
 pub const BLOCKS_MARK_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// The blocks' mark as last read, per database. An old mark is still right:
-/// the mark only moves forward, and the blocks of the days up to any mark
-/// it held stay whole (loads of those days add to them), so a report that
-/// uses an old one reads a few more single days, never a partial block.
+/// The blocks' marks as last read, per database. An old mark is still
+/// right: a mark only moves forward, and the blocks of the days up to any
+/// mark it held stay whole (loads of those days add to them), so a report
+/// that uses an old one reads a few more single days, never a partial
+/// block.
 #[derive(Debug, Default)]
-pub struct BlocksMark(std::sync::Mutex<Option<(Date, std::time::Instant)>>);
+pub struct BlocksMark(std::sync::Mutex<Option<(Marks, std::time::Instant)>>);
+
+/// `rollup_blocks`' mark and `reach_sketch_blocks`'.
+#[derive(Debug, Clone, Copy)]
+struct Marks {
+    blocks: Date,
+    reach: Option<Date>,
+}
 
 impl BlocksMark {
-    /// The mark, read again when older than [`BLOCKS_MARK_TTL`].
-    pub async fn get(&self, pool: &PgPool) -> Result<Date, sqlx::Error> {
+    /// The marks, read again when older than [`BLOCKS_MARK_TTL`].
+    async fn marks(&self, pool: &PgPool) -> Result<Marks, sqlx::Error> {
         let held = *self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((mark, at)) = held {
+        if let Some((marks, at)) = held {
             if at.elapsed() < BLOCKS_MARK_TTL {
-                return Ok(mark);
+                return Ok(marks);
             }
         }
-        let mark: Date = sqlx::query_scalar(BLOCKS_THROUGH).fetch_one(pool).await?;
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((mark, std::time::Instant::now()));
-        Ok(mark)
+        let (blocks, reach) = sqlx::query_as(BLOCKS_THROUGH).fetch_one(pool).await?;
+        let marks = Marks { blocks, reach };
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((marks, std::time::Instant::now()));
+        Ok(marks)
+    }
+
+    /// `rollup_blocks`' mark.
+    pub async fn get(&self, pool: &PgPool) -> Result<Date, sqlx::Error> {
+        Ok(self.marks(pool).await?.blocks)
+    }
+
+    /// `reach_sketch_blocks`' mark; `None` while it holds no day.
+    pub async fn reach(&self, pool: &PgPool) -> Result<Option<Date>, sqlx::Error> {
+        Ok(self.marks(pool).await?.reach)
     }
 }
 

@@ -244,7 +244,7 @@ pub async fn run_with(
     // at day and total granularity, as the uniques; the rows' by nothing or
     // by one sketched dimension.
     let sketches = if spec.granularity != Granularity::Hour {
-        Some(RangeSketches::read(pool, campaign, spec).await?)
+        Some(RangeSketches::read(pool, blocks_mark, campaign, spec).await?)
     } else {
         None
     };

@@ -13,21 +13,13 @@
 use std::collections::{BTreeSet, HashMap};
 
 use earshot_platform::sketch::{Sketch, DIM_CAMPAIGN};
-use sqlx::PgPool;
+use sqlx::{AssertSqlSafe, PgPool};
 use time::{Date, Duration};
 
-use super::blocks::day_parts;
+use super::blocks::{day_parts, BlocksMark};
 use super::metrics::Reach;
 use super::spec::{Granularity, ReportSpec};
 use crate::error::ApiError;
-
-/// The range's whole UTC days: a range that starts or ends inside a day
-/// takes that whole day.
-const RANGE_DAYS: &str = "SELECT ($1 AT TIME ZONE 'UTC')::date,
-    ($2 AT TIME ZONE 'UTC')::date + (($2 AT TIME ZONE 'UTC')::time > '00:00')::int";
-
-/// The last day the reach blocks hold (migration 27).
-const REACH_MARK: &str = "SELECT reach_blocks_through FROM counting_state";
 
 /// The days of the range, with the sketches of those in `$5` (the days no
 /// block covers). The periods of every day come back, whose sketch is read
@@ -38,14 +30,20 @@ const RANGE_SKETCHES: &str = "SELECT day, dim, value,
 FROM reach_sketches
 WHERE campaign = $1 AND dim = ANY($2) AND day >= $3 AND day < $4";
 
-/// The block sketches of the parts given as (span, first day).
-const BLOCK_SKETCHES: &str = "SELECT b.dim, b.value, b.sketch
-FROM reach_sketch_blocks b JOIN UNNEST($3::int4[], $4::date[]) AS p (span_days, first_day)
+/// The block sketches of the parts given as (span, first day), with
+/// [`RANGE_SKETCHES`]' columns: no day, no periods.
+const BLOCK_SKETCHES: &str = "SELECT NULL::date, b.dim, b.value, b.sketch, false, false
+FROM reach_sketch_blocks b JOIN UNNEST($6::int4[], $7::date[]) AS p (span_days, first_day)
     USING (span_days, first_day)
 WHERE b.campaign = $1 AND b.dim = ANY($2)";
 
-/// A row of [`RANGE_SKETCHES`]: day, dim, value, sketch, day_ids, month_ids.
-type DayRow = (Date, String, String, Option<Vec<u8>>, bool, bool);
+/// The range's day rows and its blocks, in one round trip.
+static RANGE_AND_BLOCKS: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("{RANGE_SKETCHES}\nUNION ALL\n{BLOCK_SKETCHES}"));
+
+/// A row of [`RANGE_SKETCHES`]: day, dim, value, sketch, day_ids,
+/// month_ids; of [`BLOCK_SKETCHES`] with no day.
+type DayRow = (Option<Date>, String, String, Option<Vec<u8>>, bool, bool);
 
 /// One stored day of the range: its listener-id periods, and its sketch
 /// unless a block of the range holds the day.
@@ -92,16 +90,21 @@ impl RangeSketches {
     /// reach over the range), the days up to the reach blocks' mark come
     /// as the fewest aligned blocks (`reach_sketch_blocks`), the same
     /// union in a tenth of the sketches over 90 days; by day, every day's.
-    pub async fn read(pool: &PgPool, campaign: &str, spec: &ReportSpec) -> Result<Self, ApiError> {
+    pub async fn read(
+        pool: &PgPool,
+        marks: &BlocksMark,
+        campaign: &str,
+        spec: &ReportSpec,
+    ) -> Result<Self, ApiError> {
         let mut dims = vec![DIM_CAMPAIGN];
         dims.extend(spec.reach_dim().and_then(|d| d.sketch_dim()));
-        let (first, end): (Date, Date) = sqlx::query_as(RANGE_DAYS)
-            .bind(spec.from)
-            .bind(spec.to)
-            .fetch_one(pool)
-            .await?;
-        let mark: Option<Date> = if spec.granularity == Granularity::Total {
-            sqlx::query_scalar(REACH_MARK).fetch_one(pool).await?
+        // The range's whole UTC days: a range that starts or ends inside a
+        // day takes that whole day.
+        let first = spec.from.to_offset(time::UtcOffset::UTC).date();
+        let to = spec.to.to_offset(time::UtcOffset::UTC);
+        let end = to.date() + Duration::days(i64::from(to.time() > time::Time::MIDNIGHT));
+        let mark = if spec.granularity == Granularity::Total {
+            marks.reach(pool).await?
         } else {
             None
         };
@@ -110,16 +113,30 @@ impl RangeSketches {
         let (blocks, singles): (Vec<_>, Vec<_>) =
             parts.into_iter().partition(|(span, _)| *span > 1);
         let singles: Vec<Date> = singles.into_iter().map(|(_, d)| d).collect();
-        let rows: Vec<DayRow> = sqlx::query_as(RANGE_SKETCHES)
+        let spans: Vec<i32> = blocks.iter().map(|(s, _)| *s as i32).collect();
+        let firsts: Vec<Date> = blocks.iter().map(|(_, d)| *d).collect();
+        let rows: Vec<DayRow> = sqlx::query_as(AssertSqlSafe(RANGE_AND_BLOCKS.as_str()))
             .bind(campaign)
             .bind(&dims)
             .bind(first)
             .bind(end)
             .bind(&singles)
+            .bind(&spans)
+            .bind(&firsts)
             .fetch_all(pool)
             .await?;
         let mut by_scope: HashMap<(String, String), ScopeSketches> = HashMap::new();
         for (day, dim, value, bytes, day_ids, month_ids) in rows {
+            let Some(day) = day else {
+                let bytes = bytes.unwrap_or_default();
+                let sketch = decode(campaign, format_args!("a block, {dim:?} {value:?}"), &bytes)?;
+                by_scope
+                    .entry((dim, value))
+                    .or_default()
+                    .blocks
+                    .push(sketch);
+                continue;
+            };
             let sketch = bytes
                 .map(|b| decode(campaign, format_args!("{day}, {dim:?} {value:?}"), &b))
                 .transpose()?;
@@ -133,25 +150,6 @@ impl RangeSketches {
                     day_ids,
                     month_ids,
                 });
-        }
-        if !blocks.is_empty() {
-            let spans: Vec<i32> = blocks.iter().map(|(s, _)| *s as i32).collect();
-            let firsts: Vec<Date> = blocks.iter().map(|(_, d)| *d).collect();
-            let rows: Vec<(String, String, Vec<u8>)> = sqlx::query_as(BLOCK_SKETCHES)
-                .bind(campaign)
-                .bind(&dims)
-                .bind(&spans)
-                .bind(&firsts)
-                .fetch_all(pool)
-                .await?;
-            for (dim, value, bytes) in rows {
-                let sketch = decode(campaign, format_args!("a block, {dim:?} {value:?}"), &bytes)?;
-                by_scope
-                    .entry((dim, value))
-                    .or_default()
-                    .blocks
-                    .push(sketch);
-            }
         }
         Ok(Self { by_scope })
     }
