@@ -88,8 +88,8 @@ enum Command {
     /// Rebuild the multi-day blocks of the daily rollup and of the reach
     /// sketches from the days, for every day up to --through (default: the
     /// last day loaded), and mark them done up to there. The repair when
-    /// verify reports day_blocks, and a step of rolling back past migration
-    /// 10 (docs/OPERATIONS.md).
+    /// verify reports day_blocks or reach_blocks, and a step of rolling
+    /// back past migration 10 (docs/OPERATIONS.md).
     RebuildBlocks {
         /// Last day (YYYY-MM-DD, UTC) the blocks are to hold.
         #[arg(long, value_parser = admin_cli::parse_date)]

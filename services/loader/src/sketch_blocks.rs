@@ -259,6 +259,88 @@ async fn merge(
     Ok(written)
 }
 
+/// The campaigns with reach blocks or with sketches of days up to the mark.
+const CAMPAIGNS_TO_CHECK: &str = "SELECT campaign FROM reach_sketch_blocks
+WHERE $1::text IS NULL OR campaign = $1
+UNION
+SELECT campaign FROM reach_sketches
+WHERE ($1::text IS NULL OR campaign = $1) AND day <= $2";
+
+/// A campaign's sketches of the days up to the mark.
+const CAMPAIGN_DAYS: &str = "SELECT dim, value, day, sketch FROM reach_sketches
+WHERE campaign = $1 AND day <= $2";
+
+/// A campaign's block sketches.
+const CAMPAIGN_BLOCKS: &str = "SELECT dim, value, span_days, first_day, sketch
+FROM reach_sketch_blocks WHERE campaign = $1";
+
+/// `earshot verify`'s check of the reach blocks: every block is the union
+/// of its days' sketches up to the mark, no more and no less (a block
+/// missing, one too many, or other listeners), one campaign at a time.
+/// Each disagreement as (key `campaign/dim/value/first_day/span`, the
+/// count of the days' union, the block's count: 0 where absent).
+pub async fn check(
+    pool: &sqlx::PgPool,
+    campaign: Option<&str>,
+) -> Result<Vec<(String, i64, i64)>, sqlx::Error> {
+    let mark: Option<Date> = sqlx::query_scalar("SELECT reach_blocks_through FROM counting_state")
+        .fetch_one(pool)
+        .await?;
+    // Before the first fold no block may exist.
+    let through = mark.unwrap_or(Date::MIN);
+    let campaigns: Vec<String> = sqlx::query_scalar(CAMPAIGNS_TO_CHECK)
+        .bind(campaign)
+        .bind(through)
+        .fetch_all(pool)
+        .await?;
+    let decode = |b: &[u8]| Sketch::from_bytes(b).map_err(|e| sqlx::Error::Decode(Box::new(e)));
+    let mut out = Vec::new();
+    for c in campaigns {
+        let days: Vec<(String, String, Date, Vec<u8>)> = sqlx::query_as(CAMPAIGN_DAYS)
+            .bind(&c)
+            .bind(through)
+            .fetch_all(pool)
+            .await?;
+        let mut want: BTreeMap<BlockKey, Sketch> = BTreeMap::new();
+        for (dim, value, day, bytes) in days {
+            let sketch = decode(&bytes)?;
+            for key in blocks_of(&c, &dim, &value, day) {
+                want.entry(key).or_default().merge(&sketch);
+            }
+        }
+        let stored: Vec<(String, String, i32, Date, Vec<u8>)> = sqlx::query_as(CAMPAIGN_BLOCKS)
+            .bind(&c)
+            .fetch_all(pool)
+            .await?;
+        let mut have: BTreeMap<BlockKey, Sketch> = BTreeMap::new();
+        for (dim, value, span_days, first_day, bytes) in stored {
+            let key = BlockKey {
+                campaign: c.clone(),
+                dim,
+                value,
+                span_days,
+                first_day,
+            };
+            have.insert(key, decode(&bytes)?);
+        }
+        let keys: std::collections::BTreeSet<&BlockKey> = want.keys().chain(have.keys()).collect();
+        for k in keys {
+            let (w, h) = (want.get(k), have.get(k));
+            if w != h {
+                out.push((
+                    format!(
+                        "{}/{}/{}/{}/{}d",
+                        k.campaign, k.dim, k.value, k.first_day, k.span_days
+                    ),
+                    w.map_or(0, Sketch::count),
+                    h.map_or(0, Sketch::count),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

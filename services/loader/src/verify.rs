@@ -432,6 +432,17 @@ pub async fn verify(pool: &PgPool, campaign: Option<&str>) -> Result<Vec<Mismatc
         );
     }
     out.extend(sketches_against_events(pool, campaign, &kept).await?);
+    out.extend(
+        crate::sketch_blocks::check(pool, campaign)
+            .await?
+            .into_iter()
+            .map(|(key, from_events, from_rollups)| Mismatch {
+                what: "reach_blocks".into(),
+                key,
+                from_events,
+                from_rollups,
+            }),
+    );
     if campaign.is_none() {
         out.extend(keys_against_events(pool).await?);
     }

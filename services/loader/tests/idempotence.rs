@@ -557,7 +557,8 @@ async fn a_loader_counts_against_the_database_it_finds_not_what_it_loaded_before
     // load would leave it.
     sqlx::query(
         "TRUNCATE events, counting_keys, listener_keys, rollup_hourly, rollup_daily,
-                  rollup_blocks, daily_uniques, reach_sketches, frequency_sample, quarantine, loaded_objects",
+                  rollup_blocks, daily_uniques, reach_sketches, reach_sketch_blocks, frequency_sample,
+                  quarantine, loaded_objects",
     )
     .execute(&db.pool)
     .await

@@ -814,6 +814,35 @@ async fn reach_from_day_blocks_is_the_reach_from_single_days_and_a_late_day_join
         .await
         .unwrap();
     assert_eq!(mark, Some(through));
+    // `earshot verify` finds the blocks whole, and names one gone.
+    let reach_blocks = || async {
+        earshot_loader::verify::verify(&app.db.pool, Some("flight"))
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|m| m.what == "reach_blocks")
+            .map(|m| (m.key, m.from_events, m.from_rollups))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(reach_blocks().await, vec![]);
+    let first: Date = sqlx::query_scalar(
+        "DELETE FROM reach_sketch_blocks
+         WHERE (campaign, dim, value, span_days) = ('flight', 'creative', 'cr1', 4)
+           AND first_day = (SELECT min(first_day) FROM reach_sketch_blocks WHERE span_days = 4)
+         RETURNING first_day",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    let gone = reach_blocks().await;
+    assert_eq!(gone.len(), 1, "{gone:?}");
+    assert_eq!(gone[0].0, format!("flight/creative/cr1/{first}/4d"));
+    assert!(gone[0].1 > 0);
+    assert_eq!(gone[0].2, 0, "the block is not there");
+    earshot_loader::daily::rebuild_blocks(&app.db.pool, Some(through))
+        .await
+        .unwrap();
+    assert_eq!(reach_blocks().await, vec![]);
     let mut i = 0;
     for (from, to) in ranges {
         for group_by in ["", "creative"] {
