@@ -52,6 +52,19 @@ fn blocks_of(campaign: &str, dim: &str, value: &str, day: Date) -> impl Iterator
     })
 }
 
+/// A stored sketch, as the database gives it.
+pub(crate) fn decode(bytes: &[u8]) -> Result<Sketch, sqlx::Error> {
+    Sketch::from_bytes(bytes).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+/// A stored sketch united with `add`, as bytes to write back: the step
+/// both the day sketches and their blocks take under their row locks.
+pub(crate) fn unite(stored: &[u8], add: &Sketch) -> Result<Vec<u8>, sqlx::Error> {
+    let mut sketch = decode(stored)?;
+    sketch.merge(add);
+    Ok(sketch.to_bytes())
+}
+
 /// The days after `after` (every day, when `None`) up to `through` with
 /// reach sketches.
 const DAYS_TO_FOLD: &str = "SELECT DISTINCT day FROM reach_sketches
@@ -89,8 +102,7 @@ pub async fn fold(
             .fetch_all(&mut **tx)
             .await?;
         for (campaign, dim, value, bytes) in rows {
-            let sketch =
-                Sketch::from_bytes(&bytes).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+            let sketch = decode(&bytes)?;
             for key in blocks_of(&campaign, &dim, &value, day) {
                 blocks.entry(key).or_insert_with(Sketch::new).merge(&sketch);
             }
@@ -246,10 +258,8 @@ async fn merge(
     let mut united = Vec::with_capacity(stored.len());
     for (i, b) in &stored {
         let (k, s) = there[(*i - 1) as usize];
-        let mut sketch = Sketch::from_bytes(b).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-        sketch.merge(s);
         united_keys.push(k);
-        united.push(sketch.to_bytes());
+        united.push(unite(b, s)?);
     }
     KeyColumns::of(united_keys.into_iter())
         .bind(sqlx::query(UPDATE_BLOCKS))
@@ -293,7 +303,6 @@ pub async fn check(
         .bind(through)
         .fetch_all(pool)
         .await?;
-    let decode = |b: &[u8]| Sketch::from_bytes(b).map_err(|e| sqlx::Error::Decode(Box::new(e)));
     let mut out = Vec::new();
     for c in campaigns {
         let days: Vec<(String, String, Date, Vec<u8>)> = sqlx::query_as(CAMPAIGN_DAYS)

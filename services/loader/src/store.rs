@@ -4,7 +4,6 @@
 use std::sync::LazyLock;
 
 use earshot_platform::rollup::{hourly_column, HOURLY_HITS};
-use earshot_platform::sketch::Sketch;
 use sqlx::{PgPool, Postgres, Transaction};
 use time::{Date, OffsetDateTime};
 use uuid::Uuid;
@@ -569,10 +568,8 @@ async fn merge_sketches(
     let mut merged_bytes = Vec::with_capacity(stored.len());
     for (i, b) in &stored {
         let (k, r) = there[(*i - 1) as usize];
-        let mut s = Sketch::from_bytes(b).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-        s.merge(&r.sketch);
         merged.push((k, r));
-        merged_bytes.push(s.to_bytes());
+        merged_bytes.push(sketch_blocks::unite(b, &r.sketch)?);
     }
     sqlx::query(UPDATE_SKETCHES)
         .bind(
