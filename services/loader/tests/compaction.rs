@@ -238,7 +238,6 @@ async fn a_loader_merges_what_it_appended_before_it_stops() {
 
     // The same data loaded as one object has the same groups and sums.
     let clean = TestDb::new().await;
-    let all = temp_dir("compact-stop-clean");
     let events: Vec<TrackingEvent> = (0..10)
         .flat_map(|i| {
             let text = std::fs::read(dir.join(format!("o{i:02}.ndjson"))).unwrap();
@@ -248,8 +247,7 @@ async fn a_loader_merges_what_it_appended_before_it_stops() {
                 .collect::<Vec<_>>()
         })
         .collect();
-    write_object(&all, "all.ndjson", &ndjson(&events));
-    load_dir(&clean.pool, &all).await;
+    load_events(&clean.pool, "compact-stop-clean", &events).await;
     assert_eq!(sums(&db.pool).await, sums(&clean.pool).await);
 }
 

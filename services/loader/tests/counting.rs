@@ -23,56 +23,40 @@ async fn counting_rules_hold_for_every_case() {
     let t = datetime!(2026-11-26 10:00 UTC);
     let late = datetime!(2026-11-26 23:59:59.999 UTC);
     let next_day = datetime!(2026-11-27 00:00:00.000 UTC);
+    // Listener `who`'s hit on campaign c1, creative cr1, episode e1: the
+    // cases vary the one field they are about.
+    let hit = |ts, who, verdict| ev(ts, "c1", "cr1", Some("e1"), Impression, who, verdict);
     let cases = vec![
         Case {
             name: "one valid impression counts once",
-            objects: vec![vec![ev(t, "c1", "cr1", Some("e1"), Impression, 1, Valid)]],
+            objects: vec![vec![hit(t, 1, Valid)]],
             want: (1, 1, 0, 0),
         },
         Case {
             name: "the same listener twice on one day counts once",
             objects: vec![vec![
-                ev(t, "c1", "cr1", Some("e1"), Impression, 1, Valid),
-                ev(
-                    t + time::Duration::hours(5),
-                    "c1",
-                    "cr1",
-                    Some("e1"),
-                    Impression,
-                    1,
-                    Valid,
-                ),
+                hit(t, 1, Valid),
+                hit(t + time::Duration::hours(5), 1, Valid),
             ]],
             want: (2, 1, 0, 0),
         },
         Case {
             name: "duplicates across objects count once",
             objects: vec![
-                vec![ev(t, "c1", "cr1", Some("e1"), Impression, 1, Valid)],
-                vec![ev(
-                    t + time::Duration::minutes(1),
-                    "c1",
-                    "cr1",
-                    Some("e1"),
-                    Impression,
-                    1,
-                    Valid,
-                )],
+                vec![hit(t, 1, Valid)],
+                vec![hit(t + time::Duration::minutes(1), 1, Valid)],
             ],
             want: (2, 1, 0, 0),
         },
         Case {
             name: "across the UTC day boundary the listener counts again",
-            objects: vec![vec![
-                ev(late, "c1", "cr1", Some("e1"), Impression, 1, Valid),
-                ev(next_day, "c1", "cr1", Some("e1"), Impression, 1, Valid),
-            ]],
+            objects: vec![vec![hit(late, 1, Valid), hit(next_day, 1, Valid)]],
             want: (2, 2, 0, 0),
         },
         Case {
             name: "another episode, creative or event kind is another count",
             objects: vec![vec![
-                ev(t, "c1", "cr1", Some("e1"), Impression, 1, Valid),
+                hit(t, 1, Valid),
                 ev(t, "c1", "cr1", Some("e2"), Impression, 1, Valid),
                 ev(t, "c1", "cr2", Some("e1"), Impression, 1, Valid),
                 ev(t, "c1", "cr1", Some("e1"), Start, 1, Valid),
@@ -82,36 +66,25 @@ async fn counting_rules_hold_for_every_case() {
         },
         Case {
             name: "other listeners count separately",
-            objects: vec![vec![
-                ev(t, "c1", "cr1", Some("e1"), Impression, 1, Valid),
-                ev(t, "c1", "cr1", Some("e1"), Impression, 2, Valid),
-                ev(t, "c1", "cr1", Some("e1"), Impression, 3, Valid),
-            ]],
+            objects: vec![vec![hit(t, 1, Valid), hit(t, 2, Valid), hit(t, 3, Valid)]],
             want: (3, 3, 0, 0),
         },
         Case {
             name: "bots are recorded and never counted",
-            objects: vec![vec![
-                ev(t, "c1", "cr1", Some("e1"), Impression, 1, Bot),
-                ev(t, "c1", "cr1", Some("e1"), Impression, 1, Bot),
-                ev(t, "c1", "cr1", Some("e1"), Impression, 2, Valid),
-            ]],
+            objects: vec![vec![hit(t, 1, Bot), hit(t, 1, Bot), hit(t, 2, Valid)]],
             want: (3, 1, 2, 0),
         },
         Case {
             name: "forged signatures are recorded as invalid and never counted",
             objects: vec![vec![
-                ev(t, "c1", "cr1", Some("e1"), Impression, 1, Invalid),
                 ev(t, "c1", "cr1", Some("e1"), Complete, 1, Invalid),
+                hit(t, 1, Invalid),
             ]],
             want: (2, 0, 0, 2),
         },
         Case {
             name: "a bot hit does not use up the listener's count",
-            objects: vec![
-                vec![ev(t, "c1", "cr1", Some("e1"), Impression, 1, Bot)],
-                vec![ev(t, "c1", "cr1", Some("e1"), Impression, 1, Valid)],
-            ],
+            objects: vec![vec![hit(t, 1, Bot)], vec![hit(t, 1, Valid)]],
             want: (2, 1, 1, 0),
         },
     ];
@@ -133,22 +106,17 @@ async fn counting_rules_hold_for_every_case() {
 #[tokio::test]
 async fn unknown_campaigns_are_kept_and_counted() {
     let db = TestDb::new().await;
-    let dir = temp_dir("unknown");
     let t = datetime!(2026-11-26 10:00 UTC);
-    write_object(
-        &dir,
-        "a.ndjson",
-        &ndjson(&[ev(
-            t,
-            "not-registered",
-            "cr1",
-            None,
-            EventKind::Impression,
-            1,
-            Verdict::Valid,
-        )]),
+    let hit = ev(
+        t,
+        "not-registered",
+        "cr1",
+        None,
+        EventKind::Impression,
+        1,
+        Verdict::Valid,
     );
-    load_dir(&db.pool, &dir).await;
+    load_events(&db.pool, "unknown", &[hit]).await;
     assert_eq!(count(&db.pool, "SELECT count(*) FROM campaigns").await, 0);
     assert_eq!(totals(&db.pool, "not-registered").await, (1, 1, 0, 0));
     assert_eq!(
@@ -165,7 +133,6 @@ async fn unknown_campaigns_are_kept_and_counted() {
 async fn ten_thousand_forged_creative_ids_add_one_rollup_row_not_ten_thousand() {
     const FORGED: u32 = 10_000;
     let db = TestDb::new().await;
-    let dir = temp_dir("forged");
     let t = datetime!(2026-11-26 10:00 UTC);
     let mut events = vec![ev(
         t,
@@ -188,8 +155,7 @@ async fn ten_thousand_forged_creative_ids_add_one_rollup_row_not_ten_thousand() 
             .verdict(Verdict::Invalid)
             .build()
     }));
-    write_object(&dir, "forged.ndjson", &ndjson(&events));
-    load_dir(&db.pool, &dir).await;
+    load_events(&db.pool, "forged", &events).await;
 
     // Every hit is recorded, with the ids it claimed.
     assert_eq!(
@@ -240,22 +206,17 @@ async fn ten_thousand_forged_creative_ids_add_one_rollup_row_not_ten_thousand() 
 #[tokio::test]
 async fn daily_uniques_count_listeners_with_a_valid_impression_per_campaign_and_creative() {
     let db = TestDb::new().await;
-    let dir = temp_dir("uniques");
     let t = datetime!(2026-11-26 10:00 UTC);
     use EventKind::*;
     use Verdict::*;
-    write_object(
-        &dir,
-        "a.ndjson",
-        &ndjson(&[
-            ev(t, "c1", "cr1", Some("e1"), Impression, 1, Valid),
-            ev(t, "c1", "cr2", Some("e1"), Impression, 1, Valid), // same listener, other creative
-            ev(t, "c1", "cr1", Some("e2"), Impression, 2, Valid),
-            ev(t, "c1", "cr1", Some("e1"), Start, 3, Valid), // no impression: not a unique
-            ev(t, "c1", "cr1", Some("e1"), Impression, 4, Bot), // bot: not a unique
-        ]),
-    );
-    load_dir(&db.pool, &dir).await;
+    let events = [
+        ev(t, "c1", "cr1", Some("e1"), Impression, 1, Valid),
+        ev(t, "c1", "cr2", Some("e1"), Impression, 1, Valid), // same listener, other creative
+        ev(t, "c1", "cr1", Some("e2"), Impression, 2, Valid),
+        ev(t, "c1", "cr1", Some("e1"), Start, 3, Valid), // no impression: not a unique
+        ev(t, "c1", "cr1", Some("e1"), Impression, 4, Bot), // bot: not a unique
+    ];
+    load_events(&db.pool, "uniques", &events).await;
     let rows: Vec<(String, i64)> = sqlx::query_as(
         "SELECT creative, listeners FROM daily_uniques WHERE campaign = 'c1' ORDER BY creative",
     )
@@ -362,10 +323,8 @@ fn heard(day: time::Date, who: std::ops::Range<u32>) -> Vec<earshot_domain::Trac
 async fn days_reach_their_blocks_once_whether_loaded_before_or_after_their_fold() {
     let db = TestDb::new().await;
     let (today, old, yesterday) = today_old_yesterday();
-    let dir = temp_dir("fold");
     let first = [heard(old, 0..3), heard(yesterday, 0..5)].concat();
-    write_object(&dir, "a.ndjson", &ndjson(&first));
-    load_dir(&db.pool, &dir).await;
+    let dir = load_events(&db.pool, "fold", &first).await;
     assert_eq!(
         count(
             &db.pool,
@@ -425,10 +384,8 @@ async fn days_reach_their_blocks_once_whether_loaded_before_or_after_their_fold(
 async fn rebuilding_the_blocks_repairs_them_and_marks_every_day_loaded() {
     let db = TestDb::new().await;
     let (today, old, yesterday) = today_old_yesterday();
-    let dir = temp_dir("rebuild");
     let events = [heard(old, 0..4), heard(yesterday, 0..6)].concat();
-    write_object(&dir, "a.ndjson", &ndjson(&events));
-    load_dir(&db.pool, &dir).await;
+    load_events(&db.pool, "rebuild", &events).await;
     // Blocks off, as a loader that does not know the mark leaves them: it
     // adds yesterday, after the mark, to its blocks all the same.
     exec(
@@ -507,10 +464,8 @@ async fn loads_share_the_blocks_mark_and_a_fold_waits_for_every_load_in_flight()
 #[tokio::test]
 async fn verify_reports_a_day_whose_keys_are_not_the_keys_of_its_events() {
     let db = TestDb::new().await;
-    let dir = temp_dir("keys-off");
     let events = impressions(0..3, datetime!(2026-11-26 12:00 UTC));
-    write_object(&dir, "a.ndjson", &ndjson(&events));
-    load_dir(&db.pool, &dir).await;
+    load_events(&db.pool, "keys-off", &events).await;
     assert_books_balance(&db.pool).await;
 
     // A counting key no event gives, and a listener key gone.

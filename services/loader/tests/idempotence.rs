@@ -56,9 +56,7 @@ async fn events_repeated_in_another_object_are_kept_once() {
     assert_eq!(count(&db.pool, "SELECT count(*) FROM events").await, 200);
 
     let clean = TestDb::new().await;
-    let clean_dir = temp_dir("overlap-clean");
-    write_object(&clean_dir, "all.ndjson", &ndjson(&events));
-    load_dir(&clean.pool, &clean_dir).await;
+    load_events(&clean.pool, "overlap-clean", &events).await;
     assert_eq!(
         totals(&db.pool, "c1").await,
         totals(&clean.pool, "c1").await

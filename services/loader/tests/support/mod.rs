@@ -7,6 +7,7 @@ use earshot_domain::{EventKind, TrackingEvent, Verdict};
 pub use earshot_testkit::loader::{
     assert_books_balance, count, dir_object, load_dir, load_dir_with, load_options as opts, loader,
 };
+use earshot_testkit::TempDir;
 pub use earshot_testkit::{event, listener, ndjson, temp_dir};
 use sqlx::PgPool;
 use time::OffsetDateTime;
@@ -92,6 +93,15 @@ pub fn write_impressions(
 
 pub fn write_object(dir: &Path, name: &str, bytes: &[u8]) {
     std::fs::write(dir.join(name), bytes).unwrap();
+}
+
+/// Loads `events` as the object `a.ndjson` of a new folder tagged `tag`.
+/// The folder is returned for the objects a test adds after it.
+pub async fn load_events(pool: &PgPool, tag: &str, events: &[TrackingEvent]) -> TempDir {
+    let dir = temp_dir(tag);
+    write_object(&dir, "a.ndjson", &ndjson(events));
+    load_dir(pool, &dir).await;
+    dir
 }
 
 /// (raw, counted, bot, invalid) over all rollups of a campaign.
