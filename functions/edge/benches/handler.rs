@@ -26,6 +26,7 @@ use std::net::IpAddr;
 use earshot_domain::{ListenerHasher, ListenerSecret, PixelParams, SigningKeys, UaClassifier};
 use earshot_edge::config::{SigningConfig, TrustConfig};
 use earshot_edge::hit::{HitRequest, Recorder, LINE_CAPACITY};
+use earshot_testkit::edge::{signed_query, BENCH_LISTENER_SECRET, BENCH_SIGNING_KEYS};
 use http::{HeaderMap, Method};
 
 const RUNS: usize = 31;
@@ -38,7 +39,6 @@ const NUMBERING_GOAL_NS: f64 = 50.0;
 const GEO_GOAL_NS: f64 = 1_000.0;
 /// and loading its data at most this much to the Lambda INIT.
 const GEO_INIT_GOAL_MS: f64 = 5.0;
-const KEYS: &str = "k1:bench-signing-secret-0123456789";
 
 /// Real podcast-client user agents (OPAWG examples and common players).
 const USER_AGENTS: &[&str] = &[
@@ -55,11 +55,11 @@ const USER_AGENTS: &[&str] = &[
 fn recorder(ua: UaClassifier) -> Recorder {
     Recorder {
         listener: ListenerHasher::new(
-            ListenerSecret::new("bench-listener-secret-0123456789").unwrap(),
+            ListenerSecret::new(BENCH_LISTENER_SECRET).unwrap(),
             earshot_edge::config::DEFAULT_LISTENER_PERIOD,
         ),
         signing: SigningConfig {
-            keys: SigningKeys::parse(KEYS).unwrap(),
+            keys: SigningKeys::parse(BENCH_SIGNING_KEYS).unwrap(),
             required: true,
         },
         ua,
@@ -70,7 +70,7 @@ fn recorder(ua: UaClassifier) -> Recorder {
 }
 
 /// A signed pixel query, as the ad server writes it (with a filled cache buster).
-fn signed_query(i: usize) -> String {
+fn pixel_query(i: usize) -> String {
     let events = [
         "impression",
         "start",
@@ -83,12 +83,11 @@ fn signed_query(i: usize) -> String {
         100 + i % 50,
         events[i % events.len()]
     );
-    let sig = SigningKeys::parse(KEYS)
-        .unwrap()
-        .newest()
-        .unwrap()
-        .sign(&PixelParams::parse(&q).signed_fields().canonical());
-    format!("{q}&k=k1&sig={sig}&cb={}", 1_700_000_000 + i)
+    format!(
+        "{}&cb={}",
+        signed_query(BENCH_SIGNING_KEYS, &q),
+        1_700_000_000 + i
+    )
 }
 
 /// One hit as the edge runs it: record and encode into a fresh line.
@@ -119,7 +118,7 @@ fn requests(n: usize, ua: impl Fn(usize) -> String) -> Vec<Req> {
             );
             headers.insert("accept", "*/*".parse().unwrap());
             Req {
-                query: signed_query(i),
+                query: pixel_query(i),
                 headers,
                 ip: public[i],
             }
@@ -304,13 +303,13 @@ fn main() {
 
     // Where the time goes (seen UA).
     println!("\nbreakdown (seen UA):");
-    let keys = SigningKeys::parse(KEYS).unwrap();
+    let keys = SigningKeys::parse(BENCH_SIGNING_KEYS).unwrap();
     let s = measure(ITERS, Some(&mut base), |_, i| {
         black_box(PixelParams::parse(black_box(&cached[i].query)).check(&keys, true));
     });
     row("  parse query + verify signature", &s);
     let hasher = ListenerHasher::new(
-        ListenerSecret::new("bench-listener-secret-0123456789").unwrap(),
+        ListenerSecret::new(BENCH_LISTENER_SECRET).unwrap(),
         earshot_edge::config::DEFAULT_LISTENER_PERIOD,
     );
     let day = now.date();

@@ -17,9 +17,11 @@
 
 use std::path::{Path, PathBuf};
 
-use earshot_domain::{PixelParams, SigningKeys};
 use earshot_edge::sink::firehose::billed_bytes;
-use earshot_testkit::edge::{mixed_hits, send_concurrently, send_sequentially};
+use earshot_testkit::edge::{
+    mixed_hits, send_concurrently, send_sequentially, signed_query, BENCH_LISTENER_SECRET,
+    BENCH_SIGNING_KEYS,
+};
 use earshot_testkit::{FirehoseFaultProxy, LambdaRuntimeEmulator, LocalEdge, Moto};
 
 const INIT_RUNS: usize = 25;
@@ -27,8 +29,6 @@ const WRK_ROUNDS: usize = 8;
 const WRK_SECONDS: u32 = 3;
 const WRK_CONNECTIONS: u32 = 32;
 const BILLING_HITS: usize = 600;
-const SECRET: &str = "bench-listener-secret-0123456789";
-const KEYS: &str = "k1:bench-signing-secret-0123456789";
 const UA: &str = "Podcasts/1650.20 CFNetwork/1333.0.4 Darwin/21.5.0";
 
 fn edge_bin() -> PathBuf {
@@ -115,8 +115,8 @@ async fn init_section(bin: &Path) {
     println!("init: process start → first /runtime/invocation/next, {INIT_RUNS} runs each");
     let mut base = kv(&[
         ("EARSHOT_FIREHOSE_STREAM", "earshot-events"),
-        ("EARSHOT_LISTENER_SECRET", SECRET),
-        ("EARSHOT_SIGNING_KEYS", KEYS),
+        ("EARSHOT_LISTENER_SECRET", BENCH_LISTENER_SECRET),
+        ("EARSHOT_SIGNING_KEYS", BENCH_SIGNING_KEYS),
     ]);
     // As under Lambda: credentials and region, no custom endpoint (so the
     // Firehose client trusts the AWS roots, EARSHOT_TLS_ROOTS=aws). Nothing
@@ -217,12 +217,10 @@ async fn init_section(bin: &Path) {
 
 fn signed_pixel_path() -> String {
     let q = "c=spring-sale-2026&cr=cr_30s_v2&ep=ep-101&sh=dailytech&pos=mid&ev=impression";
-    let sig = SigningKeys::parse(KEYS)
-        .unwrap()
-        .newest()
-        .unwrap()
-        .sign(&PixelParams::parse(q).signed_fields().canonical());
-    format!("/v1/t?{q}&k=k1&sig={sig}&cb=1700000000")
+    format!(
+        "/v1/t?{}&cb=1700000000",
+        signed_query(BENCH_SIGNING_KEYS, q)
+    )
 }
 
 /// Requests per second and requests served, from wrk's summary; fails on
@@ -288,8 +286,8 @@ async fn http_section(bin: &Path) {
     ] {
         let dir = tempfile::tempdir().unwrap();
         let mut env = kv(&[
-            ("EARSHOT_LISTENER_SECRET", SECRET),
-            ("EARSHOT_SIGNING_KEYS", KEYS),
+            ("EARSHOT_LISTENER_SECRET", BENCH_LISTENER_SECRET),
+            ("EARSHOT_SIGNING_KEYS", BENCH_SIGNING_KEYS),
         ]);
         env.push((
             "EARSHOT_SINK".into(),
@@ -363,7 +361,7 @@ async fn billed_via_proxy(
     env.extend(kv(&[
         ("EARSHOT_SINK", "firehose"),
         ("EARSHOT_FIREHOSE_STREAM", stream),
-        ("EARSHOT_LISTENER_SECRET", SECRET),
+        ("EARSHOT_LISTENER_SECRET", BENCH_LISTENER_SECRET),
     ]));
     env.extend(kv(flush));
     let mut edge = LocalEdge::spawn(bin, env).await.unwrap();

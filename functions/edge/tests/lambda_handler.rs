@@ -7,12 +7,12 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use earshot_domain::{
-    EventKind, ListenerHasher, ListenerId, ListenerSecret, PixelParams, Placement, SigningKeys,
-    TrackingEvent, Verdict,
+    EventKind, ListenerHasher, ListenerId, ListenerSecret, Placement, TrackingEvent, Verdict,
 };
 use earshot_edge::config::EdgeConfig;
 use earshot_edge::hit::PIXEL_GIF;
 use earshot_edge::App;
+use earshot_testkit::edge::signed_query;
 use lambda_http::{Body, RequestExt};
 use serde_json::Value;
 
@@ -259,12 +259,7 @@ async fn bot_and_invalid_hits_are_recorded_with_their_reason_and_still_get_the_g
 async fn signed_hits_are_valid_and_tampered_ones_are_invalid() {
     let edge = Edge::start(&[("EARSHOT_SIGNING_KEYS", SIGNING_KEYS)]).await;
     let query = "c=spring-sale&cr=cr_30s&ep=ep101&sh=dailytech&pos=mid&ev=impression";
-    let keys = SigningKeys::parse(SIGNING_KEYS).unwrap();
-    let sig = keys
-        .newest()
-        .unwrap()
-        .sign(&PixelParams::parse(query).signed_fields().canonical());
-    let signed = format!("{query}&k=k1&sig={sig}");
+    let signed = signed_query(SIGNING_KEYS, query);
     let mut good = fixture("apigw-v2-get.json");
     set_query(&mut good, &signed);
     let mut tampered = fixture("apigw-v2-get.json");

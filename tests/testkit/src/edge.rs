@@ -175,6 +175,24 @@ pub const APP_UA: &str = "Overcast/3.0 (+http://overcast.fm/; iOS podcast app)";
 /// A user agent the edge's user-agent lists know as a bot (`ua_listed:curl`).
 pub const BOT_UA: &str = "curl/8.5.0";
 
+/// The signing keys (`EARSHOT_SIGNING_KEYS`) the edge's benches run with.
+pub const BENCH_SIGNING_KEYS: &str = "k1:bench-signing-secret-0123456789";
+/// The listener secret (`EARSHOT_LISTENER_SECRET`) the edge's benches run with.
+pub const BENCH_LISTENER_SECRET: &str = "bench-listener-secret-0123456789";
+
+/// `query` signed with the newest of `keys` (`EARSHOT_SIGNING_KEYS`
+/// syntax): `k` and `sig` appended, as the ad server writes them.
+pub fn signed_query(keys: &str, query: &str) -> String {
+    let keys = earshot_domain::SigningKeys::parse(keys).expect("signing keys");
+    let key = keys.newest().expect("a signing key");
+    let sig = key.sign(
+        &earshot_domain::PixelParams::parse(query)
+            .signed_fields()
+            .canonical(),
+    );
+    format!("{query}&k={}&sig={sig}", key.id().as_str())
+}
+
 /// `n` hits cycling valid, bot, invalid (unsigned: for an edge without
 /// signing keys), on campaign `campaign`, cycling through the VAST events.
 pub fn mixed_hits(n: usize, campaign: &str) -> Vec<HitSpec> {
