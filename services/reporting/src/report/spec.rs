@@ -432,23 +432,12 @@ mod tests {
     use super::*;
     use time::macros::datetime;
 
+    /// The parameters `pairs` name, read by `ReportParams`' own
+    /// `Deserialize`, so the field names live in one place.
     fn p(pairs: &[(&str, &str)]) -> ReportParams {
-        let mut r = ReportParams::default();
-        for (k, v) in pairs {
-            let v = Some(v.to_string());
-            match *k {
-                "from" => r.from = v,
-                "to" => r.to = v,
-                "granularity" => r.granularity = v,
-                "group_by" => r.group_by = v,
-                "include_bots" => r.include_bots = v,
-                "format" => r.format = v,
-                "limit" => r.limit = v,
-                "page_token" => r.page_token = v,
-                _ => panic!("{k}"),
-            }
-        }
-        r
+        let query =
+            serde_json::Map::from_iter(pairs.iter().map(|(k, v)| (k.to_string(), (*v).into())));
+        serde_json::from_value(query.into()).unwrap()
     }
 
     const NOW: OffsetDateTime = datetime!(2026-11-27 10:30 UTC);
