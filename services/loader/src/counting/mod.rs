@@ -278,12 +278,17 @@ pub(crate) mod tests {
         stage(event)
     }
 
+    /// `listener`'s valid impression at `ts`, with the id `id`.
+    pub(crate) fn impression(id: u128, ts: OffsetDateTime, listener: u32) -> Staged {
+        staged(id, ts, EventKind::Impression, listener, Verdict::Valid)
+    }
+
     /// At `ts`: L1's impression (id 1), L1's same impression again (id 2),
     /// and L2's start (id 3).
     pub(crate) fn impression_again_and_start(ts: OffsetDateTime) -> [Staged; 3] {
         [
-            staged(1, ts, EventKind::Impression, L1, Verdict::Valid),
-            staged(2, ts, EventKind::Impression, L1, Verdict::Valid),
+            impression(1, ts, L1),
+            impression(2, ts, L1),
             staged(3, ts, EventKind::Start, L2, Verdict::Valid),
         ]
     }

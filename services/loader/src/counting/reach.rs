@@ -153,22 +153,15 @@ pub fn frequency_sample<'a>(fresh: &[&'a Staged], counted: &[bool]) -> Vec<(Samp
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::counting::tests::{impression_again_and_start, staged, L2};
-    use earshot_domain::Verdict;
+    use crate::counting::tests::{impression, impression_again_and_start, L2};
     use time::macros::datetime;
 
     #[test]
     fn only_counted_impressions_feed_the_sketches() {
         let ts = datetime!(2026-11-27 10:15 UTC);
         let [imp, dup, start] = impression_again_and_start(ts);
-        let not_counted = staged(4, ts, EventKind::Impression, L2, Verdict::Valid);
-        let next_day = staged(
-            5,
-            datetime!(2026-11-28 01:00 UTC),
-            EventKind::Impression,
-            L2,
-            Verdict::Valid,
-        );
+        let not_counted = impression(4, ts, L2);
+        let next_day = impression(5, datetime!(2026-11-28 01:00 UTC), L2);
         let fresh = [&imp, &dup, &start, &not_counted, &next_day];
         let s = sketches(&fresh, &[true, false, true, false, true]);
         let keys: Vec<(Date, &str, &str, i64)> = s

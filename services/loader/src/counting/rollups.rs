@@ -254,7 +254,7 @@ impl Tally {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::counting::tests::{staged, L1, L2};
+    use crate::counting::tests::{impression, staged, L1, L2};
     use earshot_domain::metric::counter_index;
     use time::macros::datetime;
 
@@ -286,7 +286,7 @@ mod tests {
 
         let ts = datetime!(2026-11-27 10:15 UTC);
         let in_region = |id, listener, region| {
-            let mut e = staged(id, ts, EventKind::Impression, listener, Verdict::Valid).event;
+            let mut e = impression(id, ts, listener).event;
             e.region = earshot_domain::RegionCode::parse(region);
             e.country = e.region.map(|r| r.country());
             crate::counting::stage(e)
@@ -308,15 +308,9 @@ mod tests {
     #[test]
     fn rollups_add_up_by_verdict_kind_and_counting() {
         let ts = datetime!(2026-11-27 10:15 UTC);
-        let imp = staged(1, ts, EventKind::Impression, L1, Verdict::Valid);
-        let dup = staged(
-            2,
-            ts + time::Duration::minutes(1),
-            EventKind::Impression,
-            L1,
-            Verdict::Valid,
-        );
-        let other = staged(3, ts, EventKind::Impression, L2, Verdict::Valid);
+        let imp = impression(1, ts, L1);
+        let dup = impression(2, ts + time::Duration::minutes(1), L1);
+        let other = impression(3, ts, L2);
         let bot = staged(4, ts, EventKind::Complete, L2, Verdict::Bot);
         let invalid = staged(
             5,
