@@ -4,6 +4,7 @@ pub mod compact;
 pub mod copy;
 pub mod counting;
 pub mod daily;
+mod day_sketches;
 pub mod parse;
 pub mod partitions;
 pub mod pipeline;

@@ -57,12 +57,25 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Sketch, sqlx::Error> {
     Sketch::from_bytes(bytes).map_err(|e| sqlx::Error::Decode(Box::new(e)))
 }
 
-/// A stored sketch united with `add`, as bytes to write back: the step
-/// both the day sketches and their blocks take under their row locks.
-pub(crate) fn unite(stored: &[u8], add: &Sketch) -> Result<Vec<u8>, sqlx::Error> {
-    let mut sketch = decode(stored)?;
-    sketch.merge(add);
-    Ok(sketch.to_bytes())
+/// The rows a lock statement returned, as (1-based index of the key in
+/// `there`, stored bytes), each united with its new sketch: the step both
+/// the day sketches and their blocks take under their row locks. Returns
+/// the keys in the order they were locked and the bytes to write back.
+pub(crate) fn unite_locked<'s, T: Copy + 's>(
+    there: &[T],
+    stored: &[(i64, Vec<u8>)],
+    sketch: impl Fn(T) -> &'s Sketch,
+) -> Result<(Vec<T>, Vec<Vec<u8>>), sqlx::Error> {
+    let mut keys = Vec::with_capacity(stored.len());
+    let mut bytes = Vec::with_capacity(stored.len());
+    for (i, b) in stored {
+        let row = there[(*i - 1) as usize];
+        let mut united = decode(b)?;
+        united.merge(sketch(row));
+        keys.push(row);
+        bytes.push(united.to_bytes());
+    }
+    Ok((keys, bytes))
 }
 
 /// The days after `after` (every day, when `None`) up to `through` with
@@ -254,14 +267,8 @@ async fn merge(
         })
         .fetch_all(&mut **tx)
         .await?;
-    let mut united_keys = Vec::with_capacity(stored.len());
-    let mut united = Vec::with_capacity(stored.len());
-    for (i, b) in &stored {
-        let (k, s) = there[(*i - 1) as usize];
-        united_keys.push(k);
-        united.push(unite(b, s)?);
-    }
-    KeyColumns::of(united_keys.into_iter())
+    let (united_keys, united) = unite_locked(&there, &stored, |(_, s)| s)?;
+    KeyColumns::of(united_keys.into_iter().map(|(k, _)| k))
         .bind(sqlx::query(UPDATE_BLOCKS))
         .bind(&united)
         .execute(&mut **tx)

@@ -11,10 +11,11 @@ use uuid::Uuid;
 use crate::compact::Touched;
 use crate::copy::BinaryCopy;
 use crate::counting::keys::{self, KeyTable};
-use crate::counting::reach::{self, DayReach, ReachKey, SampleKey};
+use crate::counting::reach::{self, SampleKey};
 use crate::counting::rollups::{self, HourlyCounts, HourlyKey};
 use crate::counting::{self, Decision, Staged};
 use crate::daily::{self, DailySql};
+use crate::day_sketches;
 use crate::parse::{Parsed, Quarantined};
 use crate::sequences;
 use crate::sketch_blocks;
@@ -160,29 +161,6 @@ const HOURLY_COLUMNS: i16 = 12 + HOURLY_HITS.len() as i16;
 const UPSERT_UNIQUES: &str = "INSERT INTO daily_uniques AS u (campaign, day, creative, listeners)
 SELECT * FROM UNNEST($1::text[], $2::date[], $3::text[], $4::int8[])
 ON CONFLICT (campaign, day, creative) DO UPDATE SET listeners = u.listeners + EXCLUDED.listeners";
-
-/// An object's reach sketches, as new rows; the keys that were there
-/// already come back, for [`LOCK_SKETCHES`]. A key another load is
-/// inserting makes this wait for its commit, then counts as there.
-const INSERT_SKETCHES: &str = "INSERT INTO reach_sketches (campaign, day, dim, value, sketch, day_ids, month_ids)
-SELECT * FROM UNNEST($1::text[], $2::date[], $3::text[], $4::text[], $5::bytea[], $6::bool[], $7::bool[])
-ON CONFLICT (campaign, day, dim, value) DO NOTHING
-RETURNING campaign, day, dim, value";
-
-/// The stored sketches of the keys given, locked in the keys' order (the
-/// order concurrent loaders lock them in), as (index of the key, sketch).
-const LOCK_SKETCHES: &str =
-    "SELECT k.i, r.sketch FROM UNNEST($1::text[], $2::date[], $3::text[], $4::text[])
-    WITH ORDINALITY AS k (campaign, day, dim, value, i)
-JOIN reach_sketches r USING (campaign, day, dim, value)
-ORDER BY k.i FOR UPDATE OF r";
-
-/// The merged sketches written back over the rows [`LOCK_SKETCHES`] locked.
-const UPDATE_SKETCHES: &str = "UPDATE reach_sketches r SET sketch = u.sketch,
-    day_ids = r.day_ids OR u.day_ids, month_ids = r.month_ids OR u.month_ids
-FROM UNNEST($1::text[], $2::date[], $3::text[], $4::text[], $5::bytea[], $6::bool[], $7::bool[])
-    AS u (campaign, day, dim, value, sketch, day_ids, month_ids)
-WHERE (r.campaign, r.day, r.dim, r.value) = (u.campaign, u.day, u.dim, u.value)";
 
 /// Counted impressions of the sampled listeners, added to their rows.
 const UPSERT_SAMPLE: &str = "INSERT INTO frequency_sample AS f (campaign, day, listener, impressions)
@@ -356,7 +334,7 @@ pub async fn finish(object: &Prepared, begun: Begun) -> Result<(LoadStats, Touch
             .await?;
         add_uniques(&mut tx, &decision).await?;
         let sketches = reach::sketches(&fresh, &decision.counted);
-        merge_sketches(&mut tx, &sketches).await?;
+        day_sketches::merge(&mut tx, &sketches).await?;
         sketch_blocks::add_late(&mut tx, &sketches, marks.reach_through).await?;
         add_frequency_sample(&mut tx, &reach::frequency_sample(&fresh, &decision.counted)).await?;
         sqlx::query(BUMP_VERSIONS)
@@ -522,76 +500,6 @@ async fn append_hourly(
         out.int8(k.group);
     }
     copy_whole(tx, &APPEND_HOURLY, out).await
-}
-
-/// Merges an object's reach sketches (sorted by key) into `reach_sketches`:
-/// new keys are inserted; the rows there already are locked in key order,
-/// read, united with the object's listeners and written back, so two loads
-/// of the same key take turns and neither loses the other's listeners.
-async fn merge_sketches(
-    tx: &mut Transaction<'_, Postgres>,
-    rows: &[(ReachKey<'_>, DayReach)],
-) -> Result<(), sqlx::Error> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let bytes: Vec<Vec<u8>> = rows.iter().map(|(_, r)| r.sketch.to_bytes()).collect();
-    let inserted: Vec<(String, Date, String, String)> = sqlx::query_as(INSERT_SKETCHES)
-        .bind(rows.iter().map(|(k, _)| k.campaign).collect::<Vec<&str>>())
-        .bind(rows.iter().map(|(k, _)| k.day).collect::<Vec<Date>>())
-        .bind(rows.iter().map(|(k, _)| k.dim).collect::<Vec<&str>>())
-        .bind(rows.iter().map(|(k, _)| k.value).collect::<Vec<&str>>())
-        .bind(&bytes)
-        .bind(rows.iter().map(|(_, r)| r.day_ids).collect::<Vec<bool>>())
-        .bind(rows.iter().map(|(_, r)| r.month_ids).collect::<Vec<bool>>())
-        .fetch_all(&mut **tx)
-        .await?;
-    if inserted.len() == rows.len() {
-        return Ok(());
-    }
-    let new: foldhash::HashSet<(&str, Date, &str, &str)> = inserted
-        .iter()
-        .map(|(c, d, dim, v)| (c.as_str(), *d, dim.as_str(), v.as_str()))
-        .collect();
-    let there: Vec<&(ReachKey<'_>, DayReach)> = rows
-        .iter()
-        .filter(|(k, _)| !new.contains(&(k.campaign, k.day, k.dim, k.value)))
-        .collect();
-    let stored: Vec<(i64, Vec<u8>)> = sqlx::query_as(LOCK_SKETCHES)
-        .bind(there.iter().map(|(k, _)| k.campaign).collect::<Vec<&str>>())
-        .bind(there.iter().map(|(k, _)| k.day).collect::<Vec<Date>>())
-        .bind(there.iter().map(|(k, _)| k.dim).collect::<Vec<&str>>())
-        .bind(there.iter().map(|(k, _)| k.value).collect::<Vec<&str>>())
-        .fetch_all(&mut **tx)
-        .await?;
-    let mut merged = Vec::with_capacity(stored.len());
-    let mut merged_bytes = Vec::with_capacity(stored.len());
-    for (i, b) in &stored {
-        let (k, r) = there[(*i - 1) as usize];
-        merged.push((k, r));
-        merged_bytes.push(sketch_blocks::unite(b, &r.sketch)?);
-    }
-    sqlx::query(UPDATE_SKETCHES)
-        .bind(
-            merged
-                .iter()
-                .map(|(k, _)| k.campaign)
-                .collect::<Vec<&str>>(),
-        )
-        .bind(merged.iter().map(|(k, _)| k.day).collect::<Vec<Date>>())
-        .bind(merged.iter().map(|(k, _)| k.dim).collect::<Vec<&str>>())
-        .bind(merged.iter().map(|(k, _)| k.value).collect::<Vec<&str>>())
-        .bind(&merged_bytes)
-        .bind(merged.iter().map(|(_, r)| r.day_ids).collect::<Vec<bool>>())
-        .bind(
-            merged
-                .iter()
-                .map(|(_, r)| r.month_ids)
-                .collect::<Vec<bool>>(),
-        )
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
 }
 
 /// Adds the sampled listeners' counted impressions (sorted by key) to
