@@ -170,6 +170,7 @@ impl Application {
             live,
             reports,
             blocks_mark: Default::default(),
+            reach_sketches: Default::default(),
         });
         let server = HttpServer::new(move || {
             App::new()

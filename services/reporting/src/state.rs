@@ -6,7 +6,7 @@ use sqlx::PgPool;
 
 use crate::live::Live;
 use crate::redis_store::RedisStore;
-use crate::report::BlocksMark;
+use crate::report::{BlocksMark, SketchCache};
 use crate::report_cache::ReportCache;
 
 pub struct AppState {
@@ -24,4 +24,6 @@ pub struct AppState {
     pub reports: ReportCache,
     /// The last day the day blocks hold, as last read.
     pub blocks_mark: BlocksMark,
+    /// Decoded reach sketches, revalidated at every report.
+    pub reach_sketches: SketchCache,
 }

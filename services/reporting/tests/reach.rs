@@ -730,12 +730,17 @@ async fn the_frequency_distribution_scales_the_sampled_listeners_impressions() {
     assert_books_balance(&app.db.pool).await;
 }
 
-/// The report of `campaign` as `run` makes it for `params`, uncached.
+/// The report of `campaign` as `run` makes it for `params`, without the
+/// report cache. The decoded sketches are held from one report to the
+/// next, as the API holds them, so every report after a write shows that
+/// they are read again when their rows change.
 async fn report_of(pool: &sqlx::PgPool, campaign: &str, params: ReportParams) -> Value {
+    static SKETCHES: std::sync::LazyLock<earshot_reporting::report::SketchCache> =
+        std::sync::LazyLock::new(Default::default);
     let now = OffsetDateTime::now_utc();
     let spec = ReportSpec::parse(&params, false, now).unwrap();
     let mark = earshot_reporting::report::BlocksMark::default();
-    let r = earshot_reporting::report::run(pool, &mark, campaign, &spec)
+    let r = earshot_reporting::report::run(pool, &mark, &SKETCHES, campaign, &spec)
         .await
         .unwrap();
     serde_json::to_value(r).unwrap()

@@ -231,9 +231,16 @@ async fn a_counter_added_to_a_copy_of_the_registry_needs_only_its_migration() {
     assert_eq!(blocks, 3);
 
     let spec = two_day_total(day);
-    let report = run_with(&db.pool, &BlocksMark::default(), "c1", &spec, copy)
-        .await
-        .unwrap();
+    let report = run_with(
+        &db.pool,
+        &BlocksMark::default(),
+        &Default::default(),
+        "c1",
+        &spec,
+        copy,
+    )
+    .await
+    .unwrap();
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["rows"][0]["invalid_clicks"], 3);
     assert_eq!(json["totals"]["invalid_clicks"], 3);

@@ -17,10 +17,12 @@ pub mod frequency;
 pub mod metrics;
 pub mod query;
 pub mod reach;
+pub mod sketch_cache;
 pub mod spec;
 
 pub use blocks::BlocksMark;
 pub use csv::to_csv;
 pub use metrics::Metrics;
 pub use query::{run, Report, ReportRow};
+pub use sketch_cache::SketchCache;
 pub use spec::{format_instant, Dim, Format, Granularity, ReportParams, ReportSpec};

@@ -15,6 +15,7 @@ use utoipa::ToSchema;
 use super::blocks::{day_parts, BlocksMark};
 use super::metrics::{read_counts, Metrics};
 use super::reach::RangeSketches;
+use super::sketch_cache::SketchCache;
 use super::spec::{format_instant, Dim, Granularity, ReportSpec};
 use crate::error::{bad, ApiError};
 
@@ -204,16 +205,18 @@ impl DayParts {
 pub async fn run(
     pool: &PgPool,
     blocks_mark: &BlocksMark,
+    sketches: &SketchCache,
     campaign: &str,
     spec: &ReportSpec,
 ) -> Result<Report, ApiError> {
-    run_with(pool, blocks_mark, campaign, spec, METRICS).await
+    run_with(pool, blocks_mark, sketches, campaign, spec, METRICS).await
 }
 
 /// [`run`] over the metrics of `registry`.
 pub async fn run_with(
     pool: &PgPool,
     blocks_mark: &BlocksMark,
+    sketch_cache: &SketchCache,
     campaign: &str,
     spec: &ReportSpec,
     registry: Registry,
@@ -244,7 +247,7 @@ pub async fn run_with(
     // at day and total granularity, as the uniques; the rows' by nothing or
     // by one sketched dimension.
     let sketches = if spec.granularity != Granularity::Hour {
-        Some(RangeSketches::read(pool, blocks_mark, campaign, spec).await?)
+        Some(RangeSketches::read(pool, blocks_mark, sketch_cache, campaign, spec).await?)
     } else {
         None
     };

@@ -13,43 +13,58 @@
 use std::collections::{BTreeSet, HashMap};
 
 use earshot_platform::sketch::{Sketch, DIM_CAMPAIGN};
-use sqlx::{AssertSqlSafe, PgPool};
+use sqlx::PgPool;
+use std::sync::Arc;
 use time::{Date, Duration};
 
 use super::blocks::{day_parts, BlocksMark};
 use super::metrics::Reach;
+use super::sketch_cache::{SketchCache, SketchKey, Source};
 use super::spec::{Granularity, ReportSpec};
 use crate::error::ApiError;
 
-/// The days of the range, with the sketches of those in `$5` (the days no
-/// block covers). The periods of every day come back, whose sketch is read
-/// or not: the flags are in the row, the sketch out of line (TOAST), read
-/// only when selected.
-const RANGE_SKETCHES: &str = "SELECT day, dim, value,
-    CASE WHEN day = ANY($5) THEN sketch END, day_ids, month_ids
+/// The range's stored sketches, without their bytes: for each, its first
+/// day, span (1 for a day of `reach_sketches`, 2–128 for a block of
+/// `reach_sketch_blocks`), dim, value and row version, whether the report
+/// merges it, and a day's listener-id periods. Every day of the range comes
+/// back, for its periods; its sketch is merged only when it is in `$5` (the
+/// days no block covers); the blocks are the parts given as (span, first
+/// day) in `$6`, `$7`.
+const RANGE_VERSIONS: &str =
+    "SELECT day, 1, dim, value, xmin::text::bigint, day = ANY($5), day_ids, month_ids
 FROM reach_sketches
-WHERE campaign = $1 AND dim = ANY($2) AND day >= $3 AND day < $4";
-
-/// The block sketches of the parts given as (span, first day), with
-/// [`RANGE_SKETCHES`]' columns: no day, no periods.
-const BLOCK_SKETCHES: &str = "SELECT NULL::date, b.dim, b.value, b.sketch, false, false
+WHERE campaign = $1 AND dim = ANY($2) AND day >= $3 AND day < $4
+UNION ALL
+SELECT b.first_day, b.span_days, b.dim, b.value, b.xmin::text::bigint, true, false, false
 FROM reach_sketch_blocks b JOIN UNNEST($6::int4[], $7::date[]) AS p (span_days, first_day)
     USING (span_days, first_day)
 WHERE b.campaign = $1 AND b.dim = ANY($2)";
 
-/// The range's day rows and its blocks, in one round trip.
-static RANGE_AND_BLOCKS: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| format!("{RANGE_SKETCHES}\nUNION ALL\n{BLOCK_SKETCHES}"));
+/// A row of [`RANGE_VERSIONS`].
+type VersionRow = (Date, i32, String, String, i64, bool, bool, bool);
 
-/// A row of [`RANGE_SKETCHES`]: day, dim, value, sketch, day_ids,
-/// month_ids; of [`BLOCK_SKETCHES`] with no day.
-type DayRow = (Option<Date>, String, String, Option<Vec<u8>>, bool, bool);
+/// The bytes and row versions of the sketches given as (day, dim, value)
+/// of `reach_sketches` and (span, first day, dim, value) of
+/// `reach_sketch_blocks`, with [`RANGE_VERSIONS`]' first five columns.
+const SKETCH_BYTES: &str = "SELECT d.day, 1, d.dim, d.value, d.xmin::text::bigint, d.sketch
+FROM reach_sketches d JOIN UNNEST($2::date[], $3::text[], $4::text[]) AS k (day, dim, value)
+    USING (day, dim, value)
+WHERE d.campaign = $1
+UNION ALL
+SELECT b.first_day, b.span_days, b.dim, b.value, b.xmin::text::bigint, b.sketch
+FROM reach_sketch_blocks b
+    JOIN UNNEST($5::int4[], $6::date[], $7::text[], $8::text[]) AS k (span_days, first_day, dim, value)
+    USING (span_days, first_day, dim, value)
+WHERE b.campaign = $1";
+
+/// A row of [`SKETCH_BYTES`].
+type BytesRow = (Date, i32, String, String, i64, Vec<u8>);
 
 /// One stored day of the range: its listener-id periods, and its sketch
 /// unless a block of the range holds the day.
 struct DaySketch {
     day: Date,
-    sketch: Option<Sketch>,
+    sketch: Option<Arc<Sketch>>,
     day_ids: bool,
     month_ids: bool,
 }
@@ -59,15 +74,93 @@ struct DaySketch {
 #[derive(Default)]
 struct ScopeSketches {
     days: Vec<DaySketch>,
-    blocks: Vec<Sketch>,
+    blocks: Vec<Arc<Sketch>>,
 }
 
-fn decode(campaign: &str, what: std::fmt::Arguments<'_>, bytes: &[u8]) -> Result<Sketch, ApiError> {
+fn decode(campaign: &str, key: &SketchKey, bytes: &[u8]) -> Result<Sketch, ApiError> {
     Sketch::from_bytes(bytes).map_err(|e| {
         ApiError::Internal(anyhow::anyhow!(
-            "reach sketch of campaign {campaign:?}, {what}: {e}"
+            "reach sketch of campaign {campaign:?}, {key:?}: {e}"
         ))
     })
+}
+
+fn sketch_key(campaign: &str, first_day: Date, span: i32, dim: String, value: String) -> SketchKey {
+    SketchKey {
+        source: if span == 1 {
+            Source::Day
+        } else {
+            Source::Block(span)
+        },
+        campaign: campaign.to_owned(),
+        first_day,
+        dim,
+        value,
+    }
+}
+
+/// The sketches of `wanted` (key, row version): those `cache` holds at
+/// that version from it, the others read from PostgreSQL and held.
+async fn sketches(
+    pool: &PgPool,
+    cache: &SketchCache,
+    campaign: &str,
+    wanted: &[(SketchKey, i64)],
+) -> Result<HashMap<SketchKey, Arc<Sketch>>, ApiError> {
+    let mut out = HashMap::with_capacity(wanted.len());
+    let mut missing = Vec::new();
+    for (key, version) in wanted {
+        match cache.get(key, *version) {
+            Some(s) => {
+                out.insert(key.clone(), s);
+            }
+            None => missing.push(key),
+        }
+    }
+    metrics::counter!("earshot_reach_sketches_read_total", "from" => "memory")
+        .increment(out.len() as u64);
+    metrics::counter!("earshot_reach_sketches_read_total", "from" => "database")
+        .increment(missing.len() as u64);
+    if missing.is_empty() {
+        return Ok(out);
+    }
+    let (days, blocks): (Vec<&SketchKey>, Vec<&SketchKey>) =
+        missing.iter().partition(|k| k.source == Source::Day);
+    let field = |ks: &[&SketchKey], f: fn(&SketchKey) -> String| -> Vec<String> {
+        ks.iter().map(|k| f(k)).collect()
+    };
+    let rows: Vec<BytesRow> = sqlx::query_as(SKETCH_BYTES)
+        .bind(campaign)
+        .bind(days.iter().map(|k| k.first_day).collect::<Vec<_>>())
+        .bind(field(&days, |k| k.dim.clone()))
+        .bind(field(&days, |k| k.value.clone()))
+        .bind(
+            blocks
+                .iter()
+                .map(|k| match k.source {
+                    Source::Block(span) => span,
+                    Source::Day => 1,
+                })
+                .collect::<Vec<_>>(),
+        )
+        .bind(blocks.iter().map(|k| k.first_day).collect::<Vec<_>>())
+        .bind(field(&blocks, |k| k.dim.clone()))
+        .bind(field(&blocks, |k| k.value.clone()))
+        .fetch_all(pool)
+        .await?;
+    for (first_day, span, dim, value, version, bytes) in rows {
+        let key = sketch_key(campaign, first_day, span, dim, value);
+        let sketch = Arc::new(decode(campaign, &key, &bytes)?);
+        cache.put(key.clone(), version, sketch.clone());
+        out.insert(key, sketch);
+    }
+    if let Some((gone, _)) = wanted.iter().find(|(k, _)| !out.contains_key(k)) {
+        // Only an operator's rebuild or retention deletes sketch rows.
+        return Err(ApiError::Internal(anyhow::anyhow!(
+            "reach sketch {gone:?} was deleted while the report read it; ask again"
+        )));
+    }
+    Ok(out)
 }
 
 /// A listener-id period: a UTC day (daily ids) or the month starting on
@@ -93,6 +186,7 @@ impl RangeSketches {
     pub async fn read(
         pool: &PgPool,
         marks: &BlocksMark,
+        cache: &SketchCache,
         campaign: &str,
         spec: &ReportSpec,
     ) -> Result<Self, ApiError> {
@@ -115,7 +209,7 @@ impl RangeSketches {
         let singles: Vec<Date> = singles.into_iter().map(|(_, d)| d).collect();
         let spans: Vec<i32> = blocks.iter().map(|(s, _)| *s as i32).collect();
         let firsts: Vec<Date> = blocks.iter().map(|(_, d)| *d).collect();
-        let rows: Vec<DayRow> = sqlx::query_as(AssertSqlSafe(RANGE_AND_BLOCKS.as_str()))
+        let rows: Vec<VersionRow> = sqlx::query_as(RANGE_VERSIONS)
             .bind(campaign)
             .bind(&dims)
             .bind(first)
@@ -125,31 +219,34 @@ impl RangeSketches {
             .bind(&firsts)
             .fetch_all(pool)
             .await?;
+        let rows: Vec<(SketchKey, i64, bool, bool, bool)> = rows
+            .into_iter()
+            .map(
+                |(day, span, dim, value, version, merged, day_ids, month_ids)| {
+                    let key = sketch_key(campaign, day, span, dim, value);
+                    (key, version, merged, day_ids, month_ids)
+                },
+            )
+            .collect();
+        let wanted: Vec<(SketchKey, i64)> = rows
+            .iter()
+            .filter(|r| r.2)
+            .map(|r| (r.0.clone(), r.1))
+            .collect();
+        let mut got = sketches(pool, cache, campaign, &wanted).await?;
         let mut by_scope: HashMap<(String, String), ScopeSketches> = HashMap::new();
-        for (day, dim, value, bytes, day_ids, month_ids) in rows {
-            let Some(day) = day else {
-                let bytes = bytes.unwrap_or_default();
-                let sketch = decode(campaign, format_args!("a block, {dim:?} {value:?}"), &bytes)?;
-                by_scope
-                    .entry((dim, value))
-                    .or_default()
-                    .blocks
-                    .push(sketch);
-                continue;
-            };
-            let sketch = bytes
-                .map(|b| decode(campaign, format_args!("{day}, {dim:?} {value:?}"), &b))
-                .transpose()?;
-            by_scope
-                .entry((dim, value))
-                .or_default()
-                .days
-                .push(DaySketch {
-                    day,
+        for (key, _, merged, day_ids, month_ids) in rows {
+            let sketch = if merged { got.remove(&key) } else { None };
+            let scope = by_scope.entry((key.dim, key.value)).or_default();
+            match key.source {
+                Source::Block(_) => scope.blocks.extend(sketch),
+                Source::Day => scope.days.push(DaySketch {
+                    day: key.first_day,
                     sketch,
                     day_ids,
                     month_ids,
-                });
+                }),
+            }
         }
         Ok(Self { by_scope })
     }

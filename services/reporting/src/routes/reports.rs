@@ -73,7 +73,14 @@ pub async fn report(
         .is_some_and(|a| a.contains("text/csv"));
     let spec = ReportSpec::parse(&params, accept_csv, OffsetDateTime::now_utc())?;
     let rendered = || async {
-        let rep = reports::run(&state.pool, &state.blocks_mark, &id, &spec).await?;
+        let rep = reports::run(
+            &state.pool,
+            &state.blocks_mark,
+            &state.reach_sketches,
+            &id,
+            &spec,
+        )
+        .await?;
         let body = match spec.format {
             Format::Json => serde_json::to_vec(&rep).map_err(|e| ApiError::Internal(e.into()))?,
             Format::Csv => reports::to_csv(&rep, &spec).into_bytes(),
