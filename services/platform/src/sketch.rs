@@ -246,6 +246,15 @@ impl Sketch {
         }
     }
 
+    /// Bytes the sketch holds on the heap: 8 per hash sparse, one per
+    /// register dense.
+    pub fn heap_bytes(&self) -> usize {
+        match &self.0 {
+            Form::Sparse(v) => 8 * v.len(),
+            Form::Dense(regs) => regs.len(),
+        }
+    }
+
     /// Whether the set is held exactly (the sparse form).
     pub fn is_exact(&self) -> bool {
         matches!(self.0, Form::Sparse(_))

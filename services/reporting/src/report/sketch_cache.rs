@@ -12,7 +12,7 @@
 //! older than the database; this is not the report cache
 //! ([`crate::report_cache`]), which serves whole reports for a TTL.
 //!
-//! Bounds: [`SKETCH_CACHE_ENTRIES`] sketches (LRU), each trusted for
+//! Bounds: [`SKETCH_CACHE_BYTES`] of sketches (LRU), each trusted for
 //! [`SKETCH_CACHE_MAX_AGE`], far inside the ~2 billion transactions after
 //! which PostgreSQL would reuse a transaction id.
 
@@ -23,9 +23,11 @@ use std::time::{Duration, Instant};
 use earshot_platform::sketch::Sketch;
 use time::Date;
 
-/// Most sketches held: 4,096 dense sketches of 16 KiB are 64 MiB, the
-/// blocks and edge days of ~100 campaigns' 90-day reports by creative.
-pub const SKETCH_CACHE_ENTRIES: usize = 4_096;
+/// Most bytes of sketches held: 2,048 dense sketches of 16 KiB, the blocks
+/// and edge days of ~50 campaigns' 90-day reports by creative (~40 each).
+/// With the report cache's 64 MiB ([`crate::report_cache`]) it fits the
+/// chart's 256 MiB limit of an API pod.
+pub const SKETCH_CACHE_BYTES: usize = 32 << 20;
 
 /// How long a held sketch is trusted before its bytes are read again,
 /// whatever its version says.
@@ -60,6 +62,7 @@ struct Held {
 struct Inner {
     map: HashMap<SketchKey, Held>,
     clock: u64,
+    bytes: usize,
 }
 
 /// The held sketches (see the module's doc).
@@ -93,27 +96,46 @@ impl SketchCache {
     }
 
     /// Holds `sketch`, read from row version `version` of `key`, in place
-    /// of any other version; over [`SKETCH_CACHE_ENTRIES`], the least
-    /// recently used eighth goes.
+    /// of any other version; past [`SKETCH_CACHE_BYTES`], the least
+    /// recently used go until an eighth of the bound is free.
     pub fn put(&self, key: SketchKey, version: i64, sketch: Arc<Sketch>) {
         let mut inner = self.lock();
         inner.clock += 1;
         let used = inner.clock;
-        inner.map.insert(
-            key,
-            Held {
-                version,
-                sketch,
-                read_at: Instant::now(),
-                used,
-            },
-        );
-        if inner.map.len() > SKETCH_CACHE_ENTRIES {
-            let mut ages: Vec<u64> = inner.map.values().map(|h| h.used).collect();
-            ages.sort_unstable();
-            let cut = ages[SKETCH_CACHE_ENTRIES / 8];
-            inner.map.retain(|_, h| h.used > cut);
+        inner.bytes += sketch.heap_bytes();
+        let held = Held {
+            version,
+            sketch,
+            read_at: Instant::now(),
+            used,
+        };
+        if let Some(old) = inner.map.insert(key, held) {
+            inner.bytes -= old.sketch.heap_bytes();
         }
+        if inner.bytes > SKETCH_CACHE_BYTES {
+            let mut by_use: Vec<(u64, usize)> = inner
+                .map
+                .values()
+                .map(|h| (h.used, h.sketch.heap_bytes()))
+                .collect();
+            by_use.sort_unstable();
+            let mut bytes = inner.bytes;
+            let mut cut = 0;
+            for (used, b) in by_use {
+                if bytes <= SKETCH_CACHE_BYTES - SKETCH_CACHE_BYTES / 8 {
+                    break;
+                }
+                bytes -= b;
+                cut = used;
+            }
+            inner.map.retain(|_, h| h.used > cut);
+            inner.bytes = bytes;
+        }
+    }
+
+    /// Bytes of sketches held.
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
     }
 
     /// How many sketches are held.
@@ -159,17 +181,26 @@ mod tests {
     #[test]
     fn past_its_bound_the_least_recently_used_go() {
         let cache = SketchCache::default();
-        let s = Arc::new(Sketch::new());
-        for i in 0..SKETCH_CACHE_ENTRIES {
-            cache.put(key(i), 1, s.clone());
+        let dense = Arc::new(Sketch::from_hashes(0..100_000u64));
+        let per = dense.heap_bytes();
+        assert_eq!(per, 16_384);
+        let fits = SKETCH_CACHE_BYTES / per;
+        for i in 0..fits {
+            cache.put(key(i), 1, dense.clone());
         }
+        assert_eq!((cache.len(), cache.bytes()), (fits, SKETCH_CACHE_BYTES));
         // The first one is used again, so it is the newest.
         assert!(cache.get(&key(0), 1).is_some());
-        cache.put(key(SKETCH_CACHE_ENTRIES), 1, s.clone());
-        assert!(cache.len() <= SKETCH_CACHE_ENTRIES);
-        assert!(cache.len() >= SKETCH_CACHE_ENTRIES - SKETCH_CACHE_ENTRIES / 8 - 1);
+        // Replacing a version does not count its bytes twice.
+        cache.put(key(5), 2, dense.clone());
+        assert_eq!(cache.bytes(), SKETCH_CACHE_BYTES);
+        cache.put(key(fits), 1, dense.clone());
+        // Down to seven eighths of the bound.
+        assert_eq!(cache.len(), fits - fits / 8);
+        assert_eq!(cache.bytes(), cache.len() * per);
         assert!(cache.get(&key(0), 1).is_some(), "recently used stays");
         assert!(cache.get(&key(1), 1).is_none(), "least recently used went");
-        assert!(cache.get(&key(SKETCH_CACHE_ENTRIES), 1).is_some());
+        assert!(cache.get(&key(fits), 1).is_some());
+        assert!(cache.get(&key(5), 2).is_some());
     }
 }
