@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 
-use earshot_platform::rollup::BLOCK_SPANS;
+use earshot_platform::rollup::{block_start, BLOCK_SPANS};
 use earshot_platform::sketch::Sketch;
 use sqlx::{Postgres, Transaction};
 use time::Date;
@@ -30,14 +30,6 @@ pub struct BlockKey {
     pub value: String,
     pub span_days: i32,
     pub first_day: Date,
-}
-
-/// The first day of the `span`-day block holding `day` (blocks start on
-/// days whose distance from 1970-01-01 is a multiple of their span, as in
-/// `rollup_blocks`).
-pub fn block_start(day: Date, span: i64) -> Date {
-    const EPOCH: Date = time::macros::date!(1970 - 01 - 01);
-    day - time::Duration::days((day - EPOCH).whole_days().rem_euclid(span))
 }
 
 /// Every block of every span holding `day`, for one scope.

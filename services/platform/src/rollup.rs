@@ -27,6 +27,15 @@ pub const HOURLY_HITS: [Hits; 4] = [Hits::All, Hits::Counted, Hits::Bot, Hits::I
 /// `rollup_daily` rows.
 pub const BLOCK_SPANS: [i64; 7] = [2, 4, 8, 16, 32, 64, 128];
 
+/// The first day of the `span`-day block holding `day`: blocks start on
+/// days whose distance from 1970-01-01 is a multiple of their span, in
+/// `rollup_blocks` and `reach_sketch_blocks` alike (the SQL that folds
+/// them spells the same rule: `day - ((day - DATE '1970-01-01') % span)`).
+pub fn block_start(day: time::Date, span: i64) -> time::Date {
+    const EPOCH: time::Date = time::macros::date!(1970 - 01 - 01);
+    day - time::Duration::days((day - EPOCH).whole_days().rem_euclid(span))
+}
+
 /// [`BLOCK_SPANS`] as a `VALUES` list of one column.
 pub fn block_spans_sql() -> String {
     let rows: Vec<String> = BLOCK_SPANS.iter().map(|s| format!("({s})")).collect();

@@ -1,7 +1,7 @@
 //! Which rows of `rollup_blocks` and `rollup_daily` a total over whole
 //! days reads, and the blocks' mark (the last day they hold).
 
-use earshot_platform::rollup::BLOCK_SPANS;
+use earshot_platform::rollup::{block_start, BLOCK_SPANS};
 use sqlx::PgPool;
 use time::{Date, Duration};
 
@@ -15,13 +15,12 @@ pub fn day_blocks(from: Date, to: Date) -> Vec<(i64, Date)> {
     let mut out = Vec::new();
     let mut day = from;
     while day < to {
-        let n = (day - UNIX_EPOCH_DATE).whole_days();
         let left = (to - day).whole_days();
         let span = BLOCK_SPANS
             .iter()
             .rev()
             .copied()
-            .find(|&s| n.rem_euclid(s) == 0 && s <= left)
+            .find(|&s| block_start(day, s) == day && s <= left)
             .unwrap_or(1);
         out.push((span, day));
         day += Duration::days(span);
@@ -100,8 +99,6 @@ pub fn day_parts(from: Date, to: Date, blocks_through: Date) -> Vec<(i64, Date)>
     out
 }
 
-const UNIX_EPOCH_DATE: Date = time::macros::date!(1970 - 01 - 01);
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,7 +114,7 @@ mod tests {
         );
         assert_eq!(b[0].1, date!(2026 - 08 - 24));
         // Every range up to 400 days from every start in a year.
-        let epoch = UNIX_EPOCH_DATE;
+        let epoch = date!(1970 - 01 - 01);
         for start in 0..366 {
             let from = date!(2026 - 01 - 01) + Duration::days(start);
             for len in 0..=400 {
