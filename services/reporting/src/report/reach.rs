@@ -43,6 +43,16 @@ WHERE b.campaign = $1 AND b.dim = ANY($2)";
 /// A row of [`RANGE_VERSIONS`].
 type VersionRow = (Date, i32, String, String, i64, bool, bool, bool);
 
+/// A stored sketch of the range, as [`RANGE_VERSIONS`] gives it.
+struct Stored {
+    key: SketchKey,
+    version: i64,
+    /// Whether the report merges its sketch.
+    merged: bool,
+    day_ids: bool,
+    month_ids: bool,
+}
+
 /// The bytes and row versions of the sketches given as (day, dim, value)
 /// of `reach_sketches` and (span, first day, dim, value) of
 /// `reach_sketch_blocks`, with [`RANGE_VERSIONS`]' first five columns.
@@ -87,11 +97,7 @@ fn decode(campaign: &str, key: &SketchKey, bytes: &[u8]) -> Result<Sketch, ApiEr
 
 fn sketch_key(campaign: &str, first_day: Date, span: i32, dim: String, value: String) -> SketchKey {
     SketchKey {
-        source: if span == 1 {
-            Source::Day
-        } else {
-            Source::Block(span)
-        },
+        source: Source::of_span(span),
         campaign: campaign.to_owned(),
         first_day,
         dim,
@@ -134,15 +140,7 @@ async fn sketches(
         .bind(days.iter().map(|k| k.first_day).collect::<Vec<_>>())
         .bind(field(&days, |k| k.dim.clone()))
         .bind(field(&days, |k| k.value.clone()))
-        .bind(
-            blocks
-                .iter()
-                .map(|k| match k.source {
-                    Source::Block(span) => span,
-                    Source::Day => 1,
-                })
-                .collect::<Vec<_>>(),
-        )
+        .bind(blocks.iter().map(|k| k.source.span()).collect::<Vec<_>>())
         .bind(blocks.iter().map(|k| k.first_day).collect::<Vec<_>>())
         .bind(field(&blocks, |k| k.dim.clone()))
         .bind(field(&blocks, |k| k.value.clone()))
@@ -219,32 +217,35 @@ impl RangeSketches {
             .bind(&firsts)
             .fetch_all(pool)
             .await?;
-        let rows: Vec<(SketchKey, i64, bool, bool, bool)> = rows
+        let rows: Vec<Stored> = rows
             .into_iter()
             .map(
-                |(day, span, dim, value, version, merged, day_ids, month_ids)| {
-                    let key = sketch_key(campaign, day, span, dim, value);
-                    (key, version, merged, day_ids, month_ids)
+                |(day, span, dim, value, version, merged, day_ids, month_ids)| Stored {
+                    key: sketch_key(campaign, day, span, dim, value),
+                    version,
+                    merged,
+                    day_ids,
+                    month_ids,
                 },
             )
             .collect();
         let wanted: Vec<(SketchKey, i64)> = rows
             .iter()
-            .filter(|r| r.2)
-            .map(|r| (r.0.clone(), r.1))
+            .filter(|r| r.merged)
+            .map(|r| (r.key.clone(), r.version))
             .collect();
         let mut got = sketches(pool, cache, campaign, &wanted).await?;
         let mut by_scope: HashMap<(String, String), ScopeSketches> = HashMap::new();
-        for (key, _, merged, day_ids, month_ids) in rows {
-            let sketch = if merged { got.remove(&key) } else { None };
-            let scope = by_scope.entry((key.dim, key.value)).or_default();
-            match key.source {
+        for r in rows {
+            let sketch = if r.merged { got.remove(&r.key) } else { None };
+            let scope = by_scope.entry((r.key.dim, r.key.value)).or_default();
+            match r.key.source {
                 Source::Block(_) => scope.blocks.extend(sketch),
                 Source::Day => scope.days.push(DaySketch {
-                    day: key.first_day,
+                    day: r.key.first_day,
                     sketch,
-                    day_ids,
-                    month_ids,
+                    day_ids: r.day_ids,
+                    month_ids: r.month_ids,
                 }),
             }
         }

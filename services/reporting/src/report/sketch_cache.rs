@@ -41,6 +41,26 @@ pub enum Source {
     Block(i32),
 }
 
+impl Source {
+    /// The source of a sketch spanning `span` days: a day is a span of 1,
+    /// as the reach queries give it.
+    pub fn of_span(span: i32) -> Self {
+        if span == 1 {
+            Source::Day
+        } else {
+            Source::Block(span)
+        }
+    }
+
+    /// The days the sketch spans.
+    pub fn span(&self) -> i32 {
+        match self {
+            Source::Day => 1,
+            Source::Block(span) => *span,
+        }
+    }
+}
+
 /// One stored sketch: its table, campaign, first day, dimension and value.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SketchKey {
