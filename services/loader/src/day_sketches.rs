@@ -2,11 +2,12 @@
 //! sketches ([`crate::counting::reach::sketches`]) into the stored ones.
 //! Their blocks, `reach_sketch_blocks`, are [`crate::sketch_blocks`].
 
+use earshot_platform::sketch::Sketch;
 use sqlx::{Postgres, Transaction};
 use time::Date;
 
 use crate::counting::reach::{DayReach, ReachKey};
-use crate::sketch_blocks::unite_locked;
+use crate::sketch_blocks::decode;
 
 /// An object's reach sketches, as new rows; the keys that were there
 /// already come back, for [`LOCK_SKETCHES`]. A key another load is
@@ -93,4 +94,25 @@ pub(crate) async fn merge(
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+/// The rows a lock statement returned, as (1-based index of the key in
+/// `there`, stored bytes), each united with its new sketch: the step the
+/// day sketches take under their row locks. Returns the keys in
+/// the order they were locked and the bytes to write back.
+fn unite_locked<'s, T: Copy + 's>(
+    there: &[T],
+    stored: &[(i64, Vec<u8>)],
+    sketch: impl Fn(T) -> &'s Sketch,
+) -> Result<(Vec<T>, Vec<Vec<u8>>), sqlx::Error> {
+    let mut keys = Vec::with_capacity(stored.len());
+    let mut bytes = Vec::with_capacity(stored.len());
+    for (i, b) in stored {
+        let row = there[(*i - 1) as usize];
+        let mut united = decode(b)?;
+        united.merge(sketch(row));
+        keys.push(row);
+        bytes.push(united.to_bytes());
+    }
+    Ok((keys, bytes))
 }

@@ -10,10 +10,14 @@
 //! ([`add_late`]). Both hold `counting_state`'s row (the fold alone, the
 //! loads shared), so each day's listeners reach its blocks exactly once.
 //! A HyperLogLog union is exact on its registers, so a block is the same
-//! sketch whichever way and order its days arrived.
+//! sketch whichever way and order its days arrived. Beside its sketch, a
+//! block keeps its days' listener-id periods ([`IdPeriods`]), a union as
+//! well, so a report learns whether its reach is an upper bound from the
+//! blocks it merges.
 
 use std::collections::BTreeMap;
 
+use earshot_platform::id_periods::IdPeriods;
 use earshot_platform::rollup::{block_start, BLOCK_SPANS};
 use earshot_platform::sketch::Sketch;
 use sqlx::{Postgres, Transaction};
@@ -44,30 +48,39 @@ fn blocks_of(campaign: &str, dim: &str, value: &str, day: Date) -> impl Iterator
     })
 }
 
+/// A block's listeners and the listener-id periods of their ids.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BlockReach {
+    pub sketch: Sketch,
+    pub periods: IdPeriods,
+}
+
+impl BlockReach {
+    /// One day's listeners, with the kinds of ids they had.
+    fn of_day(sketch: &Sketch, day: Date, day_ids: bool, month_ids: bool) -> Self {
+        Self {
+            sketch: sketch.clone(),
+            periods: IdPeriods::of_day(day, day_ids, month_ids),
+        }
+    }
+
+    fn merge(&mut self, other: &BlockReach) {
+        self.sketch.merge(&other.sketch);
+        self.periods.union(&other.periods);
+    }
+}
+
+/// Days as a PostgreSQL array literal (`{2026-11-03,2026-11-04}`): one
+/// text per row of an `UNNEST`, whose arrays cannot nest rows of arrays of
+/// different lengths; the statements cast it back to `date[]`.
+fn dates_literal(days: &[Date]) -> String {
+    let days: Vec<String> = days.iter().map(Date::to_string).collect();
+    format!("{{{}}}", days.join(","))
+}
+
 /// A stored sketch, as the database gives it.
 pub(crate) fn decode(bytes: &[u8]) -> Result<Sketch, sqlx::Error> {
     Sketch::from_bytes(bytes).map_err(|e| sqlx::Error::Decode(Box::new(e)))
-}
-
-/// The rows a lock statement returned, as (1-based index of the key in
-/// `there`, stored bytes), each united with its new sketch: the step both
-/// the day sketches and their blocks take under their row locks. Returns
-/// the keys in the order they were locked and the bytes to write back.
-pub(crate) fn unite_locked<'s, T: Copy + 's>(
-    there: &[T],
-    stored: &[(i64, Vec<u8>)],
-    sketch: impl Fn(T) -> &'s Sketch,
-) -> Result<(Vec<T>, Vec<Vec<u8>>), sqlx::Error> {
-    let mut keys = Vec::with_capacity(stored.len());
-    let mut bytes = Vec::with_capacity(stored.len());
-    for (i, b) in stored {
-        let row = there[(*i - 1) as usize];
-        let mut united = decode(b)?;
-        united.merge(sketch(row));
-        keys.push(row);
-        bytes.push(united.to_bytes());
-    }
-    Ok((keys, bytes))
 }
 
 /// The days after `after` (every day, when `None`) up to `through` with
@@ -75,8 +88,9 @@ pub(crate) fn unite_locked<'s, T: Copy + 's>(
 const DAYS_TO_FOLD: &str = "SELECT DISTINCT day FROM reach_sketches
 WHERE ($1::date IS NULL OR day > $1) AND day <= $2 ORDER BY day";
 
-/// One day's sketches.
-const DAY_SKETCHES: &str = "SELECT campaign, dim, value, sketch FROM reach_sketches WHERE day = $1";
+/// One day's sketches, with the kinds of ids their listeners had.
+const DAY_SKETCHES: &str =
+    "SELECT campaign, dim, value, sketch, day_ids, month_ids FROM reach_sketches WHERE day = $1";
 
 /// How many block sketches a fold unites in memory before writing them
 /// (at most 16 KB each: ~64 MB). A daily fold holds a day's, far fewer; a
@@ -102,14 +116,17 @@ pub async fn fold(
     let mut written = 0;
     let mut blocks = BTreeMap::new();
     for day in days {
-        let rows: Vec<(String, String, String, Vec<u8>)> = sqlx::query_as(DAY_SKETCHES)
+        let rows: Vec<(String, String, String, Vec<u8>, bool, bool)> = sqlx::query_as(DAY_SKETCHES)
             .bind(day)
             .fetch_all(&mut **tx)
             .await?;
-        for (campaign, dim, value, bytes) in rows {
-            let sketch = decode(&bytes)?;
+        for (campaign, dim, value, bytes, day_ids, month_ids) in rows {
+            let reach = BlockReach::of_day(&decode(&bytes)?, day, day_ids, month_ids);
             for key in blocks_of(&campaign, &dim, &value, day) {
-                blocks.entry(key).or_insert_with(Sketch::new).merge(&sketch);
+                blocks
+                    .entry(key)
+                    .or_insert_with(BlockReach::default)
+                    .merge(&reach);
             }
         }
         if blocks.len() >= FOLD_BATCH_BLOCKS {
@@ -132,11 +149,12 @@ pub async fn add_late(
     };
     let mut blocks = BTreeMap::new();
     for (k, r) in rows.iter().filter(|(k, _)| k.day <= through) {
+        let reach = BlockReach::of_day(&r.sketch, k.day, r.day_ids, r.month_ids);
         for key in blocks_of(k.campaign, k.dim, k.value, k.day) {
             blocks
                 .entry(key)
-                .or_insert_with(Sketch::new)
-                .merge(&r.sketch);
+                .or_insert_with(BlockReach::default)
+                .merge(&reach);
         }
     }
     merge(tx, blocks).await?;
@@ -144,24 +162,30 @@ pub async fn add_late(
 }
 
 /// New blocks, as rows; the keys there already come back.
-const INSERT_BLOCKS: &str =
-    "INSERT INTO reach_sketch_blocks (campaign, dim, value, span_days, first_day, sketch)
-SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int4[], $5::date[], $6::bytea[])
+const INSERT_BLOCKS: &str = "INSERT INTO reach_sketch_blocks
+    (campaign, dim, value, span_days, first_day, sketch, daily_id_days, monthly_id_months)
+SELECT campaign, dim, value, span_days, first_day, sketch, days::date[], months::date[]
+FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int4[], $5::date[], $6::bytea[], $7::text[], $8::text[])
+    AS u (campaign, dim, value, span_days, first_day, sketch, days, months)
 ON CONFLICT (campaign, dim, value, span_days, first_day) DO NOTHING
 RETURNING campaign, dim, value, span_days, first_day";
 
 /// The stored blocks of the keys given, locked in the keys' order, as
-/// (index of the key, sketch).
-const LOCK_BLOCKS: &str = "SELECT k.i, b.sketch
+/// (index of the key, sketch, periods).
+const LOCK_BLOCKS: &str = "SELECT k.i, b.sketch, b.daily_id_days, b.monthly_id_months
 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int4[], $5::date[])
     WITH ORDINALITY AS k (campaign, dim, value, span_days, first_day, i)
 JOIN reach_sketch_blocks b USING (campaign, dim, value, span_days, first_day)
 ORDER BY k.i FOR UPDATE OF b";
 
-/// The united sketches written back over the rows [`LOCK_BLOCKS`] locked.
-const UPDATE_BLOCKS: &str = "UPDATE reach_sketch_blocks b SET sketch = u.sketch
-FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int4[], $5::date[], $6::bytea[])
-    AS u (campaign, dim, value, span_days, first_day, sketch)
+/// A row of [`LOCK_BLOCKS`].
+type LockedBlock = (i64, Vec<u8>, Vec<Date>, Vec<Date>);
+
+/// The united blocks written back over the rows [`LOCK_BLOCKS`] locked.
+const UPDATE_BLOCKS: &str = "UPDATE reach_sketch_blocks b
+SET sketch = u.sketch, daily_id_days = u.days::date[], monthly_id_months = u.months::date[]
+FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int4[], $5::date[], $6::bytea[], $7::text[], $8::text[])
+    AS u (campaign, dim, value, span_days, first_day, sketch, days, months)
 WHERE (b.campaign, b.dim, b.value, b.span_days, b.first_day)
     = (u.campaign, u.dim, u.value, u.span_days, u.first_day)";
 
@@ -214,15 +238,14 @@ impl<'a> KeyColumns<'a> {
 /// loses the other's listeners. Returns the rows written.
 async fn merge(
     tx: &mut Transaction<'_, Postgres>,
-    blocks: BTreeMap<BlockKey, Sketch>,
+    blocks: BTreeMap<BlockKey, BlockReach>,
 ) -> Result<u64, sqlx::Error> {
     if blocks.is_empty() {
         return Ok(0);
     }
-    let bytes: Vec<Vec<u8>> = blocks.values().map(Sketch::to_bytes).collect();
-    let inserted: Vec<(String, String, String, i32, Date)> = KeyColumns::of(blocks.keys())
-        .bind(sqlx::query(INSERT_BLOCKS))
-        .bind(&bytes)
+    let values = ValueColumns::of(blocks.values());
+    let inserted: Vec<(String, String, String, i32, Date)> = values
+        .bind(KeyColumns::of(blocks.keys()).bind(sqlx::query(INSERT_BLOCKS)))
         .try_map(|r: sqlx::postgres::PgRow| {
             use sqlx::Row;
             Ok((
@@ -249,23 +272,65 @@ async fn merge(
             first_day,
         })
         .collect();
-    let there: Vec<(&BlockKey, &Sketch)> =
+    let there: Vec<(&BlockKey, &BlockReach)> =
         blocks.iter().filter(|(k, _)| !new.contains(k)).collect();
-    let stored: Vec<(i64, Vec<u8>)> = KeyColumns::of(there.iter().map(|(k, _)| *k))
+    let stored: Vec<LockedBlock> = KeyColumns::of(there.iter().map(|(k, _)| *k))
         .bind(sqlx::query(LOCK_BLOCKS))
         .try_map(|r: sqlx::postgres::PgRow| {
             use sqlx::Row;
-            Ok((r.try_get(0)?, r.try_get(1)?))
+            Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?))
         })
         .fetch_all(&mut **tx)
         .await?;
-    let (united_keys, united) = unite_locked(&there, &stored, |(_, s)| s)?;
-    KeyColumns::of(united_keys.into_iter().map(|(k, _)| k))
-        .bind(sqlx::query(UPDATE_BLOCKS))
-        .bind(&united)
+    // Each locked row united with its new listeners and periods, in the
+    // order the rows were locked.
+    let mut united_keys = Vec::with_capacity(stored.len());
+    let mut united = Vec::with_capacity(stored.len());
+    for (i, bytes, days, months) in stored {
+        let (key, add) = there[(i - 1) as usize];
+        let mut block = BlockReach {
+            sketch: decode(&bytes)?,
+            periods: IdPeriods::stored(days, months),
+        };
+        block.merge(add);
+        united_keys.push(key);
+        united.push(block);
+    }
+    ValueColumns::of(united.iter())
+        .bind(KeyColumns::of(united_keys.into_iter()).bind(sqlx::query(UPDATE_BLOCKS)))
         .execute(&mut **tx)
         .await?;
     Ok(written)
+}
+
+/// The value columns of blocks, one array each, bound after their keys'.
+struct ValueColumns {
+    sketch: Vec<Vec<u8>>,
+    days: Vec<String>,
+    months: Vec<String>,
+}
+
+impl ValueColumns {
+    fn of<'a>(blocks: impl Iterator<Item = &'a BlockReach>) -> Self {
+        let mut c = ValueColumns {
+            sketch: Vec::new(),
+            days: Vec::new(),
+            months: Vec::new(),
+        };
+        for b in blocks {
+            c.sketch.push(b.sketch.to_bytes());
+            c.days.push(dates_literal(&b.periods.days()));
+            c.months.push(dates_literal(&b.periods.months()));
+        }
+        c
+    }
+
+    fn bind<'q>(
+        self,
+        q: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+        q.bind(self.sketch).bind(self.days).bind(self.months)
+    }
 }
 
 /// The campaigns with reach blocks or with sketches of days up to the mark.
@@ -276,16 +341,18 @@ SELECT campaign FROM reach_sketches
 WHERE ($1::text IS NULL OR campaign = $1) AND day <= $2";
 
 /// A campaign's sketches of the days up to the mark.
-const CAMPAIGN_DAYS: &str = "SELECT dim, value, day, sketch FROM reach_sketches
+const CAMPAIGN_DAYS: &str = "SELECT dim, value, day, sketch, day_ids, month_ids FROM reach_sketches
 WHERE campaign = $1 AND day <= $2";
 
 /// A campaign's block sketches.
-const CAMPAIGN_BLOCKS: &str = "SELECT dim, value, span_days, first_day, sketch
+const CAMPAIGN_BLOCKS: &str =
+    "SELECT dim, value, span_days, first_day, sketch, daily_id_days, monthly_id_months
 FROM reach_sketch_blocks WHERE campaign = $1";
 
 /// `earshot verify`'s check of the reach blocks: every block is the union
 /// of its days' sketches up to the mark, no more and no less (a block
-/// missing, one too many, or other listeners), one campaign at a time.
+/// missing, one too many, or other listeners), and holds their listener-id
+/// periods, one campaign at a time.
 /// Each disagreement as (key `campaign/dim/value/first_day/span`, the
 /// count of the days' union, the block's count: 0 where absent).
 pub async fn check(
@@ -304,24 +371,25 @@ pub async fn check(
         .await?;
     let mut out = Vec::new();
     for c in campaigns {
-        let days: Vec<(String, String, Date, Vec<u8>)> = sqlx::query_as(CAMPAIGN_DAYS)
+        let days: Vec<(String, String, Date, Vec<u8>, bool, bool)> = sqlx::query_as(CAMPAIGN_DAYS)
             .bind(&c)
             .bind(through)
             .fetch_all(pool)
             .await?;
-        let mut want: BTreeMap<BlockKey, Sketch> = BTreeMap::new();
-        for (dim, value, day, bytes) in days {
-            let sketch = decode(&bytes)?;
+        let mut want: BTreeMap<BlockKey, BlockReach> = BTreeMap::new();
+        for (dim, value, day, bytes, day_ids, month_ids) in days {
+            let reach = BlockReach::of_day(&decode(&bytes)?, day, day_ids, month_ids);
             for key in blocks_of(&c, &dim, &value, day) {
-                want.entry(key).or_default().merge(&sketch);
+                want.entry(key).or_default().merge(&reach);
             }
         }
-        let stored: Vec<(String, String, i32, Date, Vec<u8>)> = sqlx::query_as(CAMPAIGN_BLOCKS)
+        type Stored = (String, String, i32, Date, Vec<u8>, Vec<Date>, Vec<Date>);
+        let stored: Vec<Stored> = sqlx::query_as(CAMPAIGN_BLOCKS)
             .bind(&c)
             .fetch_all(pool)
             .await?;
-        let mut have: BTreeMap<BlockKey, Sketch> = BTreeMap::new();
-        for (dim, value, span_days, first_day, bytes) in stored {
+        let mut have: BTreeMap<BlockKey, BlockReach> = BTreeMap::new();
+        for (dim, value, span_days, first_day, bytes, days, months) in stored {
             let key = BlockKey {
                 campaign: c.clone(),
                 dim,
@@ -329,19 +397,35 @@ pub async fn check(
                 span_days,
                 first_day,
             };
-            have.insert(key, decode(&bytes)?);
+            let reach = BlockReach {
+                sketch: decode(&bytes)?,
+                periods: IdPeriods::stored(days, months),
+            };
+            have.insert(key, reach);
         }
         let keys: std::collections::BTreeSet<&BlockKey> = want.keys().chain(have.keys()).collect();
         for k in keys {
             let (w, h) = (want.get(k), have.get(k));
             if w != h {
+                // Same listeners, other periods: the key says so, as the
+                // counts cannot.
+                let periods_only = matches!((w, h), (Some(w), Some(h)) if w.sketch == h.sketch);
                 out.push((
                     format!(
-                        "{}/{}/{}/{}/{}d",
-                        k.campaign, k.dim, k.value, k.first_day, k.span_days
+                        "{}/{}/{}/{}/{}d{}",
+                        k.campaign,
+                        k.dim,
+                        k.value,
+                        k.first_day,
+                        k.span_days,
+                        if periods_only {
+                            " (listener-id periods)"
+                        } else {
+                            ""
+                        }
                     ),
-                    w.map_or(0, Sketch::count),
-                    h.map_or(0, Sketch::count),
+                    w.map_or(0, |b| b.sketch.count()),
+                    h.map_or(0, |b| b.sketch.count()),
                 ));
             }
         }

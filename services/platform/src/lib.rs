@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod config;
 pub mod db;
+pub mod id_periods;
 pub mod metrics;
 pub mod roles;
 pub mod rollup;

@@ -155,6 +155,13 @@ async fn a_listener_heard_on_twenty_days_of_a_month_counts_once_in_its_reach() {
     ));
     load(&app.db, &events).await;
     assert_books_balance(&app.db.pool).await;
+    // The loader's upkeep folded these days into reach blocks, so the
+    // reports in total below read their listeners and periods there.
+    let mark: Option<Date> = sqlx::query_scalar("SELECT reach_blocks_through FROM counting_state")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert!(mark >= Some(next), "{mark:?}");
 
     let from = midnight(first);
     let to = midnight(first + Duration::days(20));
@@ -231,6 +238,24 @@ async fn a_listener_heard_on_twenty_days_of_a_month_counts_once_in_its_reach() {
         )
         .await;
     assert_eq!(reach_of(&one_day["totals"]), (Some(1), f(1.0), Some(false)));
+    // Two days that make one aligned block: the report reads the block
+    // alone, and its periods are those two days.
+    let pair = (0..19)
+        .map(|d| first + Duration::days(d))
+        .find(|&d| earshot_platform::rollup::block_start(d, 2) == d)
+        .unwrap();
+    let two_days = app
+        .json(
+            &report_path(
+                "daily",
+                midnight(pair),
+                midnight(pair + Duration::days(2)),
+                "granularity=total",
+            ),
+            &key,
+        )
+        .await;
+    assert_eq!(reach_of(&two_days["totals"]), (Some(2), f(1.0), Some(true)));
 
     // Where no sketch is kept: null in the rows, as unique listeners; the
     // totals are the campaign's, except by the hour.
@@ -283,6 +308,36 @@ async fn a_listener_heard_on_twenty_days_of_a_month_counts_once_in_its_reach() {
     load(&app.db, &events).await;
     assert_eq!(sketches(&app.db.pool).await, before);
     assert_books_balance(&app.db.pool).await;
+
+    // `earshot verify` checks the blocks' periods as it checks their
+    // listeners, and names a block whose periods are not its days'.
+    let reach_blocks = || async {
+        earshot_loader::verify::verify(&app.db.pool, Some("monthly"))
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|m| m.what == "reach_blocks")
+            .map(|m| (m.key, m.from_events, m.from_rollups))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(reach_blocks().await, vec![]);
+    let first_day: Date = sqlx::query_scalar(
+        "UPDATE reach_sketch_blocks SET monthly_id_months = '{}'
+         WHERE (campaign, dim, value, span_days) = ('monthly', '', '', 8)
+           AND first_day = (SELECT min(first_day) FROM reach_sketch_blocks
+                            WHERE campaign = 'monthly' AND span_days = 8)
+         RETURNING first_day",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    let wrong = reach_blocks().await;
+    assert_eq!(wrong.len(), 1, "{wrong:?}");
+    assert_eq!(
+        wrong[0].0,
+        format!("monthly///{first_day}/8d (listener-id periods)")
+    );
+    assert_eq!(wrong[0].1, wrong[0].2, "the same listeners");
 }
 
 /// Reach over the last `days` days of the range ending at `to`, against

@@ -10,8 +10,9 @@
 //! granularity, whatever the grouping. Like the uniques, a range that
 //! starts or ends inside a day takes that whole day's listeners.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
+use earshot_platform::id_periods::IdPeriods;
 use earshot_platform::sketch::{Sketch, DIM_CAMPAIGN};
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -23,34 +24,42 @@ use super::sketch_cache::{SketchCache, SketchKey, Source};
 use super::spec::{Granularity, ReportSpec};
 use crate::error::ApiError;
 
-/// The range's stored sketches, without their bytes: for each, its first
+/// The sketches a report merges, without their bytes: for each, its first
 /// day, span (1 for a day of `reach_sketches`, 2–128 for a block of
-/// `reach_sketch_blocks`), dim, value and row version, whether the report
-/// merges it, and a day's listener-id periods. Every day of the range comes
-/// back, for its periods; its sketch is merged only when it is in `$5` (the
-/// days no block covers); the blocks are the parts given as (span, first
-/// day) in `$6`, `$7`.
+/// `reach_sketch_blocks`), dim, value, row version and listener-id periods
+/// (a day's as the kinds of ids it had, a block's as the periods
+/// themselves). The days are those no block covers (`$3`); the blocks are
+/// the parts given as (span, first day) in `$4`, `$5`. A day inside a
+/// block is not read at all: the block holds its listeners and periods.
 const RANGE_VERSIONS: &str =
-    "SELECT day, 1, dim, value, xmin::text::bigint, day = ANY($5), day_ids, month_ids
+    "SELECT day, 1, dim, value, xmin::text::bigint, day_ids, month_ids, '{}'::date[], '{}'::date[]
 FROM reach_sketches
-WHERE campaign = $1 AND dim = ANY($2) AND day >= $3 AND day < $4
+WHERE campaign = $1 AND dim = ANY($2) AND day = ANY($3)
 UNION ALL
-SELECT b.first_day, b.span_days, b.dim, b.value, b.xmin::text::bigint, true, false, false
-FROM reach_sketch_blocks b JOIN UNNEST($6::int4[], $7::date[]) AS p (span_days, first_day)
+SELECT b.first_day, b.span_days, b.dim, b.value, b.xmin::text::bigint, false, false,
+       b.daily_id_days, b.monthly_id_months
+FROM reach_sketch_blocks b JOIN UNNEST($4::int4[], $5::date[]) AS p (span_days, first_day)
     USING (span_days, first_day)
 WHERE b.campaign = $1 AND b.dim = ANY($2)";
 
 /// A row of [`RANGE_VERSIONS`].
-type VersionRow = (Date, i32, String, String, i64, bool, bool, bool);
+type VersionRow = (
+    Date,
+    i32,
+    String,
+    String,
+    i64,
+    bool,
+    bool,
+    Vec<Date>,
+    Vec<Date>,
+);
 
 /// A stored sketch of the range, as [`RANGE_VERSIONS`] gives it.
 struct Stored {
     key: SketchKey,
     version: i64,
-    /// Whether the report merges its sketch.
-    merged: bool,
-    day_ids: bool,
-    month_ids: bool,
+    periods: IdPeriods,
 }
 
 /// The bytes and row versions of the sketches given as (day, dim, value)
@@ -70,21 +79,19 @@ WHERE b.campaign = $1";
 /// A row of [`SKETCH_BYTES`].
 type BytesRow = (Date, i32, String, String, i64, Vec<u8>);
 
-/// One stored day of the range: its listener-id periods, and its sketch
-/// unless a block of the range holds the day.
-struct DaySketch {
-    day: Date,
-    sketch: Option<Arc<Sketch>>,
-    day_ids: bool,
-    month_ids: bool,
+/// A stored sketch the report merges, and the listener-id periods of its
+/// listeners.
+struct Part {
+    sketch: Arc<Sketch>,
+    periods: IdPeriods,
 }
 
-/// A scope's sketches over the range: its days, and the blocks that hold
-/// the days whose sketches were not read.
+/// A scope's sketches over the range: the days no block covers, by day,
+/// and the blocks that hold the others.
 #[derive(Default)]
 struct ScopeSketches {
-    days: Vec<DaySketch>,
-    blocks: Vec<Arc<Sketch>>,
+    days: Vec<(Date, Part)>,
+    blocks: Vec<Part>,
 }
 
 fn decode(campaign: &str, key: &SketchKey, bytes: &[u8]) -> Result<Sketch, ApiError> {
@@ -161,14 +168,6 @@ async fn sketches(
     Ok(out)
 }
 
-/// A listener-id period: a UTC day (daily ids) or the month starting on
-/// that day (monthly ids).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Period {
-    Day(Date),
-    Month(Date),
-}
-
 /// The range's sketches, by (dim, value).
 pub struct RangeSketches {
     by_scope: HashMap<(String, String), ScopeSketches>,
@@ -210,8 +209,6 @@ impl RangeSketches {
         let rows: Vec<VersionRow> = sqlx::query_as(RANGE_VERSIONS)
             .bind(campaign)
             .bind(&dims)
-            .bind(first)
-            .bind(end)
             .bind(&singles)
             .bind(&spans)
             .bind(&firsts)
@@ -220,33 +217,33 @@ impl RangeSketches {
         let rows: Vec<Stored> = rows
             .into_iter()
             .map(
-                |(day, span, dim, value, version, merged, day_ids, month_ids)| Stored {
-                    key: sketch_key(campaign, day, span, dim, value),
-                    version,
-                    merged,
-                    day_ids,
-                    month_ids,
+                |(day, span, dim, value, version, day_ids, month_ids, days, months)| {
+                    let mut periods = IdPeriods::stored(days, months);
+                    periods.union(&IdPeriods::of_day(day, day_ids, month_ids));
+                    Stored {
+                        key: sketch_key(campaign, day, span, dim, value),
+                        version,
+                        periods,
+                    }
                 },
             )
             .collect();
-        let wanted: Vec<(SketchKey, i64)> = rows
-            .iter()
-            .filter(|r| r.merged)
-            .map(|r| (r.key.clone(), r.version))
-            .collect();
+        let wanted: Vec<(SketchKey, i64)> =
+            rows.iter().map(|r| (r.key.clone(), r.version)).collect();
         let mut got = sketches(pool, cache, campaign, &wanted).await?;
         let mut by_scope: HashMap<(String, String), ScopeSketches> = HashMap::new();
         for r in rows {
-            let sketch = if r.merged { got.remove(&r.key) } else { None };
+            let Some(sketch) = got.remove(&r.key) else {
+                continue;
+            };
+            let part = Part {
+                sketch,
+                periods: r.periods,
+            };
             let scope = by_scope.entry((r.key.dim, r.key.value)).or_default();
             match r.key.source {
-                Source::Block(_) => scope.blocks.extend(sketch),
-                Source::Day => scope.days.push(DaySketch {
-                    day: r.key.first_day,
-                    sketch,
-                    day_ids: r.day_ids,
-                    month_ids: r.month_ids,
-                }),
+                Source::Block(_) => scope.blocks.push(part),
+                Source::Day => scope.days.push((r.key.first_day, part)),
             }
         }
         Ok(Self { by_scope })
@@ -265,33 +262,21 @@ impl RangeSketches {
         let Some(sketches) = self.by_scope.get(&scope) else {
             return Reach::default();
         };
-        let mut union = Sketch::new();
-        if day.is_none() {
-            for b in &sketches.blocks {
-                union.merge(b);
-            }
-        }
-        let mut periods = BTreeSet::new();
-        for d in sketches
+        let blocks = sketches.blocks.iter().filter(|_| day.is_none());
+        let days = sketches
             .days
             .iter()
-            .filter(|d| day.is_none_or(|x| x == d.day))
-        {
-            if let Some(s) = &d.sketch {
-                union.merge(s);
-            }
-            if d.day_ids {
-                periods.insert(Period::Day(d.day));
-            }
-            if d.month_ids {
-                let first =
-                    Date::from_calendar_date(d.day.year(), d.day.month(), 1).unwrap_or(d.day);
-                periods.insert(Period::Month(first));
-            }
+            .filter(|(d, _)| day.is_none_or(|x| x == *d))
+            .map(|(_, part)| part);
+        let mut union = Sketch::new();
+        let mut periods = IdPeriods::default();
+        for part in blocks.chain(days) {
+            union.merge(&part.sketch);
+            periods.union(&part.periods);
         }
         Reach {
             listeners: union.count(),
-            upper_bound: periods.len() > 1,
+            upper_bound: periods.is_upper_bound(),
         }
     }
 }
