@@ -57,9 +57,9 @@ pub struct BlockReach {
 
 impl BlockReach {
     /// One day's listeners, with the kinds of ids they had.
-    fn of_day(sketch: &Sketch, day: Date, day_ids: bool, month_ids: bool) -> Self {
+    fn of_day(sketch: Sketch, day: Date, day_ids: bool, month_ids: bool) -> Self {
         Self {
-            sketch: sketch.clone(),
+            sketch,
             periods: IdPeriods::of_day(day, day_ids, month_ids),
         }
     }
@@ -121,7 +121,7 @@ pub async fn fold(
             .fetch_all(&mut **tx)
             .await?;
         for (campaign, dim, value, bytes, day_ids, month_ids) in rows {
-            let reach = BlockReach::of_day(&decode(&bytes)?, day, day_ids, month_ids);
+            let reach = BlockReach::of_day(decode(&bytes)?, day, day_ids, month_ids);
             for key in blocks_of(&campaign, &dim, &value, day) {
                 blocks
                     .entry(key)
@@ -149,7 +149,7 @@ pub async fn add_late(
     };
     let mut blocks = BTreeMap::new();
     for (k, r) in rows.iter().filter(|(k, _)| k.day <= through) {
-        let reach = BlockReach::of_day(&r.sketch, k.day, r.day_ids, r.month_ids);
+        let reach = BlockReach::of_day(r.sketch.clone(), k.day, r.day_ids, r.month_ids);
         for key in blocks_of(k.campaign, k.dim, k.value, k.day) {
             blocks
                 .entry(key)
@@ -378,7 +378,7 @@ pub async fn check(
             .await?;
         let mut want: BTreeMap<BlockKey, BlockReach> = BTreeMap::new();
         for (dim, value, day, bytes, day_ids, month_ids) in days {
-            let reach = BlockReach::of_day(&decode(&bytes)?, day, day_ids, month_ids);
+            let reach = BlockReach::of_day(decode(&bytes)?, day, day_ids, month_ids);
             for key in blocks_of(&c, &dim, &value, day) {
                 want.entry(key).or_default().merge(&reach);
             }
