@@ -311,15 +311,7 @@ async fn a_listener_heard_on_twenty_days_of_a_month_counts_once_in_its_reach() {
 
     // `earshot verify` checks the blocks' periods as it checks their
     // listeners, and names a block whose periods are not its days'.
-    let reach_blocks = || async {
-        earshot_loader::verify::verify(&app.db.pool, Some("monthly"))
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|m| m.what == "reach_blocks")
-            .map(|m| (m.key, m.from_events, m.from_rollups))
-            .collect::<Vec<_>>()
-    };
+    let reach_blocks = || reach_block_mismatches(&app.db.pool, "monthly");
     assert_eq!(reach_blocks().await, vec![]);
     let first_day: Date = sqlx::query_scalar(
         "UPDATE reach_sketch_blocks SET monthly_id_months = '{}'
@@ -338,6 +330,18 @@ async fn a_listener_heard_on_twenty_days_of_a_month_counts_once_in_its_reach() {
         format!("monthly///{first_day}/8d (listener-id periods)")
     );
     assert_eq!(wrong[0].1, wrong[0].2, "the same listeners");
+}
+
+/// `earshot verify`'s `reach_blocks` rows for `campaign`, as (key, the
+/// days' union's count, the block's count).
+async fn reach_block_mismatches(pool: &sqlx::PgPool, campaign: &str) -> Vec<(String, i64, i64)> {
+    earshot_loader::verify::verify(pool, Some(campaign))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.what == "reach_blocks")
+        .map(|m| (m.key, m.from_events, m.from_rollups))
+        .collect()
 }
 
 /// Reach over the last `days` days of the range ending at `to`, against
@@ -875,15 +879,7 @@ async fn reach_from_day_blocks_is_the_reach_from_single_days_and_a_late_day_join
         .unwrap();
     assert_eq!(mark, Some(through));
     // `earshot verify` finds the blocks whole, and names one gone.
-    let reach_blocks = || async {
-        earshot_loader::verify::verify(&app.db.pool, Some("flight"))
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|m| m.what == "reach_blocks")
-            .map(|m| (m.key, m.from_events, m.from_rollups))
-            .collect::<Vec<_>>()
-    };
+    let reach_blocks = || reach_block_mismatches(&app.db.pool, "flight");
     assert_eq!(reach_blocks().await, vec![]);
     let first: Date = sqlx::query_scalar(
         "DELETE FROM reach_sketch_blocks
