@@ -5,13 +5,14 @@
 //! listener id), scaled by the sample rate (docs/COUNTING.md, "Reach and
 //! frequency").
 
-use earshot_platform::sketch::FREQUENCY_SAMPLE_RATE;
+use earshot_platform::id_periods::IdPeriods;
+use earshot_platform::sketch::{DIM_CAMPAIGN, FREQUENCY_SAMPLE_RATE};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
-use time::OffsetDateTime;
+use time::{Date, OffsetDateTime};
 use utoipa::{IntoParams, ToSchema};
 
-use super::spec::{format_instant, ReportParams, ReportSpec};
+use super::spec::{format_instant, whole_days, ReportParams, ReportSpec};
 use crate::error::ApiError;
 
 /// The buckets of the distribution: (fewest, most) impressions, `None`
@@ -70,9 +71,7 @@ pub struct Frequency {
 /// a billion.
 const SAMPLE_BY_TIMES: &str = "SELECT n, count(*)::bigint FROM (
     SELECT sum(impressions)::bigint AS n FROM frequency_sample
-    WHERE campaign = $1
-      AND day >= ($2 AT TIME ZONE 'UTC')::date
-      AND day < ($3 AT TIME ZONE 'UTC')::date + (($3 AT TIME ZONE 'UTC')::time > '00:00')::int
+    WHERE campaign = $1 AND day >= $2 AND day < $3
     GROUP BY hashtextextended(listener, 0)
 ) t GROUP BY n";
 
@@ -92,17 +91,11 @@ const FREQUENCY_SETTINGS: &str = "SELECT set_config('work_mem', '64MB', true),
     set_config('max_parallel_workers_per_gather', '0', true),
     set_config('plan_cache_mode', 'force_custom_plan', true)";
 
-/// The listener-id periods of the range's listeners, from the campaign's
-/// reach sketches (which record the periods of their ids).
-const PERIODS: &str = "SELECT count(DISTINCT p)::bigint FROM (
-    SELECT 'd' || day::text AS p FROM reach_sketches
-    WHERE campaign = $1 AND dim = '' AND day_ids AND day >= ($2 AT TIME ZONE 'UTC')::date
-      AND day < ($3 AT TIME ZONE 'UTC')::date + (($3 AT TIME ZONE 'UTC')::time > '00:00')::int
-    UNION ALL
-    SELECT 'm' || to_char(day, 'YYYY-MM') FROM reach_sketches
-    WHERE campaign = $1 AND dim = '' AND month_ids AND day >= ($2 AT TIME ZONE 'UTC')::date
-      AND day < ($3 AT TIME ZONE 'UTC')::date + (($3 AT TIME ZONE 'UTC')::time > '00:00')::int
-) t";
+/// The range's days with the kinds of listener ids each had, from the
+/// campaign's reach sketches (which record them), for the period rule
+/// ([`IdPeriods`]).
+const DAY_PERIODS: &str = "SELECT day, day_ids, month_ids FROM reach_sketches
+WHERE campaign = $1 AND dim = $2 AND day >= $3 AND day < $4";
 
 /// The range of `p`, checked as a report's `from` and `to` are.
 pub fn range(
@@ -153,21 +146,27 @@ pub async fn run(
     from: OffsetDateTime,
     to: OffsetDateTime,
 ) -> Result<Frequency, ApiError> {
+    let (first, end) = whole_days(from, to);
     let mut tx = pool.begin().await?;
     sqlx::query(FREQUENCY_SETTINGS).execute(&mut *tx).await?;
     let by_times: Vec<(i64, i64)> = sqlx::query_as(SAMPLE_BY_TIMES)
         .bind(campaign)
-        .bind(from)
-        .bind(to)
+        .bind(first)
+        .bind(end)
         .fetch_all(&mut *tx)
         .await?;
-    let periods: i64 = sqlx::query_scalar(PERIODS)
+    let days: Vec<(Date, bool, bool)> = sqlx::query_as(DAY_PERIODS)
         .bind(campaign)
-        .bind(from)
-        .bind(to)
-        .fetch_one(&mut *tx)
+        .bind(DIM_CAMPAIGN)
+        .bind(first)
+        .bind(end)
+        .fetch_all(&mut *tx)
         .await?;
     tx.commit().await?;
+    let mut periods = IdPeriods::default();
+    for (day, day_ids, month_ids) in days {
+        periods.union(&IdPeriods::of_day(day, day_ids, month_ids));
+    }
     Ok(Frequency {
         campaign: campaign.to_owned(),
         from: format_instant(from),
@@ -175,7 +174,7 @@ pub async fn run(
         sample_rate: FREQUENCY_SAMPLE_RATE as i64,
         sampled_listeners: by_times.iter().map(|(_, c)| c).sum(),
         buckets: bucketed(&by_times),
-        upper_bound: periods > 1,
+        upper_bound: periods.is_upper_bound(),
     })
 }
 

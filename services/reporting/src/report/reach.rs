@@ -21,7 +21,7 @@ use time::{Date, Duration};
 use super::blocks::{day_parts, BlocksMark};
 use super::metrics::Reach;
 use super::sketch_cache::{SketchCache, SketchKey, Source};
-use super::spec::{Granularity, ReportSpec};
+use super::spec::{whole_days, Granularity, ReportSpec};
 use crate::error::ApiError;
 
 /// The sketches a report merges, without their bytes: for each, its first
@@ -189,11 +189,7 @@ impl RangeSketches {
     ) -> Result<Self, ApiError> {
         let mut dims = vec![DIM_CAMPAIGN];
         dims.extend(spec.reach_dim().and_then(|d| d.sketch_dim()));
-        // The range's whole UTC days: a range that starts or ends inside a
-        // day takes that whole day.
-        let first = spec.from.to_offset(time::UtcOffset::UTC).date();
-        let to = spec.to.to_offset(time::UtcOffset::UTC);
-        let end = to.date() + Duration::days(i64::from(to.time() > time::Time::MIDNIGHT));
+        let (first, end) = whole_days(spec.from, spec.to);
         let mark = if spec.granularity == Granularity::Total {
             marks.reach(pool).await?
         } else {

@@ -185,6 +185,15 @@ fn next_hour(now: OffsetDateTime) -> OffsetDateTime {
     floor + Duration::hours(1)
 }
 
+/// The whole UTC days [first, end) of the range [`from`, `to`): a range
+/// that starts or ends inside a day takes that whole day, as the daily
+/// figures it reads (reach, frequency) know no hours.
+pub fn whole_days(from: OffsetDateTime, to: OffsetDateTime) -> (Date, Date) {
+    let to = to.to_offset(UtcOffset::UTC);
+    let end = to.date() + Duration::days(i64::from(to.time() > Time::MIDNIGHT));
+    (from.to_offset(UtcOffset::UTC).date(), end)
+}
+
 pub fn format_instant(t: OffsetDateTime) -> String {
     t.to_offset(UtcOffset::UTC)
         .format(&Rfc3339)
