@@ -64,6 +64,14 @@ impl BlockReach {
         }
     }
 
+    /// A stored block: its sketch's bytes and its periods.
+    fn stored(bytes: &[u8], days: Vec<Date>, months: Vec<Date>) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            sketch: decode(bytes)?,
+            periods: IdPeriods::stored(days, months),
+        })
+    }
+
     fn merge(&mut self, other: &BlockReach) {
         self.sketch.merge(&other.sketch);
         self.periods.union(&other.periods);
@@ -288,10 +296,7 @@ async fn merge(
     let mut united = Vec::with_capacity(stored.len());
     for (i, bytes, days, months) in stored {
         let (key, add) = there[(i - 1) as usize];
-        let mut block = BlockReach {
-            sketch: decode(&bytes)?,
-            periods: IdPeriods::stored(days, months),
-        };
+        let mut block = BlockReach::stored(&bytes, days, months)?;
         block.merge(add);
         united_keys.push(key);
         united.push(block);
@@ -397,11 +402,7 @@ pub async fn check(
                 span_days,
                 first_day,
             };
-            let reach = BlockReach {
-                sketch: decode(&bytes)?,
-                periods: IdPeriods::stored(days, months),
-            };
-            have.insert(key, reach);
+            have.insert(key, BlockReach::stored(&bytes, days, months)?);
         }
         let keys: std::collections::BTreeSet<&BlockKey> = want.keys().chain(have.keys()).collect();
         for k in keys {
