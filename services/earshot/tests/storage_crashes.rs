@@ -45,6 +45,13 @@ async fn wait_for_load_in_progress(admin: &PgPool, db: &str, loader: &mut ChildP
 /// load is still in progress when the test sees it in progress.
 const BIG_EVENTS: usize = 200_000;
 
+/// The loader's environment for a `big.ndjson` of `events` events: once
+/// tried, it loads again in ten parts (the default's hundred would only
+/// make the test slower).
+fn in_ten_parts(events: usize) -> [(String, String); 1] {
+    [("EARSHOT_LOAD_PART_EVENTS".into(), (events / 10).to_string())]
+}
+
 /// A fresh directory holding one object, `big.ndjson`, of `events` events
 /// from yesterday (`seed` picks them), and its `dir:` source. The
 /// directory is removed when the returned guard drops.
@@ -91,23 +98,98 @@ async fn assert_nothing_committed(db: &PgPool) {
 }
 
 /// `earshot load --once` of `source` (a [`big_object_source`] of `events`
-/// events) into `db` loads its one object whole, and leaves `db` as the
-/// same load leaves `clean`.
+/// events) into `db` loads its one object (in parts: it was tried before),
+/// and leaves `db` as a whole load of it leaves `clean`.
 async fn assert_a_restart_counts_like_a_clean_run(
     db: &TestDb,
     clean: &TestDb,
     source: &str,
     events: usize,
 ) {
-    let restarted = load_once(&db.url, source, &[]).await;
+    let restarted = load_once(&db.url, source, &in_ten_parts(events)).await;
     assert_eq!(
         (restarted.objects_loaded, restarted.events_new),
         (1, events as u64)
     );
     let reference = load_once(&clean.url, source, &[]).await;
     assert_eq!(restarted, reference);
-    assert_same(&snapshot(&db.pool).await, &snapshot(&clean.pool).await);
-    assert_books_balance(&db.pool).await;
+    assert_same_as_a_whole_load(&db.pool, &clean.pool).await;
+}
+
+/// `db`, where an object was loaded in parts, holds what `clean`, where it
+/// was loaded whole, holds: every row counted, the ledger's row and its
+/// counts; no part or try of it is left.
+async fn assert_same_as_a_whole_load(db: &PgPool, clean: &PgPool) {
+    assert_same(
+        &snapshot(db).await.versions_as_campaigns(),
+        &snapshot(clean).await.versions_as_campaigns(),
+    );
+    assert_books_balance(db).await;
+    for table in ["loaded_object_parts", "load_attempts"] {
+        let n = count(db, &format!("SELECT count(*) FROM {table}")).await;
+        assert_eq!(n, 0, "{table}");
+    }
+}
+
+/// How many parts of `big.ndjson` are committed, and under which ids.
+async fn parts_in(db: &PgPool) -> (i64, i64) {
+    sqlx::query_as(
+        "SELECT count(*), count(DISTINCT object_id) FROM loaded_object_parts
+         WHERE object_key = 'big.ndjson'",
+    )
+    .fetch_one(db)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_loader_killed_again_and_again_commits_parts_each_life_and_ends_like_a_clean_run() {
+    // Half the size of the other tests' object: four lives parse it.
+    const EVENTS: usize = BIG_EVENTS / 2;
+    let db = TestDb::new().await;
+    let clean = TestDb::new().await;
+    let (_dir, source) = big_object_source("crash-loop", 11, EVENTS);
+    let spec = loader_spec(&db.url, &["--source", &source], &in_ten_parts(EVENTS));
+
+    // Life 1: killed in its whole load of the object.
+    let mut loader = ChildProcess::spawn(&spec).expect("start earshot load");
+    wait_for_load_in_progress(&db.pool, &db.name, &mut loader).await;
+    loader.kill().await.unwrap();
+    assert_nothing_committed(&db.pool).await;
+
+    // Lives 2 and 3: the object was tried, so each goes on in parts from
+    // where the last stopped, and is killed once it committed two more.
+    let mut had = 0;
+    for life in 2..=3 {
+        let mut loader = ChildProcess::spawn(&spec).expect("start earshot load");
+        let (parts, ids) = while_running(&mut loader, "two more parts", || async {
+            let (parts, ids) = parts_in(&db.pool).await;
+            (parts >= had + 2).then_some((parts, ids))
+        })
+        .await;
+        loader.kill().await.unwrap();
+        assert_eq!(ids, 1, "life {life}: every part under one object id");
+        let attempts = count(&db.pool, "SELECT attempts::bigint FROM load_attempts").await;
+        assert_eq!(attempts, life, "life {life}: each life's try is counted");
+        assert_eq!(
+            count(&db.pool, "SELECT count(*) FROM loaded_objects").await,
+            0,
+            "life {life}: the object is not loaded until its last part is"
+        );
+        had = parts_in(&db.pool).await.0;
+        assert!(had >= parts, "life {life}: a committed part stays");
+    }
+    let events_in: i64 = count(&db.pool, "SELECT count(*) FROM events").await;
+    assert!(events_in > 0 && (events_in as usize) < EVENTS);
+
+    // The last life finishes the object: only the parts not in yet.
+    let last = load_once(&db.url, &source, &in_ten_parts(EVENTS)).await;
+    assert_eq!(
+        (last.objects_loaded, last.events_new),
+        (1, (EVENTS as i64 - events_in) as u64)
+    );
+    load_once(&clean.url, &source, &[]).await;
+    assert_same_as_a_whole_load(&db.pool, &clean.pool).await;
 }
 
 /// `db_url` with its server replaced by a [`TcpProxy`] to that server, in
@@ -390,6 +472,5 @@ async fn loader_rides_through_postgresql_connections_dying_during_a_load() {
     let reference = load_once(&clean.url, &source, &[]).await;
     assert_eq!(reference.events_new, events.len() as u64);
     assert_eq!(reference.duplicates, (OBJECTS as u64 - 1) * OVERLAP as u64);
-    assert_same(&snapshot(&db.pool).await, &snapshot(&clean.pool).await);
-    assert_books_balance(&db.pool).await;
+    assert_same_as_a_whole_load(&db.pool, &clean.pool).await;
 }

@@ -2,6 +2,7 @@
 //! fetched and parsed while the current one's transaction begins and the
 //! previous one's finishes.
 
+use std::sync::Mutex;
 use std::time::Instant;
 
 use futures::future::OptionFuture;
@@ -12,7 +13,7 @@ use crate::counting::keys;
 use crate::parse;
 use crate::run::{backoff, Loader, RunSummary, ONCE_PATIENCE};
 use crate::source::{Delivery, Object, Unfetchable};
-use crate::store::{self, Begun, LoadStats, ObjectId, Preceding, Prepared};
+use crate::store::{self, Begun, LoadStats, ObjectId, PartsLoaded, Preceding, Prepared};
 
 /// An object fetched and parsed, or known to be loaded already.
 pub enum Fetched {
@@ -56,6 +57,8 @@ struct InFlight<'r> {
     /// The first half, open; `None` when it failed or was rolled back:
     /// then the object loads whole, with nothing beside it.
     begun: Option<Begun>,
+    /// It was tried before and did not commit: it loads alone, in parts.
+    in_parts: bool,
 }
 
 impl InFlight<'_> {
@@ -80,9 +83,13 @@ impl InFlight<'_> {
             .await
     }
 
-    /// Both halves in one go, with retries.
+    /// Both halves in one go (or its parts), with retries.
     async fn load_whole(&self, loader: &Loader) -> anyhow::Result<LoadStats> {
-        loader.store_with_retries(self.object, &self.fetched).await
+        if self.in_parts {
+            loader.load_in_parts(&self.fetched).await
+        } else {
+            loader.store_with_retries(self.object, &self.fetched).await
+        }
     }
 }
 
@@ -229,8 +236,13 @@ impl Loader {
                 OptionFuture::from(ahead)
             );
             fetched_ahead = ahead;
+            let mut in_parts = false;
             let mut began = match began {
-                Some(Ok(b)) => Some(b),
+                Some(Ok(Some(b))) => Some(b),
+                Some(Ok(None)) => {
+                    in_parts = true;
+                    None
+                }
                 Some(Err(e)) => {
                     self.failed_once(objects[next].1, &e);
                     None
@@ -266,6 +278,7 @@ impl Loader {
                             object,
                             fetched,
                             begun: began,
+                            in_parts,
                         })
                     }
                     // Not acknowledged, and the loader moves on: SQS hands the
@@ -366,23 +379,76 @@ impl Loader {
         Ok(Fetched::Ready(prepared))
     }
 
-    /// Loads a fetched object in its transaction.
+    /// Loads a fetched object: in its transaction, or in parts if it was
+    /// tried before.
     pub async fn store(&self, fetched: &Fetched) -> anyhow::Result<LoadStats> {
-        let begun = self.begin(fetched, &Preceding::default()).await?;
-        self.finish(fetched, begun).await
+        match self.begin(fetched, &Preceding::default()).await? {
+            Some(begun) => self.finish(fetched, begun).await,
+            None => self.load_in_parts(fetched).await,
+        }
     }
 
     /// The first half of an object's transaction (`store::begin`), with the
-    /// partitions its events and their keys need.
-    async fn begin(&self, fetched: &Fetched, preceding: &Preceding) -> anyhow::Result<Begun> {
+    /// partitions its events and their keys need; `None` when the object was
+    /// tried before and did not commit, to be loaded alone and in parts
+    /// ([`Self::load_in_parts`]).
+    async fn begin(
+        &self,
+        fetched: &Fetched,
+        preceding: &Preceding,
+    ) -> anyhow::Result<Option<Begun>> {
         let Fetched::Ready(p) = fetched else {
-            return Ok(Begun::default());
+            return Ok(Some(Begun::default()));
         };
         self.partitions
             .ensure(&self.pool, p.events.iter().map(|s| s.day))
             .await?;
         keys::ensure_days(&self.pool, p.events.iter().map(|s| s.day)).await?;
-        Ok(store::begin(&self.pool, p, preceding).await?)
+        match store::count_attempt(&self.pool, &p.id).await? {
+            None => Ok(Some(Begun::default())),
+            Some(1) => Ok(Some(store::begin(&self.pool, p, preceding).await?)),
+            Some(attempt) => {
+                tracing::info!(source = %p.id.source, key = %p.id.key, attempt, "the object was tried before and did not commit; loading it in parts");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Loads an object in parts, one transaction each (`store::load_in_parts`),
+    /// with retries that go on from the parts in, and tells what it did as
+    /// [`Self::finish`] does.
+    async fn load_in_parts(&self, fetched: &Fetched) -> anyhow::Result<LoadStats> {
+        let Fetched::Ready(p) = fetched else {
+            return Ok(LoadStats::default());
+        };
+        let obj = Object {
+            source: p.id.source.clone(),
+            key: p.id.key.clone(),
+            etag: Some(p.id.etag.clone()),
+        };
+        let so_far = Mutex::new(PartsLoaded::default());
+        let result = self
+            .retrying(&obj, || {
+                self.watchdog
+                    .watch("loading an object in parts", about(&obj), async {
+                        Ok(
+                            store::load_in_parts(&self.pool, p, self.opts.part_events, &so_far)
+                                .await?,
+                        )
+                    })
+            })
+            .await;
+        let PartsLoaded { stats, touched } = so_far.into_inner().expect("not poisoned");
+        if !touched.is_empty() {
+            self.touched.lock().expect("not poisoned").merge(touched);
+        }
+        metrics::counter!("earshot_loader_object_parts_total").increment(stats.parts as u64);
+        if stats.loaded {
+            report_loaded(p, &stats);
+        } else {
+            metrics::counter!("earshot_loader_objects_total", "outcome" => "skipped").increment(1);
+        }
+        result.map(|()| stats)
     }
 
     /// The second half (`store::finish`), and what a load tells: metrics,

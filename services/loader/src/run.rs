@@ -49,6 +49,9 @@ pub struct LoadOptions {
     /// [`Loader::run`] returns [`Stalled`](crate::watchdog::Stalled)
     /// (`watchdog.rs` says why).
     pub stall_limit: Duration,
+    /// Most events in one part of an object loaded in parts
+    /// (`store::PART_EVENTS` by default).
+    pub part_events: usize,
 }
 
 /// Totals over a run.

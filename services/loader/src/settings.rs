@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use crate::run::LoadOptions;
 use crate::source::{BadSourceSpec, EventsLocation, SourceSpec};
+use crate::store::PART_EVENTS;
 use crate::watchdog::DEFAULT_STALL_LIMIT;
 
 /// Default address of the loader's /healthz and /metrics.
@@ -50,6 +51,9 @@ pub struct LoaderSettings {
     /// Seconds one step (a poll, an object's download, half of its
     /// transaction, a merge) may run before the loader exits as stalled.
     pub stall_seconds: u64,
+    /// Most events in one part of an object loaded in parts (an object
+    /// whose load was tried before and did not commit).
+    pub part_events: usize,
     /// The bucket S3 notifications may name (an `sqs:` source); unset
     /// admits any, which only a local stack should do.
     pub events_bucket: Option<String>,
@@ -66,6 +70,7 @@ impl Default for LoaderSettings {
             poll_interval_seconds: DEFAULT_POLL_INTERVAL_SECONDS,
             concurrency: DEFAULT_LOAD_CONCURRENCY,
             stall_seconds: DEFAULT_STALL_LIMIT.as_secs(),
+            part_events: PART_EVENTS,
             events_bucket: None,
             events_prefix: DEFAULT_EVENTS_PREFIX.into(),
         }
@@ -83,6 +88,8 @@ pub enum SettingsError {
     },
     #[error("EARSHOT_LOADER_STALL_SECONDS must be at least 1 (seconds one loader step may run)")]
     NoStallLimit,
+    #[error("EARSHOT_LOAD_PART_EVENTS must be at least 1 (most events in one part of an object loaded in parts)")]
+    NoPartEvents,
     #[error(transparent)]
     Source(#[from] BadSourceSpec),
 }
@@ -96,6 +103,7 @@ impl LoaderSettings {
         ("EARSHOT_POLL_INTERVAL_SECONDS", "poll_interval_seconds"),
         ("EARSHOT_LOAD_CONCURRENCY", "concurrency"),
         ("EARSHOT_LOADER_STALL_SECONDS", "stall_seconds"),
+        ("EARSHOT_LOAD_PART_EVENTS", "part_events"),
         ("EARSHOT_EVENTS_BUCKET", "events_bucket"),
         ("EARSHOT_EVENTS_PREFIX", "events_prefix"),
     ];
@@ -121,12 +129,16 @@ impl LoaderSettings {
         if self.stall_seconds == 0 {
             return Err(SettingsError::NoStallLimit);
         }
+        if self.part_events == 0 {
+            return Err(SettingsError::NoPartEvents);
+        }
         Ok(LoadOptions {
             once,
             poll_interval: Duration::from_secs(self.poll_interval_seconds),
             retention_days: self.retention_days,
             concurrency: self.concurrency as usize,
             stall_limit: Duration::from_secs(self.stall_seconds),
+            part_events: self.part_events,
         })
     }
 
@@ -153,7 +165,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_run_needs_two_connections_per_run_plus_one_and_a_stall_limit() {
+    fn a_run_needs_two_connections_per_run_plus_one_a_stall_limit_and_parts_of_at_least_one_event()
+    {
         let db = |n| DatabaseSettings {
             max_connections: n,
             ..Default::default()
@@ -175,6 +188,21 @@ mod tests {
             no_limit.options(false, &db(4)),
             Err(SettingsError::NoStallLimit)
         ));
+        let no_parts = LoaderSettings {
+            part_events: 0,
+            ..Default::default()
+        };
+        assert_eq!(
+            no_parts.options(false, &db(4)).unwrap_err().to_string(),
+            "EARSHOT_LOAD_PART_EVENTS must be at least 1 (most events in one part of an object loaded in parts)"
+        );
+        assert_eq!(
+            LoaderSettings::default()
+                .options(false, &db(4))
+                .unwrap()
+                .part_events,
+            2_000
+        );
     }
 
     #[test]

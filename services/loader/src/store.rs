@@ -1,7 +1,7 @@
 //! One object, one transaction: claim it in the ledger, COPY its new events,
 //! count (as `counting` decides), add the rollup deltas, and commit.
 
-use std::sync::LazyLock;
+use std::sync::{LazyLock, Mutex};
 
 use earshot_platform::rollup::{hourly_column, HOURLY_HITS};
 use sqlx::{PgPool, Postgres, Transaction};
@@ -63,6 +63,67 @@ impl Prepared {
     }
 }
 
+/// Most events in one part of an object loaded in parts, by default
+/// (`EARSHOT_LOAD_PART_EVENTS`): a part loads in a fraction of the whole
+/// object's time (about a tenth, for Firehose's 20,000-event objects, at 5
+/// million events loaded that day), so a loader killed every second or
+/// two still commits one per life (docs/BENCHMARKS.md, "Scale envelope").
+pub const PART_EVENTS: usize = 2_000;
+
+impl Prepared {
+    /// How many parts this object loads in, if it must: enough for
+    /// `part_events` each.
+    pub fn parts(&self, part_events: usize) -> i16 {
+        let parts = self.events.len().div_ceil(part_events.max(1)).max(1);
+        i16::try_from(parts).unwrap_or(i16::MAX)
+    }
+
+    /// Part `part` of `parts`: the events whose listener hashes to it, so
+    /// that every key the counting rule decides (each holds a listener)
+    /// is decided within one part, as the whole object would. The last
+    /// part also takes what is not an event (quarantined lines, repeats
+    /// within the object, heartbeats) and the lines they were.
+    pub fn part(&self, part: i16, parts: i16) -> Prepared {
+        let of = |s: &Staged| {
+            (earshot_platform::sketch::listener_hash(s.event.listener.as_str()) % parts as u64)
+                as i16
+        };
+        let events: Vec<Staged> = self
+            .events
+            .iter()
+            .filter(|s| of(s) == part)
+            .cloned()
+            .collect();
+        let last = part == parts - 1;
+        let lines = if last {
+            self.lines - (self.events.len() - events.len()) as u32
+        } else {
+            events.len() as u32
+        };
+        Prepared {
+            id: self.id.clone(),
+            events,
+            quarantined: if last {
+                self.quarantined.clone()
+            } else {
+                Vec::new()
+            },
+            lines,
+            duplicates_in_object: if last { self.duplicates_in_object } else { 0 },
+            duplicate_seqs: if last {
+                self.duplicate_seqs.clone()
+            } else {
+                Vec::new()
+            },
+            heartbeats: if last {
+                self.heartbeats.clone()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+}
+
 /// What loading one object did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LoadStats {
@@ -79,6 +140,24 @@ pub struct LoadStats {
     pub counted: u32,
     /// The newest event's time, as the ledger records it.
     pub max_event_ts: Option<OffsetDateTime>,
+    /// The parts it was loaded in; 0 when it was loaded whole.
+    pub parts: i16,
+}
+
+impl LoadStats {
+    /// Adds a part's load to the object's.
+    fn add_part(&mut self, part: &LoadStats) {
+        self.loaded |= part.loaded;
+        self.ledger_id = part.ledger_id;
+        self.lines += part.lines;
+        self.events += part.events;
+        self.new_events += part.new_events;
+        self.duplicates += part.duplicates;
+        self.quarantined += part.quarantined;
+        self.counted += part.counted;
+        self.max_event_ts = self.max_event_ts.max(part.max_event_ts);
+        self.parts += i16::from(part.loaded);
+    }
 }
 
 /// Is (source, key, etag) already loaded? A cheap check before downloading.
@@ -203,6 +282,41 @@ pub struct Begun {
     /// The events not loaded before, as indexes into `Prepared::events`, in
     /// (ts, id) order.
     fresh: Vec<usize>,
+    ledger: Ledger,
+}
+
+/// Counts a try of `id` before its transaction begins, in a statement of
+/// its own, so a try that never commits (a kill, a crash) still counts:
+/// returns which try this is, or `None` when the ledger already has the
+/// object (nothing to count).
+pub async fn count_attempt(pool: &PgPool, id: &ObjectId) -> Result<Option<i32>, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO load_attempts AS a (source, object_key, etag)
+         SELECT $1, $2, $3 WHERE NOT EXISTS (
+             SELECT FROM loaded_objects WHERE source = $1 AND object_key = $2 AND etag = $3)
+         ON CONFLICT (source, object_key, etag)
+         DO UPDATE SET attempts = a.attempts + 1, last_at = now()
+         RETURNING attempts",
+    )
+    .bind(&id.source)
+    .bind(&id.key)
+    .bind(&id.etag)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Where a load records itself: the object's row in `loaded_objects`, or
+/// one part's row in `loaded_object_parts`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Ledger {
+    #[default]
+    Whole,
+    Part {
+        part: i16,
+        parts: i16,
+        /// Its commit completes the object: the object's row goes in.
+        last: bool,
+    },
 }
 
 /// The first half of an object's transaction: claims the
@@ -234,7 +348,18 @@ pub async fn begin(
         tx.rollback().await?;
         return Ok(Begun::default());
     };
+    fill(tx, ledger_id, Ledger::Whole, object, preceding).await
+}
 
+/// The rest of the first half, once the ledger row is claimed: the events,
+/// the quarantined lines, the sequence ledger.
+async fn fill(
+    mut tx: Transaction<'static, Postgres>,
+    ledger_id: i64,
+    ledger: Ledger,
+    object: &Prepared,
+    preceding: &Preceding,
+) -> Result<Begun, sqlx::Error> {
     let stats = LoadStats {
         loaded: true,
         ledger_id,
@@ -278,7 +403,133 @@ pub async fn begin(
         tx: Some(tx),
         stats,
         fresh,
+        ledger,
     })
+}
+
+/// First key of the advisory lock a part's transaction holds on its
+/// object (the second is a hash of the object's names): "ESLP" in ASCII.
+const PARTS_LOCK_CLASS: i32 = 0x4553_4C50;
+
+/// What the parts of an object committed so far did, summed, and the
+/// hourly rows they appended: kept across the tries of one process, so a
+/// try that fails after some parts does not lose them from the run's
+/// account.
+#[derive(Debug, Default)]
+pub struct PartsLoaded {
+    pub stats: LoadStats,
+    pub touched: Touched,
+}
+
+impl PartsLoaded {
+    fn add(&mut self, part: &LoadStats, touched: Touched) {
+        self.stats.add_part(part);
+        self.touched.merge(touched);
+    }
+}
+
+/// Loads `object` in parts ([`Prepared::part`]), one transaction each,
+/// going on from the parts committed before (by an earlier life, or by
+/// another loader), adding each part's load to `so_far` as it commits.
+/// The first part fixes how many there are: enough for `part_events`
+/// each.
+///
+/// Each transaction takes the object's advisory lock and then reads which
+/// parts are in, so loaders loading the same object take turns part by
+/// part, and the part that completes the set is known inside the
+/// transaction that commits it: that one puts the object's row in
+/// `loaded_objects`, first, with the id every part used (its quarantined
+/// lines refer to it), and the parts' counts summed.
+pub async fn load_in_parts(
+    pool: &PgPool,
+    object: &Prepared,
+    part_events: usize,
+    so_far: &Mutex<PartsLoaded>,
+) -> Result<(), sqlx::Error> {
+    let obj = &object.id;
+    loop {
+        let mut tx = pool.begin().await?;
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock($1, hashtext($2 || chr(31) || $3 || chr(31) || $4))",
+        )
+        .bind(PARTS_LOCK_CLASS)
+        .bind(&obj.source)
+        .bind(&obj.key)
+        .bind(&obj.etag)
+        .execute(&mut *tx)
+        .await?;
+        let whole: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM loaded_objects WHERE source = $1 AND object_key = $2 AND etag = $3",
+        )
+        .bind(&obj.source)
+        .bind(&obj.key)
+        .bind(&obj.etag)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if whole.is_some() {
+            tx.rollback().await?;
+            return Ok(());
+        }
+        let done: Vec<(i16, i16, i64)> = sqlx::query_as(
+            "SELECT part, parts, object_id FROM loaded_object_parts
+             WHERE source = $1 AND object_key = $2 AND etag = $3 ORDER BY part",
+        )
+        .bind(&obj.source)
+        .bind(&obj.key)
+        .bind(&obj.etag)
+        .fetch_all(&mut *tx)
+        .await?;
+        // The first part fixes the count and the id for the others.
+        let (parts, ledger_id) = match done.first() {
+            Some(&(_, parts, id)) => (parts, id),
+            None => (
+                object.parts(part_events),
+                sqlx::query_scalar(
+                    "SELECT nextval(pg_get_serial_sequence('loaded_objects', 'id'))",
+                )
+                .fetch_one(&mut *tx)
+                .await?,
+            ),
+        };
+        let part = (0..parts)
+            .find(|p| !done.iter().any(|d| d.0 == *p))
+            .expect("an object not in loaded_objects has a part left");
+        let last = done.len() + 1 == parts as usize;
+        sqlx::query(
+            "INSERT INTO loaded_object_parts (source, object_key, etag, part, parts, object_id)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&obj.source)
+        .bind(&obj.key)
+        .bind(&obj.etag)
+        .bind(part)
+        .bind(parts)
+        .bind(ledger_id)
+        .execute(&mut *tx)
+        .await?;
+        if last {
+            sqlx::query(
+                "INSERT INTO loaded_objects (id, source, object_key, etag, bytes)
+                 OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(ledger_id)
+            .bind(&obj.source)
+            .bind(&obj.key)
+            .bind(&obj.etag)
+            .bind(obj.bytes as i64)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let piece = object.part(part, parts);
+        let ledger = Ledger::Part { part, parts, last };
+        let begun = fill(tx, ledger_id, ledger, &piece, &Preceding::default()).await?;
+        let (stats, t) = finish(&piece, begun).await?;
+        tracing::debug!(key = %obj.key, part, parts, new_events = stats.new_events, "part of an object loaded");
+        so_far.lock().expect("not poisoned").add(&stats, t);
+        if last {
+            return Ok(());
+        }
+    }
 }
 
 impl Begun {
@@ -343,21 +594,71 @@ pub async fn finish(object: &Prepared, begun: Begun) -> Result<(LoadStats, Touch
             .await?;
     }
 
-    sqlx::query(
-        "UPDATE loaded_objects SET lines = $2, events = $3, new_events = $4, duplicates = $5,
-                quarantined = $6, max_event_ts = $7 WHERE id = $1",
-    )
-    .bind(stats.ledger_id)
-    .bind(stats.lines as i32)
-    .bind(stats.events as i32)
-    .bind(stats.new_events as i32)
-    .bind(stats.duplicates as i32)
-    .bind(stats.quarantined as i32)
-    .bind(stats.max_event_ts)
-    .execute(&mut *tx)
-    .await?;
+    close_ledger(&mut tx, &object.id, begun.ledger, &stats).await?;
     tx.commit().await?;
     Ok((stats, touched))
+}
+
+/// The counts of a load, in the order `CLOSE_*`'s $5 to $11 take them.
+const CLOSE_WHOLE: &str = "WITH attempts AS (
+    DELETE FROM load_attempts WHERE source = $1 AND object_key = $2 AND etag = $3
+) UPDATE loaded_objects SET lines = $5, events = $6, new_events = $7, duplicates = $8,
+        quarantined = $9, max_event_ts = $10 WHERE id = $4";
+
+const CLOSE_PART: &str = "UPDATE loaded_object_parts SET lines = $5, events = $6, new_events = $7,
+        duplicates = $8, quarantined = $9, max_event_ts = $10
+    WHERE source = $1 AND object_key = $2 AND etag = $3 AND part = $11 AND object_id = $4";
+
+/// The last part: the object's row takes its own counts and the other
+/// parts' (then gone), as a whole load would have written them.
+const CLOSE_LAST_PART: &str = "WITH attempts AS (
+    DELETE FROM load_attempts WHERE source = $1 AND object_key = $2 AND etag = $3
+), others AS (
+    DELETE FROM loaded_object_parts
+    WHERE source = $1 AND object_key = $2 AND etag = $3 AND object_id = $4
+    RETURNING part, lines, events, new_events, duplicates, quarantined, max_event_ts
+), summed AS (
+    SELECT coalesce(sum(lines), 0) AS lines, coalesce(sum(events), 0) AS events,
+           coalesce(sum(new_events), 0) AS new_events,
+           coalesce(sum(duplicates), 0) AS duplicates,
+           coalesce(sum(quarantined), 0) AS quarantined, max(max_event_ts) AS max_event_ts
+    FROM others WHERE part <> $11
+) UPDATE loaded_objects o SET lines = $5 + s.lines, events = $6 + s.events,
+        new_events = $7 + s.new_events, duplicates = $8 + s.duplicates,
+        quarantined = $9 + s.quarantined,
+        max_event_ts = greatest($10, s.max_event_ts)
+    FROM summed s WHERE o.id = $4";
+
+/// Writes a load's counts to its ledger row (and, for the last part, the
+/// object's), and forgets the object's tries.
+async fn close_ledger(
+    tx: &mut Transaction<'_, Postgres>,
+    obj: &ObjectId,
+    ledger: Ledger,
+    stats: &LoadStats,
+) -> Result<(), sqlx::Error> {
+    let (statement, part) = match ledger {
+        Ledger::Whole => (CLOSE_WHOLE, None),
+        Ledger::Part { part, last, .. } => {
+            (if last { CLOSE_LAST_PART } else { CLOSE_PART }, Some(part))
+        }
+    };
+    let mut q = sqlx::query(statement)
+        .bind(&obj.source)
+        .bind(&obj.key)
+        .bind(&obj.etag)
+        .bind(stats.ledger_id)
+        .bind(stats.lines as i32)
+        .bind(stats.events as i32)
+        .bind(stats.new_events as i32)
+        .bind(stats.duplicates as i32)
+        .bind(stats.quarantined as i32)
+        .bind(stats.max_event_ts);
+    if let Some(part) = part {
+        q = q.bind(part);
+    }
+    q.execute(&mut **tx).await?;
+    Ok(())
 }
 
 /// How many times one object's events are COPYed before a failure on the

@@ -180,3 +180,115 @@ async fn a_failed_half_is_loaded_again_whole_and_the_run_writes_the_same() {
         7200
     );
 }
+
+/// Two objects: o0 of 1,500 events, then o1 of 5,500 (three parts' worth)
+/// holding 500 of o0's (a Firehose retry), a line repeating one of its own
+/// events, and a line that is not JSON. o1's lines run backwards in time
+/// (lines come in arrival order, not time order), over two hours, so a
+/// part that held a key's later hits without its earliest would count
+/// another hour's.
+fn write_objects_for_parts(tag: &str) -> earshot_testkit::TempDir {
+    let dir = temp_dir(tag);
+    let base = datetime!(2026-11-26 10:00 UTC);
+    let first = sample(1500, base);
+    // The next day: its keys are its own to count.
+    let mut second = sample(
+        5000,
+        base + time::Duration::hours(24) + time::Duration::minutes(30),
+    );
+    second.reverse();
+    second.extend_from_slice(&first[1000..]);
+    let mut text = ndjson(&second);
+    text.extend_from_slice(&ndjson(&second[7..8]));
+    text.extend_from_slice(b"not an event\n");
+    write_object(&dir, "o0.ndjson", &ndjson(&first));
+    write_object(&dir, "o1.ndjson", &text);
+    dir
+}
+
+/// Makes the insert of `o1.ndjson`'s part `part` fail once, and logs every
+/// part that goes in (`parts_seen`: the parts' own rows go when the object
+/// is whole).
+async fn watch_parts(pool: &PgPool, fail_part: i16) {
+    for statement in [
+        "CREATE SEQUENCE fail_part".to_string(),
+        "CREATE TABLE parts_seen (part smallint, parts smallint, object_id bigint)".to_string(),
+        format!(
+            "CREATE FUNCTION watch_parts() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+               IF NEW.object_key = 'o1.ndjson' AND NEW.part = {fail_part} THEN
+                 IF nextval('fail_part') = 1 THEN
+                   RAISE EXCEPTION 'injected: part {fail_part} of o1.ndjson fails';
+                 END IF;
+               END IF;
+               INSERT INTO parts_seen VALUES (NEW.part, NEW.parts, NEW.object_id);
+               RETURN NEW;
+             END $$"
+        ),
+        "CREATE TRIGGER watch_parts BEFORE INSERT ON loaded_object_parts
+         FOR EACH ROW EXECUTE FUNCTION watch_parts()"
+            .to_string(),
+    ] {
+        sqlx::query(AssertSqlSafe(statement.as_str()))
+            .execute(pool)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn an_object_that_failed_loads_again_in_parts_and_writes_what_a_whole_load_writes() {
+    let dir = write_objects_for_parts("pipeline-parts");
+    let in_parts = TestDb::new().await;
+    let whole = TestDb::new().await;
+    // o1's first try fails at its claim; its second loads it in parts, of
+    // which the second fails once after the first committed.
+    fail_once(&in_parts.pool, "none", "o1.ndjson").await;
+    watch_parts(&in_parts.pool, 1).await;
+    let s = load_dir(&in_parts.pool, &dir).await;
+    let w = load_dir(&whole.pool, &dir).await;
+    assert_eq!(
+        (s.objects_loaded, s.events_new, s.duplicates, s.quarantined),
+        (2, 6500, 501, 1)
+    );
+    assert_eq!(s, w);
+
+    let seen: Vec<(i16, i16)> = sqlx::query_as("SELECT part, parts FROM parts_seen ORDER BY part")
+        .fetch_all(&in_parts.pool)
+        .await
+        .unwrap();
+    assert_eq!(seen, [(0, 3), (1, 3), (2, 3)], "each part in once");
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "SELECT DISTINCT p.object_id FROM parts_seen p
+         JOIN loaded_objects o ON o.id = p.object_id AND o.object_key = 'o1.ndjson'",
+    )
+    .fetch_all(&in_parts.pool)
+    .await
+    .unwrap();
+    assert_eq!(ids.len(), 1, "every part's id is the object's");
+    let calls: i64 = sqlx::query_scalar("SELECT last_value FROM fail_part")
+        .fetch_one(&in_parts.pool)
+        .await
+        .unwrap();
+    assert_eq!(calls, 2, "part 1 failed once, then went in");
+    for table in ["loaded_object_parts", "load_attempts"] {
+        let n = count(&in_parts.pool, &format!("SELECT count(*) FROM {table}")).await;
+        assert_eq!(n, 0, "{table}: nothing left once the object is whole");
+    }
+    // The quarantined line is the object's, under its id.
+    assert_eq!(
+        count(
+            &in_parts.pool,
+            "SELECT count(*) FROM quarantine q JOIN loaded_objects o ON o.id = q.object_id
+             WHERE o.object_key = 'o1.ndjson'"
+        )
+        .await,
+        1
+    );
+    assert_books_balance(&in_parts.pool).await;
+    assert_eq!(written(&in_parts.pool).await, written(&whole.pool).await);
+    assert_eq!(
+        count(&in_parts.pool, "SELECT count(*) FROM events WHERE object_id IN (SELECT id FROM loaded_objects WHERE object_key = 'o1.ndjson')").await,
+        5000
+    );
+}

@@ -48,6 +48,9 @@ pub const TABLES: &[(&str, &str, &str)] = &[
     ("api_keys", NONE, MANAGES),
     // What the loader writes and only it reads.
     ("loaded_objects", WRITES, NONE),
+    // Loads tried again in parts (migration 29).
+    ("load_attempts", WRITES, NONE),
+    ("loaded_object_parts", WRITES, NONE),
     ("quarantine", WRITES, NONE),
     ("events", WRITES, NONE),
     ("counting_keys", WRITES, NONE),
