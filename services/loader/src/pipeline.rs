@@ -364,6 +364,15 @@ impl Loader {
             }
         }
         let (bytes, etag) = self.source.fetch(obj).await?;
+        // A file's etag is its bytes' hash, known only now: check the
+        // ledger again before parsing, the costly part (a restart over a
+        // directory of loaded files would parse every one of them).
+        if obj.etag.is_none()
+            && store::already_loaded(&self.pool, &obj.source, &obj.key, &etag).await?
+        {
+            tracing::debug!(source = %obj.source, key = %obj.key, "already loaded; skipped");
+            return Ok(Fetched::Skipped);
+        }
         let id = ObjectId {
             source: obj.source.clone(),
             key: obj.key.clone(),

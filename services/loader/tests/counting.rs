@@ -535,3 +535,63 @@ async fn a_loader_older_than_the_key_tables_cannot_append_to_the_old_key_logs() 
         );
     }
 }
+
+/// Each reach sketch row of `c1`: (dim, value, the row's xmin, its
+/// sketch's compression).
+async fn sketch_rows(pool: &sqlx::PgPool) -> Vec<(String, String, String, Option<String>)> {
+    sqlx::query_as(
+        "SELECT dim, value, xmin::text, pg_column_compression(sketch)
+         FROM reach_sketches WHERE campaign = 'c1' ORDER BY dim, value",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_load_rewrites_only_the_day_sketches_it_adds_listeners_to() {
+    let db = TestDb::new().await;
+    let t = datetime!(2026-11-26 10:00 UTC);
+    // 3,000 listeners: dense sketches (past the sparse form's 2,048).
+    load_events(&db.pool, "sketch-first", &impressions(0..3_000, t)).await;
+    let before = sketch_rows(&db.pool).await;
+    assert!(!before.is_empty());
+    for (dim, value, _, compression) in &before {
+        assert_eq!(
+            compression.as_deref(),
+            Some("lz4"),
+            "{dim}={value}: 16 KiB of registers, compressed with lz4 (migration 30)"
+        );
+    }
+
+    // Ten of them again, counted (another episode), so every sketch but
+    // the new episode's already holds them.
+    let again: Vec<_> = (0..10)
+        .map(|n| {
+            ev(
+                t + time::Duration::hours(1),
+                "c1",
+                "cr1",
+                Some("e2"),
+                EventKind::Impression,
+                n,
+                Verdict::Valid,
+            )
+        })
+        .collect();
+    load_events(&db.pool, "sketch-again", &again).await;
+    assert_eq!(totals(&db.pool, "c1").await.1, 3_010, "the ten counted");
+    let after = sketch_rows(&db.pool).await;
+    let rewritten: Vec<&(String, String, String, Option<String>)> =
+        after.iter().filter(|row| !before.contains(row)).collect();
+    let names: Vec<(&str, &str)> = rewritten
+        .iter()
+        .map(|(dim, value, _, _)| (dim.as_str(), value.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        [("episode", "e2")],
+        "only the new episode's row is written"
+    );
+    assert_books_balance(&db.pool).await;
+}
