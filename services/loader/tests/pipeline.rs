@@ -111,16 +111,29 @@ async fn the_overlapping_run_writes_what_one_object_at_a_time_writes() {
     assert!(first > later, "{first} counted at 10:00, {later} after");
 }
 
+/// Runs each of `statements` (test fixtures: sequences, functions,
+/// triggers) on `pool`.
+async fn run_all(pool: &PgPool, statements: impl IntoIterator<Item = String>) {
+    for statement in statements {
+        sqlx::query(AssertSqlSafe(statement.as_str()))
+            .execute(pool)
+            .await
+            .unwrap();
+    }
+}
+
 /// Makes `object`'s second half fail once (the ledger update, its last
 /// statement before the commit) and `other`'s first half fail once (the
 /// claim, its first). Sequences, not tables, count the failures: they are
 /// not rolled back with the failing transaction.
 async fn fail_once(pool: &PgPool, second_half: &str, first_half: &str) {
-    for statement in [
-        "CREATE SEQUENCE fail_finish".to_string(),
-        "CREATE SEQUENCE fail_begin".to_string(),
-        format!(
-            "CREATE FUNCTION fail_once() RETURNS trigger LANGUAGE plpgsql AS $$
+    run_all(
+        pool,
+        [
+            "CREATE SEQUENCE fail_finish".to_string(),
+            "CREATE SEQUENCE fail_begin".to_string(),
+            format!(
+                "CREATE FUNCTION fail_once() RETURNS trigger LANGUAGE plpgsql AS $$
              BEGIN
                -- Nested: SQL does not promise to skip nextval when the
                -- key differs.
@@ -136,16 +149,13 @@ async fn fail_once(pool: &PgPool, second_half: &str, first_half: &str) {
                END IF;
                RETURN NEW;
              END $$"
-        ),
-        "CREATE TRIGGER fail_once BEFORE INSERT OR UPDATE ON loaded_objects
+            ),
+            "CREATE TRIGGER fail_once BEFORE INSERT OR UPDATE ON loaded_objects
          FOR EACH ROW EXECUTE FUNCTION fail_once()"
-            .to_string(),
-    ] {
-        sqlx::query(AssertSqlSafe(statement.as_str()))
-            .execute(pool)
-            .await
-            .unwrap();
-    }
+                .to_string(),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -210,11 +220,13 @@ fn write_objects_for_parts(tag: &str) -> earshot_testkit::TempDir {
 /// part that goes in (`parts_seen`: the parts' own rows go when the object
 /// is whole).
 async fn watch_parts(pool: &PgPool, fail_part: i16) {
-    for statement in [
-        "CREATE SEQUENCE fail_part".to_string(),
-        "CREATE TABLE parts_seen (part smallint, parts smallint, object_id bigint)".to_string(),
-        format!(
-            "CREATE FUNCTION watch_parts() RETURNS trigger LANGUAGE plpgsql AS $$
+    run_all(
+        pool,
+        [
+            "CREATE SEQUENCE fail_part".to_string(),
+            "CREATE TABLE parts_seen (part smallint, parts smallint, object_id bigint)".to_string(),
+            format!(
+                "CREATE FUNCTION watch_parts() RETURNS trigger LANGUAGE plpgsql AS $$
              BEGIN
                IF NEW.object_key = 'o1.ndjson' AND NEW.part = {fail_part} THEN
                  IF nextval('fail_part') = 1 THEN
@@ -224,16 +236,13 @@ async fn watch_parts(pool: &PgPool, fail_part: i16) {
                INSERT INTO parts_seen VALUES (NEW.part, NEW.parts, NEW.object_id);
                RETURN NEW;
              END $$"
-        ),
-        "CREATE TRIGGER watch_parts BEFORE INSERT ON loaded_object_parts
+            ),
+            "CREATE TRIGGER watch_parts BEFORE INSERT ON loaded_object_parts
          FOR EACH ROW EXECUTE FUNCTION watch_parts()"
-            .to_string(),
-    ] {
-        sqlx::query(AssertSqlSafe(statement.as_str()))
-            .execute(pool)
-            .await
-            .unwrap();
-    }
+                .to_string(),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]
