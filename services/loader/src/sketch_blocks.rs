@@ -291,15 +291,22 @@ async fn merge(
         .fetch_all(&mut **tx)
         .await?;
     // Each locked row united with its new listeners and periods, in the
-    // order the rows were locked.
+    // order the rows were locked; written back only if that changed it
+    // (as the day sketches are: `day_sketches::merge` says why).
     let mut united_keys = Vec::with_capacity(stored.len());
     let mut united = Vec::with_capacity(stored.len());
     for (i, bytes, days, months) in stored {
         let (key, add) = there[(i - 1) as usize];
-        let mut block = BlockReach::stored(&bytes, days, months)?;
+        let before = BlockReach::stored(&bytes, days, months)?;
+        let mut block = before.clone();
         block.merge(add);
-        united_keys.push(key);
-        united.push(block);
+        if block != before {
+            united_keys.push(key);
+            united.push(block);
+        }
+    }
+    if united.is_empty() {
+        return Ok(written);
     }
     ValueColumns::of(united.iter())
         .bind(KeyColumns::of(united_keys.into_iter()).bind(sqlx::query(UPDATE_BLOCKS)))
