@@ -37,12 +37,13 @@ WHERE (r.campaign, r.day, r.dim, r.value) = (u.campaign, u.day, u.dim, u.value)"
 /// read, united with the object's listeners and written back, so two loads
 /// of the same key take turns and neither loses the other's listeners.
 ///
-/// Only the rows the union changed are written back. Most do not change
-/// once a day has its audience: a listener heard before is in the sketch
-/// already, and a dense sketch's register rarely grows. Writing every row
-/// back rewrote ~1,000 sketches of up to 16 KiB per load, whatever it
-/// added: at 5 million events loaded that day, 400–550 ms of each load's
-/// statements (PostgreSQL's log), the same for 2,000 events as for 20,000.
+/// Only the rows the union changed are written back: a listener heard
+/// before is in the sketch already, and a dense sketch's register does not
+/// always grow. Each written row is up to 16 KiB of registers, rewritten
+/// whole; at 5 million events loaded that day ~800 rows per load, and
+/// still 98% of them changed in the scale benchmark (new listeners), so
+/// what cut that statement's time (500–550 ms to 65–70 ms) was lz4
+/// (migration 30), not this.
 pub(crate) async fn merge(
     tx: &mut Transaction<'_, Postgres>,
     rows: &[(ReachKey<'_>, DayReach)],

@@ -94,33 +94,23 @@ impl Prepared {
             .filter(|s| of(s) == part)
             .cloned()
             .collect();
-        let last = part == parts - 1;
-        let lines = if last {
-            self.lines - (self.events.len() - events.len()) as u32
-        } else {
-            events.len() as u32
-        };
-        Prepared {
+        let mut piece = Prepared {
             id: self.id.clone(),
+            lines: events.len() as u32,
             events,
-            quarantined: if last {
-                self.quarantined.clone()
-            } else {
-                Vec::new()
-            },
-            lines,
-            duplicates_in_object: if last { self.duplicates_in_object } else { 0 },
-            duplicate_seqs: if last {
-                self.duplicate_seqs.clone()
-            } else {
-                Vec::new()
-            },
-            heartbeats: if last {
-                self.heartbeats.clone()
-            } else {
-                Vec::new()
-            },
+            quarantined: Vec::new(),
+            duplicates_in_object: 0,
+            duplicate_seqs: Vec::new(),
+            heartbeats: Vec::new(),
+        };
+        if part == parts - 1 {
+            piece.lines = self.lines - (self.events.len() - piece.events.len()) as u32;
+            piece.quarantined = self.quarantined.clone();
+            piece.duplicates_in_object = self.duplicates_in_object;
+            piece.duplicate_seqs = self.duplicate_seqs.clone();
+            piece.heartbeats = self.heartbeats.clone();
         }
+        piece
     }
 }
 
@@ -160,9 +150,10 @@ impl LoadStats {
     }
 }
 
-/// Is (source, key, etag) already loaded? A cheap check before downloading.
-pub async fn already_loaded(
-    pool: &PgPool,
+/// Is (source, key, etag) already loaded? A cheap check before downloading
+/// (on the pool), and a part's check inside its transaction.
+pub async fn already_loaded<'e>(
+    db: impl sqlx::PgExecutor<'e>,
     source: &str,
     key: &str,
     etag: &str,
@@ -173,7 +164,7 @@ pub async fn already_loaded(
     .bind(source)
     .bind(key)
     .bind(etag)
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await?;
     Ok(row.is_some())
 }
@@ -313,7 +304,6 @@ enum Ledger {
     Whole,
     Part {
         part: i16,
-        parts: i16,
         /// Its commit completes the object: the object's row goes in.
         last: bool,
     },
@@ -458,15 +448,7 @@ pub async fn load_in_parts(
         .bind(&obj.etag)
         .execute(&mut *tx)
         .await?;
-        let whole: Option<i64> = sqlx::query_scalar(
-            "SELECT id FROM loaded_objects WHERE source = $1 AND object_key = $2 AND etag = $3",
-        )
-        .bind(&obj.source)
-        .bind(&obj.key)
-        .bind(&obj.etag)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if whole.is_some() {
+        if already_loaded(&mut *tx, &obj.source, &obj.key, &obj.etag).await? {
             tx.rollback().await?;
             return Ok(());
         }
@@ -521,7 +503,7 @@ pub async fn load_in_parts(
             .await?;
         }
         let piece = object.part(part, parts);
-        let ledger = Ledger::Part { part, parts, last };
+        let ledger = Ledger::Part { part, last };
         let begun = fill(tx, ledger_id, ledger, &piece, &Preceding::default()).await?;
         let (stats, t) = finish(&piece, begun).await?;
         tracing::debug!(key = %obj.key, part, parts, new_events = stats.new_events, "part of an object loaded");
@@ -639,7 +621,7 @@ async fn close_ledger(
 ) -> Result<(), sqlx::Error> {
     let (statement, part) = match ledger {
         Ledger::Whole => (CLOSE_WHOLE, None),
-        Ledger::Part { part, last, .. } => {
+        Ledger::Part { part, last } => {
             (if last { CLOSE_LAST_PART } else { CLOSE_PART }, Some(part))
         }
     };
