@@ -1,5 +1,6 @@
 //! Object bytes → events to load and lines to quarantine.
 
+use std::borrow::Cow;
 use std::io::Read;
 
 use earshot_domain::{EdgeId, EdgeSeq, Heartbeat, TrackingEvent};
@@ -75,8 +76,9 @@ pub enum ObjectError {
     TooLarge,
 }
 
-/// Decompresses if gzip.
-pub fn decompress(bytes: &[u8]) -> Result<Vec<u8>, ObjectError> {
+/// Decompresses if gzip; plain bytes are borrowed, not copied (an object
+/// is up to 128 MiB).
+pub fn decompress(bytes: &[u8]) -> Result<Cow<'_, [u8]>, ObjectError> {
     if bytes.starts_with(&GZIP_MAGIC) {
         let mut out = Vec::with_capacity(bytes.len() * 8);
         flate2::read::MultiGzDecoder::new(bytes)
@@ -86,9 +88,9 @@ pub fn decompress(bytes: &[u8]) -> Result<Vec<u8>, ObjectError> {
         if out.len() as u64 > MAX_OBJECT_BYTES {
             return Err(ObjectError::TooLarge);
         }
-        Ok(out)
+        Ok(Cow::Owned(out))
     } else {
-        Ok(bytes.to_vec())
+        Ok(Cow::Borrowed(bytes))
     }
 }
 
@@ -108,9 +110,15 @@ fn has_nul(ev: &TrackingEvent) -> bool {
 /// Decodes every line. `now` bounds how far in the future an event may be;
 /// `oldest` how far in the past (older than retention would be dropped at once).
 pub fn parse(data: &[u8], now: OffsetDateTime, oldest: Date) -> Parsed {
-    let mut out = Parsed::default();
+    // Sized by the lines, not grown: growing by doubling held up to twice
+    // the object's events at once.
+    let lines_in = memchr::memchr_iter(b'\n', data).count() + 1;
+    let mut out = Parsed {
+        events: Vec::with_capacity(lines_in),
+        ..Parsed::default()
+    };
     // foldhash (random seed per set): SipHash is slow for a set per line.
-    let mut seen: foldhash::HashSet<Uuid> = foldhash::HashSetExt::with_capacity(data.len() / 400);
+    let mut seen: foldhash::HashSet<Uuid> = foldhash::HashSetExt::with_capacity(lines_in);
     let latest = now + MAX_FUTURE_SKEW;
     for (i, raw) in lines(data).enumerate() {
         let line_no = (i + 1) as u32;
@@ -323,8 +331,11 @@ mod tests {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(b"hello\n").unwrap();
         let bytes = gz.finish().unwrap();
-        assert_eq!(decompress(&bytes).unwrap(), b"hello\n");
-        assert_eq!(decompress(b"plain\n").unwrap(), b"plain\n");
+        assert_eq!(decompress(&bytes).unwrap().as_ref(), b"hello\n");
+        assert!(matches!(
+            decompress(b"plain\n").unwrap(),
+            Cow::Borrowed(b"plain\n")
+        ));
         assert!(decompress(&[0x1f, 0x8b, 0, 1, 2]).is_err());
     }
 }
