@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use secrecy::ExposeSecret;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::PgPool;
+use sqlx::{Connection as _, PgPool};
 
 use crate::DatabaseSettings;
 
@@ -17,7 +17,7 @@ pub const CONNECT_PATIENCE: Duration = Duration::from_secs(60);
 /// A pool for the database of `settings`, waiting up to
 /// [`CONNECT_PATIENCE`] for it to answer.
 pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
-    connect_with(settings, connect_options(settings)?).await
+    connect_with(settings, connect_options(settings)?, PgPoolOptions::new()).await
 }
 
 /// The API's pool: as [`connect`], with generic plans for its prepared
@@ -44,7 +44,7 @@ pub async fn connect_api(
             format!("{}ms", statement_timeout.as_millis()),
         ),
     ]);
-    connect_with(settings, opts).await
+    connect_with(settings, opts, PgPoolOptions::new()).await
 }
 
 /// How long PostgreSQL keeps a loader session that is idle inside a
@@ -82,6 +82,14 @@ pub const LOADER_CLIENT_CHECK: &str = "250ms";
 /// The loader's pool: as [`connect`], with the session limits above, so a
 /// loader that stops answering cannot hold its locks for good.
 /// `stall_limit` is the loader's (`EARSHOT_LOADER_STALL_SECONDS`).
+///
+/// A connection back in the pool gives up the buffers a load grew: a
+/// connection keeps its read and write buffers at the largest message it
+/// has carried, and a load's are megabytes (an object's `events` COPY, the
+/// day sketches it locks and writes back: ~800 rows of up to 16 KiB at 5
+/// million events a day). Kept, they made the loader's memory grow with
+/// the day (docs/BENCHMARKS.md, "Scale envelope"); dropped, the next load
+/// allocates them again, which costs nothing next to its statements.
 pub async fn connect_loader(
     settings: &DatabaseSettings,
     stall_limit: Duration,
@@ -98,7 +106,13 @@ pub async fn connect_loader(
             ),
         ])
         .options(LOADER_TCP_KEEPALIVES);
-    connect_with(settings, opts).await
+    let pool = PgPoolOptions::new().after_release(|conn, _| {
+        Box::pin(async move {
+            conn.shrink_buffers();
+            Ok(true)
+        })
+    });
+    connect_with(settings, opts, pool).await
 }
 
 fn connect_options(settings: &DatabaseSettings) -> anyhow::Result<PgConnectOptions> {
@@ -113,10 +127,12 @@ fn connect_options(settings: &DatabaseSettings) -> anyhow::Result<PgConnectOptio
 async fn connect_with(
     settings: &DatabaseSettings,
     opts: PgConnectOptions,
+    pool: PgPoolOptions,
 ) -> anyhow::Result<PgPool> {
     let started = std::time::Instant::now();
     loop {
-        let attempt = PgPoolOptions::new()
+        let attempt = pool
+            .clone()
             .max_connections(settings.max_connections)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(opts.clone())
