@@ -132,6 +132,13 @@ impl Loader {
         if !closed.is_empty() {
             tracing::info!(days = closed.len(), first = %closed[0], "dropped the keys of closed days");
         }
+        let pruned = crate::store::prune_settled_tries(&self.pool).await?;
+        if pruned > 0 {
+            tracing::info!(
+                rows = pruned,
+                "removed the tries and parts of objects loaded since"
+            );
+        }
         if let Some(f) = daily::fold_blocks(&self.pool, daily::fold_through(now.date())).await? {
             tracing::info!(after = %f.from, through = %f.through, rows = f.rows, "folded the days that ended into the day blocks");
         }

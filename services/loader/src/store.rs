@@ -300,6 +300,30 @@ pub async fn count_attempt(pool: &PgPool, id: &ObjectId) -> Result<Option<i32>, 
     .await
 }
 
+/// Removes what tries left behind once their object is loaded; returns
+/// the rows removed. The last part of an object removes its try count and
+/// parts in its own transaction, so these are leftovers of two cases only:
+/// a try counted while another loader completed the object, and parts of
+/// an object a loader of a version before parts loaded whole (a rollout).
+/// Nothing reads them again, but the tries an operator lists
+/// (docs/OPERATIONS.md, "LoaderBacklog") would show them as still failing.
+pub async fn prune_settled_tries(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "WITH tries AS (
+             DELETE FROM load_attempts a USING loaded_objects o
+             WHERE (o.source, o.object_key, o.etag) = (a.source, a.object_key, a.etag)
+             RETURNING 1
+         ), parts AS (
+             DELETE FROM loaded_object_parts p USING loaded_objects o
+             WHERE (o.source, o.object_key, o.etag) = (p.source, p.object_key, p.etag)
+             RETURNING 1
+         )
+         SELECT (SELECT count(*) FROM tries) + (SELECT count(*) FROM parts)",
+    )
+    .fetch_one(pool)
+    .await
+}
+
 /// Where a load records itself: the object's row in `loaded_objects`, or
 /// one part's row in `loaded_object_parts`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -301,3 +301,58 @@ async fn an_object_that_failed_loads_again_in_parts_and_writes_what_a_whole_load
         5000
     );
 }
+
+#[tokio::test]
+async fn the_tries_and_parts_left_by_objects_loaded_since_are_removed_and_no_others() {
+    let db = TestDb::new().await;
+    let dir = temp_dir("pipeline-prune");
+    write_object(
+        &dir,
+        "o0.ndjson",
+        &ndjson(&sample(50, datetime!(2026-11-26 10:00 UTC))),
+    );
+    assert_eq!(load_dir(&db.pool, &dir).await.objects_loaded, 1);
+    let (source, etag): (String, String) =
+        sqlx::query_as("SELECT source, etag FROM loaded_objects WHERE object_key = 'o0.ndjson'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    // What the two races leave: o0's try count and one of its parts after
+    // o0 is loaded; and the tries and part of o9, which is still loading.
+    for (key, etag) in [("o0.ndjson", etag.as_str()), ("o9.ndjson", "e9")] {
+        sqlx::query(
+            "INSERT INTO load_attempts (source, object_key, etag, attempts) VALUES ($1, $2, $3, 2)",
+        )
+        .bind(&source)
+        .bind(key)
+        .bind(etag)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO loaded_object_parts (source, object_key, etag, part, parts, object_id)
+             VALUES ($1, $2, $3, 0, 3, 12345)",
+        )
+        .bind(&source)
+        .bind(key)
+        .bind(etag)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+
+    // The next run's upkeep removes o0's and keeps o9's.
+    let again = load_dir(&db.pool, &dir).await;
+    assert_eq!((again.objects_loaded, again.objects_skipped), (0, 1));
+    let left: Vec<(String, String)> = sqlx::query_as(
+        "SELECT 'try', object_key FROM load_attempts
+         UNION ALL SELECT 'part', object_key FROM loaded_object_parts ORDER BY 1, 2",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        left,
+        [("part", "o9.ndjson"), ("try", "o9.ndjson")].map(|(w, k)| (w.to_owned(), k.to_owned()))
+    );
+}
