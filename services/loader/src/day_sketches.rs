@@ -32,7 +32,28 @@ FROM UNNEST($1::text[], $2::date[], $3::text[], $4::text[], $5::bytea[], $6::boo
     AS u (campaign, day, dim, value, sketch, day_ids, month_ids)
 WHERE (r.campaign, r.day, r.dim, r.value) = (u.campaign, u.day, u.dim, u.value)";
 
-/// Merges an object's reach sketches (sorted by key) into `reach_sketches`:
+/// Keys merged per round of statements. A dense sketch is 16 KiB, and late
+/// in a busy day a load touches ~1,150 of them (the loader benchmark's
+/// keys): merged in one round, the rows read, the rows united and the
+/// update's parameters were each ~18 MB at once, the loader's largest
+/// allocation, which made its peak memory grow with the day. 128 keys keep
+/// each round near 2 MiB for a few more round trips per load.
+pub(crate) const SKETCH_BATCH: usize = 128;
+
+/// Merges an object's reach sketches (sorted by key) into `reach_sketches`,
+/// [`SKETCH_BATCH`] keys at a time, in key order, so locks are still taken
+/// in the order concurrent loaders take them.
+pub(crate) async fn merge(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: &[(ReachKey<'_>, DayReach)],
+) -> Result<(), sqlx::Error> {
+    for batch in rows.chunks(SKETCH_BATCH) {
+        merge_batch(tx, batch).await?;
+    }
+    Ok(())
+}
+
+/// Merges sketches (sorted by key) into `reach_sketches`:
 /// new keys are inserted; the rows there already are locked in key order,
 /// read, united with the object's listeners and written back, so two loads
 /// of the same key take turns and neither loses the other's listeners.
@@ -44,7 +65,7 @@ WHERE (r.campaign, r.day, r.dim, r.value) = (u.campaign, u.day, u.dim, u.value)"
 /// still 98% of them changed in the scale benchmark (new listeners), so
 /// what cut that statement's time (500–550 ms to 65–70 ms) was lz4
 /// (migration 30), not this.
-pub(crate) async fn merge(
+async fn merge_batch(
     tx: &mut Transaction<'_, Postgres>,
     rows: &[(ReachKey<'_>, DayReach)],
 ) -> Result<(), sqlx::Error> {

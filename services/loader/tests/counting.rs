@@ -2,7 +2,7 @@
 
 mod support;
 
-use earshot_domain::{EventKind, Verdict};
+use earshot_domain::{EventKind, TrackingEvent, Verdict};
 use earshot_loader::daily;
 use earshot_platform::testing::TestDb;
 use support::*;
@@ -593,5 +593,50 @@ async fn a_load_rewrites_only_the_day_sketches_it_adds_listeners_to() {
         [("episode", "e2")],
         "only the new episode's row is written"
     );
+    assert_books_balance(&db.pool).await;
+}
+
+#[tokio::test]
+async fn a_load_touching_more_sketches_than_a_batch_merges_every_one() {
+    let db = TestDb::new().await;
+    let t = datetime!(2026-11-26 10:00 UTC);
+    // 200 episodes: more day sketches than one round merges (128 keys).
+    let on_episodes = |who: std::ops::Range<u32>, at| -> Vec<TrackingEvent> {
+        who.map(|n| {
+            let episode = format!("e{}", n % 200);
+            ev(
+                at,
+                "c1",
+                "cr1",
+                Some(episode.as_str()),
+                EventKind::Impression,
+                n,
+                Verdict::Valid,
+            )
+        })
+        .collect()
+    };
+    load_events(&db.pool, "batches-first", &on_episodes(0..400, t)).await;
+    let rows = sketch_rows(&db.pool).await;
+    assert!(
+        rows.len() > 200,
+        "one sketch per episode and more: {}",
+        rows.len()
+    );
+    // New listeners on every episode: each of those rows is locked, united
+    // and written back, over two rounds.
+    let later = t + time::Duration::hours(1);
+    load_events(&db.pool, "batches-again", &on_episodes(400..800, later)).await;
+    let after = sketch_rows(&db.pool).await;
+    let rewritten = after
+        .iter()
+        .filter(|(dim, _, _, _)| dim == "episode")
+        .filter(|row| !rows.contains(row))
+        .count();
+    assert_eq!(
+        rewritten, 200,
+        "every episode's sketch took its new listeners"
+    );
+    // Each stored sketch is the one its raw events give.
     assert_books_balance(&db.pool).await;
 }
