@@ -319,26 +319,21 @@ async fn the_tries_and_parts_left_by_objects_loaded_since_are_removed_and_no_oth
             .unwrap();
     // What the two races leave: o0's try count and one of its parts after
     // o0 is loaded; and the tries and part of o9, which is still loading.
+    let leftovers = [
+        "INSERT INTO load_attempts (source, object_key, etag, attempts) VALUES ($1, $2, $3, 2)",
+        "INSERT INTO loaded_object_parts (source, object_key, etag, part, parts, object_id)
+         VALUES ($1, $2, $3, 0, 3, 12345)",
+    ];
     for (key, etag) in [("o0.ndjson", etag.as_str()), ("o9.ndjson", "e9")] {
-        sqlx::query(
-            "INSERT INTO load_attempts (source, object_key, etag, attempts) VALUES ($1, $2, $3, 2)",
-        )
-        .bind(&source)
-        .bind(key)
-        .bind(etag)
-        .execute(&db.pool)
-        .await
-        .unwrap();
-        sqlx::query(
-            "INSERT INTO loaded_object_parts (source, object_key, etag, part, parts, object_id)
-             VALUES ($1, $2, $3, 0, 3, 12345)",
-        )
-        .bind(&source)
-        .bind(key)
-        .bind(etag)
-        .execute(&db.pool)
-        .await
-        .unwrap();
+        for sql in leftovers {
+            sqlx::query(sql)
+                .bind(&source)
+                .bind(key)
+                .bind(etag)
+                .execute(&db.pool)
+                .await
+                .unwrap();
+        }
     }
 
     // The next run's upkeep removes o0's and keeps o9's.
