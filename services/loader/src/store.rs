@@ -753,8 +753,9 @@ async fn insert_new_events(
 /// doubling) were a tenth of the loader's peak memory; pieces of 1,000
 /// rows cost no measurable time.
 const COPY_CHUNK_ROWS: usize = 1_000;
-/// About what one `events` row takes in binary COPY format (the loader
-/// bench's lines: ~470 bytes), so a piece's buffer is sized once.
+/// Room for one `events` row in binary COPY format (~280 bytes for the
+/// loader bench's lines, more for long ids), so a piece's buffer is
+/// rarely grown.
 const COPY_ROW_BYTES: usize = 512;
 
 /// COPYs `events[i]` for every `i` of `fresh`.
