@@ -749,9 +749,9 @@ async fn insert_new_events(
 
 /// Rows of `events` sent to PostgreSQL at a time. Each piece is built in a
 /// buffer of its own and then copied into the connection's write buffer,
-/// both as large as the piece: pieces of 10,000 rows (~5 MB, grown by
-/// doubling) were a tenth of the loader's peak memory; pieces of 1,000
-/// rows cost no measurable time.
+/// both as large as the piece: pieces of 10,000 rows (megabytes, grown by
+/// doubling) showed in the loader's peak memory (heaptrack); pieces of
+/// 1,000 rows cost no measurable time.
 const COPY_CHUNK_ROWS: usize = 1_000;
 /// Room for one `events` row in binary COPY format (~280 bytes for the
 /// loader bench's lines, more for long ids), so a piece's buffer is

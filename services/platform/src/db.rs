@@ -85,10 +85,10 @@ pub const LOADER_CLIENT_CHECK: &str = "250ms";
 ///
 /// A connection back in the pool gives up the buffers a load grew: a
 /// connection keeps its read and write buffers at the largest message it
-/// has carried, and a load's are megabytes (an object's `events` COPY, the
-/// day sketches it locks and writes back: ~800 rows of up to 16 KiB at 5
-/// million events a day). Kept, they made the loader's memory grow with
-/// the day (docs/BENCHMARKS.md, "Scale envelope"); dropped, the next load
+/// has carried, and a load's reach megabytes (a piece of an object's
+/// `events` COPY, a round of day sketches read and written back: up to 128
+/// of 16 KiB). Kept, every pooled connection held that much for good
+/// (docs/BENCHMARKS.md, "Scale envelope"); dropped, the next load
 /// allocates them again, which costs nothing next to its statements.
 pub async fn connect_loader(
     settings: &DatabaseSettings,
