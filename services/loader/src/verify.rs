@@ -361,9 +361,11 @@ ORDER BY 2",
 /// day, `$1` and `$2` its bounds.
 fn keys_against_events_sql(table: KeyTable) -> String {
     format!(
-        "WITH s AS (SELECT key FROM {} WHERE day = $3), e AS (SELECT DISTINCT key FROM ({}) AS k)
+        "WITH s AS (SELECT listener, key FROM {} WHERE day = $3),
+              e AS (SELECT DISTINCT listener, key FROM ({}) AS k)
          SELECT (SELECT count(*) FROM e), (SELECT count(*) FROM s),
-                (SELECT count(*) FROM s FULL JOIN e USING (key) WHERE s.key IS NULL OR e.key IS NULL)",
+                (SELECT count(*) FROM s FULL JOIN e USING (listener, key)
+                 WHERE s.key IS NULL OR e.key IS NULL)",
         table.name(),
         table.from_events_sql()
     )

@@ -471,10 +471,15 @@ async fn verify_reports_a_day_whose_keys_are_not_the_keys_of_its_events() {
     // A counting key no event gives, and a listener key gone.
     exec(
         &db.pool,
-        "INSERT INTO counting_keys (day, key) VALUES ('2026-11-26', gen_random_uuid())",
+        "INSERT INTO counting_keys (day, listener, key) VALUES ('2026-11-26', 1, 2)",
     )
     .await;
-    exec(&db.pool, "DELETE FROM listener_keys WHERE key = (SELECT key FROM listener_keys ORDER BY key LIMIT 1)").await;
+    exec(
+        &db.pool,
+        "DELETE FROM listener_keys WHERE (listener, key) =
+            (SELECT listener, key FROM listener_keys ORDER BY listener, key LIMIT 1)",
+    )
+    .await;
     let found = verify(&db.pool, None).await;
     let off: Vec<(&str, &str, i64, i64)> = found
         .iter()
@@ -532,6 +537,43 @@ async fn a_loader_older_than_the_key_tables_cannot_append_to_the_old_key_logs() 
         assert_eq!(
             count(&db.pool, &format!("SELECT count(*) FROM {table}")).await,
             0
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_loader_older_than_listener_led_keys_cannot_insert_its_keys() {
+    // Migration 32: a loader of the previous version, still running during
+    // a rollout, inserted 16-byte keys as uuids. Keys of the two layouts
+    // never match, so it must not count beside the new loaders: its insert
+    // fails, its load rolls back and is retried until it is replaced.
+    let db = TestDb::new().await;
+    load_events(
+        &db.pool,
+        "today",
+        &impressions(0..1, datetime!(2026-11-26 12:00 UTC)),
+    )
+    .await;
+    for table in ["counting_keys", "listener_keys"] {
+        let before = count(&db.pool, &format!("SELECT count(*) FROM {table}")).await;
+        let err = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO {table} (day, key) SELECT * FROM UNNEST($1::date[], $2::uuid[])
+             ON CONFLICT DO NOTHING RETURNING day, key"
+        )))
+        .bind(vec![time::macros::date!(2026 - 11 - 26)])
+        .bind(vec![uuid::Uuid::from_u128(7)])
+        .execute(&db.pool)
+        .await
+        .expect_err("the old layout's insert is refused");
+        assert!(
+            err.to_string()
+                .contains("column \"key\" is of type bigint but expression is of type uuid"),
+            "{table}: {err}"
+        );
+        assert_eq!(
+            count(&db.pool, &format!("SELECT count(*) FROM {table}")).await,
+            before,
+            "{table}"
         );
     }
 }

@@ -314,7 +314,9 @@ async fn one_loader_loading_objects_side_by_side_keeps_the_totals_of_one_at_a_ti
         totals(&side_by_side.pool, "c1").await,
         totals(&one_at_a_time.pool, "c1").await
     );
-    let keys = "SELECT string_agg(day || ':' || key, ',' ORDER BY day, key) FROM counting_keys";
+    let keys =
+        "SELECT string_agg(day || ':' || listener || ':' || key, ',' ORDER BY day, listener, key)
+        FROM counting_keys";
     let (a_keys, b_keys): (Option<String>, Option<String>) = (
         sqlx::query_scalar(keys)
             .fetch_one(&one_at_a_time.pool)

@@ -56,8 +56,10 @@ async fn written(pool: &PgPool) -> Vec<String> {
                                         event, country, app, device, region) t",
         "SELECT string_agg(r::text, E'\\n' ORDER BY r::text) FROM rollup_daily r",
         "SELECT string_agg(r::text, E'\\n' ORDER BY r::text) FROM daily_uniques r",
-        "SELECT string_agg(day || ' ' || key, E'\\n' ORDER BY day, key) FROM counting_keys",
-        "SELECT string_agg(day || ' ' || key, E'\\n' ORDER BY day, key) FROM listener_keys",
+        "SELECT string_agg(day || ' ' || listener || ' ' || key, E'\\n' ORDER BY day, listener, key)
+         FROM counting_keys",
+        "SELECT string_agg(day || ' ' || listener || ' ' || key, E'\\n' ORDER BY day, listener, key)
+         FROM listener_keys",
         "SELECT string_agg(concat_ws(' ', object_key, lines, events, new_events, duplicates,
                                      quarantined), E'\\n' ORDER BY object_key) FROM loaded_objects",
     ];

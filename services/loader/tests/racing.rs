@@ -73,8 +73,10 @@ async fn outcome(pool: &PgPool) -> Vec<String> {
                            ORDER BY campaign, day, creative) FROM daily_uniques",
         "SELECT md5(string_agg(s::text, ',' ORDER BY campaign, day, dim, value)) FROM reach_sketches s",
         "SELECT coalesce(md5(string_agg(f::text, ',' ORDER BY campaign, day, listener)), 'none') FROM frequency_sample f",
-        "SELECT md5(string_agg(day || ' ' || key, ',' ORDER BY day, key)) FROM counting_keys",
-        "SELECT md5(string_agg(day || ' ' || key, ',' ORDER BY day, key)) FROM listener_keys",
+        "SELECT md5(string_agg(day || ' ' || listener || ' ' || key, ',' ORDER BY day, listener, key))
+         FROM counting_keys",
+        "SELECT md5(string_agg(day || ' ' || listener || ' ' || key, ',' ORDER BY day, listener, key))
+         FROM listener_keys",
     ];
     let mut out = Vec::new();
     for q in queries {

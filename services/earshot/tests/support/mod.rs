@@ -347,12 +347,14 @@ pub async fn snapshot(pool: &PgPool) -> Snapshot {
         events: digest(pool, EVENTS_DIGEST).await,
         counting_keys: digest(
             pool,
-            "SELECT count(*)::bigint, coalesce(md5(string_agg(day::text || key::text, ',' ORDER BY day, key)), '') FROM counting_keys",
+            "SELECT count(*)::bigint, coalesce(md5(string_agg(day || ' ' || listener || ' ' || key, ','
+             ORDER BY day, listener, key)), '') FROM counting_keys",
         )
         .await,
         listener_keys: digest(
             pool,
-            "SELECT count(*)::bigint, coalesce(md5(string_agg(day::text || key::text, ',' ORDER BY day, key)), '') FROM listener_keys",
+            "SELECT count(*)::bigint, coalesce(md5(string_agg(day || ' ' || listener || ' ' || key, ','
+             ORDER BY day, listener, key)), '') FROM listener_keys",
         )
         .await,
         rollups: rows(

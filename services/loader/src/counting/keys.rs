@@ -1,6 +1,8 @@
 //! The counting rule's memory: the counting keys and listener keys each UTC
 //! day has counted and heard, in `counting_keys` and `listener_keys`
-//! (migration 11), one partition per day with a primary key on (day, key).
+//! (migration 11), one partition per day with a primary key on (day,
+//! listener, key): a key's first 8 bytes are its listener's, so one
+//! listener's keys sit side by side (migration 32, [`super::key`]).
 //!
 //! An object's candidate keys are inserted with `ON CONFLICT DO NOTHING
 //! RETURNING`: the keys returned are the new ones, and the primary key is
@@ -67,18 +69,20 @@ impl KeyTable {
     const fn insert_sql(self) -> &'static str {
         match self {
             KeyTable::Counting => {
-                "INSERT INTO counting_keys (day, key) SELECT * FROM UNNEST($1::date[], $2::uuid[])
-                 ON CONFLICT DO NOTHING RETURNING day, key"
+                "INSERT INTO counting_keys (day, listener, key)
+                 SELECT * FROM UNNEST($1::date[], $2::int8[], $3::int8[])
+                 ON CONFLICT DO NOTHING RETURNING day, listener, key"
             }
             KeyTable::Listener => {
-                "INSERT INTO listener_keys (day, key) SELECT * FROM UNNEST($1::date[], $2::uuid[])
-                 ON CONFLICT DO NOTHING RETURNING day, key"
+                "INSERT INTO listener_keys (day, listener, key)
+                 SELECT * FROM UNNEST($1::date[], $2::int8[], $3::int8[])
+                 ON CONFLICT DO NOTHING RETURNING day, listener, key"
             }
         }
     }
 
-    /// The day's keys from its raw events: `SELECT`s of (key) for the
-    /// events with `ts` in [$1, $2).
+    /// The day's keys from its raw events: `SELECT`s of (listener, key) for
+    /// the events with `ts` in [$1, $2).
     pub const fn from_events_sql(self) -> &'static str {
         match self {
             KeyTable::Counting => COUNTING_KEYS_FROM_EVENTS,
@@ -87,17 +91,20 @@ impl KeyTable {
     }
 }
 
-/// [`super::key`] in SQL: the first 16 bytes of the SHA-256 of the tag and
-/// the parts, each preceded by U+001F, as a uuid. `concat_ws` skips NULLs,
-/// so every part that can be NULL is coalesced as the loader does.
+/// [`super::key`] in SQL, as the columns (listener, key): the listener
+/// id's first 16 hex digits, and the first 8 bytes of the SHA-256 of the tag
+/// and the parts, each preceded by U+001F, each as a bigint of those bytes.
+/// `concat_ws` skips NULLs, so every part that can be NULL is coalesced as
+/// the loader does.
 macro_rules! key_sql {
     ($tag:literal, $parts:literal) => {
         concat!(
-            "encode(substring(sha256(convert_to(concat_ws(chr(31), '",
+            "('x' || substr(listener, 1, 16))::bit(64)::bigint AS listener, ",
+            "('x' || encode(substring(sha256(convert_to(concat_ws(chr(31), '",
             $tag,
             "', ",
             $parts,
-            "), 'UTF8')) FROM 1 FOR 16), 'hex')::uuid"
+            "), 'UTF8')) FROM 1 FOR 8), 'hex'))::bit(64)::bigint AS key"
         )
     };
 }
@@ -110,7 +117,7 @@ const COUNTING_KEYS_FROM_EVENTS: &str = concat!(
         "count/v1",
         "campaign, creative, coalesce(episode, ''), event, listener"
     ),
-    " AS key FROM events WHERE ts >= $1 AND ts < $2 AND verdict = 'valid'"
+    " FROM events WHERE ts >= $1 AND ts < $2 AND verdict = 'valid'"
 );
 
 /// Every listener key of the valid impressions with `ts` in [$1, $2):
@@ -118,7 +125,7 @@ const COUNTING_KEYS_FROM_EVENTS: &str = concat!(
 const LISTENER_KEYS_FROM_EVENTS: &str = concat!(
     "SELECT ",
     key_sql!("uniq/v1", "campaign, s.creative, listener"),
-    " AS key FROM events CROSS JOIN LATERAL (VALUES (''), (creative)) AS s (creative)
+    " FROM events CROSS JOIN LATERAL (VALUES (''), (creative)) AS s (creative)
      WHERE ts >= $1 AND ts < $2 AND verdict = 'valid' AND event = 'impression'"
 );
 
@@ -137,15 +144,20 @@ pub async fn insert_new(
         return Ok(HashSet::default());
     }
     let days: Vec<Date> = keys.iter().map(|k| k.0).collect();
-    let ids: Vec<Uuid> = keys.iter().map(|k| k.1).collect();
+    let (listeners, hashes): (Vec<i64>, Vec<i64>) =
+        keys.iter().map(|k| super::key_columns(k.1)).unzip();
     // UNNEST yields the arrays in order, and the insert takes its rows in
     // the order they come.
-    let new: Vec<(Date, Uuid)> = sqlx::query_as(table.insert_sql())
+    let new: Vec<(Date, i64, i64)> = sqlx::query_as(table.insert_sql())
         .bind(&days)
-        .bind(&ids)
+        .bind(&listeners)
+        .bind(&hashes)
         .fetch_all(&mut **tx)
         .await?;
-    Ok(new.into_iter().collect())
+    Ok(new
+        .into_iter()
+        .map(|(day, listener, hash)| (day, super::key_of_columns(listener, hash)))
+        .collect())
 }
 
 /// The partition of `table` for `day`.
@@ -229,7 +241,8 @@ async fn build_day(pool: &PgPool, day: Date) -> Result<bool, sqlx::Error> {
         // The name is the table's and a Date's digits, as the function
         // made it.
         sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO {part} (day, key) SELECT DISTINCT $3::date, key FROM ({}) AS k",
+            "INSERT INTO {part} (day, listener, key)
+             SELECT DISTINCT $3::date, listener, key FROM ({}) AS k",
             table.from_events_sql()
         )))
         .bind(from)

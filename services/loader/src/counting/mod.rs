@@ -21,7 +21,7 @@ pub mod keys;
 pub mod reach;
 pub mod rollups;
 
-use earshot_domain::{EventKind, TrackingEvent, Verdict};
+use earshot_domain::{EventKind, ListenerId, TrackingEvent, Verdict};
 use sha2::{Digest, Sha256};
 use time::Date;
 use uuid::Uuid;
@@ -62,8 +62,18 @@ pub fn stage(ev: TrackingEvent) -> Staged {
     }
 }
 
-/// A 128-bit key from parts, separated so that ("ab","c") ≠ ("a","bc").
-fn key(tag: &[u8], parts: &[&str]) -> Uuid {
+/// A key of `listener`'s, from parts, as a uuid: the listener id's first 8
+/// bytes, then the first 8 bytes of the SHA-256 of the tag and the parts,
+/// each preceded by U+001F (so that ("ab","c") ≠ ("a","bc")). The key
+/// tables store the two halves as (listener, key) (migration 32).
+///
+/// Led by the listener so that the keys one listener makes (an ad's
+/// impression, start, quartiles and complete come within a minute, so in one
+/// object) sit side by side in the day's primary key: an object's keys land
+/// on a leaf page per listener, not one per key. The listener id is an HMAC
+/// output, so its bytes are already uniform; the parts hold it too, so two
+/// keys are one only if 128 bits agree.
+fn key(listener: &ListenerId, tag: &[u8], parts: &[&str]) -> Uuid {
     let mut h = Sha256::new();
     h.update(tag);
     for p in parts {
@@ -71,9 +81,34 @@ fn key(tag: &[u8], parts: &[&str]) -> Uuid {
         h.update(p.as_bytes());
     }
     let d = h.finalize();
-    let mut b = [0u8; 16];
-    b.copy_from_slice(&d[..16]);
-    Uuid::from_bytes(b)
+    let mut hash = [0u8; 8];
+    hash.copy_from_slice(&d[..8]);
+    Uuid::from_u64_pair(listener_lead(listener), u64::from_be_bytes(hash))
+}
+
+/// A listener id's first 8 bytes (its first 16 hex digits) as a number.
+fn listener_lead(listener: &ListenerId) -> u64 {
+    listener.as_bytes()[..16].iter().fold(0, |n, &c| {
+        // A listener id is lower-case hex (`ListenerId::parse`).
+        let digit = if c.is_ascii_digit() {
+            c - b'0'
+        } else {
+            c - b'a' + 10
+        };
+        (n << 4) | u64::from(digit)
+    })
+}
+
+/// A key's two halves as the key tables store them: (listener, key), each
+/// a bigint holding the 8 bytes as they are.
+pub fn key_columns(key: Uuid) -> (i64, i64) {
+    let (listener, hash) = key.as_u64_pair();
+    (listener as i64, hash as i64)
+}
+
+/// The key of the two columns of [`key_columns`].
+pub fn key_of_columns(listener: i64, hash: i64) -> Uuid {
+    Uuid::from_u64_pair(listener as u64, hash as u64)
 }
 
 /// The counting key of a valid event: (campaign, creative, episode, event,
@@ -83,6 +118,7 @@ pub fn count_key(ev: &TrackingEvent) -> Option<Uuid> {
         return None;
     }
     Some(key(
+        &ev.listener,
         b"count/v1",
         &[
             ev.campaign.as_ref()?.as_str(),
@@ -103,8 +139,13 @@ fn uniq_keys(ev: &TrackingEvent) -> (Option<Uuid>, Option<Uuid>) {
         return (None, None);
     };
     (
-        Some(key(b"uniq/v1", &[c.as_str(), "", ev.listener.as_str()])),
         Some(key(
+            &ev.listener,
+            b"uniq/v1",
+            &[c.as_str(), "", ev.listener.as_str()],
+        )),
+        Some(key(
+            &ev.listener,
             b"uniq/v1",
             &[c.as_str(), cr.as_str(), ev.listener.as_str()],
         )),
@@ -307,6 +348,26 @@ pub(crate) mod tests {
         assert_eq!(uniq_keys(&start), (None, None));
         let (ua, _) = uniq_keys(&a);
         assert_eq!(ua, uniq_keys(&b).0);
+    }
+
+    #[test]
+    fn every_key_of_a_listener_is_led_by_its_ids_first_eight_bytes() {
+        let mut ev = event(L1, EventKind::Impression, Verdict::Valid);
+        ev.listener = ListenerId::parse("0123456789abcdeff0e1d2c3b4a59687").unwrap();
+        let (campaign_wide, per_creative) = uniq_keys(&ev);
+        let keys = [count_key(&ev), campaign_wide, per_creative].map(Option::unwrap);
+        for k in keys {
+            assert_eq!(key_columns(k).0, 0x0123_4567_89ab_cdef, "{k}");
+            assert_eq!(key_of_columns(key_columns(k).0, key_columns(k).1), k);
+        }
+        assert_ne!(keys[0], keys[1]);
+        assert_ne!(keys[1], keys[2]);
+        // A lead with its top bit set is a negative bigint, and back.
+        ev.listener = ListenerId::parse("f123456789abcdef0000000000000000").unwrap();
+        let k = count_key(&ev).unwrap();
+        assert_eq!(key_columns(k).0, 0xf123_4567_89ab_cdef_u64 as i64);
+        assert!(key_columns(k).0 < 0);
+        assert_eq!(key_of_columns(key_columns(k).0, key_columns(k).1), k);
     }
 
     #[test]
