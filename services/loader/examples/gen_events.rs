@@ -15,7 +15,11 @@
 //!   `earshot-domain`'s built-in list (app, device, os), ~3% bot user agents
 //!   plus a few missing ones (~3.5% bots in all);
 //! - ~1% invalid hits (bad or missing signature, unusable campaign id);
-//! - VAST events in funnel proportions, with VAST error codes on errors;
+//! - ad plays, not lone events: a play is one listener's impression, then
+//!   the start, quartiles and complete as far as they got (or a skip, a
+//!   click, a VAST error), each hit of it from the same player, minutes
+//!   apart at most, as podcast players send them; ~2.3 hits a play, in the
+//!   funnel proportions of [`FUNNEL`];
 //! - ~10% of events repeat the (listener, creative, episode, event) of a
 //!   recent valid event the same day: they are stored but not counted again;
 //! - ~0.5% of lines repeat an event of the previous object verbatim (a
@@ -110,7 +114,9 @@ const COUNTRIES: &[(&str, u32)] = &[
     ("NL", 2),
     ("SE", 2),
 ];
-const EVENTS: &[(EventKind, u32)] = &[
+/// Hits per 1,000 by kind, as plays make them: each play opens with an
+/// impression; [`funnel`] draws the rest from these proportions.
+const FUNNEL: &[(EventKind, u32)] = &[
     (EventKind::Impression, 440),
     (EventKind::Start, 150),
     (EventKind::FirstQuartile, 110),
@@ -121,7 +127,65 @@ const EVENTS: &[(EventKind, u32)] = &[
     (EventKind::Click, 8),
     (EventKind::Error, 12),
 ];
+/// Plays under way at once: a hit that is not an impression goes to one of
+/// them, drawn at random, so a play's hits come about `OPEN_PLAYS / 0.56`
+/// hits apart (seconds at a million events a day).
+const OPEN_PLAYS: usize = 64;
 const INVALID_REASONS: &[&str] = &["bad_signature", "missing_signature", "bad_campaign_id"];
+
+/// How many hits of [`FUNNEL`] of `kind` there are per impression.
+fn per_impression(kind: EventKind) -> f64 {
+    let w = |k: EventKind| FUNNEL.iter().find(|(f, _)| *f == k).map_or(0, |(_, w)| *w) as f64;
+    w(kind) / w(EventKind::Impression)
+}
+
+/// The hits of one play after its impression, in the order they come: a
+/// VAST error or a start; after a start each quartile with the chance that
+/// gives [`FUNNEL`]'s proportions, and a skip for some plays that stop
+/// short of the complete; a click for some plays.
+fn funnel(rng: &mut fastrand::Rng) -> Vec<EventKind> {
+    use EventKind::*;
+    let mut kinds = Vec::new();
+    let u = rng.f64();
+    if u < per_impression(Error) {
+        kinds.push(Error);
+    } else if u < per_impression(Error) + per_impression(Start) {
+        kinds.push(Start);
+        let mut reached = Start;
+        for next in [FirstQuartile, Midpoint, ThirdQuartile, Complete] {
+            if rng.f64() >= per_impression(next) / per_impression(reached) {
+                break;
+            }
+            kinds.push(next);
+            reached = next;
+        }
+        let dropped = per_impression(Start) - per_impression(Complete);
+        if reached != Complete && rng.f64() < per_impression(Skip) / dropped {
+            kinds.push(Skip);
+        }
+    }
+    if rng.f64() < per_impression(Click) {
+        kinds.push(Click);
+    }
+    kinds
+}
+
+/// Keeps `e` among the recent valid events a repeat is drawn from.
+fn remember(recent: &mut Vec<TrackingEvent>, next: &mut usize, e: &TrackingEvent) {
+    if recent.len() < REPEAT_WINDOW {
+        recent.push(e.clone());
+    } else {
+        recent[*next] = e.clone();
+        *next = (*next + 1) % REPEAT_WINDOW;
+    }
+}
+
+/// A play under way: its first hit, which the others copy, and the kinds
+/// still to come, last first.
+struct Play {
+    first: TrackingEvent,
+    to_come: Vec<EventKind>,
+}
 
 struct Args {
     out: PathBuf,
@@ -350,6 +414,8 @@ fn main() -> anyhow::Result<()> {
     let ts_all = timestamps(&mut rng, args.day, args.events);
     let mut recent: Vec<TrackingEvent> = Vec::with_capacity(REPEAT_WINDOW);
     let mut recent_next = 0usize;
+    let mut plays: Vec<Play> = Vec::with_capacity(OPEN_PLAYS);
+    let impression_share = 1.0 / FUNNEL.iter().map(|&(k, _)| per_impression(k)).sum::<f64>();
     let per_file = args.events.div_ceil(args.files);
     let mut previous_object: Vec<TrackingEvent> = Vec::new();
     let (mut bots, mut invalid, mut repeats, mut retries) = (0usize, 0usize, 0usize, 0usize);
@@ -383,6 +449,35 @@ fn main() -> anyhow::Result<()> {
                 repeats += 1;
                 continue;
             }
+            // A hit of a play under way, or the impression of a new play:
+            // new plays come at the share that keeps FUNNEL's proportion of
+            // impressions.
+            if !plays.is_empty() && (plays.len() >= OPEN_PLAYS || rng.f64() >= impression_share) {
+                let i = rng.usize(..plays.len());
+                let play = &mut plays[i];
+                let kind = play
+                    .to_come
+                    .pop()
+                    .expect("a play under way has hits to come");
+                let mut e = play.first.clone();
+                if play.to_come.is_empty() {
+                    plays.swap_remove(i);
+                }
+                e.id = id;
+                e.ts = ts;
+                e.trace_id = trace_id;
+                e.event = Some(kind);
+                e.error_code =
+                    (kind == EventKind::Error).then(|| [402u16, 405, 900, 301][rng.usize(..4)]);
+                match e.verdict {
+                    Verdict::Bot => bots += 1,
+                    Verdict::Invalid => invalid += 1,
+                    Verdict::Valid => remember(&mut recent, &mut recent_next, &e),
+                }
+                number(&mut edge_rng, &mut edges, &mut e);
+                object.push(e);
+                continue;
+            }
             let c = &campaigns[weighted(&mut rng, &campaign_weights)];
             let show = c.shows[rng.usize(..c.shows.len())];
             let r = rng.f64();
@@ -394,7 +489,7 @@ fn main() -> anyhow::Result<()> {
                 Some(weighted(&mut rng, PLAYER_UAS))
             };
             let info = classifier.classify(ua);
-            let kind = weighted(&mut rng, EVENTS);
+            let kind = EventKind::Impression;
             // The builder's calls draw from `rng` in this order, field by field.
             let mut e = event()
                 .id(id)
@@ -444,12 +539,15 @@ fn main() -> anyhow::Result<()> {
                 }
             }
             if e.verdict == Verdict::Valid {
-                if recent.len() < REPEAT_WINDOW {
-                    recent.push(e.clone());
-                } else {
-                    recent[recent_next] = e.clone();
-                    recent_next = (recent_next + 1) % REPEAT_WINDOW;
-                }
+                remember(&mut recent, &mut recent_next, &e);
+            }
+            let mut to_come = funnel(&mut rng);
+            if !to_come.is_empty() {
+                to_come.reverse();
+                plays.push(Play {
+                    first: e.clone(),
+                    to_come,
+                });
             }
             number(&mut edge_rng, &mut edges, &mut e);
             object.push(e);
