@@ -97,7 +97,9 @@ async fn assert_loaded_exactly(db: &TestDb, written: &[TrackingEvent]) {
         .map(|e| {
             (
                 e.id,
-                e.trace_id.clone(),
+                // The trace id stays in S3 (migration 33): the edge's files
+                // were matched to the hits sent by it, before loading.
+                None,
                 e.verdict.as_str().to_owned(),
                 e.listener.as_str().to_owned(),
                 e.campaign.as_ref().map(|c| c.as_str().to_owned()),

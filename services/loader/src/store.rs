@@ -170,7 +170,7 @@ pub async fn already_loaded<'e>(
 }
 
 /// Number of columns in `COPY_EVENTS`.
-const EVENT_COLUMNS: i16 = 20;
+const EVENT_COLUMNS: i16 = 19;
 
 /// Appends `events` rows to `out`, in the column order of `COPY_EVENTS`.
 fn copy_rows<'a>(out: &mut BinaryCopy, events: impl Iterator<Item = &'a Staged>, object_id: i64) {
@@ -193,20 +193,22 @@ fn copy_rows<'a>(out: &mut BinaryCopy, events: impl Iterator<Item = &'a Staged>,
         out.text(e.country.as_ref().map(|c| c.as_str()));
         out.text(Some(e.verdict.as_str()));
         out.text(e.reason.as_deref());
-        out.text(e.trace_id.as_deref());
         out.int8(object_id);
         out.text(e.region.as_ref().map(|r| r.as_str()));
         out.text(Some(e.listener_period.as_str()));
     }
 }
 
-/// Every column of `events` but `ua`: the user agent, the widest field
-/// (54 bytes on the loader bench's lines, a sixth of a row), stays in S3
-/// (Athena), and the row keeps what the edge made of it (app, device, os)
-/// and the verdict's reason (migration 31).
+/// Every column of `events` but `ua` and `trace_id`, which stay in S3
+/// (Athena) and nothing in PostgreSQL reads. The user agent is the widest
+/// field (54 bytes on the loader bench's lines, a sixth of a row); the row
+/// keeps what the edge made of it (app, device, os) and the verdict's
+/// reason (migration 31). The trace id is the next widest (41 bytes there,
+/// up to ~100 with a parent and sampling flag), wanted only to follow one
+/// hit through the edge's logs (migration 33).
 const COPY_EVENTS: &str =
     "COPY events (id, ts, campaign, creative, episode, show, placement, event, \
-    error_code, listener, app, device, os, country, verdict, reason, trace_id, object_id, \
+    error_code, listener, app, device, os, country, verdict, reason, object_id, \
     region, listener_period) FROM STDIN (FORMAT binary)";
 
 /// Ids of the object already loaded (a replay, or a Firehose retry that
