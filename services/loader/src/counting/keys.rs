@@ -92,8 +92,9 @@ impl KeyTable {
 }
 
 /// [`super::key`] in SQL, as the columns (listener, key): the listener
-/// id's first 16 hex digits, and the first 8 bytes of the SHA-256 of the tag
-/// and the parts, each preceded by U+001F, each as a bigint of those bytes.
+/// id's first 16 hex digits, and the first 8 bytes of the SHA-256 of the
+/// tag, the parts and the listener id, each preceded by U+001F, each as a
+/// bigint of those bytes.
 /// `concat_ws` skips NULLs, so every part that can be NULL is coalesced as
 /// the loader does.
 macro_rules! key_sql {
@@ -104,7 +105,7 @@ macro_rules! key_sql {
             $tag,
             "', ",
             $parts,
-            "), 'UTF8')) FROM 1 FOR 8), 'hex'))::bit(64)::bigint AS key"
+            ", listener), 'UTF8')) FROM 1 FOR 8), 'hex'))::bit(64)::bigint AS key"
         )
     };
 }
@@ -115,7 +116,7 @@ const COUNTING_KEYS_FROM_EVENTS: &str = concat!(
     "SELECT ",
     key_sql!(
         "count/v1",
-        "campaign, creative, coalesce(episode, ''), event, listener"
+        "campaign, creative, coalesce(episode, ''), event"
     ),
     " FROM events WHERE ts >= $1 AND ts < $2 AND verdict = 'valid'"
 );
@@ -124,7 +125,7 @@ const COUNTING_KEYS_FROM_EVENTS: &str = concat!(
 /// campaign-wide (creative '') and per creative.
 const LISTENER_KEYS_FROM_EVENTS: &str = concat!(
     "SELECT ",
-    key_sql!("uniq/v1", "campaign, s.creative, listener"),
+    key_sql!("uniq/v1", "campaign, s.creative"),
     " FROM events CROSS JOIN LATERAL (VALUES (''), (creative)) AS s (creative)
      WHERE ts >= $1 AND ts < $2 AND verdict = 'valid' AND event = 'impression'"
 );

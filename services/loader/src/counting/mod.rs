@@ -63,20 +63,21 @@ pub fn stage(ev: TrackingEvent) -> Staged {
 }
 
 /// A key of `listener`'s, from parts, as a uuid: the listener id's first 8
-/// bytes, then the first 8 bytes of the SHA-256 of the tag and the parts,
-/// each preceded by U+001F (so that ("ab","c") ≠ ("a","bc")). The key
-/// tables store the two halves as (listener, key) (migration 32).
+/// bytes, then the first 8 bytes of the SHA-256 of the tag, the parts and
+/// the listener id, each preceded by U+001F (so that ("ab","c") ≠
+/// ("a","bc")). The key tables store the two halves as (listener, key)
+/// (migration 32).
 ///
 /// Led by the listener so that the keys one listener makes (an ad's
 /// impression, start, quartiles and complete come within a minute, so in one
 /// object) sit side by side in the day's primary key: an object's keys land
 /// on a leaf page per listener, not one per key. The listener id is an HMAC
-/// output, so its bytes are already uniform; the parts hold it too, so two
+/// output, so its bytes are already uniform; the hash holds it too, so two
 /// keys are one only if 128 bits agree.
 fn key(listener: &ListenerId, tag: &[u8], parts: &[&str]) -> Uuid {
     let mut h = Sha256::new();
     h.update(tag);
-    for p in parts {
+    for p in parts.iter().chain([&listener.as_str()]) {
         h.update([0x1f]);
         h.update(p.as_bytes());
     }
@@ -88,15 +89,10 @@ fn key(listener: &ListenerId, tag: &[u8], parts: &[&str]) -> Uuid {
 
 /// A listener id's first 8 bytes (its first 16 hex digits) as a number.
 fn listener_lead(listener: &ListenerId) -> u64 {
-    listener.as_bytes()[..16].iter().fold(0, |n, &c| {
-        // A listener id is lower-case hex (`ListenerId::parse`).
-        let digit = if c.is_ascii_digit() {
-            c - b'0'
-        } else {
-            c - b'a' + 10
-        };
-        (n << 4) | u64::from(digit)
-    })
+    let mut lead = [0u8; 8];
+    hex::decode_to_slice(&listener.as_bytes()[..16], &mut lead)
+        .expect("a listener id is lower-case hex (ListenerId::parse)");
+    u64::from_be_bytes(lead)
 }
 
 /// A key's two halves as the key tables store them: (listener, key), each
@@ -125,7 +121,6 @@ pub fn count_key(ev: &TrackingEvent) -> Option<Uuid> {
             ev.creative.as_ref()?.as_str(),
             ev.episode.as_ref().map_or("", |e| e.as_str()),
             ev.event?.as_str(),
-            ev.listener.as_str(),
         ],
     ))
 }
@@ -139,16 +134,8 @@ fn uniq_keys(ev: &TrackingEvent) -> (Option<Uuid>, Option<Uuid>) {
         return (None, None);
     };
     (
-        Some(key(
-            &ev.listener,
-            b"uniq/v1",
-            &[c.as_str(), "", ev.listener.as_str()],
-        )),
-        Some(key(
-            &ev.listener,
-            b"uniq/v1",
-            &[c.as_str(), cr.as_str(), ev.listener.as_str()],
-        )),
+        Some(key(&ev.listener, b"uniq/v1", &[c.as_str(), ""])),
+        Some(key(&ev.listener, b"uniq/v1", &[c.as_str(), cr.as_str()])),
     )
 }
 
